@@ -1,0 +1,83 @@
+/**
+ * The one error catalogue. Every failure cbr reports carries one of these codes; codes travel
+ * unchanged in events, CLI output (`--json`) and exit statuses. docs/errors.md mirrors this table
+ * and test/unit/errors.test.ts keeps the two in step.
+ */
+export const ERRORS = {
+  CBR_ERR_INVALID_ARGUMENT: { exit: 2, retryable: false, summary: 'A command-line argument or command field is missing or malformed.' },
+  CBR_ERR_CONFIG: { exit: 2, retryable: false, summary: 'A profile or configuration file is missing, unreadable or invalid.' },
+  CBR_ERR_JAVA_NOT_FOUND: { exit: 3, retryable: false, summary: 'No Java 11/17 runtime was found to run Cassandra or nodetool.' },
+  CBR_ERR_CASSANDRA_FETCH_FAILED: { exit: 3, retryable: true, summary: 'Maven could not fetch the Cassandra jars.' },
+  CBR_ERR_SANDBOX_EXISTS: { exit: 4, retryable: false, summary: 'A sandbox instance with this name already exists.' },
+  CBR_ERR_SANDBOX_NOT_FOUND: { exit: 4, retryable: false, summary: 'No sandbox instance has this name.' },
+  CBR_ERR_SANDBOX_START_FAILED: { exit: 5, retryable: true, summary: 'The Cassandra process exited or did not answer CQL in time.' },
+  CBR_ERR_SERVICE_CONTROL_FAILED: { exit: 5, retryable: true, summary: 'Stopping or starting the Cassandra service failed.' },
+  CBR_ERR_NODE_NOT_RUNNING: { exit: 5, retryable: true, summary: 'The Cassandra node is not running or does not answer.' },
+  CBR_ERR_NODETOOL_FAILED: { exit: 6, retryable: true, summary: 'A nodetool command exited with an error.' },
+  CBR_ERR_SNAPSHOT_FAILED: { exit: 6, retryable: true, summary: 'Taking, listing or clearing a snapshot failed.' },
+  CBR_ERR_CQL_FAILED: { exit: 6, retryable: true, summary: 'A CQL statement failed or the node could not be reached over CQL.' },
+  CBR_ERR_INSUFFICIENT_SPACE: { exit: 7, retryable: false, summary: 'Free disk space is below the configured threshold.' },
+  CBR_ERR_STORAGE_FAILED: { exit: 8, retryable: true, summary: 'Object storage failed to store, read or delete an object.' },
+  CBR_ERR_OBJECT_NOT_FOUND: { exit: 8, retryable: false, summary: 'The object does not exist in storage.' },
+  CBR_ERR_BACKUP_NOT_FOUND: { exit: 9, retryable: false, summary: 'No backup has this id.' },
+  CBR_ERR_BACKUP_NOT_COMPLETE: { exit: 9, retryable: false, summary: 'The backup exists but is not COMPLETED, so it cannot be restored.' },
+  CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH: { exit: 10, retryable: false, summary: 'The stored object does not match the checksum in its record (truncated or altered).' },
+  CBR_ERR_ARCHIVE_CORRUPT: { exit: 10, retryable: false, summary: 'The archive could not be decompressed or parsed.' },
+  CBR_ERR_ARCHIVE_HOSTILE_ENTRY: { exit: 10, retryable: false, summary: 'The archive holds an entry that may not be unpacked (absolute path, "..", link, device, or outside the data-dir layout).' },
+  CBR_ERR_DECRYPT_FAILED: { exit: 10, retryable: false, summary: 'Decryption failed: wrong key, or the archive was altered.' },
+  CBR_ERR_KEY_REQUIRED: { exit: 10, retryable: false, summary: 'The backup is encrypted and no key was given.' },
+  CBR_ERR_KEY_INVALID: { exit: 2, retryable: false, summary: 'The key file is unreadable or does not hold a 256-bit key.' },
+  CBR_ERR_TARGET_NOT_EMPTY: { exit: 11, retryable: false, summary: 'The restore target holds user data; pass --force to replace it.' },
+  CBR_ERR_RESTORE_VERIFY_FAILED: { exit: 11, retryable: false, summary: 'The restored node did not answer with the new password or lacks a keyspace.' },
+  CBR_ERR_WORKFLOW_NOT_FOUND: { exit: 12, retryable: false, summary: 'No workflow has this id.' },
+  CBR_ERR_WORKFLOW_CONFLICT: { exit: 12, retryable: false, summary: 'Another workflow holds the resource (same backup id or same target).' },
+  CBR_ERR_ABORTED: { exit: 13, retryable: true, summary: 'The step was aborted (shutdown or cancel).' },
+  CBR_ERR_INTERNAL: { exit: 70, retryable: false, summary: 'An unexpected internal error; the message says where.' },
+} as const satisfies Record<string, { exit: number; retryable: boolean; summary: string }>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** The JSON-safe shape of an error, as kept in machine context and sent in events. */
+export interface ErrorInfo {
+  code: ErrorCode;
+  message: string;
+  retryable: boolean;
+}
+
+export class CbrError extends Error {
+  readonly code: ErrorCode;
+  readonly retryable: boolean;
+
+  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown }) {
+    super(message ?? ERRORS[code].summary, options);
+    this.name = 'CbrError';
+    this.code = code;
+    this.retryable = ERRORS[code].retryable;
+  }
+
+  get exitCode(): number {
+    return ERRORS[this.code].exit;
+  }
+
+  toJSON(): ErrorInfo {
+    return { code: this.code, message: this.message, retryable: this.retryable };
+  }
+}
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.hasOwn(ERRORS, value);
+}
+
+/** Any thrown value as ErrorInfo; unknown errors become CBR_ERR_INTERNAL with their message. */
+export function toErrorInfo(err: unknown, fallback: ErrorCode = 'CBR_ERR_INTERNAL'): ErrorInfo {
+  if (err instanceof CbrError) return err.toJSON();
+  if (err && typeof err === 'object' && 'name' in err && err.name === 'AbortError') {
+    return { code: 'CBR_ERR_ABORTED', message: 'aborted', retryable: true };
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  return { code: fallback, message, retryable: ERRORS[fallback].retryable };
+}
+
+export function fromErrorInfo(info: ErrorInfo): CbrError {
+  return new CbrError(info.code, info.message);
+}

@@ -1,0 +1,373 @@
+import { spawn } from 'node:child_process';
+import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { connect, createServer } from 'node:net';
+import { userInfo } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { classpath, findJavaHome, JDK17_MODULE_OPTIONS } from '../cassandra/java.ts';
+import { connectCql } from '../cassandra/cql.ts';
+import { sandboxYaml } from '../cassandra/yaml.ts';
+import { CbrError } from '../errors.ts';
+import { cbrHome } from '../home.ts';
+import { loadCredentials, loadProfile, type Profile } from '../profile.ts';
+import { DEFAULT_CASSANDRA_VERSION, ensureDistribution } from './dist.ts';
+
+/**
+ * Throwaway real Cassandra nodes, the way ccm or testcontainers give one, without Docker: the Maven Central
+ * jars run as `CassandraDaemon` on JDK 17, one folder per instance under $CBR_HOME/sandboxes.
+ */
+
+const NAME_RE = /^[A-Za-z][A-Za-z0-9_-]{0,47}$/;
+const PORT_BASE = 21000;
+const PORTS_PER_SLOT = 10;
+
+export interface SandboxOptions {
+  env?: NodeJS.ProcessEnv;
+  version?: string;
+  /** cluster_name of a new instance; default: the instance name. */
+  clusterName?: string;
+  /** JVM heap, e.g. "768M". Default: $CBR_SANDBOX_HEAP or 768M. */
+  heap?: string;
+  /** How long start waits for CQL. Default 180 s. */
+  timeoutMs?: number;
+}
+
+export interface SandboxStatus {
+  name: string;
+  running: boolean;
+  pid: number | null;
+  cqlPort: number;
+  jmxPort: number;
+  clusterName?: string;
+  releaseVersion?: string;
+  profilePath: string;
+  instanceDir: string;
+  logFile: string;
+}
+
+export function sandboxesDir(env: NodeJS.ProcessEnv = process.env): string {
+  return join(cbrHome(env), 'sandboxes');
+}
+
+export function instanceDir(name: string, env: NodeJS.ProcessEnv = process.env): string {
+  checkName(name);
+  return join(sandboxesDir(env), name);
+}
+
+export function profilePath(name: string, env: NodeJS.ProcessEnv = process.env): string {
+  return join(instanceDir(name, env), 'profile.json');
+}
+
+function checkName(name: string): void {
+  if (!NAME_RE.test(name)) {
+    throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `sandbox name must match ${NAME_RE} (got ${JSON.stringify(name)})`);
+  }
+}
+
+/** Creates the instance folder, cassandra.yaml, logback.xml, credentials and profile. Does not start it. */
+export async function createSandbox(name: string, opts: SandboxOptions = {}): Promise<Profile> {
+  const env = opts.env ?? process.env;
+  const dir = instanceDir(name, env);
+  if (existsSync(join(dir, 'profile.json'))) throw new CbrError('CBR_ERR_SANDBOX_EXISTS', `sandbox ${name} already exists at ${dir}`);
+  const dist = await ensureDistribution(opts.version ?? DEFAULT_CASSANDRA_VERSION, env);
+  const javaHome = await findJavaHome(env);
+  const slot = await freeSlot(env);
+  const base = PORT_BASE + slot * PORTS_PER_SLOT;
+  const ports = { storage: base, cql: base + 2, jmx: base + 3 };
+  const paths = {
+    data: join(dir, 'data'),
+    commitlog: join(dir, 'commitlog'),
+    savedCaches: join(dir, 'saved_caches'),
+    hints: join(dir, 'hints'),
+    cdc: join(dir, 'cdc_raw'),
+    conf: join(dir, 'conf'),
+    logs: join(dir, 'logs'),
+  };
+  for (const p of Object.values(paths)) await mkdir(p, { recursive: true });
+  const yamlPath = join(paths.conf, 'cassandra.yaml');
+  await writeFile(
+    yamlPath,
+    sandboxYaml({
+      clusterName: opts.clusterName ?? name,
+      dataDir: paths.data,
+      commitlogDir: paths.commitlog,
+      savedCachesDir: paths.savedCaches,
+      hintsDir: paths.hints,
+      cdcDir: paths.cdc,
+      address: '127.0.0.1',
+      cqlPort: ports.cql,
+      storagePort: ports.storage,
+    }),
+  );
+  await writeFile(join(paths.conf, 'logback.xml'), logbackXml(paths.logs));
+  // The default superuser, as Cassandra creates it on first start; restore replaces the password.
+  const credentialsFile = join(paths.conf, 'credentials.json');
+  await writeFile(credentialsFile, JSON.stringify({ username: 'cassandra', password: 'cassandra' }), { mode: 0o600 });
+  await chmod(credentialsFile, 0o600);
+  const me = userInfo();
+  const profile: Profile = {
+    version: 1,
+    name,
+    hostId: name,
+    cassandraVersion: dist.version,
+    cql: { host: '127.0.0.1', port: ports.cql, localDc: 'datacenter1', credentialsFile },
+    jmx: { host: '127.0.0.1', port: ports.jmx },
+    java: { home: javaHome, libDir: dist.libDir },
+    dataDirs: [paths.data],
+    commitlogDir: paths.commitlog,
+    savedCachesDir: paths.savedCaches,
+    hintsDir: paths.hints,
+    cassandraYaml: yamlPath,
+    owner: { user: me.username, group: me.username, uid: me.uid, gid: me.gid },
+    service: { kind: 'sandbox', instanceDir: dir },
+  };
+  await writeFile(join(dir, 'profile.json'), `${JSON.stringify(profile, null, 2)}\n`);
+  return profile;
+}
+
+/** Starts the instance (creating it first if needed) and waits until CQL answers with its credentials. */
+export async function startSandbox(name: string, opts: SandboxOptions = {}): Promise<SandboxStatus> {
+  const env = opts.env ?? process.env;
+  const path = profilePath(name, env);
+  const profile = existsSync(path) ? await loadProfile(path) : await createSandbox(name, opts);
+  await startInstance(profile, opts);
+  return sandboxStatus(name, { env, probe: true });
+}
+
+/** Starts the Cassandra process of an instance folder, unless it already runs, and waits for CQL. */
+export async function startInstance(profile: Profile, opts: SandboxOptions = {}): Promise<void> {
+  if (profile.service.kind !== 'sandbox') throw new CbrError('CBR_ERR_CONFIG', 'not a sandbox profile');
+  const dir = profile.service.instanceDir;
+  if (runningPid(dir) === null) {
+    const heap = opts.heap ?? opts.env?.['CBR_SANDBOX_HEAP'] ?? process.env['CBR_SANDBOX_HEAP'] ?? '768M';
+    const libDir = profile.java.libDir;
+    const jamm = (await readdir(libDir)).find((f) => /^jamm-.*\.jar$/.test(f));
+    if (!jamm) throw new CbrError('CBR_ERR_SANDBOX_START_FAILED', `no jamm jar in ${libDir}`);
+    const args = [
+      `-Xms${heap}`,
+      `-Xmx${heap}`,
+      '-Xss256k',
+      '-XX:+UseG1GC',
+      '-XX:+HeapDumpOnOutOfMemoryError',
+      `-XX:HeapDumpPath=${join(dir, 'logs')}`,
+      `-javaagent:${join(libDir, jamm)}`,
+      ...JDK17_MODULE_OPTIONS,
+      `-Dcassandra.jmx.local.port=${profile.jmx.port}`,
+      '-Dcassandra-foreground=yes',
+      `-Dcassandra.config=file://${profile.cassandraYaml}`,
+      `-Dcassandra.storagedir=${dir}`,
+      `-Dcassandra.logdir=${join(dir, 'logs')}`,
+      `-Dlogback.configurationFile=${join(dir, 'conf', 'logback.xml')}`,
+      '-Dcassandra.skip_wait_for_gossip_to_settle=0',
+      '-Dcassandra.superuser_setup_delay_ms=0',
+      '-Dcassandra.ring_delay_ms=1000',
+      '-cp',
+      classpath(libDir),
+      'org.apache.cassandra.service.CassandraDaemon',
+    ];
+    const out = openSync(join(dir, 'logs', 'stdout.log'), 'a');
+    const child = spawn(join(profile.java.home, 'bin', 'java'), args, {
+      cwd: dir,
+      detached: true,
+      stdio: ['ignore', out, out],
+    });
+    closeSync(out);
+    if (child.pid === undefined) throw new CbrError('CBR_ERR_SANDBOX_START_FAILED', 'java did not start');
+    await writeFile(join(dir, 'cassandra.pid'), `${child.pid}\n`);
+    child.unref();
+  }
+  await waitForCql(profile, opts.timeoutMs ?? 180_000);
+}
+
+async function waitForCql(profile: Profile, timeoutMs: number): Promise<void> {
+  const dir = profile.service.kind === 'sandbox' ? profile.service.instanceDir : '';
+  const credentials = await loadCredentials(profile.cql.credentialsFile);
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < deadline) {
+    if (runningPid(dir) === null) {
+      throw new CbrError('CBR_ERR_SANDBOX_START_FAILED', `Cassandra exited during start. Last log lines:\n${await logTail(dir)}`);
+    }
+    if (await portOpen(profile.cql.host, profile.cql.port)) {
+      try {
+        const s = await connectCql({ ...profile.cql, credentials }, { timeoutMs: 3000 });
+        try {
+          await s.execute('SELECT release_version FROM system.local');
+          return;
+        } finally {
+          await s.close();
+        }
+      } catch (err) {
+        last = (err as Error).message;
+      }
+    }
+    await sleep(500);
+  }
+  throw new CbrError(
+    'CBR_ERR_SANDBOX_START_FAILED',
+    `CQL did not answer on ${profile.cql.host}:${profile.cql.port} within ${Math.round(timeoutMs / 1000)} s (${last}). Last log lines:\n${await logTail(dir)}`,
+  );
+}
+
+/** Stops the instance: SIGTERM, then SIGKILL after the grace period. Idempotent. */
+export async function stopInstance(dir: string, graceMs = 60_000): Promise<void> {
+  const pid = runningPid(dir);
+  if (pid === null) return;
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  const deadline = Date.now() + graceMs;
+  while (Date.now() < deadline) {
+    if (runningPid(dir) === null) return;
+    await sleep(200);
+  }
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    /* already gone */
+  }
+  while (runningPid(dir) !== null) await sleep(100);
+}
+
+export async function stopSandbox(name: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  const dir = instanceDir(name, env);
+  if (!existsSync(join(dir, 'profile.json'))) throw new CbrError('CBR_ERR_SANDBOX_NOT_FOUND', `no sandbox named ${name}`);
+  await stopInstance(dir);
+}
+
+export async function removeSandbox(name: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  const dir = instanceDir(name, env);
+  if (!existsSync(dir)) throw new CbrError('CBR_ERR_SANDBOX_NOT_FOUND', `no sandbox named ${name}`);
+  await stopInstance(dir);
+  await rm(dir, { recursive: true, force: true });
+}
+
+export async function sandboxStatus(
+  name: string,
+  opts: { env?: NodeJS.ProcessEnv; probe?: boolean } = {},
+): Promise<SandboxStatus> {
+  const env = opts.env ?? process.env;
+  const path = profilePath(name, env);
+  if (!existsSync(path)) throw new CbrError('CBR_ERR_SANDBOX_NOT_FOUND', `no sandbox named ${name}`);
+  const profile = await loadProfile(path);
+  const dir = instanceDir(name, env);
+  const pid = runningPid(dir);
+  const status: SandboxStatus = {
+    name,
+    running: pid !== null,
+    pid,
+    cqlPort: profile.cql.port,
+    jmxPort: profile.jmx.port,
+    profilePath: path,
+    instanceDir: dir,
+    logFile: join(dir, 'logs', 'system.log'),
+  };
+  if (pid !== null && opts.probe !== false) {
+    try {
+      const s = await connectCql({ ...profile.cql, credentials: await loadCredentials(profile.cql.credentialsFile) }, { timeoutMs: 3000 });
+      try {
+        const [row] = await s.execute('SELECT cluster_name, release_version FROM system.local');
+        status.clusterName = String(row?.['cluster_name']);
+        status.releaseVersion = String(row?.['release_version']);
+      } finally {
+        await s.close();
+      }
+    } catch {
+      status.running = false;
+    }
+  }
+  return status;
+}
+
+export async function listSandboxes(env: NodeJS.ProcessEnv = process.env): Promise<string[]> {
+  const root = sandboxesDir(env);
+  if (!existsSync(root)) return [];
+  const names = await readdir(root);
+  return names.filter((n) => existsSync(join(root, n, 'profile.json'))).sort();
+}
+
+/** The pid of the instance's CassandraDaemon, or null; checks /proc so a recycled pid is not mistaken for it. */
+export function runningPid(dir: string): number | null {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(join(dir, 'cassandra.pid'), 'utf8').trim());
+  } catch {
+    return null;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return null;
+  try {
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    if (!cmdline.includes('CassandraDaemon') || !cmdline.includes(dir)) return null;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    if (/\) Z /.test(stat)) return null;
+    return pid;
+  } catch {
+    return null;
+  }
+}
+
+async function logTail(dir: string, lines = 15): Promise<string> {
+  const out: string[] = [];
+  for (const f of ['system.log', 'stdout.log']) {
+    try {
+      const text = await readFile(join(dir, 'logs', f), 'utf8');
+      const tail = text.trimEnd().split('\n').filter((l) => /ERROR|Exception|WARN|Caused|Error/.test(l)).slice(-lines);
+      if (tail.length) out.push(`[${f}]`, ...tail);
+    } catch {
+      /* no such log yet */
+    }
+  }
+  return out.join('\n') || '(no log output)';
+}
+
+async function freeSlot(env: NodeJS.ProcessEnv): Promise<number> {
+  const used = new Set<number>();
+  for (const name of await listSandboxes(env)) {
+    try {
+      const p = await loadProfile(profilePath(name, env));
+      used.add(Math.floor((p.cql.port - PORT_BASE) / PORTS_PER_SLOT));
+    } catch {
+      /* a broken profile holds no slot */
+    }
+  }
+  for (let slot = 0; slot < 400; slot++) {
+    if (used.has(slot)) continue;
+    const base = PORT_BASE + slot * PORTS_PER_SLOT;
+    if ((await portFree(base)) && (await portFree(base + 2)) && (await portFree(base + 3))) return slot;
+  }
+  throw new CbrError('CBR_ERR_SANDBOX_START_FAILED', 'no free loopback port range for a new sandbox');
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+}
+
+function portOpen(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = connect({ host, port });
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once('error', () => resolve(false));
+  });
+}
+
+function logbackXml(logDir: string): string {
+  return `<configuration scan="false">
+  <appender name="FILE" class="ch.qos.logback.core.FileAppender">
+    <file>${logDir}/system.log</file>
+    <encoder><pattern>%-5level [%thread] %date{ISO8601} %F:%L - %msg%n</pattern></encoder>
+  </appender>
+  <logger name="org.apache.cassandra" level="INFO"/>
+  <root level="INFO"><appender-ref ref="FILE"/></root>
+</configuration>
+`;
+}
