@@ -1,0 +1,52 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { CbrError } from '../errors.ts';
+import type { Profile } from '../profile.ts';
+import { runningPid, startInstance, stopInstance } from '../sandbox/sandbox.ts';
+
+const run = promisify(execFile);
+
+/** Start, stop and ask about the Cassandra process of one node. `start` returns once CQL answers. */
+export interface ServiceControl {
+  isRunning(): Promise<boolean>;
+  start(signal?: AbortSignal): Promise<void>;
+  stop(signal?: AbortSignal): Promise<void>;
+}
+
+export function createServiceControl(profile: Profile): ServiceControl {
+  const service = profile.service;
+  if (service.kind === 'sandbox') {
+    return {
+      isRunning: async () => runningPid(service.instanceDir) !== null,
+      start: async () => {
+        try {
+          await startInstance(profile);
+        } catch (err) {
+          throw err instanceof CbrError && err.code === 'CBR_ERR_SANDBOX_START_FAILED'
+            ? new CbrError('CBR_ERR_SERVICE_CONTROL_FAILED', err.message)
+            : err;
+        }
+      },
+      stop: () => stopInstance(service.instanceDir),
+    };
+  }
+  const systemctl = async (verb: string, signal?: AbortSignal): Promise<string> => {
+    try {
+      const { stdout } = await run('systemctl', [verb, service.unit], signal ? { signal } : {});
+      return stdout.trim();
+    } catch (err) {
+      const e = err as { stdout?: string; stderr?: string; message: string };
+      if (verb === 'is-active') return (e.stdout ?? '').trim();
+      throw new CbrError('CBR_ERR_SERVICE_CONTROL_FAILED', `systemctl ${verb} ${service.unit}: ${(e.stderr ?? e.message).trim()}`);
+    }
+  };
+  return {
+    isRunning: async () => (await systemctl('is-active')) === 'active',
+    start: async (signal) => {
+      await systemctl('start', signal);
+    },
+    stop: async (signal) => {
+      await systemctl('stop', signal);
+    },
+  };
+}

@@ -1,0 +1,44 @@
+import { CbrError, ERRORS, toErrorInfo } from '../errors.ts';
+import { type CliIO, type Command, processIO } from './io.ts';
+
+/** Commands load lazily: `cbr sandbox status` does not pay for the backup code. */
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  sandbox: async () => (await import('./commands/sandbox.ts')).command,
+};
+
+export async function main(argv: string[], io: CliIO = processIO()): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    io.stdout(await help());
+    return name ? 0 : 2;
+  }
+  const load = COMMANDS[name];
+  if (!load) {
+    io.stderr(`cbr: unknown command ${JSON.stringify(name)}\n${await help()}`);
+    return ERRORS.CBR_ERR_INVALID_ARGUMENT.exit;
+  }
+  const json = rest.includes('--json');
+  try {
+    const command = await load();
+    if (rest.includes('--help') || rest.includes('-h')) {
+      io.stdout(`usage: ${command.usage}\n`);
+      return 0;
+    }
+    return await command.run(rest, io);
+  } catch (err) {
+    const info = toErrorInfo(err);
+    if (json) io.stdout(`${JSON.stringify({ error: info }, null, 2)}\n`);
+    io.stderr(`cbr ${name}: ${info.code}: ${info.message}\n`);
+    return err instanceof CbrError ? err.exitCode : ERRORS.CBR_ERR_INTERNAL.exit;
+  }
+}
+
+async function help(): Promise<string> {
+  const lines = ['usage: cbr <command> [options]', '', 'commands:'];
+  for (const [name, load] of Object.entries(COMMANDS)) {
+    const c = await load();
+    lines.push(`  ${name.padEnd(16)} ${c.summary}`);
+  }
+  lines.push('', 'Every command takes --help and --json.');
+  return `${lines.join('\n')}\n`;
+}

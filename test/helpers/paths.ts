@@ -1,0 +1,4 @@
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO = join(fileURLToPath(import.meta.url), '..', '..', '..');

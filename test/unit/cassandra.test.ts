@@ -1,0 +1,30 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { nodetoolMessage, parseListSnapshots } from '../../src/cassandra/nodetool.ts';
+import { getYamlScalar, setYamlScalar } from '../../src/cassandra/yaml.ts';
+
+describe('cassandra.yaml scalar edits', () => {
+  const yaml = "# comment\ncluster_name: 'Old Name'\nauthenticator: PasswordAuthenticator\nseed_provider:\n  - class_name: x\n";
+  it('replaces one line and keeps the rest', () => {
+    const out = setYamlScalar(yaml, 'cluster_name', "it's new");
+    assert.equal(getYamlScalar(out, 'cluster_name'), "it's new");
+    assert.equal(out.split('\n').length, yaml.split('\n').length);
+    assert.match(out, /^# comment$/m);
+    assert.equal(getYamlScalar(setYamlScalar(out, 'authenticator', 'AllowAllAuthenticator'), 'authenticator'), 'AllowAllAuthenticator');
+  });
+  it('appends a missing key', () => {
+    assert.equal(getYamlScalar(setYamlScalar(yaml, 'rpc_address', '127.0.0.1'), 'rpc_address'), '127.0.0.1');
+  });
+});
+
+describe('nodetool output', () => {
+  it('parses listsnapshots', () => {
+    const out = `Snapshot Details: \nSnapshot name Keyspace name Column family name True size Size on disk Creation time Expiration time\nb1            ks1           t1                 0 bytes   5.1 KiB      2026-01-01T00:00:00Z\nb1            ks1           t2                 0 bytes   5.1 KiB      2026-01-01T00:00:00Z\nb2            ks2           t1                 0 bytes   5.1 KiB      2026-01-01T00:00:00Z\n\nTotal TrueDiskSpaceUsed: 0 bytes\n`;
+    assert.deepEqual(parseListSnapshots(out), ['b1', 'b2']);
+    assert.deepEqual(parseListSnapshots('There are no snapshots\n'), []);
+  });
+  it('keeps the reason of a failure, not the stack trace', () => {
+    const out = 'error: Snapshot t1 already exists.\n-- StackTrace --\njava.io.IOException: Snapshot t1 already exists.\n\tat org.apache...\n';
+    assert.equal(nodetoolMessage(out), 'Snapshot t1 already exists.');
+  });
+});
