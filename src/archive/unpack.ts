@@ -1,0 +1,122 @@
+import { createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { PassThrough, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import tar from 'tar-stream';
+import { CbrError } from '../errors.ts';
+import { DecryptStream } from './crypto.ts';
+import { type Compression, decompressor } from './format.ts';
+
+/** `<keyspace>/<table>-<32 hex id>/<file>` or `.../.<index>/<file>`: the only shapes a data directory holds. */
+const ENTRY_RE = /^[A-Za-z0-9_]{1,48}\/[A-Za-z0-9_]{1,48}-[0-9a-f]{32}\/(\.[A-Za-z0-9_]{1,64}\/)?[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/;
+
+export interface UnpackOptions {
+  compression: Compression;
+  key?: Buffer | undefined;
+  /** Expected SHA-256 (hex) of the stored object; checked when the stream ends. */
+  sha256: string;
+  /** Expected archive entries and their sizes (from the backup record); anything else is refused. */
+  expected?: ReadonlyMap<string, number>;
+  signal?: AbortSignal;
+  onProgress?: (p: { bytes: number; files: number; storedBytes: number }) => void;
+}
+
+/**
+ * Unpacks a stored archive into `targetDir`, which must be a new, empty directory. Refuses absolute paths,
+ * '..', links, devices, FIFOs and anything outside the data-dir layout; verifies the object's SHA-256 at the
+ * end. On any failure the caller discards targetDir: nothing outside it was written.
+ */
+export async function unpackArchive(source: Readable, targetDir: string, opts: UnpackOptions): Promise<{ files: number; bytes: number }> {
+  const hash = createHash('sha256');
+  let storedBytes = 0;
+  const meter = new PassThrough({ highWaterMark: 1 << 20 });
+  meter.on('data', (c: Buffer) => {
+    hash.update(c);
+    storedBytes += c.length;
+  });
+  const extract = tar.extract();
+  const stages: NodeJS.ReadWriteStream[] = [];
+  if (opts.key) stages.push(new DecryptStream(opts.key));
+  stages.push(decompressor(opts.compression));
+
+  const seen = new Set<string>();
+  const dirs = new Set<string>();
+  let bytes = 0;
+  let files = 0;
+  let lastReport = 0;
+
+  const consume = (async () => {
+    for await (const entry of extract) {
+      opts.signal?.throwIfAborted();
+      const h = entry.header;
+      const name = h.name;
+      if (h.type !== 'file') throw hostile(name, `entry type ${h.type} is not allowed (only regular files)`);
+      checkName(name);
+      if (seen.has(name)) throw hostile(name, 'duplicate entry');
+      seen.add(name);
+      const size = h.size ?? 0;
+      if (opts.expected) {
+        const want = opts.expected.get(name);
+        if (want === undefined) throw hostile(name, 'entry is not in the backup record');
+        if (want !== size) throw hostile(name, `size ${size} differs from the record (${want})`);
+      }
+      const path = join(targetDir, ...name.split('/'));
+      const dir = dirname(path);
+      if (!dirs.has(dir)) {
+        await mkdir(dir, { recursive: true });
+        dirs.add(dir);
+      }
+      // 'wx': never overwrite, never follow an existing link.
+      entry.on('data', (c: unknown) => {
+        bytes += (c as Buffer).length;
+        const now = Date.now();
+        if (opts.onProgress && now - lastReport > 250) {
+          lastReport = now;
+          opts.onProgress({ bytes, files, storedBytes });
+        }
+      });
+      await pipeline(entry, createWriteStream(path, { flags: 'wx', mode: 0o644 }));
+      files++;
+    }
+  })();
+
+  const piped = pipeline([source, meter, ...stages, extract] as unknown as [Readable, NodeJS.WritableStream], opts.signal ? { signal: opts.signal } : {});
+  try {
+    await Promise.all([piped, consume]);
+  } catch (err) {
+    extract.destroy();
+    source.destroy();
+    throw classify(err);
+  }
+  const digest = hash.digest('hex');
+  if (digest !== opts.sha256) {
+    throw new CbrError('CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH', `archive SHA-256 ${digest.slice(0, 12)}… does not match the record (${opts.sha256.slice(0, 12)}…)`);
+  }
+  if (opts.expected && seen.size !== opts.expected.size) {
+    throw new CbrError('CBR_ERR_ARCHIVE_CORRUPT', `archive holds ${seen.size} files, the record lists ${opts.expected.size}`);
+  }
+  opts.onProgress?.({ bytes, files, storedBytes });
+  return { files, bytes };
+}
+
+function checkName(name: string): void {
+  if (name.startsWith('/')) throw hostile(name, 'absolute path');
+  if (name.includes('\\') || name.includes('\0')) throw hostile(name, 'backslash or NUL in path');
+  if (name.split('/').some((p) => p === '..' || p === '.' || p === '')) throw hostile(name, "'..', '.' or empty path segment");
+  if (!ENTRY_RE.test(name)) throw hostile(name, 'path does not fit the data-directory layout <keyspace>/<table>-<id>/<file>');
+}
+
+function hostile(name: string, why: string): CbrError {
+  return new CbrError('CBR_ERR_ARCHIVE_HOSTILE_ENTRY', `refused archive entry ${JSON.stringify(name.slice(0, 200))}: ${why}`);
+}
+
+function classify(err: unknown): CbrError {
+  if (err instanceof CbrError) return err;
+  const e = err as NodeJS.ErrnoException;
+  if (e.name === 'AbortError') return new CbrError('CBR_ERR_ABORTED', 'unpack aborted');
+  if (e.code === 'ENOSPC') return new CbrError('CBR_ERR_INSUFFICIENT_SPACE', 'no space left on the device while unpacking');
+  if (e.code === 'EEXIST') return new CbrError('CBR_ERR_ARCHIVE_HOSTILE_ENTRY', 'archive entry would overwrite an existing file');
+  return new CbrError('CBR_ERR_ARCHIVE_CORRUPT', `archive could not be read: ${e.message}`);
+}

@@ -1,0 +1,30 @@
+import type { Readable } from 'node:stream';
+
+/**
+ * The object storage port. Drivers: local filesystem (the embedded default); Swift and S3 fit the same
+ * shape (a put of unknown length becomes a multi-part/segmented upload inside the driver).
+ * Every call honours its AbortSignal. A put that fails or is aborted leaves no object behind.
+ */
+export interface ObjectStore {
+  readonly description: string;
+  put(key: string, body: Readable, opts?: { signal?: AbortSignal; contentType?: string }): Promise<{ size: number }>;
+  get(key: string, opts?: { signal?: AbortSignal }): Promise<Readable>;
+  head(key: string, opts?: { signal?: AbortSignal }): Promise<ObjectInfo | null>;
+  list(prefix?: string, opts?: { signal?: AbortSignal }): AsyncIterable<ObjectInfo>;
+  /** Idempotent: deleting a missing object is not an error. */
+  delete(key: string, opts?: { signal?: AbortSignal }): Promise<void>;
+}
+
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  modified: string;
+}
+
+/** Plain-JSON storage settings, kept in workflow context so a resumed workflow can reconnect. No secrets here. */
+export type StorageConfig = { driver: 'local'; root: string; container: string };
+
+export const DEFAULT_CONTAINER = 'database_backups';
+
+/** Object keys are `<backup id>/<name>`: ASCII, no traversal. */
+export const KEY_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)*$/;

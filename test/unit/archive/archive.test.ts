@@ -1,0 +1,159 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp, readdir, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
+import { describe, it } from 'node:test';
+import tar from 'tar-stream';
+import { DecryptStream, EncryptStream, parseKey } from '../../../src/archive/crypto.ts';
+import type { Compression } from '../../../src/archive/format.ts';
+import { packArchive } from '../../../src/archive/pack.ts';
+import { unpackArchive } from '../../../src/archive/unpack.ts';
+import type { SnapshotFile } from '../../../src/cassandra/layout.ts';
+
+const TABLE = 'ks1/users-0123456789abcdef0123456789abcdef';
+
+async function fixture(): Promise<SnapshotFile[]> {
+  const dir = await mkdtemp(join(tmpdir(), 'cbr-pack-'));
+  const specs: [string, Buffer][] = [
+    [`${TABLE}/nb-1-big-Data.db`, randomBytes(300_000)],
+    [`${TABLE}/nb-1-big-TOC.txt`, Buffer.from('Data.db\nTOC.txt\n')],
+    [`${TABLE}/manifest.json`, Buffer.from('{"files":["nb-1-big-Data.db"]}')],
+    [`${TABLE}/.users_city/nb-1-big-Data.db`, Buffer.alloc(70_000, 7)],
+    [`ks1/${'t'.repeat(48)}-0123456789abcdef0123456789abcdef/${'n'.repeat(120)}-Data.db`, Buffer.from('long name')],
+  ];
+  return specs.map(([archivePath, data], i) => {
+    const path = join(dir, String(i));
+    writeFileSync(path, data);
+    return { path, archivePath, size: data.length, keyspace: 'ks1', table: 'users' };
+  });
+}
+
+async function stored(files: SnapshotFile[], compression: Compression, key?: Buffer) {
+  const { stream, result } = packArchive(files, { compression, key });
+  const bytes = await buffer(stream);
+  return { bytes, result: await result };
+}
+
+describe('archive pack and unpack', () => {
+  for (const compression of ['zstd', 'gzip', 'none'] as const) {
+    for (const encrypted of [false, true]) {
+      it(`round-trips every file byte for byte (${compression}${encrypted ? ', encrypted' : ''})`, async () => {
+        const files = await fixture();
+        const key = encrypted ? randomBytes(32) : undefined;
+        const { bytes, result } = await stored(files, compression, key);
+        assert.equal(result.size, bytes.length);
+        assert.equal(result.sha256, createHash('sha256').update(bytes).digest('hex'));
+        assert.equal(result.files, files.length);
+        const target = await mkdtemp(join(tmpdir(), 'cbr-unpack-'));
+        const expected = new Map(files.map((f) => [f.archivePath, f.size]));
+        const out = await unpackArchive(Readable.from([bytes]), target, { compression, key, sha256: result.sha256, expected });
+        assert.equal(out.files, files.length);
+        for (const f of files) assert.deepEqual(await readFile(join(target, f.archivePath)), readFileSync(f.path), f.archivePath);
+      });
+    }
+  }
+
+  it('detects a flipped byte, a truncated object and a wrong key', async () => {
+    const files = await fixture();
+    const key = randomBytes(32);
+    const { bytes, result } = await stored(files, 'zstd', key);
+    const opts = { compression: 'zstd' as const, key, sha256: result.sha256 };
+    const flipped = Buffer.from(bytes);
+    flipped[Math.floor(flipped.length / 2)]! ^= 1;
+    const codes: string[] = [];
+    for (const [label, data, k] of [
+      ['flipped', flipped, key],
+      ['truncated', bytes.subarray(0, bytes.length - 100), key],
+      ['wrong key', bytes, randomBytes(32)],
+    ] as const) {
+      const target = await mkdtemp(join(tmpdir(), 'cbr-bad-'));
+      await assert.rejects(unpackArchive(Readable.from([data]), target, { ...opts, key: k }), (err: { code: string }) => {
+        codes.push(`${label}:${err.code}`);
+        return true;
+      });
+    }
+    assert.deepEqual(codes, ['flipped:CBR_ERR_DECRYPT_FAILED', 'truncated:CBR_ERR_DECRYPT_FAILED', 'wrong key:CBR_ERR_DECRYPT_FAILED']);
+  });
+
+  it('detects a flipped byte in an unencrypted archive by its checksum', async () => {
+    const files = await fixture();
+    const { bytes, result } = await stored(files, 'none');
+    const flipped = Buffer.from(bytes);
+    flipped[1024 + 10]! ^= 1; // inside the first file's content
+    const target = await mkdtemp(join(tmpdir(), 'cbr-bad-'));
+    await assert.rejects(
+      unpackArchive(Readable.from([flipped]), target, { compression: 'none', sha256: result.sha256 }),
+      { code: 'CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH' },
+    );
+  });
+
+  async function craft(entries: tar.Header[]): Promise<Buffer> {
+    const pack = tar.pack();
+    for (const h of entries) {
+      if (h.type === 'file' || !h.type) pack.entry(h, 'x');
+      else pack.entry(h);
+    }
+    pack.finalize();
+    return buffer(pack);
+  }
+
+  for (const [label, header] of [
+    ['a ../ entry', { name: `${TABLE}/../../../etc/evil`, size: 1 }],
+    ['an absolute path', { name: '/etc/evil', size: 1 }],
+    ['a symlink', { name: `${TABLE}/link`, type: 'symlink', linkname: '/etc/passwd' }],
+    ['a hard link', { name: `${TABLE}/hard`, type: 'link', linkname: '/etc/passwd' }],
+    ['a FIFO', { name: `${TABLE}/fifo`, type: 'fifo' }],
+    ['a character device', { name: `${TABLE}/dev`, type: 'character-device' }],
+    ['a path outside the layout', { name: 'evil.sh', size: 1 }],
+  ] as [string, tar.Header][]) {
+    it(`refuses ${label} and writes nothing outside the target`, async () => {
+      const bytes = await craft([{ name: `${TABLE}/ok-Data.db`, size: 1 }, header]);
+      const parent = await mkdtemp(join(tmpdir(), 'cbr-hostile-'));
+      const target = join(parent, 'target');
+      mkdirSync(target);
+      await assert.rejects(
+        unpackArchive(Readable.from([bytes]), target, {
+          compression: 'none',
+          sha256: createHash('sha256').update(bytes).digest('hex'),
+        }),
+        { code: 'CBR_ERR_ARCHIVE_HOSTILE_ENTRY' },
+      );
+      assert.deepEqual(await readdir(parent), ['target']);
+    });
+  }
+});
+
+describe('chunked encryption', () => {
+  it('round-trips streams at and around chunk boundaries', async () => {
+    const key = randomBytes(32);
+    for (const size of [0, 1, 4095, 4096, 4097, 3 * 4096, 3 * 4096 + 5]) {
+      const data = randomBytes(size);
+      const enc = await buffer(Readable.from([data]).pipe(new EncryptStream(key, 4096)));
+      const dec = await buffer(Readable.from([enc]).pipe(new DecryptStream(key)));
+      assert.deepEqual(dec, data, `size ${size}`);
+    }
+  });
+
+  it('rejects an archive cut at a chunk boundary (the final flag is missing)', async () => {
+    const key = randomBytes(32);
+    const enc = await buffer(Readable.from([randomBytes(3 * 4096 + 5)]).pipe(new EncryptStream(key, 4096)));
+    const cut = enc.subarray(0, 36 + 2 * (4096 + 16));
+    await assert.rejects(buffer(Readable.from([cut]).pipe(new DecryptStream(key))), { code: 'CBR_ERR_DECRYPT_FAILED' });
+  });
+
+  it('parses keys as raw, hex or base64 and refuses anything else without echoing it', () => {
+    const k = randomBytes(32);
+    assert.deepEqual(parseKey(k, 'f'), k);
+    assert.deepEqual(parseKey(Buffer.from(`${k.toString('hex')}\n`), 'f'), k);
+    assert.deepEqual(parseKey(Buffer.from(k.toString('base64')), 'f'), k);
+    assert.throws(() => parseKey(Buffer.from('hunter2-not-a-key'), 'keyfile'), (err: Error & { code: string }) => {
+      assert.equal(err.code, 'CBR_ERR_KEY_INVALID');
+      assert.ok(!err.message.includes('hunter2'));
+      return true;
+    });
+  });
+});
