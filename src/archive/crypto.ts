@@ -151,7 +151,10 @@ export class DecryptStream extends Transform {
       this.#parts.push(data);
       this.#partsLen += data.length;
       if (!this.#header) {
-        if (this.#partsLen < HEADER_LEN) return cb();
+        if (this.#partsLen < HEADER_LEN) {
+          cb();
+          return;
+        }
         const all = this.#take();
         this.#readHeader(all.subarray(0, HEADER_LEN));
         this.#keep(all.subarray(HEADER_LEN));

@@ -91,7 +91,7 @@ describe('archive pack and unpack', () => {
     );
   });
 
-  async function craft(entries: tar.Header[]): Promise<Buffer> {
+  async function craft(entries: Partial<tar.Header> & { name: string }[]): Promise<Buffer> {
     const pack = tar.pack();
     for (const h of entries) {
       if (h.type === 'file' || !h.type) pack.entry(h, 'x');
@@ -109,7 +109,7 @@ describe('archive pack and unpack', () => {
     ['a FIFO', { name: `${TABLE}/fifo`, type: 'fifo' }],
     ['a character device', { name: `${TABLE}/dev`, type: 'character-device' }],
     ['a path outside the layout', { name: 'evil.sh', size: 1 }],
-  ] as [string, tar.Header][]) {
+  ] as [string, Partial<tar.Header> & { name: string }][]) {
     it(`refuses ${label} and writes nothing outside the target`, async () => {
       const bytes = await craft([{ name: `${TABLE}/ok-Data.db`, size: 1 }, header]);
       const parent = await mkdtemp(join(tmpdir(), 'cbr-hostile-'));
