@@ -14,6 +14,8 @@ import { packArchive } from '../../../src/archive/pack.ts';
 import { unpackArchive } from '../../../src/archive/unpack.ts';
 import type { SnapshotFile } from '../../../src/cassandra/layout.ts';
 
+type Entry = Partial<tar.Header> & { name: string };
+
 const TABLE = 'ks1/users-0123456789abcdef0123456789abcdef';
 
 async function fixture(): Promise<SnapshotFile[]> {
@@ -91,7 +93,7 @@ describe('archive pack and unpack', () => {
     );
   });
 
-  async function craft(entries: Partial<tar.Header> & { name: string }[]): Promise<Buffer> {
+  async function craft(entries: Entry[]): Promise<Buffer> {
     const pack = tar.pack();
     for (const h of entries) {
       if (h.type === 'file' || !h.type) pack.entry(h, 'x');
@@ -109,7 +111,7 @@ describe('archive pack and unpack', () => {
     ['a FIFO', { name: `${TABLE}/fifo`, type: 'fifo' }],
     ['a character device', { name: `${TABLE}/dev`, type: 'character-device' }],
     ['a path outside the layout', { name: 'evil.sh', size: 1 }],
-  ] as [string, Partial<tar.Header> & { name: string }][]) {
+  ] as [string, Entry][]) {
     it(`refuses ${label} and writes nothing outside the target`, async () => {
       const bytes = await craft([{ name: `${TABLE}/ok-Data.db`, size: 1 }, header]);
       const parent = await mkdtemp(join(tmpdir(), 'cbr-hostile-'));
