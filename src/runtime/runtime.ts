@@ -1,0 +1,206 @@
+import { type AnyActorRef, createActor } from 'xstate';
+import { BACKUP_MACHINE_VERSION, type BackupContext, type BackupInput, backupMachine } from '../../machines/backup.machine.ts';
+import type { Progress } from '../../machines/common.ts';
+import { CbrError, type ErrorInfo } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import type { StateStore, WorkflowKind, WorkflowRow, WorkflowStatus } from '../state/store.ts';
+import { createBackupSteps } from '../steps/backupSteps.ts';
+import { buildBackupDeps } from './backupDeps.ts';
+
+/** What a workflow tells the world: every state change and progress. The bus publishes these; the CLI draws them. */
+export type WorkflowEvent =
+  | {
+      type: 'state';
+      workflowId: string;
+      kind: WorkflowKind;
+      state: string;
+      status: WorkflowStatus;
+      at: string;
+      error: ErrorInfo | null;
+    }
+  | { type: 'progress'; workflowId: string; kind: WorkflowKind; step: string; progress: Progress; at: string };
+
+export interface WorkflowOutcome {
+  workflowId: string;
+  kind: WorkflowKind;
+  /** 'completed' or 'failed' (final state name). */
+  state: string;
+  context: Record<string, unknown>;
+  error: ErrorInfo | null;
+}
+
+export interface RuntimeOptions {
+  store: StateStore;
+  env: NodeJS.ProcessEnv;
+  log: Logger;
+  onEvent?: (event: WorkflowEvent) => void;
+}
+
+interface Running {
+  actor: AnyActorRef;
+  done: Promise<WorkflowOutcome>;
+}
+
+/**
+ * Runs persisted workflows: creates or restores the actor, writes every snapshot to the state store before
+ * reporting it, and resolves when the machine reaches a final state.
+ */
+export class WorkflowRuntime {
+  readonly #opts: RuntimeOptions;
+  readonly #running = new Map<string, Running>();
+
+  constructor(opts: RuntimeOptions) {
+    this.#opts = opts;
+  }
+
+  get store(): StateStore {
+    return this.#opts.store;
+  }
+
+  /** Starts a backup; returns null when a workflow with this command id (or backup id) already exists. */
+  async startBackup(input: BackupInput, opts: { commandId?: string } = {}): Promise<Running | null> {
+    const { store } = this.#opts;
+    const { machine, attach } = await this.#backupMachine(input);
+    const actor = createActor(machine, { input });
+    attach(actor);
+    const initial = actor.getPersistedSnapshot() as unknown as { value: unknown };
+    const created = store.create({
+      id: input.workflowId,
+      kind: 'backup',
+      machineVersion: BACKUP_MACHINE_VERSION,
+      status: 'active',
+      state: stateName(initial.value),
+      snapshot: initial,
+      input,
+      commandId: opts.commandId ?? null,
+      ownerPid: process.pid,
+    });
+    if (!created) return null;
+    return this.#run(input.workflowId, 'backup', actor);
+  }
+
+  /** Restores a persisted workflow and lets it go on: the in-flight step re-runs (steps are idempotent). */
+  async resume(id: string): Promise<Running> {
+    const existing = this.#running.get(id);
+    if (existing) return existing;
+    const row = this.#opts.store.get(id);
+    if (!row) throw new CbrError('CBR_ERR_WORKFLOW_NOT_FOUND', `no workflow ${id}`);
+    if (row.kind === 'backup') {
+      if (row.machineVersion !== BACKUP_MACHINE_VERSION) {
+        throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `workflow ${id} was persisted by backup machine v${row.machineVersion}, this is v${BACKUP_MACHINE_VERSION}`);
+      }
+      const { machine, attach } = await this.#backupMachine(row.input as BackupInput);
+      const actor = createActor(machine, { snapshot: row.snapshot as never, input: row.input as BackupInput });
+      attach(actor);
+      this.#opts.store.claim(id, process.pid);
+      return this.#run(id, 'backup', actor);
+    }
+    throw new CbrError('CBR_ERR_WORKFLOW_NOT_FOUND', `no runtime for workflow kind ${row.kind}`);
+  }
+
+  /** Workflows left active by a process that is gone (crash, kill -9, reboot). */
+  orphans(): WorkflowRow[] {
+    return this.#opts.store
+      .list({ status: 'active' })
+      .filter((r) => !this.#running.has(r.id) && (r.ownerPid === null || r.ownerPid === process.pid || !alive(r.ownerPid)));
+  }
+
+  cancel(id: string, reason?: string): boolean {
+    const r = this.#running.get(id);
+    if (!r) return false;
+    r.actor.send({ type: 'CANCEL', reason });
+    return true;
+  }
+
+  /** Stops every running actor without touching its persisted state (graceful shutdown: resume later). */
+  stopAll(): void {
+    for (const r of this.#running.values()) r.actor.stop();
+    this.#running.clear();
+  }
+
+  async #backupMachine(input: BackupInput) {
+    const workflowLog = this.#opts.log.child({ workflowId: input.workflowId, kind: 'backup' });
+    let lastProgress = 0;
+    let actorRef: AnyActorRef | null = null;
+    const deps = await buildBackupDeps(input, {
+      env: this.#opts.env,
+      log: workflowLog,
+      onProgress: (step, progress) => {
+        this.#emit({ type: 'progress', workflowId: input.workflowId, kind: 'backup', step, progress, at: new Date().toISOString() });
+        // Persist progress at most once a second (it goes through the machine, so it lands in the snapshot).
+        const now = Date.now();
+        if (actorRef && now - lastProgress >= 1000) {
+          lastProgress = now;
+          actorRef.send({ type: 'PROGRESS', step, progress });
+        }
+      },
+    });
+    return {
+      machine: backupMachine.provide({ actors: createBackupSteps(deps) }),
+      attach: (a: AnyActorRef) => {
+        actorRef = a;
+      },
+    };
+  }
+
+  #run(id: string, kind: WorkflowKind, actor: AnyActorRef): Running {
+    const { store } = this.#opts;
+    let lastState = '';
+    const done = new Promise<WorkflowOutcome>((resolve, reject) => {
+      actor.subscribe({
+        next: (snap: { status: string; value: unknown; context: BackupContext }) => {
+          const status = snap.status as WorkflowStatus;
+          const state = stateName(snap.value);
+          try {
+            store.save(id, status, state, actor.getPersistedSnapshot());
+          } catch (err) {
+            this.#opts.log.error('cannot persist workflow snapshot', { workflowId: id, error: (err as Error).message });
+          }
+          if (state !== lastState || status !== 'active') {
+            lastState = state;
+            this.#emit({ type: 'state', workflowId: id, kind, state, status, at: new Date().toISOString(), error: snap.context.error ?? null });
+          }
+          if (status === 'done') {
+            this.#running.delete(id);
+            resolve({ workflowId: id, kind, state, context: snap.context as unknown as Record<string, unknown>, error: snap.context.error ?? null });
+          }
+        },
+        error: (err: unknown) => {
+          this.#running.delete(id);
+          reject(err);
+        },
+      });
+    });
+    done.catch(() => {});
+    const running = { actor, done };
+    this.#running.set(id, running);
+    actor.start();
+    return running;
+  }
+
+  #emit(event: WorkflowEvent): void {
+    try {
+      this.#opts.onEvent?.(event);
+    } catch (err) {
+      this.#opts.log.warn('event listener failed', { error: (err as Error).message });
+    }
+  }
+}
+
+export function stateName(value: unknown): string {
+  if (typeof value === 'string') return value;
+  if (value && typeof value === 'object') {
+    const [k, v] = Object.entries(value)[0] ?? [];
+    return k ? `${k}.${stateName(v)}` : '';
+  }
+  return String(value);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,151 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+
+/**
+ * The host's workflow database (node:sqlite, WAL): every transition of every machine is written here before
+ * anything else happens, so a crash at any point resumes (or compensates) from the last persisted state.
+ */
+
+export type WorkflowKind = 'backup' | 'restore';
+export type WorkflowStatus = 'active' | 'done' | 'error' | 'stopped';
+
+export interface WorkflowRow {
+  id: string;
+  kind: WorkflowKind;
+  machineVersion: number;
+  status: WorkflowStatus;
+  /** The machine's state value as JSON, e.g. "streaming" or {"compensating":"clearingSnapshot"}. */
+  state: string;
+  snapshot: unknown;
+  input: unknown;
+  commandId: string | null;
+  ownerPid: number | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface TransitionRow {
+  workflowId: string;
+  seq: number;
+  state: string;
+  at: string;
+}
+
+export class StateStore {
+  readonly db: DatabaseSync;
+
+  constructor(path: string) {
+    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    this.db = new DatabaseSync(path);
+    this.db.exec(`
+      PRAGMA journal_mode = WAL;
+      PRAGMA synchronous = NORMAL;
+      PRAGMA busy_timeout = 5000;
+      CREATE TABLE IF NOT EXISTS workflows (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        machine_version INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        state TEXT NOT NULL,
+        snapshot TEXT NOT NULL,
+        input TEXT NOT NULL,
+        command_id TEXT UNIQUE,
+        owner_pid INTEGER,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+      );
+      CREATE TABLE IF NOT EXISTS transitions (
+        workflow_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        at TEXT NOT NULL,
+        PRIMARY KEY (workflow_id, seq)
+      );
+    `);
+  }
+
+  /** Creates the workflow row; returns false when a workflow with this id or command id already exists. */
+  create(row: Omit<WorkflowRow, 'createdAt' | 'updatedAt'>): boolean {
+    const now = new Date().toISOString();
+    try {
+      this.db
+        .prepare(
+          `INSERT INTO workflows (id, kind, machine_version, status, state, snapshot, input, command_id, owner_pid, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .run(row.id, row.kind, row.machineVersion, row.status, row.state, JSON.stringify(row.snapshot), JSON.stringify(row.input), row.commandId, row.ownerPid, now, now);
+    } catch (err) {
+      if (/UNIQUE|PRIMARY KEY/i.test((err as Error).message)) return false;
+      throw err;
+    }
+    this.addTransition(row.id, row.state, now);
+    return true;
+  }
+
+  /** Persists a new snapshot; records a transition when the state value changed. */
+  save(id: string, status: WorkflowStatus, state: string, snapshot: unknown): void {
+    const now = new Date().toISOString();
+    const prev = this.db.prepare('SELECT state FROM workflows WHERE id = ?').get(id) as { state: string } | undefined;
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      this.db
+        .prepare('UPDATE workflows SET status = ?, state = ?, snapshot = ?, updated_at = ? WHERE id = ?')
+        .run(status, state, JSON.stringify(snapshot), now, id);
+      if (!prev || prev.state !== state) this.addTransition(id, state, now);
+      this.db.exec('COMMIT');
+    } catch (err) {
+      this.db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
+  claim(id: string, pid: number): void {
+    this.db.prepare('UPDATE workflows SET owner_pid = ? WHERE id = ?').run(pid, id);
+  }
+
+  get(id: string): WorkflowRow | undefined {
+    const r = this.db.prepare('SELECT * FROM workflows WHERE id = ?').get(id) as Record<string, unknown> | undefined;
+    return r ? toRow(r) : undefined;
+  }
+
+  byCommandId(commandId: string): WorkflowRow | undefined {
+    const r = this.db.prepare('SELECT * FROM workflows WHERE command_id = ?').get(commandId) as Record<string, unknown> | undefined;
+    return r ? toRow(r) : undefined;
+  }
+
+  list(filter: { kind?: WorkflowKind; status?: WorkflowStatus } = {}): WorkflowRow[] {
+    const rows = this.db.prepare('SELECT * FROM workflows ORDER BY created_at').all() as Record<string, unknown>[];
+    return rows.map(toRow).filter((r) => (!filter.kind || r.kind === filter.kind) && (!filter.status || r.status === filter.status));
+  }
+
+  transitions(id: string): TransitionRow[] {
+    const rows = this.db.prepare('SELECT * FROM transitions WHERE workflow_id = ? ORDER BY seq').all(id) as Record<string, unknown>[];
+    return rows.map((r) => ({ workflowId: String(r['workflow_id']), seq: Number(r['seq']), state: String(r['state']), at: String(r['at']) }));
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  private addTransition(id: string, state: string, at: string): void {
+    const next = this.db.prepare('SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM transitions WHERE workflow_id = ?').get(id) as { n: number };
+    this.db.prepare('INSERT INTO transitions (workflow_id, seq, state, at) VALUES (?, ?, ?, ?)').run(id, next.n, state, at);
+  }
+}
+
+function toRow(r: Record<string, unknown>): WorkflowRow {
+  return {
+    id: String(r['id']),
+    kind: r['kind'] as WorkflowKind,
+    machineVersion: Number(r['machine_version']),
+    status: r['status'] as WorkflowStatus,
+    state: String(r['state']),
+    snapshot: JSON.parse(String(r['snapshot'])),
+    input: JSON.parse(String(r['input'])),
+    commandId: r['command_id'] === null ? null : String(r['command_id']),
+    ownerPid: r['owner_pid'] === null ? null : Number(r['owner_pid']),
+    createdAt: String(r['created_at']),
+    updatedAt: String(r['updated_at']),
+  };
+}

@@ -1,0 +1,25 @@
+import { packArchive } from '../archive/pack.ts';
+import { archiveName } from '../archive/format.ts';
+import { listSnapshotFiles } from '../cassandra/layout.ts';
+import { CbrError } from '../errors.ts';
+import type { BackupResult, StepInput } from '../../machines/backup.machine.ts';
+import type { BackupDeps } from './deps.ts';
+
+/**
+ * Streams one TAR of every snapshot file, compressed and optionally encrypted, into storage. Re-run after a
+ * crash, it starts over: the storage driver only makes an object visible once its stream completed.
+ */
+export async function streamArchive(deps: BackupDeps, { ctx }: StepInput, signal: AbortSignal): Promise<BackupResult> {
+  const files = await listSnapshotFiles(deps.profile.dataDirs, ctx.backupId);
+  if (files.length === 0) throw new CbrError('CBR_ERR_SNAPSHOT_FAILED', `snapshot ${ctx.backupId} has no files`);
+  const objectKey = `${ctx.backupId}/${archiveName(ctx.compression, deps.key !== null)}`;
+  const { stream, result } = packArchive(files, {
+    compression: ctx.compression,
+    key: deps.key ?? undefined,
+    signal,
+    onProgress: (p) => deps.onProgress('streaming', p),
+  });
+  const [packed] = await Promise.all([result, deps.store.put(objectKey, stream, { signal })]);
+  deps.log.info('archive stored', { objectKey, size: packed.size, files: packed.files, rawBytes: packed.rawBytes });
+  return { objectKey, size: packed.size, sha256: packed.sha256, rawBytes: packed.rawBytes, files: packed.files };
+}

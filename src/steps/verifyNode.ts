@@ -1,0 +1,19 @@
+import { CbrError } from '../errors.ts';
+import type { StepInput } from '../../machines/backup.machine.ts';
+import type { BackupDeps } from './deps.ts';
+
+/** The node must be running and answer both JMX (nodetool) and CQL before a snapshot is taken. */
+export async function verifyNode(deps: BackupDeps, _input: StepInput, signal: AbortSignal) {
+  if (!(await deps.service.isRunning())) throw new CbrError('CBR_ERR_NODE_NOT_RUNNING', `Cassandra on ${deps.profile.name} is not running`);
+  const status = await deps.nodetool.status(signal).catch((err: CbrError) => {
+    throw new CbrError('CBR_ERR_NODE_NOT_RUNNING', `JMX does not answer on ${deps.profile.name}: ${err.message}`);
+  });
+  if (!/^UN\s/m.test(status)) throw new CbrError('CBR_ERR_NODE_NOT_RUNNING', `node ${deps.profile.name} is not Up/Normal`);
+  const cql = await deps.cql();
+  try {
+    const [row] = await cql.execute('SELECT cluster_name, release_version FROM system.local');
+    return { clusterName: String(row?.['cluster_name'] ?? ''), cassandraVersion: String(row?.['release_version'] ?? '') };
+  } finally {
+    await cql.close();
+  }
+}

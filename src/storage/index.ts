@@ -1,0 +1,12 @@
+import { CbrError } from '../errors.ts';
+import { createLocalStore } from './local.ts';
+import type { ObjectStore, StorageConfig } from './types.ts';
+
+export function openStore(config: StorageConfig): ObjectStore {
+  switch (config.driver) {
+    case 'local':
+      return createLocalStore(config.root, config.container);
+    default:
+      throw new CbrError('CBR_ERR_CONFIG', `unknown storage driver ${JSON.stringify((config as { driver: string }).driver)}`);
+  }
+}

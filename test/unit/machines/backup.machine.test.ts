@@ -1,0 +1,128 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { createActor, fromPromise, type SnapshotFrom, toPromise, waitFor } from 'xstate';
+import { type BackupInput, backupMachine } from '../../../machines/backup.machine.ts';
+import { CbrError } from '../../../src/errors.ts';
+
+const input: BackupInput = {
+  workflowId: 'b1',
+  backupId: 'b1',
+  name: 'nightly',
+  description: '',
+  profilePath: '/nowhere/profile.json',
+  storage: { driver: 'local', root: '/nowhere', container: 'database_backups' },
+  compression: 'zstd',
+  keySource: null,
+  minFreePercent: 10,
+  startedAt: '2026-01-01T00:00:00Z',
+};
+
+/** Fake steps that record the order they ran in; `fail` names a step to reject with a coded error. */
+function fakes(opts: { fail?: string; gate?: Promise<void> } = {}) {
+  const calls: string[] = [];
+  const mk = <T>(name: string, out: T) =>
+    // biome-ignore lint/suspicious/noExplicitAny: one fake serves steps with different inputs
+    fromPromise<T, any>(async () => {
+      calls.push(name);
+      if (name === 'streamArchive' && opts.gate) await opts.gate;
+      if (opts.fail === name) throw new CbrError('CBR_ERR_STORAGE_FAILED', `${name} broke`);
+      return out;
+    });
+  const actors = {
+    verifyNode: mk('verifyNode', { clusterName: 'c', cassandraVersion: '5.0.6' }),
+    checkFreeSpace: mk('checkFreeSpace', { freeBytes: 1, freePercent: 50 }),
+    clearSnapshot: mk('clearSnapshot', undefined),
+    takeSnapshot: mk('takeSnapshot', { files: 3, bytes: 30 }),
+    streamArchive: mk('streamArchive', { objectKey: 'b1/archive.tar.zst', size: 10, sha256: 'ab', rawBytes: 30, files: 3 }),
+    writeRecord: mk('writeRecord', undefined),
+    deleteBackupObjects: mk('deleteBackupObjects', undefined),
+  };
+  return { calls, machine: backupMachine.provide({ actors }) };
+}
+
+describe('backup machine', () => {
+  it('runs the steps in order and completes', async () => {
+    const { calls, machine } = fakes();
+    const actor = createActor(machine, { input }).start();
+    await toPromise(actor);
+    const snap = actor.getSnapshot();
+    assert.equal(snap.value, 'completed');
+    assert.deepEqual(calls, ['verifyNode', 'checkFreeSpace', 'clearSnapshot', 'takeSnapshot', 'streamArchive', 'writeRecord', 'clearSnapshot']);
+    assert.equal(snap.context.result?.sha256, 'ab');
+    assert.equal(snap.context.error, null);
+  });
+
+  it('clears the snapshot and deletes partial objects when streaming fails', async () => {
+    const { calls, machine } = fakes({ fail: 'streamArchive' });
+    const actor = createActor(machine, { input }).start();
+    await toPromise(actor);
+    const snap = actor.getSnapshot();
+    assert.equal(snap.value, 'failed');
+    assert.deepEqual(calls.slice(-3), ['streamArchive', 'deleteBackupObjects', 'clearSnapshot']);
+    assert.deepEqual(snap.context.error, { code: 'CBR_ERR_STORAGE_FAILED', message: 'streamArchive broke', retryable: true });
+  });
+
+  it('fails without compensation when the node is not running (no snapshot was taken)', async () => {
+    const { calls, machine } = fakes({ fail: 'verifyNode' });
+    const actor = createActor(machine, { input }).start();
+    await toPromise(actor);
+    assert.equal(actor.getSnapshot().value, 'failed');
+    assert.deepEqual(calls, ['verifyNode']);
+  });
+
+  it('survives a JSON round trip of its persisted snapshot mid-stream and re-runs the in-flight step', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const first = fakes({ gate });
+    const actor = createActor(first.machine, { input }).start();
+    await waitFor(actor, (s) => s.matches('streaming'));
+    const persisted = JSON.parse(JSON.stringify(actor.getPersistedSnapshot()));
+    actor.stop(); // the process "dies" here
+    release();
+
+    const second = fakes();
+    const resumed = createActor(second.machine, { snapshot: persisted as SnapshotFrom<typeof backupMachine>, input }).start();
+    await toPromise(resumed);
+    assert.equal(resumed.getSnapshot().value, 'completed');
+    assert.deepEqual(second.calls, ['streamArchive', 'writeRecord', 'clearSnapshot']);
+  });
+
+  it('compensates on CANCEL while streaming', async () => {
+    const first = fakes({ gate: new Promise(() => {}) });
+    const actor = createActor(first.machine, { input }).start();
+    await waitFor(actor, (s) => s.matches('streaming'));
+    actor.send({ type: 'CANCEL', reason: 'operator' });
+    await toPromise(actor);
+    assert.equal(actor.getSnapshot().value, 'failed');
+    assert.equal(actor.getSnapshot().context.error?.code, 'CBR_ERR_ABORTED');
+    assert.deepEqual(first.calls.slice(-2), ['deleteBackupObjects', 'clearSnapshot']);
+  });
+
+  it('keeps progress in context', async () => {
+    const { machine } = fakes({ gate: new Promise(() => {}) });
+    const actor = createActor(machine, { input }).start();
+    await waitFor(actor, (s) => s.matches('streaming'));
+    const progress = { bytes: 5, files: 1, totalBytes: 30, totalFiles: 3, storedBytes: 2 };
+    actor.send({ type: 'PROGRESS', step: 'streaming', progress });
+    assert.deepEqual(actor.getSnapshot().context.progress, progress);
+    actor.stop();
+  });
+});
+
+describe('machines are pure', () => {
+  it('machines/ imports no I/O module at runtime', async () => {
+    const { readdir, readFile } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { REPO } = await import('../../helpers/paths.ts');
+    const dir = join(REPO, 'machines');
+    for (const f of await readdir(dir)) {
+      const text = await readFile(join(dir, f), 'utf8');
+      const runtimeImports = [...text.matchAll(/^import (?!type )[^;]*from '([^']+)'/gm)].map((m) => m[1]);
+      for (const spec of runtimeImports) {
+        assert.ok(spec === 'xstate' || spec === './common.ts' || spec === '../src/errors.ts', `${f} imports ${spec}`);
+      }
+    }
+  });
+});
