@@ -31,11 +31,11 @@ function fakes(opts: { fail?: string; gate?: Promise<void> } = {}) {
   const actors = {
     verifyNode: mk('verifyNode', { clusterName: 'c', cassandraVersion: '5.0.6' }),
     checkFreeSpace: mk('checkFreeSpace', { freeBytes: 1, freePercent: 50 }),
-    clearSnapshot: mk('clearSnapshot', undefined),
+    clearSnapshot: mk<void>('clearSnapshot', undefined),
     takeSnapshot: mk('takeSnapshot', { files: 3, bytes: 30 }),
     streamArchive: mk('streamArchive', { objectKey: 'b1/archive.tar.zst', size: 10, sha256: 'ab', rawBytes: 30, files: 3 }),
-    writeRecord: mk('writeRecord', undefined),
-    deleteBackupObjects: mk('deleteBackupObjects', undefined),
+    writeRecord: mk<void>('writeRecord', undefined),
+    deleteBackupObjects: mk<void>('deleteBackupObjects', undefined),
   };
   return { calls, machine: backupMachine.provide({ actors }) };
 }
