@@ -18,6 +18,8 @@ export interface BackupInput {
   /** Where the encryption key comes from (a file path or an env var name), never the key. */
   keySource: { file?: string; env?: string } | null;
   startedAt: string;
+  /** Bytes per second of archive output, or null for no limit. */
+  rateLimit: number | null;
   /** Refuse to snapshot when less than this share of the data filesystem is free. */
   minFreePercent: number;
 }

@@ -7,6 +7,7 @@ import type { SnapshotFile } from '../cassandra/layout.ts';
 import { CbrError } from '../errors.ts';
 import { EncryptStream } from './crypto.ts';
 import { type Compression, compressor } from './format.ts';
+import { Throttle } from './throttle.ts';
 
 export interface PackProgress {
   /** Bytes of file content read so far. */
@@ -22,6 +23,8 @@ export interface PackOptions {
   compression: Compression;
   level?: number;
   key?: Buffer | undefined;
+  /** Bytes per second of stored output; null or undefined for no limit. */
+  rateLimit?: number | null | undefined;
   signal?: AbortSignal;
   onProgress?: (p: PackProgress) => void;
 }
@@ -61,6 +64,7 @@ export function packArchive(files: readonly SnapshotFile[], opts: PackOptions): 
 
   const stages: NodeJS.ReadWriteStream[] = [compressor(opts.compression, opts.level)];
   if (opts.key) stages.push(new EncryptStream(opts.key));
+  if (opts.rateLimit) stages.push(new Throttle(opts.rateLimit));
 
   const feed = (async () => {
     for (const f of files) {

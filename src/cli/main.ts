@@ -3,6 +3,11 @@ import { type CliIO, type Command, processIO } from './io.ts';
 
 /** Commands load lazily: `cbr sandbox status` does not pay for the backup code. */
 const COMMANDS: Record<string, () => Promise<Command>> = {
+  'backup-create': async () => (await import('./commands/backup-create.ts')).command,
+  'backup-list': async () => (await import('./commands/backup-list.ts')).command,
+  'backup-show': async () => (await import('./commands/backup-show.ts')).command,
+  'backup-delete': async () => (await import('./commands/backup-delete.ts')).command,
+  resume: async () => (await import('./commands/resume.ts')).command,
   sandbox: async () => (await import('./commands/sandbox.ts')).command,
 };
 

@@ -16,6 +16,7 @@ export async function streamArchive(deps: BackupDeps, { ctx }: StepInput, signal
   const { stream, result } = packArchive(files, {
     compression: ctx.compression,
     key: deps.key ?? undefined,
+    rateLimit: ctx.rateLimit,
     signal,
     onProgress: (p) => deps.onProgress('streaming', p),
   });

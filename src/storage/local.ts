@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -24,6 +24,7 @@ export function createLocalStore(root: string, container: string): ObjectStore {
     async put(key, body, opts = {}) {
       const target = pathOf(key);
       await mkdir(dirname(target), { recursive: true });
+      await removeStalePartials(dirname(target));
       const tmp = join(dirname(target), `.partial-${randomUUID()}`);
       try {
         await pipeline(body, createWriteStream(tmp, { flags: 'wx' }), opts.signal ? { signal: opts.signal } : {});
@@ -71,10 +72,18 @@ export function createLocalStore(root: string, container: string): ObjectStore {
       } catch (err) {
         throw storageError('delete', key, err);
       }
-      // Remove the key's directory when it became empty (one backup = one directory).
-      await rm(dirname(path), { recursive: false }).catch(() => {});
+      // Remove leftovers of killed puts, and the key's directory when it became empty (one backup = one directory).
+      await removeStalePartials(dirname(path)).catch(() => {});
+      await rmdir(dirname(path)).catch(() => {});
     },
   };
+}
+
+/** A put killed with its process (kill -9) leaves its temporary file; the next put of that backup removes it. */
+async function removeStalePartials(dir: string): Promise<void> {
+  for (const name of await readdir(dir)) {
+    if (name.startsWith('.partial-')) await rm(join(dir, name), { force: true });
+  }
 }
 
 async function walk(dir: string, visit: (path: string) => Promise<void>): Promise<void> {

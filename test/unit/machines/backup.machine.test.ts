@@ -15,6 +15,7 @@ const input: BackupInput = {
   keySource: null,
   minFreePercent: 10,
   startedAt: '2026-01-01T00:00:00Z',
+  rateLimit: null,
 };
 
 /** Fake steps that record the order they ran in; `fail` names a step to reject with a coded error. */

@@ -1,0 +1,89 @@
+import { randomUUID } from 'node:crypto';
+import { resolve } from 'node:path';
+import { COMPRESSIONS, type Compression } from '../../archive/format.ts';
+import { parseRate } from '../../archive/throttle.ts';
+import { checkId } from '../../catalog.ts';
+import { CbrError, fromErrorInfo } from '../../errors.ts';
+import { loadProfile } from '../../profile.ts';
+import type { BackupContext } from '../../../machines/backup.machine.ts';
+import { commonOptions, localRuntime, storageConfig } from '../context.ts';
+import { type Command, parse, printJson, requireOption } from '../io.ts';
+import { formatBytes } from '../progress.ts';
+
+const usage =
+  'cbr backup-create <name> --config <profile> [--description D] [--compression zstd|gzip|none] [--encrypt-key-file F | --encrypt-key-env VAR] [--min-free-percent 10] [--rate-limit 50M] [--id ID] [--storage-root DIR] [--json]';
+
+export const command: Command = {
+  summary: 'Snapshot the node and stream one archive of it to storage; prints the backup id.',
+  usage,
+  async run(argv, io) {
+    const { values, positionals } = parse(
+      argv,
+      {
+        ...commonOptions,
+        config: { type: 'string' },
+        description: { type: 'string', default: '' },
+        compression: { type: 'string', default: 'zstd' },
+        'encrypt-key-file': { type: 'string' },
+        'encrypt-key-env': { type: 'string' },
+        'min-free-percent': { type: 'string' },
+        id: { type: 'string' },
+        'rate-limit': { type: 'string' },
+      },
+      usage,
+    );
+    const name = positionals[0];
+    if (!name || positionals.length > 1) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `backup-create takes one <name>\nusage: ${usage}`);
+    const profilePath = resolve(requireOption(values.config, '--config', usage));
+    await loadProfile(profilePath);
+    const compression = values.compression as Compression;
+    if (!COMPRESSIONS.includes(compression)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--compression must be one of ${COMPRESSIONS.join(', ')}`);
+    if (values['encrypt-key-file'] && values['encrypt-key-env']) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'give one of --encrypt-key-file and --encrypt-key-env');
+    const minFree = Number(values['min-free-percent'] ?? io.env['CBR_MIN_FREE_PERCENT'] ?? 10);
+    if (!Number.isFinite(minFree) || minFree < 0 || minFree > 100) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--min-free-percent must be 0..100');
+    const id = values.id ? checkId(values.id) : randomUUID();
+    const keySource = values['encrypt-key-file']
+      ? { file: resolve(values['encrypt-key-file']) }
+      : values['encrypt-key-env']
+        ? { env: values['encrypt-key-env'] }
+        : null;
+
+    const { runtime, state, bar } = localRuntime(io, values.json);
+    try {
+      const running = await runtime.startBackup({
+        workflowId: id,
+        backupId: id,
+        name,
+        description: values.description,
+        profilePath,
+        storage: storageConfig(values, io.env),
+        compression,
+        keySource,
+        minFreePercent: minFree,
+        startedAt: new Date().toISOString(),
+        rateLimit: values['rate-limit'] ? parseRate(values['rate-limit']) : null,
+      });
+      if (!running) throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `a workflow with id ${id} already exists`);
+      const onSignal = () => runtime.cancel(id, 'interrupted');
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      const outcome = await running.done.finally(() => {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        bar?.end();
+      });
+      const ctx = outcome.context as unknown as BackupContext;
+      if (outcome.state !== 'completed') throw fromErrorInfo(outcome.error ?? { code: 'CBR_ERR_INTERNAL', message: 'backup failed', retryable: false });
+      if (values.json) {
+        printJson(io, { id, name, state: 'COMPLETED', ...ctx.result, warnings: ctx.warnings });
+      } else {
+        io.stdout(`${id}\n`);
+        io.stderr(`backup ${id} COMPLETED: ${ctx.result?.files} files, ${formatBytes(ctx.result?.rawBytes ?? 0)} -> ${formatBytes(ctx.result?.size ?? 0)}\n`);
+        for (const w of ctx.warnings) io.stderr(`warning: ${w}\n`);
+      }
+      return 0;
+    } finally {
+      state.close();
+    }
+  },
+};

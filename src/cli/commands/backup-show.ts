@@ -1,0 +1,56 @@
+import { existsSync } from 'node:fs';
+import { checkId, readRecord } from '../../catalog.ts';
+import { CbrError } from '../../errors.ts';
+import { StateStore } from '../../state/store.ts';
+import { commonOptions, openStorage, stateDbPath } from '../context.ts';
+import { type Command, parse, printJson } from '../io.ts';
+import { formatBytes } from '../progress.ts';
+
+const usage = 'cbr backup-show <id> [--files] [--storage-root DIR] [--json]';
+
+export const command: Command = {
+  summary: 'Show one backup: size, checksum, source, keyspaces; or the state and error of an unfinished one.',
+  usage,
+  async run(argv, io) {
+    const { values, positionals } = parse(argv, { ...commonOptions, files: { type: 'boolean', default: false } }, usage);
+    const id = checkId(positionals[0] ?? '');
+    try {
+      const rec = await readRecord(openStorage(values, io.env), id);
+      if (values.json) {
+        printJson(io, values.files ? rec : { ...rec, files: undefined });
+        return 0;
+      }
+      const fields: [string, string][] = [
+        ['id', rec.id],
+        ['name', rec.name],
+        ['description', rec.description],
+        ['state', rec.state],
+        ['created', rec.created],
+        ['source', `${rec.sourceInstance} (cluster ${rec.clusterName}, Cassandra ${rec.cassandraVersion})`],
+        ['size', `${formatBytes(rec.size)} (${rec.size} bytes; ${formatBytes(rec.rawBytes)} before compression)`],
+        ['checksum', `sha256:${rec.sha256}`],
+        ['compression', rec.compression],
+        ['encryption', rec.encryption ? `${rec.encryption.algorithm} (key ${rec.encryption.keyFingerprint})` : 'none'],
+        ['files', String(rec.fileCount)],
+        ['keyspaces', rec.keyspaces.join(', ') || '(none)'],
+        ['object', rec.object],
+      ];
+      io.stdout(`${fields.map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n')}\n`);
+      if (values.files) io.stdout(`${rec.files.map((f) => `  ${f.path} ${f.size}`).join('\n')}\n`);
+      return 0;
+    } catch (err) {
+      if (!(err instanceof CbrError && err.code === 'CBR_ERR_BACKUP_NOT_FOUND')) throw err;
+      // Not in storage: maybe this host knows it as an unfinished or failed workflow.
+      if (!existsSync(stateDbPath(io.env))) throw err;
+      const db = new StateStore(stateDbPath(io.env));
+      const w = db.get(id);
+      db.close();
+      if (w?.kind !== 'backup' || w.state === 'completed') throw err;
+      const ctx = (w.snapshot as { context?: { error?: unknown; warnings?: string[] } }).context ?? {};
+      const out = { id, state: w.status === 'done' ? 'FAILED' : 'BUILDING', step: w.state, error: ctx.error ?? null, updated: w.updatedAt };
+      if (values.json) printJson(io, out);
+      else io.stdout(`id          ${id}\nstate       ${out.state} (${out.step})\nerror       ${JSON.stringify(out.error)}\nupdated     ${out.updated}\n`);
+      return out.state === 'FAILED' ? 1 : 0;
+    }
+  },
+};

@@ -1,0 +1,28 @@
+import { localRuntime } from '../context.ts';
+import { type Command, parse, printJson } from '../io.ts';
+
+const usage = 'cbr resume [--json]';
+
+export const command: Command = {
+  summary: 'Resume (or compensate) every workflow on this host left unfinished by a crash.',
+  usage,
+  async run(argv, io) {
+    const { values } = parse(argv, { json: { type: 'boolean', default: false } }, usage);
+    const { runtime, state, bar } = localRuntime(io, values.json);
+    try {
+      const orphans = runtime.orphans();
+      const outcomes = [];
+      for (const w of orphans) {
+        const running = await runtime.resume(w.id);
+        const o = await running.done;
+        outcomes.push({ id: w.id, kind: w.kind, from: w.state, state: o.state, error: o.error });
+      }
+      bar?.end();
+      if (values.json) printJson(io, outcomes);
+      else io.stdout(outcomes.length ? `${outcomes.map((o) => `${o.kind} ${o.id}: ${o.from} -> ${o.state}${o.error ? ` (${o.error.code})` : ''}`).join('\n')}\n` : 'nothing to resume\n');
+      return outcomes.every((o) => o.state === 'completed') ? 0 : 1;
+    } finally {
+      state.close();
+    }
+  },
+};
