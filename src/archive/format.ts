@@ -1,6 +1,10 @@
-import { constants, createGunzip, createGzip, createZstdCompress, createZstdDecompress } from 'node:zlib';
-import { availableParallelism } from 'node:os';
 import { PassThrough, type Transform } from 'node:stream';
+import { promisify } from 'node:util';
+import { constants, createGunzip, createZstdDecompress, gzip, zstdCompress } from 'node:zlib';
+import { ParallelCompress } from './parallel.ts';
+
+const zstdAsync = promisify(zstdCompress);
+const gzipAsync = promisify(gzip);
 
 export type Compression = 'zstd' | 'gzip' | 'none';
 export const COMPRESSIONS: readonly Compression[] = ['zstd', 'gzip', 'none'];
@@ -12,22 +16,17 @@ export function archiveName(compression: Compression, encrypted: boolean): strin
 }
 
 /**
- * zstd level 1 with worker threads (libzstd's own, beside Node's thread pool) is the default: it keeps both
- * cores busy and matches `zstd -1 -T0`. gzip uses level 6, the level of Trove's `tar | gzip` pipeline.
+ * zstd level 1 is the default (what `zstd -1` does); gzip uses level 6, the level of Trove's `tar | gzip`.
+ * Both compress 4 MiB blocks in parallel on the thread pool, so every core works.
  */
 export function compressor(compression: Compression, level?: number): Transform {
   switch (compression) {
-    case 'zstd':
-      return createZstdCompress({
-        chunkSize: 1 << 20,
-        params: {
-          [constants.ZSTD_c_compressionLevel]: level ?? 1,
-          [constants.ZSTD_c_nbWorkers]: Math.max(1, availableParallelism()),
-          [constants.ZSTD_c_checksumFlag]: 1,
-        },
-      });
+    case 'zstd': {
+      const params = { [constants.ZSTD_c_compressionLevel]: level ?? 1, [constants.ZSTD_c_checksumFlag]: 1 };
+      return new ParallelCompress((block) => zstdAsync(block, { params }));
+    }
     case 'gzip':
-      return createGzip({ level: level ?? 6, chunkSize: 1 << 20 });
+      return new ParallelCompress((block) => gzipAsync(block, { level: level ?? 6 }));
     case 'none':
       return new PassThrough({ highWaterMark: 1 << 20 });
   }

@@ -20,7 +20,7 @@ export function createBackupSteps(deps: BackupDeps) {
         log.debug('step done');
         return out;
       } catch (err) {
-        log.warn('step failed', { code: (err as { code?: string }).code, error: (err as Error).message });
+        log.warn('step failed', { code: (err as { code?: string }).code, error: (err as Error).message, stack: (err as Error).stack });
         throw err;
       }
     });

@@ -20,7 +20,17 @@ export async function streamArchive(deps: BackupDeps, { ctx }: StepInput, signal
     signal,
     onProgress: (p) => deps.onProgress('streaming', p),
   });
-  const [packed] = await Promise.all([result, deps.store.put(objectKey, stream, { signal })]);
+  const [packing, storing] = await Promise.allSettled([result, deps.store.put(objectKey, stream, { signal })]);
+  if (packing.status === 'rejected' || storing.status === 'rejected') {
+    // One failure tears down both ends; report the side that caused it. Reading errors are coded by the
+    // packer; anything else surfaced through the storage driver, which codes its own errors.
+    const packErr = packing.status === 'rejected' ? packing.reason : null;
+    const storeErr = storing.status === 'rejected' ? storing.reason : null;
+    if (packErr instanceof CbrError) throw packErr;
+    if (storeErr) throw storeErr;
+    throw new CbrError('CBR_ERR_ARCHIVE_CORRUPT', `archive stream failed: ${(packErr as Error).message}`);
+  }
+  const packed = packing.value;
   deps.log.info('archive stored', { objectKey, size: packed.size, files: packed.files, rawBytes: packed.rawBytes });
   return { objectKey, size: packed.size, sha256: packed.sha256, rawBytes: packed.rawBytes, files: packed.files };
 }

@@ -159,3 +159,18 @@ describe('chunked encryption', () => {
     });
   });
 });
+
+describe('parallel block compression', () => {
+  it('writes multi-block streams that the zstd and gzip command-line tools decompress', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const { compressor } = await import('../../../src/archive/format.ts');
+    // 11 MiB: three 4 MiB blocks, mixed compressible and random content.
+    const data = Buffer.concat([randomBytes(3 << 20), Buffer.alloc(5 << 20, 'cassandra '), randomBytes(3 << 20)]);
+    for (const [compression, tool] of [['zstd', ['zstd', '-dc']], ['gzip', ['gzip', '-dc']]] as const) {
+      const packed = await buffer(Readable.from([data]).pipe(compressor(compression)));
+      assert.ok(packed.length < data.length, `${compression} compresses`);
+      const out = execFileSync(tool[0], [tool[1]], { input: packed, maxBuffer: 64 << 20 });
+      assert.ok(out.equals(data), `${tool[0]} restores the bytes`);
+    }
+  });
+});
