@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { CbrError } from '../errors.ts';
 import type { Profile } from '../profile.ts';
+import { waitForCql } from './ready.ts';
 import { runningPid, startInstance, stopInstance } from '../sandbox/sandbox.ts';
 
 const run = promisify(execFile);
@@ -20,7 +21,7 @@ export function createServiceControl(profile: Profile): ServiceControl {
       isRunning: async () => runningPid(service.instanceDir) !== null,
       start: async () => {
         try {
-          await startInstance(profile);
+          await startInstance(profile, { requireAuth: false });
         } catch (err) {
           throw err instanceof CbrError && err.code === 'CBR_ERR_SANDBOX_START_FAILED'
             ? new CbrError('CBR_ERR_SERVICE_CONTROL_FAILED', err.message)
@@ -44,6 +45,15 @@ export function createServiceControl(profile: Profile): ServiceControl {
     isRunning: async () => (await systemctl('is-active')) === 'active',
     start: async (signal) => {
       await systemctl('start', signal);
+      await waitForCql(profile.cql, {
+        timeoutMs: 300_000,
+        requireAuth: false,
+        alive: () => true,
+        diagnose: async () => `see journalctl -u ${service.unit}`,
+        ...(signal ? { signal } : {}),
+      }).catch((err: CbrError) => {
+        throw new CbrError('CBR_ERR_SERVICE_CONTROL_FAILED', err.message);
+      });
     },
     stop: async (signal) => {
       await systemctl('stop', signal);

@@ -81,3 +81,25 @@ export function sandboxYaml(o: SandboxYamlOptions): string {
     '',
   ].join('\n');
 }
+
+/** Points the SimpleSeedProvider's `seeds` parameter at the given list. */
+export function setSeeds(text: string, seeds: string): string {
+  return text.replace(/^(\s*-?\s*seeds:\s*).*$/m, `$1"${seeds}"`);
+}
+
+/**
+ * The configuration of the maintenance start of a restore: the source's cluster_name (Cassandra refuses to
+ * start when it differs from the restored system.local), no authentication, loopback only, itself as seed.
+ */
+export function maintenanceYaml(original: string, sourceClusterName: string): string {
+  let y = setYamlScalar(original, 'cluster_name', sourceClusterName);
+  y = setYamlScalar(y, 'authenticator', 'AllowAllAuthenticator');
+  y = setYamlScalar(y, 'authorizer', 'AllowAllAuthorizer');
+  y = setYamlScalar(y, 'listen_address', '127.0.0.1');
+  y = setYamlScalar(y, 'rpc_address', '127.0.0.1');
+  for (const key of ['broadcast_address', 'broadcast_rpc_address', 'listen_interface', 'rpc_interface']) {
+    if (getYamlScalar(y, key) !== undefined) y = y.replace(new RegExp(`^${key}:.*$`, 'm'), `# ${key}: (disabled by cbr for the restore's maintenance start)`);
+  }
+  const port = getYamlScalar(y, 'storage_port') ?? '7000';
+  return setSeeds(y, `127.0.0.1:${port}`);
+}

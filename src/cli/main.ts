@@ -7,6 +7,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   'backup-list': async () => (await import('./commands/backup-list.ts')).command,
   'backup-show': async () => (await import('./commands/backup-show.ts')).command,
   'backup-delete': async () => (await import('./commands/backup-delete.ts')).command,
+  create: async () => (await import('./commands/create.ts')).command,
   resume: async () => (await import('./commands/resume.ts')).command,
   sandbox: async () => (await import('./commands/sandbox.ts')).command,
 };

@@ -1,11 +1,17 @@
 import { type AnyActorRef, createActor } from 'xstate';
-import { BACKUP_MACHINE_VERSION, type BackupContext, type BackupInput, backupMachine } from '../../machines/backup.machine.ts';
+import { BACKUP_MACHINE_VERSION, type BackupInput, backupMachine } from '../../machines/backup.machine.ts';
+import { RESTORE_MACHINE_VERSION, type RestoreInput, restoreMachine } from '../../machines/restore.machine.ts';
 import type { Progress } from '../../machines/common.ts';
 import { CbrError, type ErrorInfo } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { StateStore, WorkflowKind, WorkflowRow, WorkflowStatus } from '../state/store.ts';
 import { createBackupSteps } from '../steps/backupSteps.ts';
+import { createRestoreSteps } from '../steps/restoreSteps.ts';
 import { buildBackupDeps } from './backupDeps.ts';
+import { buildRestoreDeps } from './restoreDeps.ts';
+
+const VERSIONS: Record<WorkflowKind, number> = { backup: BACKUP_MACHINE_VERSION, restore: RESTORE_MACHINE_VERSION };
+type InputOf<K extends WorkflowKind> = K extends 'backup' ? BackupInput : RestoreInput;
 
 /** What a workflow tells the world: every state change and progress. The bus publishes these; the CLI draws them. */
 export type WorkflowEvent =
@@ -57,17 +63,26 @@ export class WorkflowRuntime {
     return this.#opts.store;
   }
 
-  /** Starts a backup; returns null when a workflow with this command id (or backup id) already exists. */
-  async startBackup(input: BackupInput, opts: { commandId?: string } = {}): Promise<Running | null> {
+  /** Starts a backup; returns null when a workflow with this command id (or workflow id) already exists. */
+  startBackup(input: BackupInput, opts: { commandId?: string } = {}): Promise<Running | null> {
+    return this.start('backup', input, opts);
+  }
+
+  /** Starts a restore; returns null when a workflow with this command id (or workflow id) already exists. */
+  startRestore(input: RestoreInput, opts: { commandId?: string } = {}): Promise<Running | null> {
+    return this.start('restore', input, opts);
+  }
+
+  async start<K extends WorkflowKind>(kind: K, input: InputOf<K>, opts: { commandId?: string } = {}): Promise<Running | null> {
     const { store } = this.#opts;
-    const { machine, attach } = await this.#backupMachine(input);
-    const actor = createActor(machine, { input });
+    const { machine, attach } = await this.#prepare(kind, input);
+    const actor = createActor(machine, { input } as never) as AnyActorRef;
     attach(actor);
     const initial = actor.getPersistedSnapshot() as unknown as { value: unknown };
     const created = store.create({
       id: input.workflowId,
-      kind: 'backup',
-      machineVersion: BACKUP_MACHINE_VERSION,
+      kind,
+      machineVersion: VERSIONS[kind],
       status: 'active',
       state: stateName(initial.value),
       snapshot: initial,
@@ -76,7 +91,7 @@ export class WorkflowRuntime {
       ownerPid: process.pid,
     });
     if (!created) return null;
-    return this.#run(input.workflowId, 'backup', actor);
+    return this.#run(input.workflowId, kind, actor);
   }
 
   /** Restores a persisted workflow and lets it go on: the in-flight step re-runs (steps are idempotent). */
@@ -85,17 +100,18 @@ export class WorkflowRuntime {
     if (existing) return existing;
     const row = this.#opts.store.get(id);
     if (!row) throw new CbrError('CBR_ERR_WORKFLOW_NOT_FOUND', `no workflow ${id}`);
-    if (row.kind === 'backup') {
-      if (row.machineVersion !== BACKUP_MACHINE_VERSION) {
-        throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `workflow ${id} was persisted by backup machine v${row.machineVersion}, this is v${BACKUP_MACHINE_VERSION}`);
-      }
-      const { machine, attach } = await this.#backupMachine(row.input as BackupInput);
-      const actor = createActor(machine, { snapshot: row.snapshot as never, input: row.input as BackupInput });
-      attach(actor);
-      this.#opts.store.claim(id, process.pid);
-      return this.#run(id, 'backup', actor);
+    if (row.machineVersion !== VERSIONS[row.kind]) {
+      throw new CbrError(
+        'CBR_ERR_WORKFLOW_CONFLICT',
+        `workflow ${id} was persisted by ${row.kind} machine v${row.machineVersion}, this is v${VERSIONS[row.kind]}`,
+      );
     }
-    throw new CbrError('CBR_ERR_WORKFLOW_NOT_FOUND', `no runtime for workflow kind ${row.kind}`);
+    const input = row.input as InputOf<typeof row.kind>;
+    const { machine, attach } = await this.#prepare(row.kind, input);
+    const actor = createActor(machine, { snapshot: row.snapshot, input } as never) as AnyActorRef;
+    attach(actor);
+    this.#opts.store.claim(id, process.pid);
+    return this.#run(id, row.kind, actor);
   }
 
   /** Workflows left active by a process that is gone (crash, kill -9, reboot). */
@@ -118,15 +134,15 @@ export class WorkflowRuntime {
     this.#running.clear();
   }
 
-  async #backupMachine(input: BackupInput) {
-    const workflowLog = this.#opts.log.child({ workflowId: input.workflowId, kind: 'backup' });
+  async #prepare(kind: WorkflowKind, input: BackupInput | RestoreInput) {
+    const log = this.#opts.log.child({ workflowId: input.workflowId, kind });
     let lastProgress = 0;
     let actorRef: AnyActorRef | null = null;
-    const deps = await buildBackupDeps(input, {
+    const opts = {
       env: this.#opts.env,
-      log: workflowLog,
-      onProgress: (step, progress) => {
-        this.#emit({ type: 'progress', workflowId: input.workflowId, kind: 'backup', step, progress, at: new Date().toISOString() });
+      log,
+      onProgress: (step: string, progress: Progress) => {
+        this.#emit({ type: 'progress', workflowId: input.workflowId, kind, step, progress, at: new Date().toISOString() });
         // Persist progress at most once a second (it goes through the machine, so it lands in the snapshot).
         const now = Date.now();
         if (actorRef && now - lastProgress >= 1000) {
@@ -134,9 +150,13 @@ export class WorkflowRuntime {
           actorRef.send({ type: 'PROGRESS', step, progress });
         }
       },
-    });
+    };
+    const machine =
+      kind === 'backup'
+        ? backupMachine.provide({ actors: createBackupSteps(await buildBackupDeps(input as BackupInput, opts)) })
+        : restoreMachine.provide({ actors: createRestoreSteps(await buildRestoreDeps(input as RestoreInput, opts)) });
     return {
-      machine: backupMachine.provide({ actors: createBackupSteps(deps) }),
+      machine,
       attach: (a: AnyActorRef) => {
         actorRef = a;
       },
@@ -148,7 +168,7 @@ export class WorkflowRuntime {
     let lastState = '';
     const done = new Promise<WorkflowOutcome>((resolve, reject) => {
       actor.subscribe({
-        next: (snap: { status: string; value: unknown; context: BackupContext }) => {
+        next: (snap: { status: string; value: unknown; context: { error?: ErrorInfo | null } }) => {
           const status = snap.status as WorkflowStatus;
           const state = stateName(snap.value);
           try {

@@ -1,10 +1,11 @@
 import { spawn } from 'node:child_process';
 import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { connect, createServer } from 'node:net';
+import { createServer } from 'node:net';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { waitForCql } from '../cassandra/ready.ts';
 import { classpath, findJavaHome, JDK17_MODULE_OPTIONS } from '../cassandra/java.ts';
 import { connectCql } from '../cassandra/cql.ts';
 import { sandboxYaml } from '../cassandra/yaml.ts';
@@ -31,6 +32,8 @@ export interface SandboxOptions {
   heap?: string;
   /** How long start waits for CQL. Default 180 s. */
   timeoutMs?: number;
+  /** Wait until the profile's credentials log in (default), or only until CQL answers. */
+  requireAuth?: boolean;
 }
 
 export interface SandboxStatus {
@@ -177,36 +180,10 @@ export async function startInstance(profile: Profile, opts: SandboxOptions = {})
     await writeFile(join(dir, 'cassandra.pid'), `${child.pid}\n`);
     child.unref();
   }
-  await waitForCql(profile, opts.timeoutMs ?? 180_000);
-}
-
-async function waitForCql(profile: Profile, timeoutMs: number): Promise<void> {
-  const dir = profile.service.kind === 'sandbox' ? profile.service.instanceDir : '';
-  const credentials = await loadCredentials(profile.cql.credentialsFile);
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  while (Date.now() < deadline) {
-    if (runningPid(dir) === null) {
-      throw new CbrError('CBR_ERR_SANDBOX_START_FAILED', `Cassandra exited during start. Last log lines:\n${await logTail(dir)}`);
-    }
-    if (await portOpen(profile.cql.host, profile.cql.port)) {
-      try {
-        const s = await connectCql({ ...profile.cql, credentials }, { timeoutMs: 3000 });
-        try {
-          await s.execute('SELECT release_version FROM system.local');
-          return;
-        } finally {
-          await s.close();
-        }
-      } catch (err) {
-        last = (err as Error).message;
-      }
-    }
-    await sleep(500);
-  }
-  throw new CbrError(
-    'CBR_ERR_SANDBOX_START_FAILED',
-    `CQL did not answer on ${profile.cql.host}:${profile.cql.port} within ${Math.round(timeoutMs / 1000)} s (${last}). Last log lines:\n${await logTail(dir)}`,
+  const requireAuth = opts.requireAuth ?? true;
+  await waitForCql(
+    { ...profile.cql, credentials: requireAuth ? await loadCredentials(profile.cql.credentialsFile) : undefined },
+    { timeoutMs: opts.timeoutMs ?? 180_000, requireAuth, alive: () => runningPid(dir) !== null, diagnose: () => logTail(dir) },
   );
 }
 
@@ -346,17 +323,6 @@ function portFree(port: number): Promise<boolean> {
     const srv = createServer();
     srv.once('error', () => resolve(false));
     srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
-  });
-}
-
-function portOpen(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = connect({ host, port });
-    sock.once('connect', () => {
-      sock.destroy();
-      resolve(true);
-    });
-    sock.once('error', () => resolve(false));
   });
 }
 

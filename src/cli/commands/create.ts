@@ -1,0 +1,130 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { checkId } from '../../catalog.ts';
+import { CbrError, fromErrorInfo } from '../../errors.ts';
+import { writeFileAtomic } from '../../fsutil.ts';
+import { cbrHome } from '../../home.ts';
+import { loadProfile } from '../../profile.ts';
+import { createSandbox, profilePath as sandboxProfilePath } from '../../sandbox/sandbox.ts';
+import type { RestoreContext } from '../../../machines/restore.machine.ts';
+import { commonOptions, localRuntime, storageConfig } from '../context.ts';
+import { type Command, parse, printJson } from '../io.ts';
+
+const usage =
+  'cbr create <instance-name> --backup <id> (--config <target profile> | --sandbox) [--password-file F] [--decrypt-key-file F | --decrypt-key-env VAR] [--superuser cassandra] [--cluster-name N] [--force] [--storage-root DIR] [--json]';
+
+const NAME_RE = /^[A-Za-z][A-Za-z0-9_-]{0,47}$/;
+
+export const command: Command = {
+  summary: 'Restore a backup as a new, independent single-node instance (Trove: create --backup).',
+  usage,
+  async run(argv, io) {
+    const { values, positionals } = parse(
+      argv,
+      {
+        ...commonOptions,
+        backup: { type: 'string' },
+        config: { type: 'string' },
+        sandbox: { type: 'boolean', default: false },
+        'password-file': { type: 'string' },
+        'decrypt-key-file': { type: 'string' },
+        'decrypt-key-env': { type: 'string' },
+        superuser: { type: 'string', default: 'cassandra' },
+        'cluster-name': { type: 'string' },
+        force: { type: 'boolean', default: false },
+      },
+      usage,
+    );
+    const instance = positionals[0];
+    if (!instance || positionals.length > 1 || !NAME_RE.test(instance)) {
+      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `create takes one <instance-name> matching ${NAME_RE}\nusage: ${usage}`);
+    }
+    if (!values.backup) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--backup is required\nusage: ${usage}`);
+    const backupId = checkId(values.backup);
+    if (Boolean(values.config) === values.sandbox) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `give exactly one of --config and --sandbox\nusage: ${usage}`);
+    if (!/^[A-Za-z_][A-Za-z0-9_]{0,47}$/.test(values.superuser)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--superuser must be a plain role name');
+    if (values['decrypt-key-file'] && values['decrypt-key-env']) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'give one of --decrypt-key-file and --decrypt-key-env');
+    const clusterName = values['cluster-name'] ?? instance;
+    if (!/^[A-Za-z0-9 _.-]{1,64}$/.test(clusterName)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--cluster-name may hold letters, digits, space, _ . -');
+
+    let profilePath: string;
+    if (values.sandbox) {
+      if (existsSync(sandboxProfilePath(instance, io.env))) throw new CbrError('CBR_ERR_SANDBOX_EXISTS', `sandbox ${instance} already exists`);
+      await createSandbox(instance, { env: io.env });
+      profilePath = sandboxProfilePath(instance, io.env);
+    } else {
+      profilePath = resolve(values.config!);
+      await loadProfile(profilePath);
+    }
+
+    // The new password lives in a file from the start; the workflow and its persisted state only know the path.
+    let passwordFile: string;
+    let generated = false;
+    if (values['password-file']) {
+      passwordFile = resolve(values['password-file']);
+    } else {
+      const dir = join(cbrHome(io.env), 'secrets');
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      passwordFile = join(dir, `${instance}-${values.superuser}.password`);
+      await writeFileAtomic(passwordFile, `${randomBytes(18).toString('base64url')}\n`, 0o600);
+      generated = true;
+    }
+
+    const workflowId = randomUUID();
+    const { runtime, state, bar } = localRuntime(io, values.json);
+    try {
+      const running = await runtime.startRestore({
+        workflowId,
+        backupId,
+        instanceName: instance,
+        clusterName,
+        profilePath,
+        storage: storageConfig(values, io.env),
+        passwordFile,
+        superuser: values.superuser,
+        keySource: values['decrypt-key-file'] ? { file: resolve(values['decrypt-key-file']) } : values['decrypt-key-env'] ? { env: values['decrypt-key-env'] } : null,
+        force: values.force,
+        startedAt: new Date().toISOString(),
+      });
+      if (!running) throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `workflow ${workflowId} exists`);
+      // Ctrl-C or SIGTERM cancels: the machine rolls back and puts the target back as it was.
+      const onSignal = () => runtime.cancel(workflowId, 'interrupted');
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      const outcome = await running.done.finally(() => {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        bar?.end();
+      });
+      const ctx = outcome.context as unknown as RestoreContext;
+      if (outcome.state !== 'completed') {
+        throw fromErrorInfo(outcome.error ?? { code: 'CBR_ERR_INTERNAL', message: 'restore failed', retryable: false });
+      }
+      const out = {
+        instance,
+        workflowId,
+        backupId,
+        state: 'COMPLETED',
+        clusterName,
+        superuser: values.superuser,
+        passwordFile,
+        passwordGenerated: generated,
+        profilePath,
+        cassandraStarts: ctx.starts,
+        keyspaces: ctx.plan?.keyspaces ?? [],
+        warnings: ctx.warnings,
+      };
+      if (values.json) printJson(io, out);
+      else {
+        io.stdout(`instance ${instance} restored from backup ${backupId}: cluster ${clusterName}, ${ctx.starts} Cassandra starts\n`);
+        io.stdout(`profile   ${profilePath}\npassword  ${passwordFile}${generated ? ' (generated, mode 0600)' : ''}\n`);
+        for (const w of ctx.warnings) io.stderr(`warning: ${w}\n`);
+      }
+      return 0;
+    } finally {
+      state.close();
+    }
+  },
+};

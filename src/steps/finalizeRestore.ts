@@ -1,0 +1,14 @@
+import { rm } from 'node:fs/promises';
+import { writeFileAtomic } from '../fsutil.ts';
+import type { RestoreStepInput } from '../../machines/restore.machine.ts';
+import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
+
+/** The restored node is proven good: the old directories and the kept yaml go; the profile's credentials take the new password. */
+export async function finalizeRestore(deps: RestoreDeps, { ctx }: RestoreStepInput): Promise<void> {
+  const paths = restorePaths(deps.profile, ctx.workflowId);
+  const password = await deps.readPassword();
+  await writeFileAtomic(deps.profile.cql.credentialsFile, JSON.stringify({ username: ctx.superuser, password }), 0o600);
+  for (const { old } of paths.moves) await rm(old, { recursive: true, force: true });
+  await rm(paths.yamlOrig, { force: true });
+  await rm(paths.staging, { recursive: true, force: true });
+}

@@ -1,0 +1,21 @@
+import { existsSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { maintenanceYaml } from '../cassandra/yaml.ts';
+import { writeFileAtomic } from '../fsutil.ts';
+import type { RestoreStepInput } from '../../machines/restore.machine.ts';
+import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
+
+/**
+ * Start 1 of 2. Keeps the operator's cassandra.yaml as `<yaml>.cbr-orig-<id>` (rollback puts it back), writes the
+ * maintenance configuration and starts the node on it.
+ */
+export async function startMaintenance(deps: RestoreDeps, { ctx, plan }: RestoreStepInput, signal: AbortSignal): Promise<void> {
+  const paths = restorePaths(deps.profile, ctx.workflowId);
+  if (!existsSync(paths.yamlOrig)) {
+    await writeFileAtomic(paths.yamlOrig, await readFile(paths.yaml), (await stat(paths.yaml)).mode & 0o777);
+  }
+  const original = await readFile(paths.yamlOrig, 'utf8');
+  await writeFileAtomic(paths.yaml, maintenanceYaml(original, plan.sourceClusterName), (await stat(paths.yamlOrig)).mode & 0o777);
+  if (await deps.service.isRunning()) await deps.service.stop(signal);
+  await deps.service.start(signal);
+}

@@ -1,0 +1,24 @@
+import { existsSync } from 'node:fs';
+import { mkdir, rename } from 'node:fs/promises';
+import type { RestoreStepInput } from '../../machines/restore.machine.ts';
+import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
+
+/**
+ * Moves the target's data, commitlog, saved caches and hints aside (`<dir>.cbr-old-<id>`) and the verified
+ * staging directory into the data directory's place. Renames only, on one filesystem; each move is skipped
+ * when already done, so a re-run after a crash finishes the job.
+ */
+export async function swapDataDirs(deps: RestoreDeps, { ctx }: RestoreStepInput): Promise<void> {
+  const paths = restorePaths(deps.profile, ctx.workflowId);
+  for (const { live, old } of paths.moves) {
+    if (existsSync(old)) continue;
+    if (existsSync(live)) await rename(live, old);
+    else await mkdir(old, { recursive: true });
+  }
+  const [first, ...others] = paths.moves;
+  if (existsSync(paths.staging)) {
+    if (existsSync(first!.live)) throw new Error(`${first!.live} exists while staging is not yet moved`);
+    await rename(paths.staging, first!.live);
+  }
+  for (const { live } of others) await mkdir(live, { recursive: true });
+}
