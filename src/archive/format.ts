@@ -5,6 +5,8 @@ import { ParallelCompress } from './parallel.ts';
 
 const zstdAsync = promisify(zstdCompress);
 const gzipAsync = promisify(gzip);
+/** 1 MiB blocks: the tar writer hands over 1 MiB buffers, so a block is usually one buffer and never copied. */
+const BLOCK = 1 << 20;
 
 export type Compression = 'zstd' | 'gzip' | 'none';
 export const COMPRESSIONS: readonly Compression[] = ['zstd', 'gzip', 'none'];
@@ -17,16 +19,17 @@ export function archiveName(compression: Compression, encrypted: boolean): strin
 
 /**
  * zstd level 1 is the default (what `zstd -1` does); gzip uses level 6, the level of Trove's `tar | gzip`.
- * Both compress 4 MiB blocks in parallel on the thread pool, so every core works.
+ * Both compress 1 MiB blocks in parallel on the thread pool, so every core works.
  */
 export function compressor(compression: Compression, level?: number): Transform {
   switch (compression) {
     case 'zstd': {
       const params = { [constants.ZSTD_c_compressionLevel]: level ?? 1, [constants.ZSTD_c_checksumFlag]: 1 };
-      return new ParallelCompress((block) => zstdAsync(block, { params }));
+      // One call per block: with the default 16 KiB chunk the thread pool calls back into JS hundreds of times.
+      return new ParallelCompress((block) => zstdAsync(block, { params, chunkSize: block.length + (64 << 10) }), { blockSize: BLOCK });
     }
     case 'gzip':
-      return new ParallelCompress((block) => gzipAsync(block, { level: level ?? 6 }));
+      return new ParallelCompress((block) => gzipAsync(block, { level: level ?? 6, chunkSize: block.length + (64 << 10) }), { blockSize: BLOCK });
     case 'none':
       return new PassThrough({ highWaterMark: 1 << 20 });
   }

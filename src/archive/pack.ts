@@ -1,12 +1,11 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import tar from 'tar-stream';
 import type { SnapshotFile } from '../cassandra/layout.ts';
 import { CbrError } from '../errors.ts';
 import { EncryptStream } from './crypto.ts';
 import { type Compression, compressor } from './format.ts';
+import { tarStream } from './tarWriter.ts';
 import { Throttle } from './throttle.ts';
 
 export interface PackProgress {
@@ -42,7 +41,6 @@ export interface PackResult {
  * encrypted, as a stream: nothing is buffered whole. `result` resolves when the last byte has gone through.
  */
 export function packArchive(files: readonly SnapshotFile[], opts: PackOptions): { stream: Readable; result: Promise<PackResult> } {
-  const pack = tar.pack();
   const hash = createHash('sha256');
   let storedBytes = 0;
   const totalBytes = files.reduce((s, f) => s + f.size, 0);
@@ -55,42 +53,48 @@ export function packArchive(files: readonly SnapshotFile[], opts: PackOptions): 
     progress.storedBytes = storedBytes;
     opts.onProgress({ ...progress });
   };
-  const meter = new PassThrough({ highWaterMark: 1 << 20 });
-  meter.on('data', (chunk: Buffer) => {
-    hash.update(chunk);
-    storedBytes += chunk.length;
+  // Hashes and counts what storage receives, on its way out.
+  const meter = new Transform({
+    highWaterMark: 1 << 20,
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      storedBytes += chunk.length;
+      cb(null, chunk);
+    },
   });
   const out = new PassThrough({ highWaterMark: 1 << 20 });
 
+  const sources = files.map((f) => ({ path: f.path, name: f.archivePath, size: f.size }));
+  const tar = Readable.from(
+    tarStream(sources, {
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      onFile: (n) => {
+        progress.bytes += n;
+        report();
+      },
+    }),
+    { objectMode: false, highWaterMark: 1 << 20 },
+  );
   const stages: NodeJS.ReadWriteStream[] = [compressor(opts.compression, opts.level)];
   if (opts.key) stages.push(new EncryptStream(opts.key));
   if (opts.rateLimit) stages.push(new Throttle(opts.rateLimit));
 
-  const feed = (async () => {
-    for (const f of files) {
-      opts.signal?.throwIfAborted();
-      const entry = pack.entry({ name: f.archivePath, size: f.size, mode: 0o644, mtime: new Date(0), type: 'file' });
-      const src = createReadStream(f.path, { highWaterMark: 1 << 20 });
-      src.on('data', (c) => {
-        progress.bytes += c.length;
-        report();
-      });
-      try {
-        await pipeline(src, entry);
-      } catch (err) {
-        throw new CbrError('CBR_ERR_SNAPSHOT_FAILED', `cannot read snapshot file ${f.archivePath}: ${(err as Error).message}`);
+  const piped = pipeline([tar, ...stages, meter, out] as unknown as [Readable, NodeJS.WritableStream], opts.signal ? { signal: opts.signal } : {});
+  const result = piped.then(
+    () => {
+      progress.files = files.length;
+      report(true);
+      return { sha256: hash.digest('hex'), size: storedBytes, rawBytes: progress.bytes, files: files.length };
+    },
+    (err: unknown) => {
+      const e = err as NodeJS.ErrnoException;
+      if (err instanceof CbrError || e.name === 'AbortError') throw err;
+      if (e.syscall === 'open' || e.syscall === 'read' || /changed size|shorter than/.test(e.message)) {
+        throw new CbrError('CBR_ERR_SNAPSHOT_FAILED', `cannot read snapshot file: ${e.message}`);
       }
-      progress.files++;
-    }
-    pack.finalize();
-  })();
-  feed.catch((err) => pack.destroy(err));
-
-  const piped = pipeline([pack, ...stages, meter, out] as unknown as [Readable, NodeJS.WritableStream], opts.signal ? { signal: opts.signal } : {});
-  const result = Promise.all([feed, piped]).then(() => {
-    report(true);
-    return { sha256: hash.digest('hex'), size: storedBytes, rawBytes: progress.bytes, files: progress.files };
-  });
+      throw err;
+    },
+  );
   result.catch((err) => out.destroy(err));
   return { stream: out, result };
 }

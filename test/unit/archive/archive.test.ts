@@ -174,3 +174,24 @@ describe('parallel block compression', () => {
     }
   });
 });
+
+describe('tar writer', () => {
+  it('writes archives GNU tar extracts byte for byte, long (pax) names included', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const files = await fixture();
+    const { bytes } = await stored(files, 'none');
+    const out = await mkdtemp(join(tmpdir(), 'cbr-gnutar-'));
+    execFileSync('tar', ['-xf', '-', '-C', out], { input: bytes });
+    for (const f of files) assert.deepEqual(await readFile(join(out, f.archivePath)), readFileSync(f.path), f.archivePath);
+    const listed = execFileSync('tar', ['-tf', '-'], { input: bytes }).toString().trim().split('\n');
+    assert.deepEqual(listed.sort(), files.map((f) => f.archivePath).sort());
+  });
+
+  it('fails with a coded error when a file changes size while archived', async () => {
+    const files = await fixture();
+    writeFileSync(files[1]!.path, 'grown since it was listed');
+    const { stream, result } = packArchive(files, { compression: 'none' });
+    stream.resume();
+    await assert.rejects(result, { code: 'CBR_ERR_SNAPSHOT_FAILED' });
+  });
+});

@@ -1,0 +1,36 @@
+// npm run bench:backup — cbr's archive pipeline beside the native tools, on the same files, in one run.
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { best, BENCH_DIR, dataset, mibps, NODE, REPO, sh, table, timed, warm } from './lib.ts';
+
+const RUNS = Number(process.env['CBR_BENCH_RUNS'] ?? 2);
+const sections: string[] = [];
+for (const kind of ['mixed', 'small'] as const) {
+  const { dir, files, bytes } = dataset(kind);
+  warm(dir);
+  const rows: (string | number)[][] = [];
+  const add = (name: string, t: { seconds: number; maxRssMiB: number }, ref?: number) =>
+    rows.push([name, t.seconds.toFixed(2), mibps(bytes, t.seconds), t.maxRssMiB.toFixed(0), ref ? (ref / t.seconds).toFixed(2) : '']);
+  const cbr = (compression: string, enc = '') => best(RUNS, () => timed(NODE, [join(REPO, 'bench', 'pack-one.ts'), kind, compression, enc]));
+  const tarZstd = best(RUNS, () => sh(`cd '${dir}' && tar -cf - ks* | zstd -1 -T0 -q > /dev/null`));
+  const tarGzip = best(1, () => sh(`cd '${dir}' && tar -cf - ks* | gzip > /dev/null`));
+  const tarRaw = best(RUNS, () => sh(`cd '${dir}' && tar -cf - ks* | cat > /dev/null`));
+  const zstd = cbr('zstd');
+  add('cbr zstd (default)', zstd);
+  add('cbr zstd + AES-256-GCM', cbr('zstd', 'enc'));
+  add('cbr gzip', cbr('gzip'));
+  add('cbr none', cbr('none'));
+  add('tar -cf - | zstd -1 -T0', tarZstd);
+  add('tar -cf - | gzip (Trove)', tarGzip);
+  add('tar -cf -', tarRaw);
+  sections.push(
+    `### ${kind === 'mixed' ? `~1 GiB mixed data, ${files.length} files` : `${files.length} small files`} (${(bytes / 2 ** 20).toFixed(0)} MiB)\n\n` +
+      table(['pipeline', 'seconds', 'MiB/s', 'peak RSS MiB', ''], rows) +
+      `\n\ncbr zstd vs tar|zstd -1 -T0: ${(tarZstd.seconds / zstd.seconds).toFixed(2)}x; vs tar|gzip: ${(tarGzip.seconds / zstd.seconds).toFixed(1)}x; ` +
+      `cbr none vs tar: ${(tarRaw.seconds / Number(rows[3]![1])).toFixed(2)}x\n`,
+  );
+}
+const report = `## Backup benchmark (${new Date().toISOString().slice(0, 10)}, ${process.env['HOSTNAME'] ?? 'this machine'}, best of ${RUNS})\n\nThroughput is file bytes in per second of wall time, output to /dev/null; every run reads from a warm page cache.\n\n${sections.join('\n')}`;
+mkdirSync(BENCH_DIR, { recursive: true });
+writeFileSync(join(BENCH_DIR, 'backup.md'), report);
+process.stdout.write(`${report}\n`);
