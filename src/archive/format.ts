@@ -1,11 +1,12 @@
 import { PassThrough, type Transform } from 'node:stream';
 import { promisify } from 'node:util';
-import { constants, createGunzip, createZstdDecompress, gzip, zstdCompress } from 'node:zlib';
+import { availableParallelism } from 'node:os';
+import { createGunzip, createZstdDecompress, gzip } from 'node:zlib';
+import { ZstdFramer } from './frames.ts';
 import { ParallelCompress } from './parallel.ts';
 
-const zstdAsync = promisify(zstdCompress);
 const gzipAsync = promisify(gzip);
-/** 1 MiB blocks: the tar writer hands over 1 MiB buffers, so a block is usually one buffer and never copied. */
+/** 1 MiB blocks: the size of the tar writer's buffers. */
 const BLOCK = 1 << 20;
 
 export type Compression = 'zstd' | 'gzip' | 'none';
@@ -24,12 +25,22 @@ export function archiveName(compression: Compression, encrypted: boolean): strin
 export function compressor(compression: Compression, level?: number): Transform {
   switch (compression) {
     case 'zstd': {
-      const params = { [constants.ZSTD_c_compressionLevel]: level ?? 1, [constants.ZSTD_c_checksumFlag]: 1 };
-      // One call per block: with the default 16 KiB chunk the thread pool calls back into JS hundreds of times.
-      return new ParallelCompress((block) => zstdAsync(block, { params, chunkSize: block.length + (64 << 10) }), { blockSize: BLOCK });
+      const framers = Array.from({ length: availableParallelism() }, () => new ZstdFramer(level ?? 1, BLOCK));
+      let next = 0;
+      const stream = new ParallelCompress((block) => framers[next++ % framers.length]!.frame(block), { blockSize: BLOCK });
+      stream.once('close', () => {
+        for (const f of framers) f.close();
+      });
+      return stream;
     }
     case 'gzip':
-      return new ParallelCompress((block) => gzipAsync(block, { level: level ?? 6, chunkSize: block.length + (64 << 10) }), { blockSize: BLOCK });
+      return new ParallelCompress(
+        (parts) => {
+          const block = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+          return gzipAsync(block, { level: level ?? 6, chunkSize: block.length + (64 << 10) });
+        },
+        { blockSize: BLOCK },
+      );
     case 'none':
       return new PassThrough({ highWaterMark: 1 << 20 });
   }

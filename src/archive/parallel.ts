@@ -2,20 +2,21 @@ import { availableParallelism } from 'node:os';
 import { Transform, type TransformCallback } from 'node:stream';
 
 /**
- * Compresses a stream in independent blocks on the thread pool, several at once, and emits them in order.
+ * Compresses a stream in independent blocks (each a list of the buffers that arrived, never copied together) on
+ * the thread pool, several at once, and emits them in order.
  * Concatenated zstd frames (and gzip members) form one valid stream that `zstd -d`, `gunzip` and Node
  * decompress as a whole; this is how pzstd and pigz use every core. (libzstd's own worker threads are not
  * used: Node's zlib binding can end the stream before a multi-threaded frame is flushed.)
  */
 export class ParallelCompress extends Transform {
-  readonly #compress: (block: Buffer) => Promise<Buffer>;
+  readonly #compress: (parts: Buffer[]) => Promise<Buffer>;
   readonly #blockSize: number;
   readonly #maxInFlight: number;
   readonly #queue: Promise<Buffer>[] = [];
   #parts: Buffer[] = [];
   #partsLen = 0;
 
-  constructor(compress: (block: Buffer) => Promise<Buffer>, opts: { blockSize?: number; concurrency?: number } = {}) {
+  constructor(compress: (parts: Buffer[]) => Promise<Buffer>, opts: { blockSize?: number; concurrency?: number } = {}) {
     super({ highWaterMark: 1 << 20 });
     this.#compress = compress;
     this.#blockSize = opts.blockSize ?? 4 << 20;
@@ -46,10 +47,10 @@ export class ParallelCompress extends Transform {
   }
 
   #dispatch(): void {
-    const block = this.#parts.length === 1 ? this.#parts[0]! : Buffer.concat(this.#parts, this.#partsLen);
+    const parts = this.#parts;
     this.#parts = [];
     this.#partsLen = 0;
-    const p = this.#compress(block);
+    const p = this.#compress(parts);
     p.catch(() => {});
     this.#queue.push(p);
   }
