@@ -3,6 +3,7 @@ import { promisify } from 'node:util';
 import { availableParallelism } from 'node:os';
 import { createGunzip, createZstdDecompress, gzip } from 'node:zlib';
 import { ZstdFramer } from './frames.ts';
+import { ZstdFrameSplitter } from './zstdFrames.ts';
 import { ParallelCompress } from './parallel.ts';
 
 const gzipAsync = promisify(gzip);
@@ -46,13 +47,14 @@ export function compressor(compression: Compression, level?: number): Transform 
   }
 }
 
-export function decompressor(compression: Compression): Transform {
+/** The stages that undo `compressor` (zstd needs its frames split first; see zstdFrames.ts). */
+export function decompressor(compression: Compression): Transform[] {
   switch (compression) {
     case 'zstd':
-      return createZstdDecompress({ chunkSize: 1 << 20 });
+      return [new ZstdFrameSplitter(), createZstdDecompress({ chunkSize: 1 << 20 })];
     case 'gzip':
-      return createGunzip({ chunkSize: 1 << 20 });
+      return [createGunzip({ chunkSize: 1 << 20 })];
     case 'none':
-      return new PassThrough({ highWaterMark: 1 << 20 });
+      return [];
   }
 }

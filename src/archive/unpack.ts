@@ -39,7 +39,7 @@ export async function unpackArchive(source: Readable, targetDir: string, opts: U
   const extract = tar.extract();
   const stages: NodeJS.ReadWriteStream[] = [];
   if (opts.key) stages.push(new DecryptStream(opts.key));
-  stages.push(decompressor(opts.compression));
+  stages.push(...decompressor(opts.compression));
 
   const seen = new Set<string>();
   const dirs = new Set<string>();

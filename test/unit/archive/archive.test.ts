@@ -195,3 +195,35 @@ describe('tar writer', () => {
     await assert.rejects(result, { code: 'CBR_ERR_SNAPSHOT_FAILED' });
   });
 });
+
+const compose = (first: Readable, ...rest: NodeJS.ReadWriteStream[]) => {
+  let s = first as NodeJS.ReadableStream;
+  for (const t of rest) {
+    s.on('error', (e) => t.emit('error', e));
+    s = s.pipe(t);
+  }
+  return s as Readable;
+};
+
+describe('zstd frame splitter', () => {
+  it('decompresses many frames however the stream is chunked (Node drops frames that share a chunk)', async () => {
+    const { zstdCompressSync } = await import('node:zlib');
+    const { decompressor } = await import('../../../src/archive/format.ts');
+    const blocks = [randomBytes(70_000), Buffer.alloc(300_000, 'x'), Buffer.alloc(0), randomBytes(5), Buffer.alloc(200_000, 'yz')];
+    const frames = blocks.map((b) => zstdCompressSync(b));
+    const joined = Buffer.concat(frames);
+    for (const cut of [1, 7, 4096, 65_536, joined.length]) {
+      const pieces: Buffer[] = [];
+      for (let i = 0; i < joined.length; i += cut) pieces.push(joined.subarray(i, i + cut));
+      const out = await buffer(compose(Readable.from(pieces), ...decompressor('zstd')));
+      assert.ok(out.equals(Buffer.concat(blocks)), `chunks of ${cut}`);
+    }
+  });
+
+  it('reports a stream cut inside a frame', async () => {
+    const { zstdCompressSync } = await import('node:zlib');
+    const { decompressor } = await import('../../../src/archive/format.ts');
+    const frame = zstdCompressSync(randomBytes(50_000));
+    await assert.rejects(buffer(compose(Readable.from([frame.subarray(0, frame.length - 10)]), ...decompressor('zstd'))));
+  });
+});
