@@ -42,11 +42,11 @@ for (const kind of ['mixed', 'small'] as const) {
   rmSync(target, { recursive: true, force: true });
   const rows = [
     ['cbr unpack (SHA-256, entry checks)', cbrRun.seconds.toFixed(2), mibps(bytes, cbrRun.seconds), cbrRun.maxRssMiB.toFixed(0)],
-    ['zstd -d | tar -x', nativeRun.seconds.toFixed(2), mibps(bytes, nativeRun.seconds), nativeRun.maxRssMiB.toFixed(0)],
-    ['sha256sum + zstd -d | tar -x', nativeSha.seconds.toFixed(2), mibps(bytes, nativeSha.seconds), nativeSha.maxRssMiB.toFixed(0)],
+    ['zstd -d \\| tar -x', nativeRun.seconds.toFixed(2), mibps(bytes, nativeRun.seconds), nativeRun.maxRssMiB.toFixed(0)],
+    ['sha256sum + zstd -d \\| tar -x', nativeSha.seconds.toFixed(2), mibps(bytes, nativeSha.seconds), nativeSha.maxRssMiB.toFixed(0)],
   ];
   sections.push(
-    `### Unpack: ${kind === 'mixed' ? '~1 GiB mixed data' : '20,000 small files'} (${(bytes / 2 ** 20).toFixed(0)} MiB)\n\n${table(['pipeline', 'seconds', 'MiB/s', 'peak RSS MiB'], rows)}\n\ncbr vs zstd -d | tar -x: ${(nativeRun.seconds / cbrRun.seconds).toFixed(2)}x\n`,
+    `### Unpack: ${kind === 'mixed' ? '~1 GiB mixed data' : '20,000 small files'} (${(bytes / 2 ** 20).toFixed(0)} MiB)\n\n${table(['pipeline', 'seconds', 'MiB/s', 'peak RSS MiB'], rows)}\n\ncbr vs `zstd -d | tar -x`: ${(nativeRun.seconds / cbrRun.seconds).toFixed(2)}x\n`,
   );
 }
 
