@@ -46,7 +46,7 @@ for (const kind of ['mixed', 'small'] as const) {
     ['sha256sum + zstd -d \\| tar -x', nativeSha.seconds.toFixed(2), mibps(bytes, nativeSha.seconds), nativeSha.maxRssMiB.toFixed(0)],
   ];
   sections.push(
-    `### Unpack: ${kind === 'mixed' ? '~1 GiB mixed data' : '20,000 small files'} (${(bytes / 2 ** 20).toFixed(0)} MiB)\n\n${table(['pipeline', 'seconds', 'MiB/s', 'peak RSS MiB'], rows)}\n\ncbr vs `zstd -d | tar -x`: ${(nativeRun.seconds / cbrRun.seconds).toFixed(2)}x\n`,
+    `### Unpack: ${kind === 'mixed' ? '~1 GiB mixed data' : '20,000 small files'} (${(bytes / 2 ** 20).toFixed(0)} MiB)\n\n${table(['pipeline', 'seconds', 'MiB/s', 'peak RSS MiB'], rows)}\n\ncbr vs \`zstd -d | tar -x\`: ${(nativeRun.seconds / cbrRun.seconds).toFixed(2)}x\n`,
   );
 }
 
