@@ -31,6 +31,9 @@ export const ERRORS = {
   CBR_ERR_RESTORE_VERIFY_FAILED: { exit: 11, retryable: false, summary: 'The restored node did not answer with the new password or lacks a keyspace.' },
   CBR_ERR_WORKFLOW_NOT_FOUND: { exit: 12, retryable: false, summary: 'No workflow has this id.' },
   CBR_ERR_WORKFLOW_CONFLICT: { exit: 12, retryable: false, summary: 'Another workflow holds the resource (same backup id or same target).' },
+  CBR_ERR_COMMAND_INVALID: { exit: 14, retryable: false, summary: 'A bus command is malformed, unknown, oversized or addressed to another host; it was dead-lettered.' },
+  CBR_ERR_COMMAND_UNAUTHORIZED: { exit: 14, retryable: false, summary: 'A bus command lacks a valid signature (HMAC) while command signing is configured; it was dead-lettered.' },
+  CBR_ERR_BUS_UNAVAILABLE: { exit: 15, retryable: true, summary: 'The message broker cannot be reached or refused the connection.' },
   CBR_ERR_ABORTED: { exit: 13, retryable: true, summary: 'The step was aborted (shutdown or cancel).' },
   CBR_ERR_INTERNAL: { exit: 70, retryable: false, summary: 'An unexpected internal error; the message says where.' },
 } as const satisfies Record<string, { exit: number; retryable: boolean; summary: string }>;

@@ -3,6 +3,7 @@ import { type CliIO, type Command, processIO } from './io.ts';
 
 /** Commands load lazily: `cbr sandbox status` does not pay for the backup code. */
 const COMMANDS: Record<string, () => Promise<Command>> = {
+  agent: async () => (await import('./commands/agent.ts')).command,
   'backup-create': async () => (await import('./commands/backup-create.ts')).command,
   'backup-list': async () => (await import('./commands/backup-list.ts')).command,
   'backup-show': async () => (await import('./commands/backup-show.ts')).command,
@@ -10,6 +11,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   create: async () => (await import('./commands/create.ts')).command,
   resume: async () => (await import('./commands/resume.ts')).command,
   sandbox: async () => (await import('./commands/sandbox.ts')).command,
+  watch: async () => (await import('./commands/watch.ts')).command,
 };
 
 export async function main(argv: string[], io: CliIO = processIO()): Promise<number> {

@@ -13,7 +13,7 @@ import type { Progress } from '../../machines/common.ts';
 /** Builds the real dependencies of a backup from its (persisted) input, so a resumed workflow gets the same ones. */
 export async function buildBackupDeps(
   input: BackupInput,
-  opts: { env: NodeJS.ProcessEnv; log: Logger; onProgress: (step: string, p: Progress) => void },
+  opts: { env: NodeJS.ProcessEnv; log: Logger; onProgress: (step: string, p: Progress) => void; stepDelayMs?: number },
 ): Promise<BackupDeps> {
   const profile = await loadProfile(input.profilePath);
   const key = input.keySource ? await loadKey(input.keySource, opts.env) : null;
@@ -26,6 +26,7 @@ export async function buildBackupDeps(
     key,
     log: opts.log,
     onProgress: opts.onProgress,
+    stepDelayMs: opts.stepDelayMs ?? 0,
     diskSpace: async (path) => {
       const s = await statfs(path);
       return { free: s.bavail * s.bsize, total: s.blocks * s.bsize };

@@ -14,7 +14,7 @@ import type { Progress } from '../../machines/common.ts';
 /** Builds the real dependencies of a restore from its (persisted) input. */
 export async function buildRestoreDeps(
   input: RestoreInput,
-  opts: { env: NodeJS.ProcessEnv; log: Logger; onProgress: (step: string, p: Progress) => void },
+  opts: { env: NodeJS.ProcessEnv; log: Logger; onProgress: (step: string, p: Progress) => void; stepDelayMs?: number },
 ): Promise<RestoreDeps> {
   const profile = await loadProfile(input.profilePath);
   const key = input.keySource ? await loadKey(input.keySource, opts.env) : null;
@@ -27,6 +27,7 @@ export async function buildRestoreDeps(
     key,
     log: opts.log,
     onProgress: opts.onProgress,
+    stepDelayMs: opts.stepDelayMs ?? 0,
     diskSpace: async (path) => {
       const s = await statfs(path);
       return { free: s.bavail * s.bsize, total: s.blocks * s.bsize };

@@ -23,6 +23,8 @@ export type WorkflowEvent =
       status: WorkflowStatus;
       at: string;
       error: ErrorInfo | null;
+      /** The final context, on the last event of a workflow (status 'done'); plain JSON without secrets. */
+      context?: Record<string, unknown>;
     }
   | { type: 'progress'; workflowId: string; kind: WorkflowKind; step: string; progress: Progress; at: string };
 
@@ -40,6 +42,8 @@ export interface RuntimeOptions {
   env: NodeJS.ProcessEnv;
   log: Logger;
   onEvent?: (event: WorkflowEvent) => void;
+  /** Fault-injection drills: wait this long before each step (default 0). */
+  stepDelayMs?: number;
 }
 
 interface Running {
@@ -141,6 +145,7 @@ export class WorkflowRuntime {
     const opts = {
       env: this.#opts.env,
       log,
+      stepDelayMs: this.#opts.stepDelayMs ?? 0,
       onProgress: (step: string, progress: Progress) => {
         this.#emit({ type: 'progress', workflowId: input.workflowId, kind, step, progress, at: new Date().toISOString() });
         // Persist progress at most once a second (it goes through the machine, so it lands in the snapshot).
@@ -165,20 +170,31 @@ export class WorkflowRuntime {
 
   #run(id: string, kind: WorkflowKind, actor: AnyActorRef): Running {
     const { store } = this.#opts;
-    let lastState = '';
     const done = new Promise<WorkflowOutcome>((resolve, reject) => {
       actor.subscribe({
         next: (snap: { status: string; value: unknown; context: { error?: ErrorInfo | null } }) => {
           const status = snap.status as WorkflowStatus;
+          // A stopped actor (graceful shutdown) keeps its last persisted state, so it resumes on the next start.
+          if (status === 'stopped') return;
           const state = stateName(snap.value);
+          let transitioned = false;
           try {
-            store.save(id, status, state, actor.getPersistedSnapshot());
+            transitioned = store.save(id, status, state, actor.getPersistedSnapshot());
           } catch (err) {
             this.#opts.log.error('cannot persist workflow snapshot', { workflowId: id, error: (err as Error).message });
           }
-          if (state !== lastState || status !== 'active') {
-            lastState = state;
-            this.#emit({ type: 'state', workflowId: id, kind, state, status, at: new Date().toISOString(), error: snap.context.error ?? null });
+          // One state event per persisted transition, and the final one with the outcome.
+          if (transitioned || status === 'done') {
+            this.#emit({
+              type: 'state',
+              workflowId: id,
+              kind,
+              state,
+              status,
+              at: new Date().toISOString(),
+              error: snap.context.error ?? null,
+              ...(status === 'done' ? { context: snap.context as Record<string, unknown> } : {}),
+            });
           }
           if (status === 'done') {
             this.#running.delete(id);

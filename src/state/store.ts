@@ -55,6 +55,12 @@ export class StateStore {
         created_at TEXT NOT NULL,
         updated_at TEXT NOT NULL
       );
+      CREATE TABLE IF NOT EXISTS outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        routing_key TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL
+      );
       CREATE TABLE IF NOT EXISTS transitions (
         workflow_id TEXT NOT NULL,
         seq INTEGER NOT NULL,
@@ -83,8 +89,8 @@ export class StateStore {
     return true;
   }
 
-  /** Persists a new snapshot; records a transition when the state value changed. */
-  save(id: string, status: WorkflowStatus, state: string, snapshot: unknown): void {
+  /** Persists a new snapshot; records a transition when the state value changed (and says so). */
+  save(id: string, status: WorkflowStatus, state: string, snapshot: unknown): boolean {
     const now = new Date().toISOString();
     const prev = this.db.prepare('SELECT state FROM workflows WHERE id = ?').get(id) as { state: string } | undefined;
     this.db.exec('BEGIN IMMEDIATE');
@@ -92,12 +98,33 @@ export class StateStore {
       this.db
         .prepare('UPDATE workflows SET status = ?, state = ?, snapshot = ?, updated_at = ? WHERE id = ?')
         .run(status, state, JSON.stringify(snapshot), now, id);
-      if (!prev || prev.state !== state) this.addTransition(id, state, now);
+      const transitioned = !prev || prev.state !== state;
+      if (transitioned) this.addTransition(id, state, now);
       this.db.exec('COMMIT');
+      return transitioned;
     } catch (err) {
       this.db.exec('ROLLBACK');
       throw err;
     }
+  }
+
+  /** The event outbox: events are written here in the same database, and deleted once the broker confirmed them. */
+  addEvent(routingKey: string, body: string): void {
+    this.db.prepare('INSERT INTO outbox (routing_key, body, created_at) VALUES (?, ?, ?)').run(routingKey, body, new Date().toISOString());
+  }
+
+  pendingEvents(limit = 200): { seq: number; routingKey: string; body: string }[] {
+    const rows = this.db.prepare('SELECT seq, routing_key, body FROM outbox ORDER BY seq LIMIT ?').all(limit) as Record<string, unknown>[];
+    return rows.map((r) => ({ seq: Number(r['seq']), routingKey: String(r['routing_key']), body: String(r['body']) }));
+  }
+
+  deleteEvents(seqs: number[]): void {
+    if (seqs.length === 0) return;
+    this.db.prepare(`DELETE FROM outbox WHERE seq IN (${seqs.map(() => '?').join(',')})`).run(...seqs);
+  }
+
+  countEvents(): number {
+    return Number((this.db.prepare('SELECT COUNT(*) AS n FROM outbox').get() as { n: number }).n);
   }
 
   claim(id: string, pid: number): void {

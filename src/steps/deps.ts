@@ -17,6 +17,8 @@ export interface BackupDeps {
   /** The encryption key, when the backup is encrypted. */
   key: Buffer | null;
   log: Logger;
+  /** Fault-injection drills: wait this long before each step. */
+  stepDelayMs?: number;
   onProgress: (step: string, progress: Progress) => void;
   /** Free and total bytes of the filesystem holding `path`. */
   diskSpace: (path: string) => Promise<{ free: number; total: number }>;

@@ -17,6 +17,8 @@ export interface RestoreDeps {
   store: ObjectStore;
   key: Buffer | null;
   log: Logger;
+  /** Fault-injection drills: wait this long before each step. */
+  stepDelayMs?: number;
   onProgress: (step: string, progress: Progress) => void;
   diskSpace: (path: string) => Promise<{ free: number; total: number }>;
   /** Reads the new superuser password from its file (never logged, never in context). */

@@ -6,12 +6,13 @@ import { checkId } from '../../catalog.ts';
 import { CbrError, fromErrorInfo } from '../../errors.ts';
 import { loadProfile } from '../../profile.ts';
 import type { BackupContext } from '../../../machines/backup.machine.ts';
+import { busOptions, runOverBus } from '../bus.ts';
 import { commonOptions, localRuntime, storageConfig } from '../context.ts';
 import { type Command, parse, printJson, requireOption } from '../io.ts';
 import { formatBytes } from '../progress.ts';
 
 const usage =
-  'cbr backup-create <name> --config <profile> [--description D] [--compression zstd|gzip|none] [--encrypt-key-file F | --encrypt-key-env VAR] [--min-free-percent 10] [--rate-limit 50M] [--id ID] [--storage-root DIR] [--json]';
+  'cbr backup-create <name> (--config <profile> | --bus URL --host H) [--signing-key-file F] [--description D] [--compression zstd|gzip|none] [--encrypt-key-file F | --encrypt-key-env VAR] [--min-free-percent 10] [--rate-limit 50M] [--id ID] [--storage-root DIR] [--json]';
 
 export const command: Command = {
   summary: 'Snapshot the node and stream one archive of it to storage; prints the backup id.',
@@ -29,19 +30,46 @@ export const command: Command = {
         'min-free-percent': { type: 'string' },
         id: { type: 'string' },
         'rate-limit': { type: 'string' },
+        ...busOptions,
       },
       usage,
     );
     const name = positionals[0];
     if (!name || positionals.length > 1) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `backup-create takes one <name>\nusage: ${usage}`);
-    const profilePath = resolve(requireOption(values.config, '--config', usage));
-    await loadProfile(profilePath);
     const compression = values.compression as Compression;
     if (!COMPRESSIONS.includes(compression)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--compression must be one of ${COMPRESSIONS.join(', ')}`);
     if (values['encrypt-key-file'] && values['encrypt-key-env']) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'give one of --encrypt-key-file and --encrypt-key-env');
     const minFree = Number(values['min-free-percent'] ?? io.env['CBR_MIN_FREE_PERCENT'] ?? 10);
     if (!Number.isFinite(minFree) || minFree < 0 || minFree > 100) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--min-free-percent must be 0..100');
     const id = values.id ? checkId(values.id) : randomUUID();
+    const rateLimit = values['rate-limit'] ? parseRate(values['rate-limit']) : null;
+
+    if (values.bus) {
+      // Over the bus: the host's agent runs the workflow; key files are paths on that host.
+      const result = await runOverBus(
+        io,
+        values,
+        {
+          id,
+          type: 'backup.create',
+          payload: {
+            name,
+            ...(values.description ? { description: values.description } : {}),
+            compression,
+            ...(values['encrypt-key-file'] ? { encryptKeyFile: resolve(values['encrypt-key-file']) } : {}),
+            ...(values['encrypt-key-env'] ? { encryptKeyEnv: values['encrypt-key-env'] } : {}),
+            minFreePercent: minFree,
+            ...(rateLimit ? { rateLimit } : {}),
+          },
+        },
+        values.json,
+      );
+      if (values.json) printJson(io, { id, name, state: 'COMPLETED', host: values.host, ...result.result });
+      else io.stdout(`${id}\n`);
+      return 0;
+    }
+    const profilePath = resolve(requireOption(values.config, '--config', usage));
+    await loadProfile(profilePath);
     const keySource = values['encrypt-key-file']
       ? { file: resolve(values['encrypt-key-file']) }
       : values['encrypt-key-env']
@@ -61,7 +89,7 @@ export const command: Command = {
         keySource,
         minFreePercent: minFree,
         startedAt: new Date().toISOString(),
-        rateLimit: values['rate-limit'] ? parseRate(values['rate-limit']) : null,
+        rateLimit,
       });
       if (!running) throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `a workflow with id ${id} already exists`);
       const onSignal = () => runtime.cancel(id, 'interrupted');

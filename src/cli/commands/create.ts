@@ -9,11 +9,12 @@ import { cbrHome } from '../../home.ts';
 import { loadProfile } from '../../profile.ts';
 import { createSandbox, profilePath as sandboxProfilePath } from '../../sandbox/sandbox.ts';
 import type { RestoreContext } from '../../../machines/restore.machine.ts';
+import { busOptions, runOverBus } from '../bus.ts';
 import { commonOptions, localRuntime, storageConfig } from '../context.ts';
 import { type Command, parse, printJson } from '../io.ts';
 
 const usage =
-  'cbr create <instance-name> --backup <id> (--config <target profile> | --sandbox) [--password-file F] [--decrypt-key-file F | --decrypt-key-env VAR] [--superuser cassandra] [--cluster-name N] [--force] [--storage-root DIR] [--json]';
+  'cbr create <instance-name> --backup <id> (--config <target profile> | --sandbox | --bus URL --host H) [--password-file F] [--decrypt-key-file F | --decrypt-key-env VAR] [--superuser cassandra] [--cluster-name N] [--force] [--storage-root DIR] [--json]';
 
 const NAME_RE = /^[A-Za-z][A-Za-z0-9_-]{0,47}$/;
 
@@ -34,6 +35,7 @@ export const command: Command = {
         superuser: { type: 'string', default: 'cassandra' },
         'cluster-name': { type: 'string' },
         force: { type: 'boolean', default: false },
+        ...busOptions,
       },
       usage,
     );
@@ -43,6 +45,30 @@ export const command: Command = {
     }
     if (!values.backup) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--backup is required\nusage: ${usage}`);
     const backupId = checkId(values.backup);
+    if (values.bus) {
+      // Over the bus: the target is the host's agent's node; file paths are paths on that host.
+      const result = await runOverBus(
+        io,
+        values,
+        {
+          type: 'restore.create',
+          payload: {
+            backupId,
+            instanceName: instance,
+            ...(values['cluster-name'] ? { clusterName: values['cluster-name'] } : {}),
+            ...(values['password-file'] ? { passwordFile: resolve(values['password-file']) } : {}),
+            superuser: values.superuser,
+            ...(values['decrypt-key-file'] ? { decryptKeyFile: resolve(values['decrypt-key-file']) } : {}),
+            ...(values['decrypt-key-env'] ? { decryptKeyEnv: values['decrypt-key-env'] } : {}),
+            force: values.force,
+          },
+        },
+        values.json,
+      );
+      if (values.json) printJson(io, { instance, backupId, state: 'COMPLETED', host: values.host, workflowId: result.commandId, ...result.result });
+      else io.stdout(`instance ${instance} restored on ${values.host} from backup ${backupId}; password file ${String(result.result?.['passwordFile'])} on that host\n`);
+      return 0;
+    }
     if (Boolean(values.config) === values.sandbox) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `give exactly one of --config and --sandbox\nusage: ${usage}`);
     if (!/^[A-Za-z_][A-Za-z0-9_]{0,47}$/.test(values.superuser)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--superuser must be a plain role name');
     if (values['decrypt-key-file'] && values['decrypt-key-env']) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'give one of --decrypt-key-file and --decrypt-key-env');

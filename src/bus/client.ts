@@ -1,0 +1,104 @@
+import { randomUUID } from 'node:crypto';
+import amqplib, { type ChannelModel, type ConsumeMessage } from 'amqplib';
+import { CbrError } from '../errors.ts';
+import { type Command, signCommand } from './commands.ts';
+import { type BusEvent, declareTopology, topology } from './topology.ts';
+
+/** amqp://user:password@host → amqp://user:***@host, for any message that names the broker. */
+export function redactUrl(url: string): string {
+  return url.replace(/(\/\/[^:/@]+:)[^@]*@/, '$1***@');
+}
+
+export async function connectBus(url: string): Promise<ChannelModel> {
+  try {
+    return await amqplib.connect(url);
+  } catch (err) {
+    throw new CbrError('CBR_ERR_BUS_UNAVAILABLE', `cannot connect to ${redactUrl(url)}: ${(err as Error).message.replaceAll(url, redactUrl(url))}`);
+  }
+}
+
+export type CommandDraft = Omit<Command, 'version' | 'id' | 'issuedAt' | 'signature'> & { id?: string };
+
+/**
+ * Publishes one command and follows its events until its result: binds a private queue to the command's events
+ * before publishing (so none is missed), publishes with confirms and `mandatory` (an unknown host is an error,
+ * not a silent drop), then calls onEvent for each event.
+ */
+export async function runCommand(opts: {
+  url: string;
+  prefix?: string;
+  draft: CommandDraft;
+  signingKey?: Buffer | null;
+  onEvent?: (e: BusEvent) => void;
+}): Promise<BusEvent & { commandId: string }> {
+  const t = topology(opts.prefix);
+  const conn = await connectBus(opts.url);
+  try {
+    const ch = await conn.createConfirmChannel();
+    await declareTopology(ch, t);
+    const id = opts.draft.id ?? randomUUID();
+    const base = { ...opts.draft, version: 1 as const, id, issuedAt: new Date().toISOString() } as Command;
+    const command = opts.signingKey ? signCommand(base, opts.signingKey) : base;
+    const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true });
+    await ch.bindQueue(queue, t.events, `${command.host}.${id}.*`);
+    const result = new Promise<BusEvent>((resolve, reject) => {
+      ch.on('return', () => reject(new CbrError('CBR_ERR_BUS_UNAVAILABLE', `no agent queue for host ${command.host} (is its agent running?)`)));
+      conn.on('close', () => reject(new CbrError('CBR_ERR_BUS_UNAVAILABLE', 'the broker closed the connection')));
+      void ch.consume(
+        queue,
+        (msg: ConsumeMessage | null) => {
+          if (!msg) return;
+          let e: BusEvent;
+          try {
+            e = JSON.parse(msg.content.toString('utf8')) as BusEvent;
+          } catch {
+            return;
+          }
+          opts.onEvent?.(e);
+          if (e.type === 'result' || e.type === 'rejected') resolve(e);
+        },
+        { noAck: true },
+      );
+    });
+    ch.publish(t.commands, command.host, Buffer.from(JSON.stringify(command)), {
+      persistent: true,
+      mandatory: true,
+      contentType: 'application/json',
+      messageId: id,
+    });
+    await ch.waitForConfirms();
+    return { ...(await result), commandId: id };
+  } finally {
+    await conn.close().catch(() => {});
+  }
+}
+
+/** Subscribes to events (all, or one host's, or one workflow's) until the returned function is called. */
+export async function watchEvents(opts: {
+  url: string;
+  prefix?: string;
+  host?: string | undefined;
+  workflow?: string | undefined;
+  onEvent: (e: BusEvent) => void;
+}): Promise<{ close: () => Promise<void>; closed: Promise<void> }> {
+  const t = topology(opts.prefix);
+  const conn = await connectBus(opts.url);
+  const ch = await conn.createChannel();
+  await declareTopology(ch, t);
+  const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true });
+  await ch.bindQueue(queue, t.events, `${opts.host ?? '*'}.${opts.workflow ?? '*'}.*`);
+  const closed = new Promise<void>((resolve) => conn.on('close', () => resolve()));
+  await ch.consume(
+    queue,
+    (msg: ConsumeMessage | null) => {
+      if (!msg) return;
+      try {
+        opts.onEvent(JSON.parse(msg.content.toString('utf8')) as BusEvent);
+      } catch {
+        /* not an event */
+      }
+    },
+    { noAck: true },
+  );
+  return { close: () => conn.close().catch(() => {}), closed };
+}
