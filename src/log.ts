@@ -13,7 +13,8 @@ export interface Logger {
   child(bindings: Record<string, unknown>): Logger;
 }
 
-const SECRET_KEY = /pass(word)?|secret|key(?!space)|token|credential|salted_hash|authorization/i;
+/** Field names whose values are secrets. Paths and ids of secrets (passwordFile, keyFingerprint, objectKey) are not. */
+const SECRET_KEY = /^(key|secret|token|credentials?|salted_?hash|authorization|pass(word|wd|phrase)?|(encryption|signing|api|private|secret)_?key)$/i;
 
 export function redact(value: unknown, depth = 0): unknown {
   if (depth > 6 || value === null || typeof value !== 'object') return value;
@@ -21,7 +22,7 @@ export function redact(value: unknown, depth = 0): unknown {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(value)) {
     // Paths to key files are not secrets; their contents are.
-    out[k] = SECRET_KEY.test(k) && !/File$|Path$|Id$/.test(k) ? '[redacted]' : redact(v, depth + 1);
+    out[k] = SECRET_KEY.test(k) ? '[redacted]' : redact(v, depth + 1);
   }
   return out;
 }

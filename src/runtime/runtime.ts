@@ -95,6 +95,8 @@ export class WorkflowRuntime {
       ownerPid: process.pid,
     });
     if (!created) return null;
+    // The first persisted transition (made by create) gets its event here; #run reports the ones after it.
+    this.#emit({ type: 'state', workflowId: input.workflowId, kind, state: stateName(initial.value), status: 'active', at: new Date().toISOString(), error: null });
     return this.#run(input.workflowId, kind, actor);
   }
 
