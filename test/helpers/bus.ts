@@ -1,0 +1,84 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import amqplib from 'amqplib';
+import { StateStore, type WorkflowRow } from '../../src/state/store.ts';
+import { REPO, scratchDir } from './env.ts';
+
+export const BUS_URL = process.env['CBR_TEST_BUS_URL'] ?? 'amqp://guest:guest@127.0.0.1:5672';
+
+/** Runs `cbr agent` as its own process (so it can be killed -9), logging to a file in the scratch area. */
+export function spawnAgent(opts: { host: string; profilePath: string; env: NodeJS.ProcessEnv; prefix: string; stepDelayMs?: number }): ChildProcess {
+  const log = createWriteStream(join(scratchDir('agent-logs'), `${opts.host}.log`), { flags: 'a' });
+  const child = spawn(
+    join(REPO, 'node_modules', '.bin', 'node'),
+    [
+      join(REPO, 'bin', 'cbr.js'),
+      'agent',
+      '--config',
+      opts.profilePath,
+      '--host',
+      opts.host,
+      '--bus',
+      BUS_URL,
+      '--prefix',
+      opts.prefix,
+      '--step-delay-ms',
+      String(opts.stepDelayMs ?? 0),
+    ],
+    { env: { ...opts.env, CBR_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  child.stdout?.pipe(log);
+  child.stderr?.pipe(log);
+  return child;
+}
+
+export async function killHard(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await exited;
+}
+
+export async function stopGracefully(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null) return child.exitCode;
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  child.kill('SIGTERM');
+  return exited;
+}
+
+/** Publishes a raw command body to a host's queue through the commands exchange. */
+export async function publishRaw(prefix: string, host: string, body: Buffer | Record<string, unknown>): Promise<void> {
+  const conn = await amqplib.connect(BUS_URL);
+  try {
+    const ch = await conn.createConfirmChannel();
+    await ch.assertExchange(`${prefix}cbr.commands`, 'direct', { durable: true });
+    const content = Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
+    ch.publish(`${prefix}cbr.commands`, host, content, { persistent: true });
+    await ch.waitForConfirms();
+  } finally {
+    await conn.close();
+  }
+}
+
+/** Polls a state database (written by another process) until `match` holds for the workflow. */
+export async function waitForWorkflow(dbPath: string, id: string, match: (w: WorkflowRow) => boolean, timeoutMs = 120_000): Promise<WorkflowRow> {
+  const deadline = Date.now() + timeoutMs;
+  let last: WorkflowRow | undefined;
+  while (Date.now() < deadline) {
+    try {
+      const db = new StateStore(dbPath);
+      try {
+        last = db.get(id);
+      } finally {
+        db.close();
+      }
+      if (last && match(last)) return last;
+    } catch {
+      /* the database is being created */
+    }
+    await sleep(25);
+  }
+  throw new Error(`workflow ${id} did not reach the expected state (last: ${last?.state}/${last?.status})`);
+}
