@@ -34,6 +34,28 @@ export function spawnAgent(opts: { host: string; profilePath: string; env: NodeJ
   return child;
 }
 
+/** Resolves once the host's queue exists (the agent declares it when it connects). */
+export async function waitForAgentQueue(prefix: string, host: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const conn = await amqplib.connect(BUS_URL);
+  try {
+    for (;;) {
+      const ch = await conn.createChannel();
+      ch.on('error', () => {});
+      try {
+        await ch.checkQueue(`${prefix}cbr.host.${host}`);
+        await ch.close();
+        return;
+      } catch {
+        if (Date.now() > deadline) throw new Error(`the agent for ${host} never declared its queue`);
+        await sleep(100);
+      }
+    }
+  } finally {
+    await conn.close();
+  }
+}
+
 export async function killHard(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null) return;
   const exited = new Promise((r) => child.once('exit', r));
