@@ -9,7 +9,7 @@ import { CbrError, toErrorInfo } from '../errors.ts';
 import { writeFileAtomic } from '../fsutil.ts';
 import { cbrHome } from '../home.ts';
 import type { Logger } from '../log.ts';
-import { type WorkflowEvent, WorkflowRuntime } from '../runtime/runtime.ts';
+import { type StepsFactory, type WorkflowEvent, WorkflowRuntime } from '../runtime/runtime.ts';
 import { StateStore } from '../state/store.ts';
 import { openStore } from '../storage/index.ts';
 import type { StorageConfig } from '../storage/types.ts';
@@ -30,6 +30,8 @@ export interface AgentOptions {
   signingKey?: Buffer | null;
   /** Fault-injection drills: wait this long before each step. */
   stepDelayMs?: number;
+  /** Fake steps (benchmarks); default: the real ones. */
+  steps?: StepsFactory;
 }
 
 /**
@@ -62,6 +64,7 @@ export class Agent {
       env: opts.env,
       log: opts.log,
       stepDelayMs: opts.stepDelayMs ?? 0,
+      ...(opts.steps ? { steps: opts.steps } : {}),
       onEvent: (e) => this.#onWorkflowEvent(e),
     });
   }

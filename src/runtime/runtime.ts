@@ -44,7 +44,15 @@ export interface RuntimeOptions {
   onEvent?: (event: WorkflowEvent) => void;
   /** Fault-injection drills: wait this long before each step (default 0). */
   stepDelayMs?: number;
+  /** Replaces the real steps (benchmarks with fake nodes, tests); default: the real steps. */
+  steps?: StepsFactory;
 }
+
+/** Builds the step actors of one workflow; the machines check them against their declared logic. */
+export type StepsFactory = {
+  backup: (input: BackupInput) => Parameters<typeof backupMachine.provide>[0]['actors'];
+  restore: (input: RestoreInput) => Parameters<typeof restoreMachine.provide>[0]['actors'];
+};
 
 interface Running {
   actor: AnyActorRef;
@@ -158,10 +166,15 @@ export class WorkflowRuntime {
         }
       },
     };
+    const fake = this.#opts.steps;
     const machine =
       kind === 'backup'
-        ? backupMachine.provide({ actors: createBackupSteps(await buildBackupDeps(input as BackupInput, opts)) })
-        : restoreMachine.provide({ actors: createRestoreSteps(await buildRestoreDeps(input as RestoreInput, opts)) });
+        ? backupMachine.provide({
+            actors: fake ? fake.backup(input as BackupInput) : createBackupSteps(await buildBackupDeps(input as BackupInput, opts)),
+          })
+        : restoreMachine.provide({
+            actors: fake ? fake.restore(input as RestoreInput) : createRestoreSteps(await buildRestoreDeps(input as RestoreInput, opts)),
+          });
     return {
       machine,
       attach: (a: AnyActorRef) => {
