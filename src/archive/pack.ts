@@ -59,6 +59,8 @@ export function packArchive(files: readonly SnapshotFile[], opts: PackOptions): 
     transform(chunk: Buffer, _enc, cb) {
       hash.update(chunk);
       storedBytes += chunk.length;
+      // Reading runs ahead of storage by a few buffers; reporting here too keeps progress (and ETA) honest.
+      report();
       cb(null, chunk);
     },
   });
