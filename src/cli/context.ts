@@ -1,4 +1,4 @@
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { CbrError } from '../errors.ts';
 import { cbrHome } from '../home.ts';
 import { createLogger, type Logger } from '../log.ts';
@@ -14,7 +14,16 @@ export const storageOptions = {
   storage: { type: 'string' },
   'storage-root': { type: 'string' },
   container: { type: 'string' },
+  'swift-auth-url': { type: 'string' },
+  'swift-auth-version': { type: 'string' },
+  'swift-credentials-file': { type: 'string' },
+  'swift-project': { type: 'string' },
+  'swift-region': { type: 'string' },
+  'swift-interface': { type: 'string' },
+  'segment-size': { type: 'string' },
 } as const;
+
+type StorageValues = { [K in keyof typeof storageOptions]?: string | undefined };
 
 export const commonOptions = {
   json: { type: 'boolean', default: false },
@@ -23,19 +32,50 @@ export const commonOptions = {
 
 /**
  * --storage local (default) keeps backups under --storage-root (default $CBR_STORAGE_ROOT or
- * $CBR_HOME/storage), container `database_backups`.
+ * $CBR_HOME/storage); --storage swift talks to Swift (--swift-auth-url, --swift-credentials-file, ... or the
+ * CBR_SWIFT_* variables). The container is `database_backups` unless --container says otherwise.
  */
-export function storageConfig(values: { storage?: string | undefined; 'storage-root'?: string | undefined; container?: string | undefined }, env: NodeJS.ProcessEnv): StorageConfig {
+export function storageConfig(values: StorageValues, env: NodeJS.ProcessEnv): StorageConfig {
   const driver = values.storage ?? env['CBR_STORAGE'] ?? 'local';
-  if (driver !== 'local') throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `unknown --storage ${JSON.stringify(driver)} (local)`);
-  return {
-    driver: 'local',
-    root: values['storage-root'] ?? env['CBR_STORAGE_ROOT'] ?? join(cbrHome(env), 'storage'),
-    container: values.container ?? DEFAULT_CONTAINER,
-  };
+  const container = values.container ?? env['CBR_CONTAINER'] ?? DEFAULT_CONTAINER;
+  if (driver === 'local') {
+    return { driver: 'local', root: values['storage-root'] ?? env['CBR_STORAGE_ROOT'] ?? join(cbrHome(env), 'storage'), container };
+  }
+  if (driver === 'swift') {
+    const authUrl = values['swift-auth-url'] ?? env['CBR_SWIFT_AUTH_URL'];
+    const credentialsFile = values['swift-credentials-file'] ?? env['CBR_SWIFT_CREDENTIALS_FILE'];
+    if (!authUrl || !credentialsFile) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--storage swift needs --swift-auth-url and --swift-credentials-file');
+    const version = Number(values['swift-auth-version'] ?? env['CBR_SWIFT_AUTH_VERSION'] ?? (/\/v3\/?$/.test(authUrl) ? 3 : 1));
+    if (version !== 1 && version !== 3) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--swift-auth-version must be 1 or 3');
+    const iface = values['swift-interface'] ?? env['CBR_SWIFT_INTERFACE'];
+    if (iface && !['public', 'internal', 'admin'].includes(iface)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--swift-interface must be public, internal or admin');
+    const segment = values['segment-size'] ?? env['CBR_SWIFT_SEGMENT_SIZE'];
+    const project = values['swift-project'] ?? env['CBR_SWIFT_PROJECT'];
+    const region = values['swift-region'] ?? env['CBR_SWIFT_REGION'];
+    return {
+      driver: 'swift',
+      authUrl,
+      authVersion: version,
+      credentialsFile: resolve(credentialsFile),
+      container,
+      ...(project ? { projectName: project } : {}),
+      ...(region ? { region } : {}),
+      ...(iface ? { interface: iface as 'public' | 'internal' | 'admin' } : {}),
+      ...(segment ? { segmentSize: parseSize(segment) } : {}),
+    };
+  }
+  throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `unknown --storage ${JSON.stringify(driver)} (local, swift)`);
 }
 
-export function openStorage(values: Parameters<typeof storageConfig>[0], env: NodeJS.ProcessEnv): ObjectStore {
+/** "1G", "512M", "5242880". */
+export function parseSize(text: string): number {
+  const m = /^(\d+)([KMG]i?B?)?$/i.exec(text.trim());
+  if (!m) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `cannot parse size ${JSON.stringify(text)}`);
+  const unit = (m[2] ?? '').toUpperCase()[0];
+  return Number(m[1]) * (unit === 'K' ? 1024 : unit === 'M' ? 1024 ** 2 : unit === 'G' ? 1024 ** 3 : 1);
+}
+
+export function openStorage(values: StorageValues, env: NodeJS.ProcessEnv): ObjectStore {
   return openStore(storageConfig(values, env));
 }
 

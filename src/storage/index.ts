@@ -1,11 +1,14 @@
 import { CbrError } from '../errors.ts';
 import { createLocalStore } from './local.ts';
+import { createSwiftStore } from './swift.ts';
 import type { ObjectStore, StorageConfig } from './types.ts';
 
 export function openStore(config: StorageConfig): ObjectStore {
   switch (config.driver) {
     case 'local':
       return createLocalStore(config.root, config.container);
+    case 'swift':
+      return createSwiftStore(config);
     default:
       throw new CbrError('CBR_ERR_CONFIG', `unknown storage driver ${JSON.stringify((config as { driver: string }).driver)}`);
   }

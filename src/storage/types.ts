@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { SwiftConfig } from './swift.ts';
 
 /**
  * The object storage port. Drivers: local filesystem (the embedded default); Swift and S3 fit the same
@@ -21,8 +22,9 @@ export interface ObjectInfo {
   modified: string;
 }
 
-/** Plain-JSON storage settings, kept in workflow context so a resumed workflow can reconnect. No secrets here. */
-export type StorageConfig = { driver: 'local'; root: string; container: string };
+/** Plain-JSON storage settings, kept in workflow context so a resumed workflow can reconnect. No secrets here:
+ * credentials stay in files the settings name. */
+export type StorageConfig = { driver: 'local'; root: string; container: string } | SwiftConfig;
 
 export const DEFAULT_CONTAINER = 'database_backups';
 
