@@ -3,7 +3,10 @@ import { createReadStream } from 'node:fs';
 import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import http from 'node:http';
+import https from 'node:https';
 import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CbrError } from '../errors.ts';
 import { KEY_RE, type ObjectInfo, type ObjectStore } from './types.ts';
@@ -139,16 +142,42 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
     containersReady = true;
   };
 
+  /**
+   * PUT of a spooled file with node:http and pipeline, so the socket's backpressure bounds memory (fetch with a
+   * stream body read a 256 MiB segment into memory ahead of the socket). Same retry and re-auth rules.
+   */
   const uploadFile = async (path: string, size: number, md5: string, target: string, signal?: AbortSignal) => {
-    const res = await request('PUT', target, {
-      body: () => Readable.toWeb(createReadStream(path, { highWaterMark: 1 << 20 })) as unknown as RequestBody,
-      headers: { 'Content-Length': String(size), ETag: md5 },
-      ...(signal ? { signal } : {}),
-      what: `upload ${target}`,
-    });
-    await res.body?.cancel();
-    const etag = res.headers.get('etag')?.replace(/"/g, '');
-    if (etag && etag !== md5) throw new CbrError('CBR_ERR_STORAGE_FAILED', `upload ${target}: ETag ${etag} differs from the MD5 sent (${md5})`);
+    let reauthed = false;
+    let last = '';
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+      signal?.throwIfAborted();
+      try {
+        session ??= await authenticate(signal);
+        const { status, etag } = await putStream(`${session.storageUrl}${target}`, path, {
+          'X-Auth-Token': session.token,
+          'Content-Length': String(size),
+          ETag: md5,
+        }, signal);
+        if (status === 401 && !reauthed) {
+          session = null;
+          reauthed = true;
+          attempt--;
+          continue;
+        }
+        if (status >= 200 && status < 300) {
+          if (etag && etag !== md5) throw new CbrError('CBR_ERR_STORAGE_FAILED', `upload ${target}: ETag ${etag} differs from the MD5 sent (${md5})`);
+          return;
+        }
+        last = `HTTP ${status}`;
+        if (!RETRYABLE_STATUS.has(status)) throw new CbrError('CBR_ERR_STORAGE_FAILED', `upload ${target}: Swift answered ${status}`);
+      } catch (err) {
+        if (err instanceof CbrError) throw err;
+        if ((err as Error).name === 'AbortError' || signal?.aborted) throw new CbrError('CBR_ERR_ABORTED', `upload ${target} aborted`);
+        last = describeFetchError(err);
+      }
+      if (attempt < attempts) await sleep(Math.min(200 * 2 ** (attempt - 1), 5000), undefined, signal ? { signal } : {}).catch(() => {});
+    }
+    throw new CbrError('CBR_ERR_STORAGE_FAILED', `upload ${target} failed after ${attempts} attempts (${last})`);
   };
 
   return {
@@ -330,4 +359,19 @@ export function objectStoreEndpoint(body: KeystoneTokenResponse, config: Pick<Sw
   );
   if (!ep) throw new CbrError('CBR_ERR_CONFIG', `no ${wanted} object-store endpoint${config.region ? ` in region ${config.region}` : ''} in the Keystone catalog`);
   return ep.url.replace(/\/$/, '');
+}
+
+/** PUT a file's bytes to a URL; resolves with the status and the ETag. */
+function putStream(url: string, path: string, headers: Record<string, string>, signal?: AbortSignal): Promise<{ status: number; etag: string | null }> {
+  const u = new URL(url);
+  const mod = u.protocol === 'https:' ? https : http;
+  return new Promise((resolve, reject) => {
+    const req = mod.request(u, { method: 'PUT', headers, ...(signal ? { signal } : {}) }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, etag: (res.headers['etag'] as string | undefined)?.replace(/"/g, '') ?? null }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    pipeline(createReadStream(path, { highWaterMark: 1 << 20 }), req).catch(reject);
+  });
 }
