@@ -85,15 +85,10 @@ export async function listRecords(store: ObjectStore, signal?: AbortSignal): Pro
   return out.sort((a, b) => (a.created < b.created ? -1 : 1));
 }
 
-/** Removes the record first (so the backup stops being listed), then every object of the backup. Idempotent. */
+/** Removes the record first (so the backup stops being listed), then everything of the backup. Idempotent. */
 export async function deleteBackup(store: ObjectStore, id: string, signal?: AbortSignal): Promise<number> {
   checkId(id);
   const opts = signal ? { signal } : {};
   await store.delete(recordKey(id), opts);
-  let n = 0;
-  for await (const o of store.list(`${id}/`, opts)) {
-    await store.delete(o.key, opts);
-    n++;
-  }
-  return n;
+  return store.purge(`${id}/`, opts);
 }

@@ -65,6 +65,17 @@ export function createLocalStore(root: string, container: string): ObjectStore {
       out.sort((a, b) => (a.key < b.key ? -1 : 1));
       yield* out;
     },
+    async purge(prefix) {
+      if (!prefix.endsWith('/') || !KEY_RE.test(prefix.slice(0, -1))) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `invalid prefix ${JSON.stringify(prefix)}`);
+      const dir = join(base, ...prefix.slice(0, -1).split('/'));
+      let n = 0;
+      await walk(dir, async () => {
+        n++;
+      });
+      for (const name of await readdir(dir).catch(() => [] as string[])) if (name.startsWith('.partial-')) n++;
+      await rm(dir, { recursive: true, force: true });
+      return n;
+    },
     async delete(key) {
       const path = pathOf(key);
       try {

@@ -302,20 +302,31 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
       const path = `/${enc(config.container)}/${encPath(key)}`;
       const head = await request('HEAD', path, { ...signal, ok: [404], what: `head ${key}` });
       await head.body?.cancel();
-      if (head.status !== 404) {
-        const slo = head.headers.get('x-static-large-object') === 'True';
-        const res = await request('DELETE', slo ? `${path}?multipart-manifest=delete` : path, { ...signal, ok: [404], what: `delete ${key}` });
-        await res.body?.cancel();
+      if (head.status === 404) return;
+      const slo = head.headers.get('x-static-large-object') === 'True';
+      const res = await request('DELETE', slo ? `${path}?multipart-manifest=delete` : path, { ...signal, ok: [404], what: `delete ${key}` });
+      await res.body?.cancel();
+    },
+    async purge(prefix, opts = {}) {
+      let n = 0;
+      const keys: string[] = [];
+      for await (const o of this.list(prefix, opts)) keys.push(o.key);
+      for (const k of keys) {
+        await this.delete(k, opts);
+        n++;
       }
-      // Segments of an upload that died before its manifest (or its own clean-up) was written.
-      const q = new URLSearchParams({ format: 'json', prefix: `${key}/`, limit: '10000' });
-      const listing = await request('GET', `/${enc(segContainer)}?${q}`, { ...signal, ok: [404], what: `list segments of ${key}` });
+      // Segments of uploads that died before their manifest (or their own clean-up) was written.
+      const signal = opts.signal ? { signal: opts.signal } : {};
+      const q = new URLSearchParams({ format: 'json', prefix, limit: '10000' });
+      const listing = await request('GET', `/${enc(segContainer)}?${q}`, { ...signal, ok: [404], what: `list segments under ${prefix}` });
       const orphans = listing.status === 200 ? ((await listing.json()) as { name: string }[]) : [];
       if (listing.status !== 200) await listing.body?.cancel();
       for (const o of orphans) {
         const r = await request('DELETE', `/${enc(segContainer)}/${encPath(o.name)}`, { ...signal, ok: [404], what: `delete segment ${o.name}` });
         await r.body?.cancel();
+        n++;
       }
+      return n;
     },
   };
 }

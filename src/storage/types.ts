@@ -14,6 +14,11 @@ export interface ObjectStore {
   list(prefix?: string, opts?: { signal?: AbortSignal }): AsyncIterable<ObjectInfo>;
   /** Idempotent: deleting a missing object is not an error. */
   delete(key: string, opts?: { signal?: AbortSignal }): Promise<void>;
+  /**
+   * Removes every object under `prefix` and whatever the driver keeps for them (Swift segments of uploads that
+   * died, half-written local files). Idempotent; returns how many things it removed.
+   */
+  purge(prefix: string, opts?: { signal?: AbortSignal }): Promise<number>;
 }
 
 export interface ObjectInfo {
