@@ -7,8 +7,7 @@ import type { Logger } from '../log.ts';
 import type { StateStore, WorkflowKind, WorkflowRow, WorkflowStatus } from '../state/store.ts';
 import { createBackupSteps } from '../steps/backupSteps.ts';
 import { createRestoreSteps } from '../steps/restoreSteps.ts';
-import { buildBackupDeps } from './backupDeps.ts';
-import { buildRestoreDeps } from './restoreDeps.ts';
+import { buildBackupDeps, buildRestoreDeps } from './deps.ts';
 
 const VERSIONS: Record<WorkflowKind, number> = { backup: BACKUP_MACHINE_VERSION, restore: RESTORE_MACHINE_VERSION };
 type InputOf<K extends WorkflowKind> = K extends 'backup' ? BackupInput : RestoreInput;

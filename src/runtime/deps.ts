@@ -1,0 +1,64 @@
+import { readFile, statfs } from 'node:fs/promises';
+import { loadKey } from '../archive/crypto.ts';
+import { connectCql } from '../cassandra/cql.ts';
+import { createNodetool } from '../cassandra/nodetool.ts';
+import { createServiceControl } from '../cassandra/service.ts';
+import { CbrError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { loadCredentials, loadProfile } from '../profile.ts';
+import type { BackupDeps } from '../steps/deps.ts';
+import type { RestoreDeps } from '../steps/restoreDeps.ts';
+import { openStore } from '../storage/index.ts';
+import type { BackupInput } from '../../machines/backup.machine.ts';
+import type { Progress } from '../../machines/common.ts';
+import type { RestoreInput } from '../../machines/restore.machine.ts';
+
+/**
+ * The composition root's wiring: real dependencies built from a workflow's (persisted) input alone, so a
+ * workflow resumed after a crash gets the same ones.
+ */
+export interface DepsOptions {
+  env: NodeJS.ProcessEnv;
+  log: Logger;
+  onProgress: (step: string, p: Progress) => void;
+  stepDelayMs?: number;
+}
+
+async function nodeDeps(input: BackupInput | RestoreInput, opts: DepsOptions) {
+  const profile = await loadProfile(input.profilePath);
+  return {
+    profile,
+    nodetool: createNodetool(profile, opts.env),
+    service: createServiceControl(profile),
+    store: openStore(input.storage),
+    key: input.keySource ? await loadKey(input.keySource, opts.env) : null,
+    log: opts.log,
+    onProgress: opts.onProgress,
+    stepDelayMs: opts.stepDelayMs ?? 0,
+    diskSpace: async (path: string) => {
+      const s = await statfs(path);
+      return { free: s.bavail * s.bsize, total: s.blocks * s.bsize };
+    },
+  };
+}
+
+export async function buildBackupDeps(input: BackupInput, opts: DepsOptions): Promise<BackupDeps> {
+  const common = await nodeDeps(input, opts);
+  const { cql } = common.profile;
+  return { ...common, cql: async () => connectCql({ ...cql, credentials: await loadCredentials(cql.credentialsFile) }) };
+}
+
+export async function buildRestoreDeps(input: RestoreInput, opts: DepsOptions): Promise<RestoreDeps> {
+  const common = await nodeDeps(input, opts);
+  return {
+    ...common,
+    cql: (credentials) => connectCql({ ...common.profile.cql, credentials }),
+    readPassword: async () => {
+      try {
+        return (await readFile(input.passwordFile, 'utf8')).replace(/\r?\n$/, '');
+      } catch (err) {
+        throw new CbrError('CBR_ERR_CONFIG', `cannot read password file ${input.passwordFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+      }
+    },
+  };
+}
