@@ -21,6 +21,10 @@ export const storageOptions = {
   'swift-region': { type: 'string' },
   'swift-interface': { type: 'string' },
   'segment-size': { type: 'string' },
+  's3-endpoint': { type: 'string' },
+  's3-region': { type: 'string' },
+  's3-credentials-file': { type: 'string' },
+  's3-part-size': { type: 'string' },
 } as const;
 
 type StorageValues = { [K in keyof typeof storageOptions]?: string | undefined };
@@ -64,7 +68,23 @@ export function storageConfig(values: StorageValues, env: NodeJS.ProcessEnv): St
       ...(segment ? { segmentSize: parseSize(segment) } : {}),
     };
   }
-  throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `unknown --storage ${JSON.stringify(driver)} (local, swift)`);
+  if (driver === 's3') {
+    const credentialsFile = values['s3-credentials-file'] ?? env['CBR_S3_CREDENTIALS_FILE'];
+    if (!credentialsFile) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--storage s3 needs --s3-credentials-file');
+    const endpoint = values['s3-endpoint'] ?? env['CBR_S3_ENDPOINT'];
+    const part = values['s3-part-size'] ?? env['CBR_S3_PART_SIZE'];
+    const partSize = part ? parseSize(part) : undefined;
+    if (partSize !== undefined && partSize < 5 * 2 ** 20) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--s3-part-size must be at least 5M');
+    return {
+      driver: 's3',
+      container,
+      region: values['s3-region'] ?? env['CBR_S3_REGION'] ?? 'us-east-1',
+      credentialsFile: resolve(credentialsFile),
+      ...(endpoint ? { endpoint, forcePathStyle: true } : {}),
+      ...(partSize ? { partSize } : {}),
+    };
+  }
+  throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `unknown --storage ${JSON.stringify(driver)} (local, swift, s3)`);
 }
 
 /** "1G", "512M", "5242880". */

@@ -1,5 +1,6 @@
 import { CbrError } from '../errors.ts';
 import { createLocalStore } from './local.ts';
+import { createS3Store } from './s3.ts';
 import { createSwiftStore } from './swift.ts';
 import type { ObjectStore, StorageConfig } from './types.ts';
 
@@ -9,6 +10,8 @@ export function openStore(config: StorageConfig): ObjectStore {
       return createLocalStore(config.root, config.container);
     case 'swift':
       return createSwiftStore(config);
+    case 's3':
+      return createS3Store(config);
     default:
       throw new CbrError('CBR_ERR_CONFIG', `unknown storage driver ${JSON.stringify((config as { driver: string }).driver)}`);
   }

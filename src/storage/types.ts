@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { S3Config } from './s3.ts';
 import type { SwiftConfig } from './swift.ts';
 
 /**
@@ -29,7 +30,7 @@ export interface ObjectInfo {
 
 /** Plain-JSON storage settings, kept in workflow context so a resumed workflow can reconnect. No secrets here:
  * credentials stay in files the settings name. */
-export type StorageConfig = { driver: 'local'; root: string; container: string } | SwiftConfig;
+export type StorageConfig = { driver: 'local'; root: string; container: string } | SwiftConfig | S3Config;
 
 export const DEFAULT_CONTAINER = 'database_backups';
 
