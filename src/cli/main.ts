@@ -9,6 +9,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   'backup-show': async () => (await import('./commands/backup-show.ts')).command,
   'backup-delete': async () => (await import('./commands/backup-delete.ts')).command,
   create: async () => (await import('./commands/create.ts')).command,
+  machines: async () => (await import('./commands/machines.ts')).command,
   resume: async () => (await import('./commands/resume.ts')).command,
   sandbox: async () => (await import('./commands/sandbox.ts')).command,
   watch: async () => (await import('./commands/watch.ts')).command,
