@@ -6,15 +6,13 @@ import type { Profile } from '../profile.ts';
 import type { ObjectStore } from '../storage/types.ts';
 import type { Progress } from '../../machines/common.ts';
 
-/** What the backup steps need from the outside world; the composition root builds it, tests fake it. */
-export interface BackupDeps {
+/** What every step needs of one node and its storage; the composition root builds it, tests fake it. */
+export interface NodeDeps {
   profile: Profile;
   nodetool: Nodetool;
   service: ServiceControl;
-  /** A CQL session as the profile's user. */
-  cql: () => Promise<CqlSession>;
   store: ObjectStore;
-  /** The encryption key, when the backup is encrypted. */
+  /** The encryption key, when the archive is (to be) encrypted. */
   key: Buffer | null;
   log: Logger;
   /** Fault-injection drills: wait this long before each step. */
@@ -22,4 +20,10 @@ export interface BackupDeps {
   onProgress: (step: string, progress: Progress) => void;
   /** Free and total bytes of the filesystem holding `path`. */
   diskSpace: (path: string) => Promise<{ free: number; total: number }>;
+}
+
+/** The backup steps' dependencies. */
+export interface BackupDeps extends NodeDeps {
+  /** A CQL session as the profile's user. */
+  cql: () => Promise<CqlSession>;
 }

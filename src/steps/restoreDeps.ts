@@ -1,26 +1,12 @@
 import { join } from 'node:path';
 import type { CqlSession, CqlTarget } from '../cassandra/cql.ts';
-import type { Nodetool } from '../cassandra/nodetool.ts';
-import type { ServiceControl } from '../cassandra/service.ts';
-import type { Logger } from '../log.ts';
 import type { Profile } from '../profile.ts';
-import type { ObjectStore } from '../storage/types.ts';
-import type { Progress } from '../../machines/common.ts';
+import type { NodeDeps } from './deps.ts';
 
-/** What the restore steps need from the outside world; the composition root builds it, tests fake it. */
-export interface RestoreDeps {
-  profile: Profile;
-  nodetool: Nodetool;
-  service: ServiceControl;
+/** The restore steps' dependencies. */
+export interface RestoreDeps extends NodeDeps {
   /** A CQL session on the target; without credentials while it runs with AllowAllAuthenticator. */
   cql: (credentials?: CqlTarget['credentials']) => Promise<CqlSession>;
-  store: ObjectStore;
-  key: Buffer | null;
-  log: Logger;
-  /** Fault-injection drills: wait this long before each step. */
-  stepDelayMs?: number;
-  onProgress: (step: string, progress: Progress) => void;
-  diskSpace: (path: string) => Promise<{ free: number; total: number }>;
   /** Reads the new superuser password from its file (never logged, never in context). */
   readPassword: () => Promise<string>;
 }

@@ -2,11 +2,10 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
-import { loadProfile, type Profile } from '../../../src/profile.ts';
-import { profilePath } from '../../../src/sandbox/sandbox.ts';
+import type { Profile } from '../../../src/profile.ts';
 import { createS3Store } from '../../../src/storage/s3.ts';
-import { cbr } from '../../helpers/cli.ts';
-import { cqlFor, dumpKeyspaces, seedData } from '../../helpers/data.ts';
+import { cqlFor, seedData } from '../../helpers/data.ts';
+import { storageRoundTrip } from '../../helpers/roundtrip.ts';
 import { scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
 import { swiftUp } from '../../helpers/swift.ts';
 
@@ -37,31 +36,20 @@ describe('S3 storage (Swift s3api on loopback)', () => {
   });
 
   it('backup-create (multipart), -list, -show, create --backup and backup-delete work with --storage s3', async () => {
-    const made = await cbr(['backup-create', 'to-s3', '--config', profilePath('source', testEnv), '--compression', 'none', '--json'], env);
-    assert.equal(made.code, 0, made.err);
-    const id = String(made.json()['id']);
-    assert.ok(Number(made.json()['size']) > 5 * 2 ** 20, 'large enough for a multipart upload');
-    const list = (await cbr(['backup-list', '--json'], env)).json() as unknown as { id: string; state: string }[];
-    assert.ok(list.some((b) => b.id === id && b.state === 'COMPLETED'));
-    const show = await cbr(['backup-show', id, '--json'], env);
-    assert.equal(show.json()['sha256'], made.json()['sha256']);
-
-    const restored = await cbr(['create', 'from-s3', '--backup', id, '--sandbox', '--json'], env);
-    assert.equal(restored.code, 0, restored.err);
-    const target = await loadProfile(String(restored.json()['profilePath']));
-    const [a, b] = [await cqlFor(source), await cqlFor(target)];
-    try {
-      assert.equal(await dumpKeyspaces(b, keyspaces), await dumpKeyspaces(a, keyspaces));
-    } finally {
-      await a.close();
-      await b.close();
-    }
-    await cbr(['sandbox', 'rm', 'from-s3'], env);
-
-    assert.equal((await cbr(['backup-delete', id], env)).code, 0);
-    const store = createS3Store({ driver: 's3', container: bucket, region: 'us-east-1', endpoint: 'http://127.0.0.1:8080', forcePathStyle: true, credentialsFile: creds });
-    const left: string[] = [];
-    for await (const o of store.list(`${id}/`)) left.push(o.key);
-    assert.deepEqual(left, []);
+    await storageRoundTrip({
+      env,
+      source,
+      keyspaces,
+      instance: 'from-s3',
+      afterCreate: async (_id, made) => {
+        assert.ok(Number(made['size']) > 5 * 2 ** 20, 'large enough for a multipart upload');
+      },
+      afterDelete: async (id) => {
+        const store = createS3Store({ driver: 's3', container: bucket, region: 'us-east-1', endpoint: 'http://127.0.0.1:8080', forcePathStyle: true, credentialsFile: creds });
+        const left: string[] = [];
+        for await (const o of store.list(`${id}/`)) left.push(o.key);
+        assert.deepEqual(left, []);
+      },
+    });
   });
 });

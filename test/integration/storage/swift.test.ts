@@ -6,11 +6,12 @@ import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createNodetool } from '../../../src/cassandra/nodetool.ts';
-import { loadProfile, type Profile } from '../../../src/profile.ts';
+import type { Profile } from '../../../src/profile.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
 import { StateStore } from '../../../src/state/store.ts';
 import { cbr } from '../../helpers/cli.ts';
-import { cqlFor, dumpKeyspaces, seedData } from '../../helpers/data.ts';
+import { cqlFor, seedData } from '../../helpers/data.ts';
+import { storageRoundTrip } from '../../helpers/roundtrip.ts';
 import { REPO, scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
 import { killProxy, SWIFT_AUTH_URL, swiftEnv, swiftList, swiftUp } from '../../helpers/swift.ts';
 
@@ -29,33 +30,20 @@ describe('Swift storage (a real Swift all-in-one on loopback)', () => {
   });
 
   it('backup-create, -list, -show, create --backup and backup-delete work with --storage swift (segmented)', async () => {
-    const env = swiftEnv({ ...testEnv, CBR_STATE_DB: join(scratchDir('swift-state'), 's.db') }, creds, container, '1M');
-    const made = await cbr(['backup-create', 'to-swift', '--config', profilePath('source', testEnv), '--compression', 'none', '--json'], env);
-    assert.equal(made.code, 0, made.err);
-    const id = String(made.json()['id']);
-    const segments = await swiftList(`${container}_segments`, `${id}/`);
-    assert.ok(segments.length >= 2, `the archive went up as segments (${segments.length})`);
-    const list = (await cbr(['backup-list', '--json'], env)).json() as unknown as { id: string; state: string }[];
-    assert.ok(list.some((b) => b.id === id && b.state === 'COMPLETED'));
-    const show = await cbr(['backup-show', id, '--json'], env);
-    assert.equal(show.json()['size'], made.json()['size']);
-
-    const restored = await cbr(['create', 'from-swift', '--backup', id, '--sandbox', '--json'], env);
-    assert.equal(restored.code, 0, restored.err);
-    const target = await loadProfile(String(restored.json()['profilePath']));
-    const [a, b] = [await cqlFor(source), await cqlFor(target)];
-    try {
-      assert.equal(await dumpKeyspaces(b, keyspaces), await dumpKeyspaces(a, keyspaces));
-    } finally {
-      await a.close();
-      await b.close();
-    }
-    await cbr(['sandbox', 'rm', 'from-swift'], env);
-
-    const del = await cbr(['backup-delete', id], env);
-    assert.equal(del.code, 0, del.err);
-    assert.deepEqual(await swiftList(container, `${id}/`), []);
-    assert.deepEqual(await swiftList(`${container}_segments`, `${id}/`), [], 'delete removed the segments');
+    await storageRoundTrip({
+      env: swiftEnv({ ...testEnv, CBR_STATE_DB: join(scratchDir('swift-state'), 's.db') }, creds, container, '1M'),
+      source,
+      keyspaces,
+      instance: 'from-swift',
+      afterCreate: async (id) => {
+        const segments = await swiftList(`${container}_segments`, `${id}/`);
+        assert.ok(segments.length >= 2, `the archive went up as segments (${segments.length})`);
+      },
+      afterDelete: async (id) => {
+        assert.deepEqual(await swiftList(container, `${id}/`), []);
+        assert.deepEqual(await swiftList(`${container}_segments`, `${id}/`), [], 'delete removed the segments');
+      },
+    });
   });
 
   it('killing the proxy mid-upload fails the backup with a coded error, clears the snapshot, leaves no segment', async () => {
