@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import amqplib from 'amqplib';
@@ -8,9 +8,25 @@ import { REPO, scratchDir } from './env.ts';
 
 export const BUS_URL = process.env['CBR_TEST_BUS_URL'] ?? 'amqp://guest:guest@127.0.0.1:5672';
 
+const agentLogs: string[] = [];
+
+/** The end of the agent logs of this test process, for failure messages. */
+function agentLogTail(): string {
+  const tail = agentLogs.slice(-2).map((f) => {
+    try {
+      return `\n--- ${f} (last lines)\n${readFileSync(f, 'utf8').split('\n').slice(-25).join('\n')}`;
+    } catch {
+      return '';
+    }
+  });
+  return tail.join('');
+}
+
 /** Runs `cbr agent` as its own process (so it can be killed -9), logging to a file in the scratch area. */
 export function spawnAgent(opts: { host: string; profilePath: string; env: NodeJS.ProcessEnv; prefix: string; stepDelayMs?: number }): ChildProcess {
-  const log = createWriteStream(join(scratchDir('agent-logs'), `${opts.host}.log`), { flags: 'a' });
+  const logFile = join(scratchDir('agent-logs'), `${opts.host}.log`);
+  if (!agentLogs.includes(logFile)) agentLogs.push(logFile);
+  const log = createWriteStream(logFile, { flags: 'a' });
   const child = spawn(
     join(REPO, 'node_modules', '.bin', 'node'),
     [
@@ -88,6 +104,7 @@ export async function publishRaw(prefix: string, host: string, body: Buffer | Re
 export async function waitForWorkflow(dbPath: string, id: string, match: (w: WorkflowRow) => boolean, timeoutMs = 120_000): Promise<WorkflowRow> {
   const deadline = Date.now() + timeoutMs;
   let last: WorkflowRow | undefined;
+  let openError = '';
   while (Date.now() < deadline) {
     try {
       const db = new StateStore(dbPath);
@@ -97,10 +114,12 @@ export async function waitForWorkflow(dbPath: string, id: string, match: (w: Wor
         db.close();
       }
       if (last && match(last)) return last;
-    } catch {
-      /* the database is being created */
+    } catch (err) {
+      // The database is being created (or busy): keep polling, but say so if it never opens.
+      openError = (err as Error).message;
     }
     await sleep(25);
   }
-  throw new Error(`workflow ${id} did not reach the expected state (last: ${last?.state}/${last?.status})`);
+  const why = last ? '' : openError ? `; the database did not open: ${openError}` : '; no such workflow';
+  throw new Error(`workflow ${id} did not reach the expected state (last: ${last?.state}/${last?.status}${why})${agentLogTail()}`);
 }
