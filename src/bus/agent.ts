@@ -268,7 +268,7 @@ export class Agent {
   #onWorkflowEvent(e: WorkflowEvent): void {
     const host = this.#o.hostId;
     if (e.type === 'progress') {
-      this.#publish({ type: 'progress', host, workflowId: e.workflowId, kind: e.kind, at: e.at, progress: e.progress });
+      this.#publish({ type: 'progress', host, workflowId: e.workflowId, kind: e.kind, at: e.at, step: e.step, progress: e.progress });
       return;
     }
     this.#publish({ type: 'state', host, workflowId: e.workflowId, kind: e.kind, at: e.at, state: e.state, status: e.status, error: e.error });

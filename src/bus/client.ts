@@ -73,6 +73,37 @@ export async function runCommand(opts: {
   }
 }
 
+/**
+ * Publishes one command without waiting for its workflow (the live view follows it through its events). Resolves
+ * once the broker confirmed it; an unroutable command (no agent queue for that host) is an error.
+ */
+export async function publishCommand(opts: { url: string; prefix?: string; draft: CommandDraft; signingKey?: Buffer | null }): Promise<Command> {
+  const t = topology(opts.prefix);
+  const conn = await connectBus(opts.url);
+  try {
+    const ch = await conn.createConfirmChannel();
+    await declareTopology(ch, t);
+    const base = { ...opts.draft, version: 1 as const, id: opts.draft.id ?? randomUUID(), issuedAt: new Date().toISOString() } as Command;
+    const command = opts.signingKey ? signCommand(base, opts.signingKey) : base;
+    let returned = false;
+    ch.on('return', () => {
+      returned = true;
+    });
+    ch.publish(t.commands, command.host, Buffer.from(JSON.stringify(command)), {
+      persistent: true,
+      mandatory: true,
+      contentType: 'application/json',
+      messageId: command.id,
+    });
+    // The broker sends basic.return before the confirm of an unroutable message.
+    await ch.waitForConfirms();
+    if (returned) throw new CbrError('CBR_ERR_BUS_UNAVAILABLE', `no agent queue for host ${command.host} (is its agent running?)`);
+    return command;
+  } finally {
+    await conn.close().catch(() => {});
+  }
+}
+
 /** Subscribes to events (all, or one host's, or one workflow's) until the returned function is called. */
 export async function watchEvents(opts: {
   url: string;

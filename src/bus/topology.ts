@@ -57,6 +57,8 @@ export interface BusEvent {
   state?: string;
   status?: string;
   error?: { code: string; message: string; retryable: boolean } | null;
+  /** For progress: the state whose work it measures (streaming, unpacking). */
+  step?: string;
   progress?: { bytes: number; files: number; totalBytes: number; totalFiles: number; storedBytes: number };
   result?: Record<string, unknown>;
 }

@@ -12,6 +12,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   machines: async () => (await import('./commands/machines.ts')).command,
   resume: async () => (await import('./commands/resume.ts')).command,
   sandbox: async () => (await import('./commands/sandbox.ts')).command,
+  ui: async () => (await import('./commands/ui.ts')).command,
   watch: async () => (await import('./commands/watch.ts')).command,
 };
 

@@ -1,0 +1,256 @@
+import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { backupMachine } from '../../machines/backup.machine.ts';
+import { restoreMachine } from '../../machines/restore.machine.ts';
+import { type CommandDraft, publishCommand, redactUrl, watchEvents } from '../bus/client.ts';
+import { parseCommand } from '../bus/commands.ts';
+import type { BusEvent } from '../bus/topology.ts';
+import { diagram } from '../diagram.ts';
+import { toSvg } from '../diagramSvg.ts';
+import { CbrError, toErrorInfo } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { UiModel, type WorkflowView } from './model.ts';
+
+/**
+ * `cbr ui`: a local web page over the event exchange. Every asset is served from here (no internet), updates
+ * go to browsers as server-sent events, batched every 100 ms so a burst of events costs one message. Starting a
+ * backup or restore from the page needs the command signing key (the server signs); without one the view is
+ * read-only. POSTs also need a per-process token that only the page itself can read (same-origin), so another
+ * site open in the same browser cannot trigger one.
+ */
+
+export interface UiOptions {
+  url: string;
+  prefix?: string;
+  port?: number;
+  /** Address to listen on; default 127.0.0.1 (the page can start restores: keep it local). */
+  listen?: string;
+  signingKey?: Buffer | null;
+  log: Logger;
+  /** Flush interval of the batched updates (ms); default 100. */
+  flushMs?: number;
+}
+
+export interface UiServer {
+  url: string;
+  port: number;
+  model: UiModel;
+  close(): Promise<void>;
+}
+
+const ASSETS = new URL('./assets/', import.meta.url);
+const TYPES: Record<string, string> = { 'app.js': 'text/javascript; charset=utf-8', 'app.css': 'text/css; charset=utf-8' };
+
+export async function startUi(o: UiOptions): Promise<UiServer> {
+  const model = new UiModel();
+  const token = randomBytes(24).toString('base64url');
+  const svgs = { backup: toSvg(diagram(backupMachine)), restore: toSvg(diagram(restoreMachine)) };
+  const clients = new Set<ServerResponse>();
+  const dirty = new Set<string>();
+  let busConnected = false;
+  let stopping = false;
+
+  const broadcast = (event: string, data: unknown) => {
+    const frame = `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+    for (const c of clients) c.write(frame);
+  };
+  const flush = setInterval(() => {
+    if (dirty.size === 0) return;
+    const workflows = [...dirty].map((id) => model.get(id)).filter((w): w is WorkflowView => !!w);
+    dirty.clear();
+    broadcast('update', { workflows, rejected: model.snapshot().rejected.slice(0, 5) });
+  }, o.flushMs ?? 100);
+  const ping = setInterval(() => broadcast('ping', { at: new Date().toISOString() }), 15_000);
+
+  const onEvent = (e: BusEvent) => {
+    const w = model.apply(e);
+    if (w) dirty.add(w.id);
+    else if (e.type === 'rejected') broadcast('rejected', model.snapshot().rejected.slice(0, 5));
+  };
+
+  // The subscription reconnects on its own: the page shows the bus as down meanwhile.
+  let sub: Awaited<ReturnType<typeof watchEvents>> | null = null;
+  const subscribe = async (): Promise<void> => {
+    while (!stopping) {
+      try {
+        sub = await watchEvents({ url: o.url, ...(o.prefix ? { prefix: o.prefix } : {}), onEvent });
+        busConnected = true;
+        broadcast('bus', { connected: true });
+        o.log.info('ui subscribed to events', { bus: redactUrl(o.url) });
+        await sub.closed;
+      } catch (err) {
+        o.log.warn('ui cannot subscribe to events', { error: toErrorInfo(err).message });
+      }
+      busConnected = false;
+      broadcast('bus', { connected: false });
+      if (!stopping) await new Promise((r) => setTimeout(r, 2000));
+    }
+  };
+  const subscribed = subscribe();
+
+  const server: Server = createServer((req, res) => {
+    handle(req, res).catch((err) => {
+      const info = toErrorInfo(err);
+      if (!res.headersSent) sendJson(res, status(info.code), { error: info });
+      else res.end();
+    });
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = new URL(req.url ?? '/', 'http://localhost').pathname;
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    res.setHeader('Cache-Control', 'no-store');
+    if (req.method === 'GET' && path === '/') {
+      res.setHeader('Content-Security-Policy', "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'");
+      res.setHeader('Content-Type', 'text/html; charset=utf-8');
+      res.end(page(token, !!o.signingKey));
+      return;
+    }
+    const asset = /^\/assets\/(app\.js|app\.css)$/.exec(path)?.[1];
+    if (req.method === 'GET' && asset) {
+      res.setHeader('Content-Type', TYPES[asset]!);
+      res.end(await readFile(new URL(asset, ASSETS)));
+      return;
+    }
+    const svg = /^\/machines\/(backup|restore)\.svg$/.exec(path)?.[1] as 'backup' | 'restore' | undefined;
+    if (req.method === 'GET' && svg) {
+      res.setHeader('Content-Type', 'image/svg+xml; charset=utf-8');
+      res.end(svgs[svg]);
+      return;
+    }
+    if (req.method === 'GET' && path === '/api/state') {
+      sendJson(res, 200, { ...model.snapshot(), bus: busConnected, canCommand: !!o.signingKey });
+      return;
+    }
+    if (req.method === 'GET' && path === '/events') {
+      res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-store', Connection: 'keep-alive' });
+      res.write(`event: snapshot\ndata: ${JSON.stringify({ ...model.snapshot(), bus: busConnected, canCommand: !!o.signingKey })}\n\n`);
+      clients.add(res);
+      req.on('close', () => clients.delete(res));
+      return;
+    }
+    if (req.method === 'POST' && path === '/api/commands') {
+      const got = Buffer.from(String(req.headers['x-cbr-token'] ?? ''));
+      const want = Buffer.from(token);
+      if (got.length !== want.length || !timingSafeEqual(got, want)) throw new CbrError('CBR_ERR_COMMAND_UNAUTHORIZED', 'missing or wrong page token');
+      if (!o.signingKey) throw new CbrError('CBR_ERR_COMMAND_UNAUTHORIZED', 'this view is read-only: start cbr ui with the command signing key to start workflows');
+      const draft = await commandFrom(await readBody(req, 16 * 1024));
+      // Validate exactly as the agent will, so a bad form gets the agent's reason before anything is sent.
+      const probe = { ...draft, version: 1, id: draft.id, issuedAt: new Date().toISOString() };
+      parseCommand(Buffer.from(JSON.stringify(probe)), { hostId: draft.host });
+      const sent = await publishCommand({ url: o.url, ...(o.prefix ? { prefix: o.prefix } : {}), draft, signingKey: o.signingKey });
+      o.log.info('ui sent a command', { commandId: sent.id, type: sent.type, host: sent.host });
+      sendJson(res, 202, { id: sent.id, type: sent.type, host: sent.host });
+      return;
+    }
+    sendJson(res, 404, { error: { code: 'CBR_ERR_INVALID_ARGUMENT', message: `no ${req.method} ${path}` } });
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => reject(new CbrError('CBR_ERR_INVALID_ARGUMENT', `cannot listen on ${o.listen ?? '127.0.0.1'}:${o.port ?? 0} (${err.code})`)));
+    server.listen(o.port ?? 0, o.listen ?? '127.0.0.1', () => resolve());
+  });
+  const { port, address } = server.address() as AddressInfo;
+  const host = address.includes(':') ? `[${address}]` : address;
+  return {
+    url: `http://${host}:${port}/`,
+    port,
+    model,
+    async close() {
+      stopping = true;
+      clearInterval(flush);
+      clearInterval(ping);
+      for (const c of clients) c.end();
+      clients.clear();
+      await sub?.close();
+      await subscribed;
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+/** Only the two workflow-starting commands, with only the fields the forms have. */
+async function commandFrom(body: Buffer): Promise<CommandDraft & { id: string }> {
+  let v: unknown;
+  try {
+    v = JSON.parse(body.toString('utf8'));
+  } catch {
+    throw new CbrError('CBR_ERR_COMMAND_INVALID', 'request body is not JSON');
+  }
+  const r = (v ?? {}) as { type?: unknown; host?: unknown; payload?: unknown };
+  if (r.type !== 'backup.create' && r.type !== 'restore.create') throw new CbrError('CBR_ERR_COMMAND_INVALID', 'the page can start backup.create or restore.create only');
+  if (typeof r.host !== 'string') throw new CbrError('CBR_ERR_COMMAND_INVALID', 'host is required');
+  if (!r.payload || typeof r.payload !== 'object') throw new CbrError('CBR_ERR_COMMAND_INVALID', 'payload is required');
+  return { id: randomUUID(), type: r.type, host: r.host, payload: r.payload } as CommandDraft & { id: string };
+}
+
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) throw new CbrError('CBR_ERR_COMMAND_INVALID', `request body is over ${limit} bytes`);
+    parts.push(chunk as Buffer);
+  }
+  return Buffer.concat(parts);
+}
+
+function status(code: string): number {
+  if (code === 'CBR_ERR_COMMAND_UNAUTHORIZED') return 403;
+  if (code === 'CBR_ERR_COMMAND_INVALID' || code === 'CBR_ERR_INVALID_ARGUMENT') return 400;
+  if (code === 'CBR_ERR_BUS_UNAVAILABLE') return 503;
+  return 500;
+}
+
+function sendJson(res: ServerResponse, code: number, body: unknown): void {
+  res.writeHead(code, { 'Content-Type': 'application/json; charset=utf-8' });
+  res.end(JSON.stringify(body));
+}
+
+function page(token: string, canCommand: boolean): string {
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="cbr-token" content="${token}">
+<meta name="cbr-can-command" content="${canCommand}">
+<title>cbr — workflows</title>
+<link rel="stylesheet" href="/assets/app.css">
+<script type="module" src="/assets/app.js"></script>
+</head>
+<body>
+<header>
+  <h1>cbr</h1>
+  <span id="bus" class="badge" data-connected="false">bus: connecting…</span>
+  <span id="counts" class="muted"></span>
+  <span id="mode" class="badge">${canCommand ? 'commands enabled (signed)' : 'read-only'}</span>
+</header>
+<main>
+  <section id="hosts" aria-label="hosts and workflows"><p class="muted" id="empty">No workflow events yet. Events appear as agents publish them.</p></section>
+  <section id="detail" aria-label="selected workflow"><p class="muted">Select a workflow.</p></section>
+</main>
+<section id="start" ${canCommand ? '' : 'hidden'} aria-label="start a workflow">
+  <form id="start-backup">
+    <h2>Start a backup</h2>
+    <label>host <input name="host" required list="host-list" autocomplete="off"></label>
+    <label>name <input name="name" required></label>
+    <button type="submit">backup-create</button>
+  </form>
+  <form id="start-restore">
+    <h2>Restore a backup</h2>
+    <label>host <input name="host" required list="host-list" autocomplete="off"></label>
+    <label>backup id <input name="backupId" required></label>
+    <label>instance <input name="instanceName" required></label>
+    <label><input type="checkbox" name="force"> replace existing data</label>
+    <button type="submit">create --backup</button>
+  </form>
+  <datalist id="host-list"></datalist>
+  <p id="start-result" role="status"></p>
+</section>
+</body>
+</html>
+`;
+}

@@ -1,0 +1,250 @@
+/// <reference lib="dom" />
+/// <reference lib="dom.iterable" />
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import amqplib from 'amqplib';
+import type { Browser, Page } from 'playwright-core';
+import { parseKey } from '../../../src/archive/crypto.ts';
+import { createLogger } from '../../../src/log.ts';
+import { profilePath } from '../../../src/sandbox/sandbox.ts';
+import { startUi, type UiServer } from '../../../src/ui/server.ts';
+import { ARTIFACTS, launchBrowser } from '../../helpers/browser.ts';
+import { BUS_URL, spawnAgent, stopGracefully, waitForAgentQueue } from '../../helpers/bus.ts';
+import { cqlFor, seedData } from '../../helpers/data.ts';
+import { scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
+
+const prefix = `ui${process.pid}.`;
+const HOST = 'ui-src';
+const BACKUP_STEPS = ['verifyingNode', 'checkingFreeSpace', 'clearingStaleSnapshot', 'snapshotting', 'streaming', 'recording', 'clearingSnapshot'];
+const quiet = createLogger({ level: 'error', sink: () => {} });
+
+/** Records, inside the page, every change of the highlighted (active) states of the diagram. */
+async function recordHighlights(page: Page): Promise<void> {
+  await page.evaluate(() => {
+    const w = window as unknown as { __seen: string[] };
+    w.__seen = [];
+    const rec = () => {
+      const active = [...document.querySelectorAll<SVGGElement>('#wf-diagram .state.active')].map((g) => g.dataset['state']).join('|');
+      if (active && w.__seen[w.__seen.length - 1] !== active) w.__seen.push(active);
+    };
+    new MutationObserver(rec).observe(document.getElementById('detail')!, { subtree: true, attributes: true, childList: true });
+  });
+}
+
+/** Waits until the page shows the workflow it just started as done; returns its id. */
+async function waitForDetailDone(page: Page): Promise<string> {
+  await page.waitForSelector('#start-result[data-id]');
+  const id = (await page.getAttribute('#start-result', 'data-id'))!;
+  await page.waitForFunction(
+    (wid) => document.querySelector('#detail h2 code')?.textContent === wid && document.querySelector('#wf-status')?.getAttribute('data-status') === 'done',
+    id,
+    { timeout: 120_000 },
+  );
+  return id;
+}
+
+async function pageToken(page: Page): Promise<string> {
+  return (await page.getAttribute('meta[name="cbr-token"]', 'content'))!;
+}
+
+function postCommand(url: string, token: string, body: unknown): Promise<Response> {
+  return fetch(new URL('/api/commands', url), {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', 'X-CBR-Token': token },
+    body: JSON.stringify(body),
+  });
+}
+
+async function errorCode(res: Response): Promise<string> {
+  return ((await res.json()) as { error: { code: string } }).error.code;
+}
+
+describe('cbr ui in headless Chromium, against a real agent, node and bus', () => {
+  let browser: Browser;
+  let agent: ChildProcess;
+  let ui: UiServer;
+
+  before(async () => {
+    const source = await sharedNode('source');
+    const cql = await cqlFor(source);
+    await seedData(cql, `ui${process.pid}`, { rows: 200, blobKiB: 4 });
+    await cql.close();
+    const dir = scratchDir('ui');
+    const keyFile = join(dir, 'signing.key');
+    writeFileSync(keyFile, randomBytes(32).toString('hex'), { mode: 0o600 });
+    const env = { ...testEnv, CBR_STORAGE_ROOT: join(dir, 'storage'), CBR_STATE_DB: join(dir, 'state.db') };
+    agent = spawnAgent({ host: HOST, profilePath: profilePath('source', testEnv), env, prefix, stepDelayMs: 400, args: ['--signing-key-file', keyFile] });
+    await waitForAgentQueue(prefix, HOST);
+    ui = await startUi({ url: BUS_URL, prefix, port: 0, signingKey: parseKey(readFileSync(keyFile), keyFile), log: quiet });
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await ui?.close();
+    if (agent) await stopGracefully(agent);
+    const conn = await amqplib.connect(BUS_URL);
+    const ch = await conn.createChannel();
+    for (const q of ['cbr.dead', `cbr.host.${HOST}`]) await ch.deleteQueue(`${prefix}${q}`).catch(() => {});
+    for (const x of ['cbr.commands', 'cbr.events', 'cbr.dead-letter']) await ch.deleteExchange(`${prefix}${x}`).catch(() => {});
+    await conn.close();
+  });
+
+  it('a backup started from the page moves the highlighted state through every step to completed, progress to 100%', async () => {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 1500 } });
+    try {
+      await page.goto(ui.url);
+      await page.waitForSelector('#bus[data-connected="true"]');
+      assert.equal(await page.isVisible('#start-backup'), true, 'forms shown: the server has the signing key');
+      await recordHighlights(page);
+      await page.fill('#start-backup input[name="host"]', HOST);
+      await page.fill('#start-backup input[name="name"]', 'from-the-page');
+      await page.click('#start-backup button');
+      const id = await waitForDetailDone(page);
+      assert.equal(await page.textContent('#wf-state'), 'completed');
+      assert.equal(await page.textContent('#detail h2 code'), id);
+      const seen = await page.evaluate(() => (window as unknown as { __seen: string[] }).__seen);
+      let at = -1;
+      for (const step of BACKUP_STEPS) {
+        const i = seen.indexOf(step);
+        assert.ok(i > at, `highlight reached ${step} after the previous step (seen: ${seen.join(' → ')})`);
+        at = i;
+      }
+      assert.equal(await page.getAttribute('#wf-progress .bar', 'data-pct'), '100');
+      assert.ok(await page.isVisible('#wf-diagram [data-state="completed"].done-here'), 'the final state is drawn as reached');
+      const history = await page.$$eval('#wf-history tbody tr', (trs) => trs.map((tr) => (tr as HTMLElement).dataset['state']));
+      assert.deepEqual(history, [...BACKUP_STEPS, 'completed']);
+      assert.equal(await page.isVisible(`li.wf[data-id="${id}"][data-state="completed"]`), true, 'the host list shows it');
+      await page.screenshot({ path: join(ARTIFACTS, 'ui-backup-completed.png') });
+    } finally {
+      await page.close();
+    }
+  });
+
+  it('a failing restore shows the failed state in red with its error code', async () => {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 1500 } });
+    try {
+      await page.goto(ui.url);
+      await page.waitForSelector('#bus[data-connected="true"]');
+      await page.fill('#start-restore input[name="host"]', HOST);
+      await page.fill('#start-restore input[name="backupId"]', `missing-${randomUUID()}`);
+      await page.fill('#start-restore input[name="instanceName"]', 'uiRestoreTarget');
+      await page.click('#start-restore button');
+      await waitForDetailDone(page);
+      assert.equal(await page.textContent('#wf-state'), 'failed');
+      assert.equal(await page.getAttribute('#wf-error', 'data-code'), 'CBR_ERR_BACKUP_NOT_FOUND');
+      assert.match((await page.textContent('#wf-error')) ?? '', /^CBR_ERR_BACKUP_NOT_FOUND: .*\(in checking\)$/);
+      assert.ok(await page.isVisible('#wf-diagram [data-state="checking"].failed-here'), 'the state it failed in is red');
+      assert.ok(await page.isVisible('#wf-diagram [data-state="failed"].failed-here'), 'and so is the final failed state');
+      const fill = await page.$eval('#wf-diagram [data-state="checking"] > rect', (r) => getComputedStyle(r).fill);
+      assert.equal(fill, 'rgb(253, 226, 225)', 'drawn red');
+      await page.screenshot({ path: join(ARTIFACTS, 'ui-restore-failed.png') });
+    } finally {
+      await page.close();
+    }
+  });
+
+  it('refuses bad forms with the agent’s reason; without the signing key the view is read-only', async () => {
+    const page = await browser.newPage();
+    const readOnly = await startUi({ url: BUS_URL, prefix, port: 0, signingKey: null, log: quiet });
+    try {
+      await page.goto(ui.url);
+      const token = await pageToken(page);
+      const bad = await postCommand(ui.url, token, { type: 'restore.create', host: HOST, payload: { backupId: 'x', instanceName: '9bad' } });
+      assert.equal(bad.status, 400);
+      assert.equal(await errorCode(bad), 'CBR_ERR_COMMAND_INVALID');
+      const noToken = await postCommand(ui.url, 'not-the-token', { type: 'backup.create', host: HOST, payload: { name: 'x' } });
+      assert.equal(noToken.status, 403, 'the page token is required');
+      const unknownHost = await postCommand(ui.url, token, { type: 'backup.create', host: 'no-such-host', payload: { name: 'x' } });
+      assert.equal(unknownHost.status, 503);
+      assert.equal(await errorCode(unknownHost), 'CBR_ERR_BUS_UNAVAILABLE');
+
+      await page.goto(readOnly.url);
+      assert.equal(await page.isVisible('#start-backup'), false);
+      assert.equal(await page.textContent('#mode'), 'read-only');
+      const refused = await postCommand(readOnly.url, await pageToken(page), { type: 'backup.create', host: HOST, payload: { name: 'nope' } });
+      assert.equal(refused.status, 403);
+      assert.equal(await errorCode(refused), 'CBR_ERR_COMMAND_UNAUTHORIZED');
+    } finally {
+      await page.close();
+      await readOnly.close();
+    }
+  });
+
+  it('50 hosts and 500 workflows in the event stream: all drawn, render time measured', async (t) => {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    const stressPrefix = `uis${process.pid}.`;
+    const stressUi = await startUi({ url: BUS_URL, prefix: stressPrefix, port: 0, signingKey: null, log: quiet });
+    const conn = await amqplib.connect(BUS_URL);
+    try {
+      await page.goto(stressUi.url);
+      await page.waitForSelector('#bus[data-connected="true"]');
+      const ch = await conn.createConfirmChannel();
+      const exchange = `${stressPrefix}cbr.events`;
+      // 13 events per workflow: 5 states, 3 progress, 4 more states, the result.
+      const rounds = [...BACKUP_STEPS.slice(0, 5), 'progress', 'progress', 'progress', ...BACKUP_STEPS.slice(5), 'completed', 'result'];
+      const base = Date.now();
+      let seq = 0;
+      const started = performance.now();
+      // Every workflow advances one event per round, so all 500 are live at once (the hardest case to draw).
+      rounds.forEach((what, round) => {
+        for (let w = 0; w < 500; w++) {
+          const host = `host-${String(w % 50).padStart(2, '0')}`;
+          const workflowId = `wf-${String(w).padStart(3, '0')}-${'x'.repeat(28)}`;
+          const head = { host, workflowId, kind: 'backup', at: new Date(base + round * 1000 + w).toISOString(), eventId: `${host}:${seq++}` };
+          const event =
+            what === 'result'
+              ? { ...head, type: 'result', state: 'completed', status: 'done', error: null, result: { backupId: workflowId } }
+              : what === 'progress'
+                ? { ...head, type: 'progress', step: 'streaming', progress: { bytes: (round - 4) * 1e8, totalBytes: 3e8, files: round - 4, totalFiles: 3, storedBytes: 0 } }
+                : { ...head, type: 'state', state: what, status: what === 'completed' ? 'done' : 'active', error: null };
+          ch.publish(exchange, `${host}.${workflowId}.${event.type}`, Buffer.from(JSON.stringify(event)));
+        }
+      });
+      await ch.waitForConfirms();
+      const published = performance.now();
+      await page.waitForFunction(
+        () => {
+          const w = (window as unknown as { __cbr: { workflows: Map<string, { status: string }> } }).__cbr.workflows;
+          return w.size === 500 && [...w.values()].every((x) => x.status === 'done') && document.querySelectorAll('li.wf[data-state="completed"]').length === 500;
+        },
+        undefined,
+        { timeout: 60_000, polling: 50 },
+      );
+      const drawn = performance.now();
+      assert.equal(await page.$$eval('#hosts .host', (h) => h.length), 50);
+      assert.equal(await page.textContent('#counts'), '50 hosts · 500 workflows · 0 active');
+      const clickStart = performance.now();
+      await page.click('li.wf[data-id^="wf-499-"]');
+      await page.waitForFunction(() => document.querySelector('#detail h2 code')?.textContent?.startsWith('wf-499-'));
+      const clickMs = performance.now() - clickStart;
+      const stats = await page.evaluate(() => (window as unknown as { __cbr: { stats: Record<string, number> } }).__cbr.stats);
+      assert.equal(stats['applied']! >= 500, true);
+      const m = {
+        events: seq,
+        publishMs: Math.round(published - started),
+        allDrawnMs: Math.round(drawn - started),
+        renders: stats['renders'],
+        longestRenderMs: Math.round(stats['maxMs']! * 10) / 10,
+        meanRenderMs: Math.round((stats['totalMs']! / stats['renders']!) * 10) / 10,
+        longTasks: stats['longTasks'],
+        longestTaskMs: Math.round(stats['longestTaskMs']!),
+        clickToDetailMs: Math.round(clickMs),
+      };
+      t.diagnostic(`ui stress: ${JSON.stringify(m)}`);
+      writeFileSync(join(ARTIFACTS, 'ui-stress.json'), `${JSON.stringify(m, null, 2)}\n`);
+      await page.screenshot({ path: join(ARTIFACTS, 'ui-stress-500.png') });
+    } finally {
+      await page.close();
+      await stressUi.close();
+      const ch = await conn.createChannel();
+      for (const x of ['cbr.events', 'cbr.commands', 'cbr.dead-letter']) await ch.deleteExchange(`${stressPrefix}${x}`).catch(() => {});
+      await ch.deleteQueue(`${stressPrefix}cbr.dead`).catch(() => {});
+      await conn.close();
+    }
+  });
+});
