@@ -35,13 +35,19 @@ export interface TransitionRow {
 export class StateStore {
   readonly db: DatabaseSync;
 
-  constructor(path: string) {
+  /** `readOnly` opens an existing database for watching (tests, tools) without taking any write lock. */
+  constructor(path: string, opts: { readOnly?: boolean } = {}) {
+    if (opts.readOnly) {
+      this.db = new DatabaseSync(path, { readOnly: true, timeout: 5000 });
+      return;
+    }
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
-    this.db = new DatabaseSync(path);
+    // The busy timeout comes first: switching to WAL (and creating tables) may wait for another process.
+    this.db = new DatabaseSync(path, { timeout: 5000 });
     this.db.exec(`
+      PRAGMA busy_timeout = 5000;
       PRAGMA journal_mode = WAL;
       PRAGMA synchronous = NORMAL;
-      PRAGMA busy_timeout = 5000;
       CREATE TABLE IF NOT EXISTS workflows (
         id TEXT PRIMARY KEY,
         kind TEXT NOT NULL,

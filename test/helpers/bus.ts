@@ -108,7 +108,7 @@ export async function waitForWorkflow(dbPath: string, id: string, match: (w: Wor
   let openError = '';
   while (Date.now() < deadline) {
     try {
-      const db = new StateStore(dbPath);
+      const db = new StateStore(dbPath, { readOnly: true });
       try {
         last = db.get(id);
       } finally {
