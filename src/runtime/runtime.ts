@@ -86,6 +86,7 @@ export class WorkflowRuntime {
 
   async start<K extends WorkflowKind>(kind: K, input: InputOf<K>, opts: { commandId?: string } = {}): Promise<Running | null> {
     const { store } = this.#opts;
+    this.#refuseConflict(kind, input);
     const { machine, attach } = await this.#prepare(kind, input);
     const actor = createActor(machine, { input } as never) as AnyActorRef;
     attach(actor);
@@ -105,6 +106,21 @@ export class WorkflowRuntime {
     // The first persisted transition (made by create) gets its event here; #run reports the ones after it.
     this.#emit({ type: 'state', workflowId: input.workflowId, kind, state: stateName(initial.value), status: 'active', at: new Date().toISOString(), error: null });
     return this.#run(input.workflowId, kind, actor);
+  }
+
+  /**
+   * One node, one restore: a restore never starts while another workflow is active on the same node (it stops the
+   * node and swaps its data), and a backup never starts during a restore. Backups may run side by side.
+   */
+  #refuseConflict(kind: WorkflowKind, input: BackupInput | RestoreInput): void {
+    for (const w of this.#opts.store.list({ status: 'active' })) {
+      if (w.id === input.workflowId || (w.input as { profilePath?: string }).profilePath !== input.profilePath) continue;
+      if (kind === 'backup' && w.kind === 'backup') continue;
+      throw new CbrError(
+        'CBR_ERR_WORKFLOW_CONFLICT',
+        `${w.kind} ${w.id} is still active on this node (${w.state}); a ${kind} waits until it ends (cancel it, or resume it with cbr resume if its process is gone)`,
+      );
+    }
   }
 
   /** Restores a persisted workflow and lets it go on: the in-flight step re-runs (steps are idempotent). */
