@@ -48,7 +48,7 @@ export interface UiSnapshot {
   rejected: { host: string; id: string; at: string; error: { code: string; message: string } | null }[];
 }
 
-const MAX_HISTORY = 200;
+export const MAX_HISTORY = 200;
 const MAX_REJECTED = 50;
 
 export class UiModel {

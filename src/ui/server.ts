@@ -11,7 +11,7 @@ import { diagram } from '../diagram.ts';
 import { toSvg } from '../diagramSvg.ts';
 import { CbrError, toErrorInfo } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { UiModel, type WorkflowView } from './model.ts';
+import { MAX_HISTORY, UiModel } from './model.ts';
 
 /**
  * `cbr ui`: a local web page over the event exchange. Every asset is served from here (no internet), updates
@@ -49,6 +49,7 @@ export async function startUi(o: UiOptions): Promise<UiServer> {
   const svgs = { backup: toSvg(diagram(backupMachine)), restore: toSvg(diagram(restoreMachine)) };
   const clients = new Set<ServerResponse>();
   const dirty = new Set<string>();
+  const historySent = new Map<string, number>();
   let busConnected = false;
   let stopping = false;
 
@@ -58,7 +59,16 @@ export async function startUi(o: UiOptions): Promise<UiServer> {
   };
   const flush = setInterval(() => {
     if (dirty.size === 0) return;
-    const workflows = [...dirty].map((id) => model.get(id)).filter((w): w is WorkflowView => !!w);
+    // Each update carries only the history entries added since the last one (browsers place them by index).
+    const workflows = [];
+    for (const id of dirty) {
+      const w = model.get(id);
+      if (!w) continue;
+      const sent = historySent.get(id) ?? 0;
+      const from = sent <= w.history.length && w.history.length < MAX_HISTORY ? sent : 0;
+      workflows.push({ ...w, history: w.history.slice(from), historyFrom: from });
+      historySent.set(id, w.history.length);
+    }
     dirty.clear();
     broadcast('update', { workflows, rejected: model.snapshot().rejected.slice(0, 5) });
   }, o.flushMs ?? 100);
@@ -76,6 +86,11 @@ export async function startUi(o: UiOptions): Promise<UiServer> {
     while (!stopping) {
       try {
         sub = await watchEvents({ url: o.url, ...(o.prefix ? { prefix: o.prefix } : {}), onEvent });
+        // close() may have come while we were connecting: it found no subscription to close.
+        if (stopping) {
+          await sub.close();
+          break;
+        }
         busConnected = true;
         broadcast('bus', { connected: true });
         o.log.info('ui subscribed to events', { bus: redactUrl(o.url) });

@@ -13,6 +13,7 @@ let selected = null;
 let follow = true; // follow the latest workflow until the user picks one
 let frame = 0;
 let detailKey = '';
+const ROWS_PER_FRAME = 100;
 
 // Render statistics, read by the browser test and shown in the footer of the page.
 const stats = { renders: 0, lastMs: 0, maxMs: 0, totalMs: 0, applied: 0, longTasks: 0, longestTaskMs: 0 };
@@ -66,6 +67,11 @@ function connect() {
 }
 
 function queue(w) {
+  // Updates carry the history from index historyFrom on; the snapshot carries all of it.
+  if (w.historyFrom !== undefined) {
+    const had = workflows.get(w.id)?.history ?? [];
+    w.history = had.slice(0, w.historyFrom).concat(w.history);
+  }
   workflows.set(w.id, w);
   pending.add(w.id);
   if (!frame) frame = requestAnimationFrame(render);
@@ -75,14 +81,19 @@ function render() {
   frame = 0;
   const t0 = performance.now();
   let newest = null;
+  let touchedSelected = false;
+  // At most ROWS_PER_FRAME rows per frame: a burst is drawn over a few frames instead of one long task.
+  let n = 0;
   for (const id of pending) {
+    if (n++ === ROWS_PER_FRAME) break;
+    pending.delete(id);
     const w = workflows.get(id);
     renderRow(w);
     if (!newest || w.startedAt > newest.startedAt) newest = w;
+    if (id === selected) touchedSelected = true;
     stats.applied++;
   }
-  const touchedSelected = selected && pending.has(selected);
-  pending.clear();
+  if (pending.size) frame = requestAnimationFrame(render);
   if (follow && newest && (!selected || newest.startedAt >= (workflows.get(selected)?.startedAt ?? ''))) {
     if (selected !== newest.id) select(newest.id, false);
   } else if (touchedSelected) renderDetail();

@@ -1,21 +1,26 @@
 /// <reference lib="dom" />
 /// <reference lib="dom.iterable" />
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import amqplib from 'amqplib';
 import type { Browser, Page } from 'playwright-core';
+import { restoreMachine } from '../../../machines/restore.machine.ts';
 import { parseKey } from '../../../src/archive/crypto.ts';
+import { diagram } from '../../../src/diagram.ts';
+import { toSvg } from '../../../src/diagramSvg.ts';
 import { createLogger } from '../../../src/log.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
 import { startUi, type UiServer } from '../../../src/ui/server.ts';
 import { ARTIFACTS, launchBrowser } from '../../helpers/browser.ts';
 import { BUS_URL, spawnAgent, stopGracefully, waitForAgentQueue } from '../../helpers/bus.ts';
 import { cqlFor, seedData } from '../../helpers/data.ts';
-import { scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
+import { REPO, scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
 
 const prefix = `ui${process.pid}.`;
 const HOST = 'ui-src';
@@ -175,6 +180,31 @@ describe('cbr ui in headless Chromium, against a real agent, node and bus', () =
     }
   });
 
+  it('`cbr ui` as a process: prints its address, serves the generated diagrams, stops on SIGTERM', async () => {
+    const child = spawn(join(REPO, 'node_modules', '.bin', 'node'), [join(REPO, 'bin', 'cbr.js'), 'ui', '--bus', BUS_URL, '--prefix', prefix, '--port', '0', '--json'], {
+      env: { ...testEnv, CBR_LOG_LEVEL: 'error' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    try {
+      const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
+      const info = JSON.parse(line) as { url: string; readOnly: boolean; bus: string };
+      assert.equal(info.readOnly, true);
+      assert.equal(info.bus, BUS_URL.replace(/:[^:@/]+@/, ':***@'), 'the broker password is not printed');
+      const svg = await fetch(new URL('/machines/restore.svg', info.url));
+      assert.equal(svg.headers.get('content-type'), 'image/svg+xml; charset=utf-8');
+      assert.equal(await svg.text(), toSvg(diagram(restoreMachine)));
+      const state = (await (await fetch(new URL('/api/state', info.url))).json()) as { canCommand: boolean; workflows: unknown[] };
+      assert.equal(state.canCommand, false);
+      assert.ok(Array.isArray(state.workflows));
+      assert.equal((await fetch(new URL('/nope', info.url))).status, 404);
+    } finally {
+      const exited = once(child, 'exit');
+      child.kill('SIGTERM');
+      const [code] = (await exited) as [number | null];
+      assert.equal(code, 0, 'exits 0 on SIGTERM');
+    }
+  });
+
   it('50 hosts and 500 workflows in the event stream: all drawn, render time measured', async (t) => {
     const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     const stressPrefix = `uis${process.pid}.`;
@@ -183,6 +213,11 @@ describe('cbr ui in headless Chromium, against a real agent, node and bus', () =
     try {
       await page.goto(stressUi.url);
       await page.waitForSelector('#bus[data-connected="true"]');
+      // Count only the storm, not the page load.
+      await page.evaluate(() => {
+        const st = (window as unknown as { __cbr: { stats: Record<string, number> } }).__cbr.stats;
+        for (const k of Object.keys(st)) st[k] = 0;
+      });
       const ch = await conn.createConfirmChannel();
       const exchange = `${stressPrefix}cbr.events`;
       // 13 events per workflow: 5 states, 3 progress, 4 more states, the result.
