@@ -2,6 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import amqplib, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type RecoveringChannelModel } from 'amqplib';
+import type { InspectionEvent, Observer } from 'xstate';
 import type { BackupContext } from '../../machines/backup.machine.ts';
 import type { RestoreContext } from '../../machines/restore.machine.ts';
 import { deleteBackup, readRecord } from '../catalog.ts';
@@ -32,6 +33,8 @@ export interface AgentOptions {
   stepDelayMs?: number;
   /** Fake steps (benchmarks); default: the real ones. */
   steps?: StepsFactory;
+  /** XState inspection of every workflow actor (see src/inspect.ts). */
+  inspect?: Observer<InspectionEvent>;
 }
 
 /**
@@ -65,6 +68,7 @@ export class Agent {
       log: opts.log,
       stepDelayMs: opts.stepDelayMs ?? 0,
       ...(opts.steps ? { steps: opts.steps } : {}),
+      ...(opts.inspect ? { inspect: opts.inspect } : {}),
       onEvent: (e) => this.#onWorkflowEvent(e),
     });
   }

@@ -1,4 +1,4 @@
-import { type AnyActorRef, createActor } from 'xstate';
+import { type AnyActorRef, createActor, type InspectionEvent, type Observer } from 'xstate';
 import { BACKUP_MACHINE_VERSION, type BackupInput, backupMachine } from '../../machines/backup.machine.ts';
 import { RESTORE_MACHINE_VERSION, type RestoreInput, restoreMachine } from '../../machines/restore.machine.ts';
 import type { Progress } from '../../machines/common.ts';
@@ -45,6 +45,8 @@ export interface RuntimeOptions {
   stepDelayMs?: number;
   /** Replaces the real steps (benchmarks with fake nodes, tests); default: the real steps. */
   steps?: StepsFactory;
+  /** XState inspection of every workflow actor (`--inspect <ws-url>`: a Stately inspector). */
+  inspect?: Observer<InspectionEvent>;
 }
 
 /** Builds the step actors of one workflow; the machines check them against their declared logic. */
@@ -88,7 +90,7 @@ export class WorkflowRuntime {
     const { store } = this.#opts;
     this.#refuseConflict(kind, input);
     const { machine, attach } = await this.#prepare(kind, input);
-    const actor = createActor(machine, { input } as never) as AnyActorRef;
+    const actor = createActor(machine, { input, ...this.#inspect() } as never) as AnyActorRef;
     attach(actor);
     const initial = actor.getPersistedSnapshot() as unknown as { value: unknown };
     const created = store.create({
@@ -137,10 +139,14 @@ export class WorkflowRuntime {
     }
     const input = row.input as InputOf<typeof row.kind>;
     const { machine, attach } = await this.#prepare(row.kind, input);
-    const actor = createActor(machine, { snapshot: row.snapshot, input } as never) as AnyActorRef;
+    const actor = createActor(machine, { snapshot: row.snapshot, input, ...this.#inspect() } as never) as AnyActorRef;
     attach(actor);
     this.#opts.store.claim(id, process.pid);
     return this.#run(id, row.kind, actor);
+  }
+
+  #inspect(): { inspect?: Observer<InspectionEvent> } {
+    return this.#opts.inspect ? { inspect: this.#opts.inspect } : {};
   }
 
   /** Workflows left active by a process that is gone (crash, kill -9, reboot). */

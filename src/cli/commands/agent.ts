@@ -6,9 +6,10 @@ import { busOptions, busPrefix, signingKey } from '../bus.ts';
 import { cliLogger, stateDbPath, storageConfig, storageOptions } from '../context.ts';
 import { type Command, parse, requireOption } from '../io.ts';
 import { createLogger } from '../../log.ts';
+import { createInspection } from '../../inspect.ts';
 
 const usage =
-  'cbr agent --config <profile> [--bus amqp://127.0.0.1:5672] [--host <host-id>] [--signing-key-file F] [--prefix P] [--storage-root DIR] [--step-delay-ms 0]';
+  'cbr agent --config <profile> [--bus amqp://127.0.0.1:5672] [--host <host-id>] [--signing-key-file F] [--prefix P] [--storage-root DIR] [--step-delay-ms 0] [--inspect ws://host:port]';
 
 export const command: Command = {
   summary: 'Run the host agent: consume AMQP commands, run and persist workflows, publish their events.',
@@ -16,7 +17,7 @@ export const command: Command = {
   async run(argv, io) {
     const { values } = parse(
       argv,
-      { ...busOptions, ...storageOptions, config: { type: 'string' }, 'step-delay-ms': { type: 'string' }, json: { type: 'boolean', default: false } },
+      { ...busOptions, ...storageOptions, config: { type: 'string' }, 'step-delay-ms': { type: 'string' }, inspect: { type: 'string' }, json: { type: 'boolean', default: false } },
       usage,
     );
     const profilePath = resolve(requireOption(values.config, '--config', usage));
@@ -24,6 +25,7 @@ export const command: Command = {
     const url = values.bus ?? io.env['CBR_BUS_URL'] ?? 'amqp://guest:guest@127.0.0.1:5672';
     const hostId = values.host ?? profile.hostId;
     const log = io.env['CBR_LOG_LEVEL'] ? cliLogger(io) : createLogger({ level: 'info', sink: (l) => io.stderr(`${l}\n`) });
+    const inspection = values.inspect ? createInspection(values.inspect) : null;
     const agent = new Agent({
       url,
       hostId,
@@ -35,13 +37,17 @@ export const command: Command = {
       prefix: busPrefix(values, io.env),
       signingKey: await signingKey(values, io.env),
       stepDelayMs: Number(values['step-delay-ms'] ?? 0),
+      ...(inspection ? { inspect: inspection.inspect } : {}),
     });
     await agent.start();
     log.info('agent started', { host: hostId, bus: redactUrl(url), signed: Boolean(values['signing-key-file'] ?? io.env['CBR_SIGNING_KEY_FILE']) });
     await new Promise<void>((done) => {
       const stop = () => {
         log.info('stopping: no new commands, workflows checkpointed');
-        agent.stop().then(done, done);
+        agent
+          .stop()
+          .finally(() => inspection?.stop())
+          .then(done, done);
       };
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
