@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import { WebSocketServer } from 'ws';
 import { fromPromise } from 'xstate';
-import { CbrError } from '../../../src/errors.ts';
+import type { CbrError } from '../../../src/errors.ts';
 import { createInspection } from '../../../src/inspect.ts';
 import { createLogger } from '../../../src/log.ts';
 import { type StepsFactory, WorkflowRuntime } from '../../../src/runtime/runtime.ts';
