@@ -41,10 +41,12 @@ export interface UiServer {
 }
 
 const ASSETS = new URL('./assets/', import.meta.url);
+const MAX_BUFFERED = 8 << 20;
+const MAX_WORKFLOWS = 2000;
 const TYPES: Record<string, string> = { 'app.js': 'text/javascript; charset=utf-8', 'app.css': 'text/css; charset=utf-8' };
 
 export async function startUi(o: UiOptions): Promise<UiServer> {
-  const model = new UiModel();
+  const model = new UiModel({ maxWorkflows: MAX_WORKFLOWS });
   const token = randomBytes(24).toString('base64url');
   const svgs = { backup: toSvg(diagram(backupMachine)), restore: toSvg(diagram(restoreMachine)) };
   const clients = new Set<ServerResponse>();
@@ -55,7 +57,13 @@ export async function startUi(o: UiOptions): Promise<UiServer> {
 
   const broadcast = (event: string, data: unknown) => {
     const frame = `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
-    for (const c of clients) c.write(frame);
+    for (const c of clients) {
+      // A browser that stopped reading is dropped (it reconnects and gets a fresh snapshot), not buffered for.
+      if (c.writableLength > MAX_BUFFERED) {
+        clients.delete(c);
+        c.destroy();
+      } else c.write(frame);
+    }
   };
   const flush = setInterval(() => {
     if (dirty.size === 0) return;
@@ -70,6 +78,7 @@ export async function startUi(o: UiOptions): Promise<UiServer> {
       historySent.set(id, w.history.length);
     }
     dirty.clear();
+    if (historySent.size > 2 * MAX_WORKFLOWS) for (const id of historySent.keys()) if (!model.get(id)) historySent.delete(id);
     broadcast('update', { workflows, rejected: model.snapshot().rejected.slice(0, 5) });
   }, o.flushMs ?? 100);
   const ping = setInterval(() => broadcast('ping', { at: new Date().toISOString() }), 15_000);
