@@ -20,6 +20,8 @@ export interface TarSource {
 const BLOCK = 512;
 const BATCH = 1 << 20;
 const SMALL = 256 << 10;
+/** Read size of large files: what the compressor takes as one block. */
+const READ = BATCH;
 
 export async function* tarStream(
   sources: readonly TarSource[],
@@ -70,19 +72,29 @@ export async function* tarStream(
       const head = flush();
       if (head) yield head;
       const fh = await open(s.path, 'r');
+      // One read ahead: the thread pool reads the next MiB while this one is compressed and hashed.
+      let ahead: Promise<{ buf: Buffer; bytesRead: number }> | null = null;
+      const readAt = (pos: number) => {
+        const buf = Buffer.allocUnsafe(Math.min(READ, s.size - pos));
+        return fh.read(buf, 0, buf.length, pos).then(({ bytesRead }) => ({ buf, bytesRead }));
+      };
       try {
         if ((await fh.stat()).size !== s.size) throw new Error(`${s.name} changed size while archived`);
-        let left = s.size;
-        while (left > 0) {
+        let pos = 0;
+        ahead = readAt(0);
+        while (pos < s.size) {
           opts.signal?.throwIfAborted();
-          const buf = Buffer.allocUnsafe(Math.min(BATCH, left));
-          const { bytesRead } = await fh.read(buf, 0, buf.length, s.size - left);
+          const { buf, bytesRead } = await ahead!;
+          ahead = null;
           if (bytesRead === 0) throw new Error(`${s.name} is shorter than ${s.size} bytes`);
-          left -= bytesRead;
+          pos += bytesRead;
+          if (pos < s.size) ahead = readAt(pos);
           opts.onFile?.(bytesRead);
           yield bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
         }
       } finally {
+        // Never close the file under a read in flight (an abort mid-file).
+        await ahead?.catch(() => {});
         await fh.close();
       }
     }
