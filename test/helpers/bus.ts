@@ -46,8 +46,10 @@ export function spawnAgent(opts: { host: string; profilePath: string; env: NodeJ
     ],
     { env: { ...opts.env, CBR_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  child.stdout?.pipe(log);
-  child.stderr?.pipe(log);
+  child.stdout?.pipe(log, { end: false });
+  child.stderr?.pipe(log, { end: false });
+  // So a failure message shows an agent that died on its own (not killed by the test) and how.
+  child.once('close', (code, signal) => log.end(`[test] agent pid ${child.pid} exited: code ${code}, signal ${signal}\n`));
   return child;
 }
 
