@@ -261,6 +261,7 @@ function page(token: string, canCommand: boolean): string {
     <h2>Start a backup</h2>
     <label>host <input name="host" required list="host-list" autocomplete="off"></label>
     <label>name <input name="name" required></label>
+    <label>compression <select name="compression"><option>zstd</option><option>gzip</option><option>none</option></select></label>
     <button type="submit">backup-create</button>
   </form>
   <form id="start-restore">
@@ -268,6 +269,7 @@ function page(token: string, canCommand: boolean): string {
     <label>host <input name="host" required list="host-list" autocomplete="off"></label>
     <label>backup id <input name="backupId" required></label>
     <label>instance <input name="instanceName" required></label>
+    <label>cluster name <input name="clusterName" placeholder="the instance name"></label>
     <label><input type="checkbox" name="force"> replace existing data</label>
     <button type="submit">create --backup</button>
   </form>

@@ -310,12 +310,18 @@ function wireForms() {
   $('#start-backup').addEventListener('submit', (e) => {
     e.preventDefault();
     const f = e.target;
-    void send(f, 'backup.create', { name: f.name.value.trim() });
+    void send(f, 'backup.create', { name: f.name.value.trim(), compression: f.compression.value });
   });
   $('#start-restore').addEventListener('submit', (e) => {
     e.preventDefault();
     const f = e.target;
-    void send(f, 'restore.create', { backupId: f.backupId.value.trim(), instanceName: f.instanceName.value.trim(), ...(f.force.checked ? { force: true } : {}) });
+    const clusterName = f.clusterName.value.trim();
+    void send(f, 'restore.create', {
+      backupId: f.backupId.value.trim(),
+      instanceName: f.instanceName.value.trim(),
+      ...(clusterName ? { clusterName } : {}),
+      ...(f.force.checked ? { force: true } : {}),
+    });
   });
 }
 
