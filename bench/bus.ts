@@ -4,12 +4,11 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import amqplib, { type ConsumeMessage } from 'amqplib';
-import { fromPromise } from 'xstate';
 import { Agent } from '../src/bus/agent.ts';
 import type { BusEvent } from '../src/bus/topology.ts';
 import { silentLogger } from '../src/log.ts';
 import { StateStore } from '../src/state/store.ts';
-import type { StepsFactory } from '../src/runtime/runtime.ts';
+import { instantSteps as steps } from '../test/fixtures/steps.ts';
 import { BENCH_DIR, table } from './lib.ts';
 
 const URL = process.env['CBR_BUS_URL'] ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -20,23 +19,6 @@ const dir = join(BENCH_DIR, 'bus');
 rmSync(dir, { recursive: true, force: true });
 mkdirSync(dir, { recursive: true });
 
-// Fake nodes: every step resolves at once with a plausible output.
-// biome-ignore lint/suspicious/noExplicitAny: one fake serves steps with different inputs
-const ok = <T>(out: T) => fromPromise<T, any>(async () => out);
-const steps: StepsFactory = {
-  backup: (input) => ({
-    verifyNode: ok({ clusterName: 'fake', cassandraVersion: '5.0.6' }),
-    checkFreeSpace: ok({ freeBytes: 1e12, freePercent: 80 }),
-    clearSnapshot: ok<void>(undefined),
-    takeSnapshot: ok({ files: 10, bytes: 1000 }),
-    streamArchive: ok({ objectKey: `${input.backupId}/archive.tar.zst`, size: 100, sha256: '0'.repeat(64), rawBytes: 1000, files: 10 }),
-    writeRecord: ok<void>(undefined),
-    deleteBackupObjects: ok<void>(undefined),
-  }),
-  restore: () => {
-    throw new Error('no restores in this benchmark');
-  },
-};
 
 const agents: Agent[] = [];
 for (let i = 0; i < AGENTS; i++) {

@@ -5,8 +5,9 @@ import type { BackupInput } from '../../../machines/backup.machine.ts';
 import type { RestoreInput } from '../../../machines/restore.machine.ts';
 import { CbrError } from '../../../src/errors.ts';
 import { createLogger } from '../../../src/log.ts';
-import { type StepsFactory, WorkflowRuntime } from '../../../src/runtime/runtime.ts';
+import { WorkflowRuntime } from '../../../src/runtime/runtime.ts';
 import { StateStore } from '../../../src/state/store.ts';
+import { everyStep } from '../../fixtures/steps.ts';
 
 // Every step waits for the gate; then the first step fails, so each workflow ends (failed) once the gate opens.
 let open!: () => void;
@@ -18,13 +19,7 @@ const held = fromPromise<any, any>(async () => {
   await gate;
   throw new CbrError('CBR_ERR_NODE_NOT_RUNNING', 'fake node is down');
 });
-// biome-ignore lint/suspicious/noExplicitAny: the same fake under every step name
-const all = (names: string[]) => Object.fromEntries(names.map((n) => [n, held])) as any;
-const steps: StepsFactory = {
-  backup: () => all(['verifyNode', 'checkFreeSpace', 'clearSnapshot', 'takeSnapshot', 'streamArchive', 'writeRecord', 'deleteBackupObjects']),
-  restore: () =>
-    all(['checkRestore', 'unpackBackup', 'stopNode', 'swapDataDirs', 'chownData', 'startMaintenance', 'resetIdentity', 'writeFinalConfig', 'startNode', 'verifyRestore', 'finalizeRestore', 'restoreConfig', 'restoreDataDirs', 'discardStaging']),
-};
+const steps = everyStep(held);
 
 const storage = { driver: 'local' as const, root: '/nonexistent', container: 'c' };
 const backup = (id: string, profilePath: string): BackupInput => ({

@@ -3,29 +3,13 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import { WebSocketServer } from 'ws';
-import { fromPromise } from 'xstate';
 import type { CbrError } from '../../../src/errors.ts';
 import { createInspection } from '../../../src/inspect.ts';
 import { createLogger } from '../../../src/log.ts';
-import { type StepsFactory, WorkflowRuntime } from '../../../src/runtime/runtime.ts';
+import { WorkflowRuntime } from '../../../src/runtime/runtime.ts';
 import { StateStore } from '../../../src/state/store.ts';
+import { instantSteps as steps } from '../../fixtures/steps.ts';
 
-// biome-ignore lint/suspicious/noExplicitAny: fakes with different outputs
-const ok = <T>(out: T) => fromPromise<T, any>(async () => out);
-const steps: StepsFactory = {
-  backup: (input) => ({
-    verifyNode: ok({ clusterName: 'fake', cassandraVersion: '5.0.6' }),
-    checkFreeSpace: ok({ freeBytes: 1e12, freePercent: 80 }),
-    clearSnapshot: ok<void>(undefined),
-    takeSnapshot: ok({ files: 1, bytes: 10 }),
-    streamArchive: ok({ objectKey: `${input.backupId}/archive.tar.zst`, size: 5, sha256: '0'.repeat(64), rawBytes: 10, files: 1 }),
-    writeRecord: ok<void>(undefined),
-    deleteBackupObjects: ok<void>(undefined),
-  }),
-  restore: () => {
-    throw new Error('no restores here');
-  },
-};
 
 describe('--inspect: XState inspection events to a Stately inspector over WebSocket', () => {
   it('sends the actor, its events and every snapshot of a workflow to the inspector', async () => {
