@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import amqplib, { type ChannelModel, type ConsumeMessage } from 'amqplib';
+import amqplib, { type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
 import { CbrError } from '../errors.ts';
 import { type Command, signCommand } from './commands.ts';
-import { type BusEvent, declareTopology, topology } from './topology.ts';
+import { type BusEvent, declareTopology, type Topology, topology } from './topology.ts';
 
 /** amqp://user:password@host → amqp://user:***@host, for any message that names the broker. */
 export function redactUrl(url: string): string {
@@ -18,6 +18,22 @@ export async function connectBus(url: string): Promise<ChannelModel> {
 }
 
 export type CommandDraft = Omit<Command, 'version' | 'id' | 'issuedAt' | 'signature'> & { id?: string };
+
+/** The envelope of a draft: id (unless given), version, issue time, and the signature when there is a key. */
+function buildCommand(draft: CommandDraft, key?: Buffer | null): Command {
+  const base = { ...draft, version: 1 as const, id: draft.id ?? randomUUID(), issuedAt: new Date().toISOString() } as Command;
+  return key ? signCommand(base, key) : base;
+}
+
+/** Persistent and `mandatory`: a command no agent queue takes comes back as a return, never silently dropped. */
+function publish(ch: ConfirmChannel, t: Topology, command: Command): void {
+  ch.publish(t.commands, command.host, Buffer.from(JSON.stringify(command)), {
+    persistent: true,
+    mandatory: true,
+    contentType: 'application/json',
+    messageId: command.id,
+  });
+}
 
 /**
  * Publishes one command and follows its events until its result: binds a private queue to the command's events
@@ -36,9 +52,8 @@ export async function runCommand(opts: {
   try {
     const ch = await conn.createConfirmChannel();
     await declareTopology(ch, t);
-    const id = opts.draft.id ?? randomUUID();
-    const base = { ...opts.draft, version: 1 as const, id, issuedAt: new Date().toISOString() } as Command;
-    const command = opts.signingKey ? signCommand(base, opts.signingKey) : base;
+    const command = buildCommand(opts.draft, opts.signingKey);
+    const { id } = command;
     const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true });
     await ch.bindQueue(queue, t.events, `${command.host}.${id}.*`);
     const result = new Promise<BusEvent>((resolve, reject) => {
@@ -60,12 +75,7 @@ export async function runCommand(opts: {
         { noAck: true },
       );
     });
-    ch.publish(t.commands, command.host, Buffer.from(JSON.stringify(command)), {
-      persistent: true,
-      mandatory: true,
-      contentType: 'application/json',
-      messageId: id,
-    });
+    publish(ch, t, command);
     await ch.waitForConfirms();
     return { ...(await result), commandId: id };
   } finally {
@@ -83,18 +93,12 @@ export async function publishCommand(opts: { url: string; prefix?: string; draft
   try {
     const ch = await conn.createConfirmChannel();
     await declareTopology(ch, t);
-    const base = { ...opts.draft, version: 1 as const, id: opts.draft.id ?? randomUUID(), issuedAt: new Date().toISOString() } as Command;
-    const command = opts.signingKey ? signCommand(base, opts.signingKey) : base;
+    const command = buildCommand(opts.draft, opts.signingKey);
     let returned = false;
     ch.on('return', () => {
       returned = true;
     });
-    ch.publish(t.commands, command.host, Buffer.from(JSON.stringify(command)), {
-      persistent: true,
-      mandatory: true,
-      contentType: 'application/json',
-      messageId: command.id,
-    });
+    publish(ch, t, command);
     // The broker sends basic.return before the confirm of an unroutable message.
     await ch.waitForConfirms();
     if (returned) throw new CbrError('CBR_ERR_BUS_UNAVAILABLE', `no agent queue for host ${command.host} (is its agent running?)`);
