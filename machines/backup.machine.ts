@@ -1,5 +1,6 @@
 import { assign, setup } from 'xstate';
 import type { Compression } from '../src/archive/format.ts';
+import type { DataSettings } from '../src/cassandra/dataSettings.ts';
 import type { ErrorInfo } from '../src/errors.ts';
 import type { StorageConfig } from '../src/storage/types.ts';
 import { type CancelEvent, errorFrom, type Progress, type ProgressEvent, step, warningFrom } from './common.ts';
@@ -32,8 +33,16 @@ export interface BackupResult {
   files: number;
 }
 
+/** What the verify step learned of the source node. */
+export interface NodeFacts {
+  clusterName: string;
+  cassandraVersion: string;
+  /** Absent in workflows persisted before settings were recorded. */
+  settings?: DataSettings;
+}
+
 export interface BackupContext extends BackupInput {
-  node: { clusterName: string; cassandraVersion: string } | null;
+  node: NodeFacts | null;
   progress: Progress | null;
   result: BackupResult | null;
   error: ErrorInfo | null;
@@ -49,7 +58,7 @@ export const backupMachine = setup({
     events: {} as ProgressEvent | CancelEvent,
   },
   actors: {
-    verifyNode: step<{ clusterName: string; cassandraVersion: string }, StepInput>('verifyNode'),
+    verifyNode: step<NodeFacts, StepInput>('verifyNode'),
     checkFreeSpace: step<{ freeBytes: number; freePercent: number }, StepInput>('checkFreeSpace'),
     clearSnapshot: step<void, StepInput>('clearSnapshot'),
     takeSnapshot: step<{ files: number; bytes: number }, StepInput>('takeSnapshot'),

@@ -1,10 +1,12 @@
 import { assign, setup } from 'xstate';
+import type { DataSettings } from '../src/cassandra/dataSettings.ts';
+import type { SettingChange } from '../src/cassandra/yaml.ts';
 import type { ErrorInfo } from '../src/errors.ts';
 import type { StorageConfig } from '../src/storage/types.ts';
 import { type CancelEvent, errorFrom, type Progress, type ProgressEvent, step, warningFrom } from './common.ts';
 
 /** Bumped whenever states or context change shape; stored with every persisted snapshot. */
-export const RESTORE_MACHINE_VERSION = 1;
+export const RESTORE_MACHINE_VERSION = 2;
 
 export interface RestoreInput {
   workflowId: string;
@@ -29,6 +31,10 @@ export interface RestorePlan {
   rawBytes: number;
   fileCount: number;
   wasRunning: boolean;
+  /** The source's settings the data depends on (null for records written before they were recorded). */
+  settings: DataSettings | null;
+  /** Which of the target's data directories (index into the profile's dataDirs) takes each `<ks>/<table>-<id>`. */
+  placement: Record<string, number>;
 }
 
 export interface RestoreContext extends RestoreInput {
@@ -40,6 +46,10 @@ export interface RestoreContext extends RestoreInput {
   progress: Progress | null;
   error: ErrorInfo | null;
   warnings: string[];
+  /** Every superuser role of the restored data, so an operator sees one they did not expect. */
+  superusers: string[];
+  /** cassandra.yaml settings the restore changed on the target so the restored data starts. */
+  settingChanges: SettingChange[];
 }
 
 export type RestoreStepInput = { ctx: RestoreInput; plan: RestorePlan };
@@ -60,8 +70,8 @@ export const restoreMachine = setup({
     swapDataDirs: step<void, RestoreStepInput>('swapDataDirs'),
     chownData: step<void, RestoreStepInput>('chownData'),
     startMaintenance: step<void, RestoreStepInput>('startMaintenance'),
-    resetIdentity: step<void, RestoreStepInput>('resetIdentity'),
-    writeFinalConfig: step<void, RestoreStepInput>('writeFinalConfig'),
+    resetIdentity: step<{ superusers: string[] }, RestoreStepInput>('resetIdentity'),
+    writeFinalConfig: step<{ changes: SettingChange[] }, RestoreStepInput>('writeFinalConfig'),
     startNode: step<void, RestoreStepInput>('startNode'),
     verifyRestore: step<void, RestoreStepInput>('verifyRestore'),
     finalizeRestore: step<void, RestoreStepInput>('finalizeRestore'),
@@ -90,7 +100,17 @@ export const restoreMachine = setup({
   },
 }).createMachine({
   id: 'restore',
-  context: ({ input }) => ({ ...input, plan: null, starts: 0, touched: false, progress: null, error: null, warnings: [] }),
+  context: ({ input }) => ({
+    ...input,
+    plan: null,
+    starts: 0,
+    touched: false,
+    progress: null,
+    error: null,
+    warnings: [],
+    superusers: [],
+    settingChanges: [],
+  }),
   initial: 'checking',
   on: {
     PROGRESS: { actions: { type: 'recordProgress', params: ({ event }) => ({ progress: event.progress }) } },
@@ -162,7 +182,7 @@ export const restoreMachine = setup({
       invoke: {
         src: 'resetIdentity',
         input: ({ context }) => ({ ctx: context, plan: context.plan! }),
-        onDone: 'writingFinalConfig',
+        onDone: { target: 'writingFinalConfig', actions: assign({ superusers: ({ event }) => event.output.superusers }) },
         onError: { target: 'rollingBack', actions: fail },
       },
     },
@@ -171,7 +191,7 @@ export const restoreMachine = setup({
       invoke: {
         src: 'writeFinalConfig',
         input: ({ context }) => ({ ctx: context, plan: context.plan! }),
-        onDone: 'startingNode',
+        onDone: { target: 'startingNode', actions: assign({ settingChanges: ({ event }) => event.output.changes }) },
         onError: { target: 'rollingBack', actions: fail },
       },
     },

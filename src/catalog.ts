@@ -2,6 +2,7 @@ import { buffer } from 'node:stream/consumers';
 import { Readable } from 'node:stream';
 import { CbrError } from './errors.ts';
 import type { Compression } from './archive/format.ts';
+import type { DataSettings } from './cassandra/dataSettings.ts';
 import type { ObjectStore } from './storage/types.ts';
 
 /**
@@ -31,6 +32,8 @@ export interface BackupRecord {
   fileCount: number;
   keyspaces: string[];
   files: { path: string; size: number }[];
+  /** Settings the data depends on (tokens, partitioner, SSTable identifiers and format); absent in older records. */
+  settings?: DataSettings;
 }
 
 export const RECORD_NAME = 'backup.json';

@@ -15,6 +15,7 @@ export const ERRORS = {
   CBR_ERR_NODE_NOT_RUNNING: { exit: 5, retryable: true, summary: 'The Cassandra node is not running or does not answer.' },
   CBR_ERR_NODETOOL_FAILED: { exit: 6, retryable: true, summary: 'A nodetool command exited with an error.' },
   CBR_ERR_SNAPSHOT_FAILED: { exit: 6, retryable: true, summary: 'Taking, listing or clearing a snapshot failed.' },
+  CBR_ERR_BACKUP_UNRESTORABLE: { exit: 6, retryable: false, summary: 'The snapshot holds a file a restore would refuse; the backup stopped before anything was recorded.' },
   CBR_ERR_CQL_FAILED: { exit: 6, retryable: true, summary: 'A CQL statement failed or the node could not be reached over CQL.' },
   CBR_ERR_INSUFFICIENT_SPACE: { exit: 7, retryable: false, summary: 'Free disk space is below the configured threshold.' },
   CBR_ERR_STORAGE_FAILED: { exit: 8, retryable: true, summary: 'Object storage failed to store, read or delete an object.' },

@@ -7,10 +7,9 @@ import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { CbrError } from '../errors.ts';
 import { DecryptStream } from './crypto.ts';
+import { entryProblem } from './entries.ts';
 import { type Compression, decompressor } from './format.ts';
 
-/** `<keyspace>/<table>-<32 hex id>/<file>` or `.../.<index>/<file>`: the only shapes a data directory holds. */
-const ENTRY_RE = /^[A-Za-z0-9_]{1,48}\/[A-Za-z0-9_]{1,48}-[0-9a-f]{32}\/(\.[A-Za-z0-9_]{1,64}\/)?[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/;
 
 export interface UnpackOptions {
   compression: Compression;
@@ -24,11 +23,12 @@ export interface UnpackOptions {
 }
 
 /**
- * Unpacks a stored archive into `targetDir`, which must be a new, empty directory. Refuses absolute paths,
+ * Unpacks a stored archive into `target` (or, per entry, the directory `target(name)` gives), which must be new,
+ * empty directories. Refuses absolute paths,
  * '..', links, devices, FIFOs and anything outside the data-dir layout; verifies the object's SHA-256 at the
- * end. On any failure the caller discards targetDir: nothing outside it was written.
+ * end. On any failure the caller discards the target directories: nothing outside them was written.
  */
-export async function unpackArchive(source: Readable, targetDir: string, opts: UnpackOptions): Promise<{ files: number; bytes: number }> {
+export async function unpackArchive(source: Readable, target: string | ((entry: string) => string), opts: UnpackOptions): Promise<{ files: number; bytes: number }> {
   const hash = createHash('sha256');
   let storedBytes = 0;
   const meter = new PassThrough({ highWaterMark: 1 << 20 });
@@ -62,7 +62,7 @@ export async function unpackArchive(source: Readable, targetDir: string, opts: U
         if (want === undefined) throw hostile(name, 'entry is not in the backup record');
         if (want !== size) throw hostile(name, `size ${size} differs from the record (${want})`);
       }
-      const path = join(targetDir, ...name.split('/'));
+      const path = join(typeof target === 'string' ? target : target(name), ...name.split('/'));
       const dir = dirname(path);
       if (!dirs.has(dir)) {
         await mkdir(dir, { recursive: true });
@@ -102,10 +102,8 @@ export async function unpackArchive(source: Readable, targetDir: string, opts: U
 }
 
 function checkName(name: string): void {
-  if (name.startsWith('/')) throw hostile(name, 'absolute path');
-  if (name.includes('\\') || name.includes('\0')) throw hostile(name, 'backslash or NUL in path');
-  if (name.split('/').some((p) => p === '..' || p === '.' || p === '')) throw hostile(name, "'..', '.' or empty path segment");
-  if (!ENTRY_RE.test(name)) throw hostile(name, 'path does not fit the data-directory layout <keyspace>/<table>-<id>/<file>');
+  const problem = entryProblem(name);
+  if (problem) throw hostile(name, problem);
 }
 
 function hostile(name: string, why: string): CbrError {

@@ -338,6 +338,8 @@ function summarize(kind: string, ctx: Record<string, unknown>): Record<string, u
     passwordFile: c.passwordFile,
     profilePath: c.profilePath,
     cassandraStarts: c.starts,
+    superusers: c.superusers,
+    settingChanges: c.settingChanges,
     warnings: c.warnings,
   };
 }

@@ -71,6 +71,18 @@ export async function listSnapshotFiles(dataDirs: readonly string[], tag: string
       files.push({ path, archivePath: `${t.keyspace}/${t.dirName}/${rel}`, size: st.size, keyspace: t.keyspace, table: t.table });
     }
   }
+  // With several data directories a table's snapshot is split between them, and each part carries its own
+  // manifest.json and schema.cql: one of each goes into the archive (schema.cql is the same; the manifest
+  // only serves snapshots). SSTable names are unique per table across directories.
+  const seen = new Set<string>();
+  const unique = files.filter((f) => {
+    const meta = /\/(manifest\.json|schema\.cql)$/.test(f.archivePath);
+    if (meta && seen.has(f.archivePath)) return false;
+    seen.add(f.archivePath);
+    return true;
+  });
+  files.length = 0;
+  files.push(...unique);
   files.sort((a, b) => (a.archivePath < b.archivePath ? -1 : a.archivePath > b.archivePath ? 1 : 0));
   return files;
 }

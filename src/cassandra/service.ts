@@ -7,10 +7,16 @@ import { runningPid, startInstance, stopInstance } from '../sandbox/sandbox.ts';
 
 const run = promisify(execFile);
 
+export interface Endpoint {
+  host: string;
+  port: number;
+}
+
 /** Start, stop and ask about the Cassandra process of one node. `start` returns once CQL answers. */
 export interface ServiceControl {
   isRunning(): Promise<boolean>;
-  start(signal?: AbortSignal): Promise<void>;
+  /** `endpoint`: where CQL answers when the running configuration differs from the profile (a maintenance start). */
+  start(signal?: AbortSignal, endpoint?: Endpoint): Promise<void>;
   stop(signal?: AbortSignal): Promise<void>;
 }
 
@@ -19,9 +25,9 @@ export function createServiceControl(profile: Profile): ServiceControl {
   if (service.kind === 'sandbox') {
     return {
       isRunning: async () => runningPid(service.instanceDir) !== null,
-      start: async () => {
+      start: async (_signal, endpoint) => {
         try {
-          await startInstance(profile, { requireAuth: false });
+          await startInstance(profile, { requireAuth: false, ...(endpoint ? { cql: endpoint } : {}) });
         } catch (err) {
           throw err instanceof CbrError && err.code === 'CBR_ERR_SANDBOX_START_FAILED'
             ? new CbrError('CBR_ERR_SERVICE_CONTROL_FAILED', err.message)
@@ -43,9 +49,9 @@ export function createServiceControl(profile: Profile): ServiceControl {
   };
   return {
     isRunning: async () => (await systemctl('is-active')) === 'active',
-    start: async (signal) => {
+    start: async (signal, endpoint) => {
       await systemctl('start', signal);
-      await waitForCql(profile.cql, {
+      await waitForCql({ ...profile.cql, ...endpoint }, {
         timeoutMs: 300_000,
         requireAuth: false,
         alive: () => true,

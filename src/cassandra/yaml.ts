@@ -1,39 +1,133 @@
+import { type Document, isMap, isNode, isScalar, parse, parseDocument, Scalar, YAMLMap } from 'yaml';
+import { CbrError } from '../errors.ts';
+import type { DataSettings } from './dataSettings.ts';
+
 /**
- * Minimal, line-based edits of top-level scalar keys in cassandra.yaml. cbr changes only a few scalars
- * (cluster_name, authenticator, addresses) and must leave the operator's comments and layout alone,
- * so it rewrites single lines instead of re-serialising the document.
+ * Structural edits of cassandra.yaml that keep the operator's comments and layout: the file is parsed into a
+ * YAML document (the `yaml` package's Document API), changed node by node and printed again. The schema is
+ * YAML 1.1, the one Cassandra's SnakeYAML reads, so a string such as `yes`, `null` or `2024` is quoted where
+ * 1.1 would read it as a boolean, null or number.
  */
-export function setYamlScalar(text: string, key: string, value: string): string {
-  const line = `${key}: ${quoteYaml(value)}`;
-  const re = new RegExp(`^${escapeRegExp(key)}:.*$`, 'm');
-  if (re.test(text)) return text.replace(re, line);
-  return `${text.replace(/\n?$/, '\n')}${line}\n`;
+export class CassandraYaml {
+  private readonly doc: Document;
+
+  private constructor(doc: Document) {
+    this.doc = doc;
+  }
+
+  static parse(text: string, source = 'cassandra.yaml'): CassandraYaml {
+    const doc = parseDocument(text, { version: '1.1', keepSourceTokens: false });
+    const problem = doc.errors[0];
+    if (problem) throw new CbrError('CBR_ERR_CONFIG', `${source} is not valid YAML: ${problem.message.split('\n')[0]}`);
+    if (doc.contents !== null && !isMap(doc.contents)) throw new CbrError('CBR_ERR_CONFIG', `${source} is not a YAML mapping`);
+    if (doc.contents === null) doc.contents = new YAMLMap() as unknown as typeof doc.contents;
+    return new CassandraYaml(doc);
+  }
+
+  /** The value at a dotted path (`sstable.selected_format`) as plain JS, or undefined when absent. */
+  get(path: string): unknown {
+    const node = this.doc.getIn(splitPath(path), true);
+    if (node === undefined || node === null) return node;
+    if (isScalar(node)) return node.value;
+    return isNode(node) ? node.toJSON() : node;
+  }
+
+  has(path: string): boolean {
+    return this.doc.hasIn(splitPath(path));
+  }
+
+  /** Sets a value at a dotted path, turning a missing, null or scalar parent into a mapping. */
+  set(path: string, value: unknown): void {
+    const keys = splitPath(path);
+    for (let i = 1; i < keys.length; i++) {
+      const parent = this.doc.getIn(keys.slice(0, i), true);
+      if (!isMap(parent)) this.doc.setIn(keys.slice(0, i), new YAMLMap());
+    }
+    this.doc.setIn(keys, this.doc.createNode(value));
+  }
+
+  /** A string written double-quoted, whatever it holds (names, addresses, paths). */
+  setString(path: string, value: string): void {
+    const node = new Scalar(value);
+    node.type = Scalar.QUOTE_DOUBLE;
+    this.set(path, node);
+  }
+
+  delete(path: string): void {
+    this.doc.deleteIn(splitPath(path));
+  }
+
+  /**
+   * The class of a pluggable component (`authenticator`, `authorizer`, `role_manager`, ...), written either flat
+   * (`authenticator: PasswordAuthenticator`) or as a block with `class_name:` (the stock 5.0 file).
+   */
+  componentClass(key: string): string | undefined {
+    const v = this.get(key);
+    if (typeof v === 'string') return v;
+    if (v && typeof v === 'object' && 'class_name' in v) return String((v as { class_name: unknown }).class_name);
+    return undefined;
+  }
+
+  /** Sets a component's class in the form the file already uses; the old class's parameters go with it. */
+  setComponentClass(key: string, className: string): void {
+    const node = this.doc.get(key, true);
+    if (isMap(node)) {
+      node.set('class_name', className);
+      node.delete('parameters');
+    } else {
+      this.doc.set(key, className);
+    }
+  }
+
+  toString(): string {
+    return this.doc.toString({ lineWidth: 0 });
+  }
 }
 
-export function getYamlScalar(text: string, key: string): string | undefined {
-  const m = new RegExp(`^${escapeRegExp(key)}:[ \\t]*(.*?)[ \\t]*$`, 'm').exec(text);
-  if (!m) return undefined;
-  return unquoteYaml(m[1] ?? '');
+function splitPath(path: string): string[] {
+  const keys = path.split('.');
+  if (keys.some((k) => !/^[A-Za-z0-9_]+$/.test(k))) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `invalid cassandra.yaml key ${JSON.stringify(path)}`);
+  return keys;
 }
 
-export function quoteYaml(value: string): string {
-  return /^[A-Za-z0-9_.\-/:]+$/.test(value) ? value : `'${value.replace(/'/g, "''")}'`;
+/**
+ * `key=value` from `--set`: the key a dotted path, the value read as YAML 1.1 (so `true`, `256`, `[a, b]` and
+ * `{k: v}` have their types); an empty value removes the key.
+ */
+export function parseSetting(arg: string): { path: string; value: unknown; remove: boolean } {
+  const eq = arg.indexOf('=');
+  if (eq <= 0) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--set needs key=value (got ${JSON.stringify(arg.slice(0, 80))})`);
+  const path = arg.slice(0, eq).trim();
+  splitPath(path);
+  const text = arg.slice(eq + 1);
+  if (text.trim() === '') return { path, value: undefined, remove: true };
+  let value: unknown;
+  try {
+    value = parse(text, { version: '1.1' });
+  } catch (err) {
+    throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--set ${path}: the value is not valid YAML (${(err as Error).message.split('\n')[0]})`);
+  }
+  return { path, value, remove: false };
 }
 
-function unquoteYaml(raw: string): string {
-  const noComment = raw.replace(/\s+#.*$/, '');
-  if (noComment.startsWith("'") && noComment.endsWith("'")) return noComment.slice(1, -1).replace(/''/g, "'");
-  if (noComment.startsWith('"') && noComment.endsWith('"')) return JSON.parse(noComment) as string;
-  return noComment;
+export function applySettings(y: CassandraYaml, settings: readonly { path: string; value: unknown; remove: boolean }[]): void {
+  for (const s of settings) {
+    if (s.remove) y.delete(s.path);
+    else y.set(s.path, s.value);
+  }
 }
 
-function escapeRegExp(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+/** A cluster name Cassandra, cqlsh and a YAML file all take: printable, one line, at most 256 characters. */
+export function checkClusterName(name: string): string {
+  if (name.length === 0 || name.length > 256 || /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(name)) {
+    throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `cluster name ${JSON.stringify(name.slice(0, 80))} is empty, too long or holds a newline or control character`);
+  }
+  return name;
 }
 
-export interface SandboxYamlOptions {
+export interface InstanceSettings {
   clusterName: string;
-  dataDir: string;
+  dataDirs: readonly string[];
   commitlogDir: string;
   savedCachesDir: string;
   hintsDir: string;
@@ -43,67 +137,154 @@ export interface SandboxYamlOptions {
   storagePort: number;
 }
 
-/** The cassandra.yaml of a sandbox instance: a single-node cluster on loopback, authentication on. */
-export function sandboxYaml(o: SandboxYamlOptions): string {
-  return [
-    '# Generated by cbr sandbox. cbr edits cluster_name, authenticator and the addresses during a restore.',
-    `cluster_name: ${quoteYaml(o.clusterName)}`,
-    'num_tokens: 1',
-    'initial_token: 0',
-    'partitioner: org.apache.cassandra.dht.Murmur3Partitioner',
-    'endpoint_snitch: SimpleSnitch',
-    'seed_provider:',
-    '  - class_name: org.apache.cassandra.locator.SimpleSeedProvider',
-    '    parameters:',
-    `      - seeds: "${o.address}:${o.storagePort}"`,
-    `listen_address: ${o.address}`,
-    `rpc_address: ${o.address}`,
-    `storage_port: ${o.storagePort}`,
-    `native_transport_port: ${o.cqlPort}`,
-    'start_native_transport: true',
-    'data_file_directories:',
-    `  - ${quoteYaml(o.dataDir)}`,
-    `commitlog_directory: ${quoteYaml(o.commitlogDir)}`,
-    `saved_caches_directory: ${quoteYaml(o.savedCachesDir)}`,
-    `hints_directory: ${quoteYaml(o.hintsDir)}`,
-    `cdc_raw_directory: ${quoteYaml(o.cdcDir)}`,
-    'commitlog_sync: periodic',
-    'commitlog_sync_period: 10000ms',
-    'commitlog_segment_size: 32MiB',
-    'authenticator: PasswordAuthenticator',
-    'authorizer: CassandraAuthorizer',
-    'role_manager: CassandraRoleManager',
-    '# No auth caches in a sandbox: a changed password works at once.',
-    'credentials_validity: 0ms',
-    'roles_validity: 0ms',
-    'permissions_validity: 0ms',
-    'auto_snapshot: false',
-    'snapshot_before_compaction: false',
-    'concurrent_compactors: 1',
-    'memtable_heap_space: 128MiB',
-    'key_cache_size: 8MiB',
-    '',
-  ].join('\n');
-}
-
-/** Points the SimpleSeedProvider's `seeds` parameter at the given list. */
-export function setSeeds(text: string, seeds: string): string {
-  return text.replace(/^(\s*-?\s*seeds:\s*).*$/m, `$1"${seeds}"`);
-}
+/** cbr's defaults for a sandbox node: a single-node cluster, authentication on, small caches. */
+const SANDBOX_DEFAULTS = `# Generated by cbr sandbox. cbr's per-instance settings (directories, addresses, ports) are applied on top.
+cluster_name: sandbox
+num_tokens: 1
+initial_token: 0
+partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+endpoint_snitch: SimpleSnitch
+start_native_transport: true
+commitlog_sync: periodic
+commitlog_sync_period: 10000ms
+commitlog_segment_size: 32MiB
+authenticator: PasswordAuthenticator
+authorizer: CassandraAuthorizer
+role_manager: CassandraRoleManager
+# No auth caches in a sandbox: a changed password works at once.
+credentials_validity: 0ms
+roles_validity: 0ms
+permissions_validity: 0ms
+auto_snapshot: false
+snapshot_before_compaction: false
+concurrent_compactors: 1
+memtable_heap_space: 128MiB
+key_cache_size: 8MiB
+`;
 
 /**
- * The configuration of the maintenance start of a restore: the source's cluster_name (Cassandra refuses to
- * start when it differs from the restored system.local), no authentication, loopback only, itself as seed.
+ * The cassandra.yaml of a sandbox instance: `base` (cbr's defaults, or a whole file such as the stock 5.0
+ * cassandra.yaml), then the `--set` settings, then the instance's own directories, addresses and ports.
  */
-export function maintenanceYaml(original: string, sourceClusterName: string): string {
-  let y = setYamlScalar(original, 'cluster_name', sourceClusterName);
-  y = setYamlScalar(y, 'authenticator', 'AllowAllAuthenticator');
-  y = setYamlScalar(y, 'authorizer', 'AllowAllAuthorizer');
-  y = setYamlScalar(y, 'listen_address', '127.0.0.1');
-  y = setYamlScalar(y, 'rpc_address', '127.0.0.1');
-  for (const key of ['broadcast_address', 'broadcast_rpc_address', 'listen_interface', 'rpc_interface']) {
-    if (getYamlScalar(y, key) !== undefined) y = y.replace(new RegExp(`^${key}:.*$`, 'm'), `# ${key}: (disabled by cbr for the restore's maintenance start)`);
+export function sandboxYaml(o: InstanceSettings, base?: string, settings: readonly { path: string; value: unknown; remove: boolean }[] = []): string {
+  const y = CassandraYaml.parse(base ?? SANDBOX_DEFAULTS, base === undefined ? 'the sandbox defaults' : 'the --yaml file');
+  if (base === undefined && settings.some((s) => s.path === 'num_tokens') && !settings.some((s) => s.path === 'initial_token')) {
+    // cbr's single token at 0 only fits num_tokens: 1.
+    y.delete('initial_token');
   }
-  const port = getYamlScalar(y, 'storage_port') ?? '7000';
-  return setSeeds(y, `127.0.0.1:${port}`);
+  applySettings(y, settings);
+  y.setString('cluster_name', checkClusterName(o.clusterName));
+  y.set('data_file_directories', [...o.dataDirs]);
+  y.setString('commitlog_directory', o.commitlogDir);
+  y.setString('saved_caches_directory', o.savedCachesDir);
+  y.setString('hints_directory', o.hintsDir);
+  y.setString('cdc_raw_directory', o.cdcDir);
+  y.set('listen_address', o.address);
+  y.set('rpc_address', o.address);
+  for (const key of ['listen_interface', 'rpc_interface', 'broadcast_address', 'broadcast_rpc_address']) y.delete(key);
+  y.set('storage_port', o.storagePort);
+  y.set('native_transport_port', o.cqlPort);
+  y.set('start_native_transport', true);
+  setSimpleSeeds(y, `${o.address}:${o.storagePort}`);
+  return y.toString();
+}
+
+/** The node as its own only seed, through Cassandra's SimpleSeedProvider (whatever provider the file named). */
+function setSimpleSeeds(y: CassandraYaml, seeds: string): void {
+  y.set('seed_provider', [{ class_name: 'org.apache.cassandra.locator.SimpleSeedProvider', parameters: [{ seeds }] }]);
+}
+
+/** The classes that turn authentication and authorization off, per component key. */
+const ALLOW_ALL: Record<string, string> = {
+  authenticator: 'AllowAllAuthenticator',
+  authorizer: 'AllowAllAuthorizer',
+  network_authorizer: 'AllowAllNetworkAuthorizer',
+  cidr_authorizer: 'AllowAllCIDRAuthorizer',
+};
+
+/**
+ * The configuration of a restore's maintenance start: the source's cluster_name (Cassandra refuses to start
+ * when it differs from the restored system.local), no authentication, and nothing reachable from outside:
+ * loopback only, on ports chosen for this start (never the configured ones, so no client finds the node
+ * while it runs without authentication), itself as its only seed, no client TLS (cbr connects in plain).
+ */
+export function maintenanceYaml(
+  original: string,
+  o: { clusterName: string; nativePort: number; storagePort: number; data: DataSettings | null },
+): string {
+  const y = CassandraYaml.parse(original);
+  y.setString('cluster_name', checkClusterName(o.clusterName));
+  for (const [key, cls] of Object.entries(ALLOW_ALL)) {
+    if (key === 'authenticator' || key === 'authorizer' || y.has(key)) y.setComponentClass(key, cls);
+  }
+  y.set('listen_address', '127.0.0.1');
+  y.set('rpc_address', '127.0.0.1');
+  for (const key of ['listen_interface', 'rpc_interface', 'broadcast_address', 'broadcast_rpc_address', 'listen_on_broadcast_address']) y.delete(key);
+  y.set('native_transport_port', o.nativePort);
+  y.delete('native_transport_port_ssl');
+  y.set('storage_port', o.storagePort);
+  y.set('start_native_transport', true);
+  if (y.has('client_encryption_options.enabled')) y.set('client_encryption_options.enabled', false);
+  setSimpleSeeds(y, `127.0.0.1:${o.storagePort}`);
+  if (o.data) applyDataSettings(y, o.data);
+  return y.toString();
+}
+
+/** The operator's file again with the new cluster_name and the settings the restored data needs. */
+export function finalYaml(original: string, clusterName: string, data: DataSettings | null): { text: string; changes: SettingChange[] } {
+  const y = CassandraYaml.parse(original);
+  y.setString('cluster_name', checkClusterName(clusterName));
+  const changes = data ? applyDataSettings(y, data) : [];
+  return { text: y.toString(), changes };
+}
+
+/** The addresses and ports a maintenance yaml listens on (read back after a crash, when the step re-runs). */
+export function maintenanceEndpoint(text: string): { host: string; port: number } {
+  const y = CassandraYaml.parse(text);
+  return { host: String(y.get('rpc_address') ?? '127.0.0.1'), port: Number(y.get('native_transport_port') ?? 9042) };
+}
+
+export interface SettingChange {
+  key: string;
+  from: unknown;
+  to: unknown;
+}
+
+/** Cassandra 5.0's values when cassandra.yaml leaves a setting out. */
+const DEFAULTS = { num_tokens: 1, uuid_sstable_identifiers_enabled: false, 'sstable.selected_format': 'big', storage_compatibility_mode: 'CASSANDRA_4' };
+
+export function applyDataSettings(y: CassandraYaml, d: DataSettings): SettingChange[] {
+  const changes: SettingChange[] = [];
+  const put = (key: string, want: unknown, current: unknown) => {
+    if (current === want) return;
+    changes.push({ key, from: current ?? null, to: want });
+    y.set(key, want);
+  };
+  put('num_tokens', d.numTokens, numberOr(y.get('num_tokens'), DEFAULTS.num_tokens));
+  const initial = y.get('initial_token');
+  if (initial !== undefined && initial !== null && d.tokens.length > 0) {
+    const tokens = d.tokens.join(',');
+    if (String(initial).replace(/\s+/g, '') !== tokens) {
+      changes.push({ key: 'initial_token', from: String(initial).length > 60 ? `${String(initial).slice(0, 60)}…` : initial, to: `${d.tokens.length} tokens of the source` });
+      y.set('initial_token', tokens);
+    }
+  }
+  put('partitioner', d.partitioner, shortPartitioner(y.get('partitioner'), d.partitioner));
+  // UUID identifiers: needed to read UUID-named SSTables; a target that already has them on keeps them.
+  if (d.uuidSstableIdentifiers) put('uuid_sstable_identifiers_enabled', true, y.get('uuid_sstable_identifiers_enabled') ?? DEFAULTS.uuid_sstable_identifiers_enabled);
+  put('sstable.selected_format', d.sstableFormat, y.get('sstable.selected_format') ?? DEFAULTS['sstable.selected_format']);
+  put('storage_compatibility_mode', d.storageCompatibilityMode, y.get('storage_compatibility_mode') ?? DEFAULTS.storage_compatibility_mode);
+  return changes;
+}
+
+function numberOr(v: unknown, fallback: number): number {
+  const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : Number.NaN;
+  return Number.isFinite(n) ? n : fallback;
+}
+
+/** `Murmur3Partitioner` and `org.apache.cassandra.dht.Murmur3Partitioner` name the same class. */
+function shortPartitioner(current: unknown, wanted: string): unknown {
+  if (typeof current !== 'string') return current;
+  const simple = (s: string) => s.replace(/^org\.apache\.cassandra\.dht\./, '');
+  return simple(current) === simple(wanted) ? wanted : current;
 }

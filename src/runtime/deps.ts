@@ -52,7 +52,7 @@ export async function buildRestoreDeps(input: RestoreInput, opts: DepsOptions): 
   const common = await nodeDeps(input, opts);
   return {
     ...common,
-    cql: (credentials) => connectCql({ ...common.profile.cql, credentials }),
+    cql: (credentials, endpoint) => connectCql({ ...common.profile.cql, ...endpoint, credentials }),
     readPassword: async () => {
       try {
         return (await readFile(input.passwordFile, 'utf8')).replace(/\r?\n$/, '');

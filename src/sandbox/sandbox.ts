@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { waitForCql } from '../cassandra/ready.ts';
 import { classpath, findJavaHome, JDK17_MODULE_OPTIONS } from '../cassandra/java.ts';
 import { connectCql } from '../cassandra/cql.ts';
-import { sandboxYaml } from '../cassandra/yaml.ts';
+import { checkClusterName, parseSetting, sandboxYaml } from '../cassandra/yaml.ts';
 import { CbrError } from '../errors.ts';
 import { cbrHome } from '../home.ts';
 import { loadCredentials, loadProfile, type Profile } from '../profile.ts';
@@ -34,12 +34,23 @@ export interface SandboxOptions {
   timeoutMs?: number;
   /** Wait until the profile's credentials log in (default), or only until CQL answers. */
   requireAuth?: boolean;
+  /** A whole cassandra.yaml to start from (e.g. the stock 5.0 file) instead of cbr's sandbox defaults. */
+  yamlFile?: string;
+  /** cassandra.yaml settings (`--set key=value`, dotted keys nest), applied before the per-instance settings. */
+  settings?: readonly string[];
+  /** Where CQL answers when the instance runs on another configuration than its profile's (a restore's maintenance start). */
+  cql?: { host: string; port: number };
+  /** How many data_file_directories the node gets (default 1). */
+  dataDirs?: number;
+  /** The loopback address the node listens and answers CQL on (default 127.0.0.1). */
+  address?: string;
 }
 
 export interface SandboxStatus {
   name: string;
   running: boolean;
   pid: number | null;
+  cqlHost: string;
   cqlPort: number;
   jmxPort: number;
   clusterName?: string;
@@ -73,13 +84,20 @@ export async function createSandbox(name: string, opts: SandboxOptions = {}): Pr
   const env = opts.env ?? process.env;
   const dir = instanceDir(name, env);
   if (existsSync(join(dir, 'profile.json'))) throw new CbrError('CBR_ERR_SANDBOX_EXISTS', `sandbox ${name} already exists at ${dir}`);
+  const settings = (opts.settings ?? []).map(parseSetting);
+  const baseYaml = opts.yamlFile === undefined ? undefined : await readYamlFile(opts.yamlFile);
+  const address = opts.address ?? '127.0.0.1';
+  if (!/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(address)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--address must be a loopback IPv4 address (got ${JSON.stringify(address)})`);
+  const dataDirCount = opts.dataDirs ?? 1;
+  if (!Number.isInteger(dataDirCount) || dataDirCount < 1 || dataDirCount > 16) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--data-dirs must be 1 to 16');
+  const clusterName = checkClusterName(opts.clusterName ?? name);
   const dist = await ensureDistribution(opts.version ?? DEFAULT_CASSANDRA_VERSION, env);
   const javaHome = await findJavaHome(env);
   const slot = await freeSlot(env);
   const base = PORT_BASE + slot * PORTS_PER_SLOT;
   const ports = { storage: base, cql: base + 2, jmx: base + 3 };
+  const dataDirs = dataDirCount === 1 ? [join(dir, 'data')] : Array.from({ length: dataDirCount }, (_, i) => join(dir, `data${i + 1}`));
   const paths = {
-    data: join(dir, 'data'),
     commitlog: join(dir, 'commitlog'),
     savedCaches: join(dir, 'saved_caches'),
     hints: join(dir, 'hints'),
@@ -87,22 +105,24 @@ export async function createSandbox(name: string, opts: SandboxOptions = {}): Pr
     conf: join(dir, 'conf'),
     logs: join(dir, 'logs'),
   };
-  for (const p of Object.values(paths)) await mkdir(p, { recursive: true });
-  const yamlPath = join(paths.conf, 'cassandra.yaml');
-  await writeFile(
-    yamlPath,
-    sandboxYaml({
-      clusterName: opts.clusterName ?? name,
-      dataDir: paths.data,
+  const yamlText = sandboxYaml(
+    {
+      clusterName,
+      dataDirs,
       commitlogDir: paths.commitlog,
       savedCachesDir: paths.savedCaches,
       hintsDir: paths.hints,
       cdcDir: paths.cdc,
-      address: '127.0.0.1',
+      address,
       cqlPort: ports.cql,
       storagePort: ports.storage,
-    }),
+    },
+    baseYaml,
+    settings,
   );
+  for (const p of [...dataDirs, ...Object.values(paths)]) await mkdir(p, { recursive: true });
+  const yamlPath = join(paths.conf, 'cassandra.yaml');
+  await writeFile(yamlPath, yamlText);
   await writeFile(join(paths.conf, 'logback.xml'), logbackXml(paths.logs));
   // The default superuser, as Cassandra creates it on first start; restore replaces the password.
   const credentialsFile = join(paths.conf, 'credentials.json');
@@ -114,10 +134,10 @@ export async function createSandbox(name: string, opts: SandboxOptions = {}): Pr
     name,
     hostId: name,
     cassandraVersion: dist.version,
-    cql: { host: '127.0.0.1', port: ports.cql, localDc: 'datacenter1', credentialsFile },
+    cql: { host: address, port: ports.cql, localDc: 'datacenter1', credentialsFile },
     jmx: { host: '127.0.0.1', port: ports.jmx },
     java: { home: javaHome, libDir: dist.libDir },
-    dataDirs: [paths.data],
+    dataDirs,
     commitlogDir: paths.commitlog,
     savedCachesDir: paths.savedCaches,
     hintsDir: paths.hints,
@@ -133,7 +153,15 @@ export async function createSandbox(name: string, opts: SandboxOptions = {}): Pr
 export async function startSandbox(name: string, opts: SandboxOptions = {}): Promise<SandboxStatus> {
   const env = opts.env ?? process.env;
   const path = profilePath(name, env);
-  const profile = existsSync(path) ? await loadProfile(path) : await createSandbox(name, opts);
+  let profile: Profile;
+  if (existsSync(path)) {
+    if (opts.yamlFile !== undefined || opts.settings?.length || opts.dataDirs !== undefined || opts.address !== undefined) {
+      throw new CbrError('CBR_ERR_SANDBOX_EXISTS', `sandbox ${name} exists; --yaml, --set, --data-dirs and --address shape a new instance (rm it first, or edit ${join(instanceDir(name, env), 'conf', 'cassandra.yaml')})`);
+    }
+    profile = await loadProfile(path);
+  } else {
+    profile = await createSandbox(name, opts);
+  }
   await startInstance(profile, opts);
   return sandboxStatus(name, { env, probe: true });
 }
@@ -182,7 +210,7 @@ export async function startInstance(profile: Profile, opts: SandboxOptions = {})
   }
   const requireAuth = opts.requireAuth ?? true;
   await waitForCql(
-    { ...profile.cql, credentials: requireAuth ? await loadCredentials(profile.cql.credentialsFile) : undefined },
+    { ...profile.cql, ...opts.cql, credentials: requireAuth ? await loadCredentials(profile.cql.credentialsFile) : undefined },
     { timeoutMs: opts.timeoutMs ?? 180_000, requireAuth, alive: () => runningPid(dir) !== null, diagnose: () => logTail(dir) },
   );
 }
@@ -236,6 +264,7 @@ export async function sandboxStatus(
     name,
     running: pid !== null,
     pid,
+    cqlHost: profile.cql.host,
     cqlPort: profile.cql.port,
     jmxPort: profile.jmx.port,
     profilePath: path,
@@ -324,6 +353,14 @@ function portFree(port: number): Promise<boolean> {
     srv.once('error', () => resolve(false));
     srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
+}
+
+async function readYamlFile(path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    throw new CbrError('CBR_ERR_CONFIG', `cannot read --yaml ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
 }
 
 function logbackXml(logDir: string): string {

@@ -1,6 +1,10 @@
+import { readFile } from 'node:fs/promises';
 import { keyFingerprint } from '../archive/crypto.ts';
 import { readRecord } from '../catalog.ts';
+import { tableKey } from '../archive/entries.ts';
 import { listKeyspaces } from '../cassandra/layout.ts';
+import { placeTables } from '../cassandra/placement.ts';
+import { finalYaml, maintenanceYaml } from '../cassandra/yaml.ts';
 import { CbrError } from '../errors.ts';
 import type { RestoreInput, RestorePlan } from '../../machines/restore.machine.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
@@ -18,7 +22,7 @@ export const SYSTEM_KEYSPACES = new Set([
 /**
  * Everything that can be refused before a byte moves: the record is COMPLETED, the object is whole, the key is
  * the one the backup was sealed with, the password file is usable, the target is empty (or --force) and has
- * room for the unpacked data beside its current data.
+ * room for the unpacked data beside its current data; which data directory takes each table is decided here.
  */
 export async function checkRestore(deps: RestoreDeps, { ctx }: { ctx: RestoreInput }, signal: AbortSignal): Promise<RestorePlan> {
   const rec = await readRecord(deps.store, ctx.backupId, signal);
@@ -37,21 +41,41 @@ export async function checkRestore(deps: RestoreDeps, { ctx }: { ctx: RestoreInp
   const password = await deps.readPassword();
   if (password.length < 8) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'the new superuser password must have at least 8 characters');
 
+  // Both configurations the restore will write must come out of the target's cassandra.yaml now, not after the
+  // node was stopped (a file cbr cannot parse, or a cluster name no YAML can carry, ends here).
+  const yamlText = await readFile(deps.profile.cassandraYaml, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    throw new CbrError('CBR_ERR_CONFIG', `cannot read the target's cassandra.yaml ${deps.profile.cassandraYaml} (${err.code ?? err.message})`);
+  });
+  maintenanceYaml(yamlText, { clusterName: rec.clusterName, nativePort: 9042, storagePort: 7000, data: rec.settings ?? null });
+  finalYaml(yamlText, ctx.clusterName, rec.settings ?? null);
+
   const userData = (await listKeyspaces(deps.profile.dataDirs)).filter((k) => !SYSTEM_KEYSPACES.has(k));
   if (userData.length > 0 && !ctx.force) {
     throw new CbrError('CBR_ERR_TARGET_NOT_EMPTY', `target ${deps.profile.name} holds keyspaces ${userData.slice(0, 5).join(', ')}; pass --force to replace them`);
   }
-  const paths = restorePaths(deps.profile, ctx.workflowId);
-  const { free } = await deps.diskSpace(paths.stagingParent);
-  const need = Math.ceil(rec.rawBytes * 1.05) + (64 << 20);
-  if (free < need) {
-    throw new CbrError('CBR_ERR_INSUFFICIENT_SPACE', `restore needs ${Math.round(need / 2 ** 20)} MiB beside the data directory, ${Math.round(free / 2 ** 20)} MiB are free`);
+  // Each table goes whole into one of the target's data directories, spread by free space. Directories on one
+  // filesystem share its free space, so each filesystem's share is split between its directories.
+  const { stagings } = restorePaths(deps.profile, ctx.workflowId);
+  const spaces = await Promise.all(stagings.map((s) => deps.diskSpace(s.parent)));
+  const perFs = new Map<string, number>();
+  for (const s of spaces) perFs.set(`${s.free}/${s.total}`, (perFs.get(`${s.free}/${s.total}`) ?? 0) + 1);
+  const reserve = 64 << 20;
+  const room = spaces.map((s) => Math.max(0, Math.floor((s.free - reserve) / perFs.get(`${s.free}/${s.total}`)! / 1.05)));
+  const tables = new Map<string, number>();
+  for (const f of rec.files) tables.set(tableKey(f.path), (tables.get(tableKey(f.path)) ?? 0) + f.size);
+  const need = Math.ceil(rec.rawBytes * 1.05) + reserve;
+  const freeTotal = [...new Map(spaces.map((s) => [`${s.free}/${s.total}`, s.free])).values()].reduce((a, b) => a + b, 0);
+  if (freeTotal < need) {
+    throw new CbrError('CBR_ERR_INSUFFICIENT_SPACE', `restore needs ${Math.round(need / 2 ** 20)} MiB beside the data directories, ${Math.round(freeTotal / 2 ** 20)} MiB are free`);
   }
+  const placement = placeTables(tables, room);
   return {
     sourceClusterName: rec.clusterName,
     keyspaces: rec.keyspaces,
     rawBytes: rec.rawBytes,
     fileCount: rec.fileCount,
     wasRunning: await deps.service.isRunning(),
+    settings: rec.settings ?? null,
+    placement,
   };
 }

@@ -10,5 +10,5 @@ export async function finalizeRestore(deps: RestoreDeps, { ctx }: RestoreStepInp
   await writeFileAtomic(deps.profile.cql.credentialsFile, JSON.stringify({ username: ctx.superuser, password }), 0o600);
   for (const { old } of paths.moves) await rm(old, { recursive: true, force: true });
   await rm(paths.yamlOrig, { force: true });
-  await rm(paths.staging, { recursive: true, force: true });
+  for (const { staging } of paths.stagings) await rm(staging, { recursive: true, force: true });
 }

@@ -1,17 +1,22 @@
+import { readFile } from 'node:fs/promises';
 import bcrypt from 'bcryptjs';
+import { maintenanceEndpoint } from '../cassandra/yaml.ts';
 import type { RestoreStepInput } from '../../machines/restore.machine.ts';
-import type { RestoreDeps } from './restoreDeps.ts';
+import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
 
 /**
  * On the maintenance start: the new cluster_name into system.local, the source's peers out (the node must never
  * gossip with the source's cluster), the superuser's password set (created as a login superuser if the backup
- * lacks it), everything flushed, then the node stopped. Each statement is idempotent.
+ * lacks it), everything flushed, then the node stopped. Each statement is idempotent. Returns every superuser
+ * role of the restored data, so the operator sees any they did not expect.
  */
-export async function resetIdentity(deps: RestoreDeps, { ctx }: RestoreStepInput, signal: AbortSignal): Promise<void> {
-  // Re-run after a crash, the node may be down; the maintenance configuration is still in place.
-  if (!(await deps.service.isRunning())) await deps.service.start(signal);
+export async function resetIdentity(deps: RestoreDeps, { ctx }: RestoreStepInput, signal: AbortSignal): Promise<{ superusers: string[] }> {
+  // The maintenance configuration is in place (also when this re-runs after a crash): CQL answers where it says.
+  const endpoint = maintenanceEndpoint(await readFile(restorePaths(deps.profile, ctx.workflowId).yaml, 'utf8'));
+  if (!(await deps.service.isRunning())) await deps.service.start(signal, endpoint);
   const password = await deps.readPassword();
-  const cql = await deps.cql();
+  const cql = await deps.cql(undefined, endpoint);
+  let superusers: string[];
   try {
     await cql.execute("UPDATE system.local SET cluster_name = ? WHERE key = 'local'", [ctx.clusterName]);
     for (const row of await cql.execute('SELECT peer FROM system.peers')) {
@@ -24,11 +29,14 @@ export async function resetIdentity(deps: RestoreDeps, { ctx }: RestoreStepInput
       'INSERT INTO system_auth.roles (role, is_superuser, can_login, salted_hash) VALUES (?, true, true, ?)',
       [ctx.superuser, jbcryptHash(password)],
     );
+    const roles = await cql.execute('SELECT role, is_superuser FROM system_auth.roles');
+    superusers = roles.filter((r) => r['is_superuser'] === true).map((r) => String(r['role'])).sort();
   } finally {
     await cql.close();
   }
   await deps.nodetool.flush(undefined, undefined, signal);
   await deps.service.stop(signal);
+  return { superusers };
 }
 
 /** bcrypt, cost 10, with the `$2a$` prefix: Cassandra's jBCrypt accepts no other (bcryptjs writes `$2b$`). */

@@ -1,4 +1,5 @@
 import { packArchive } from '../archive/pack.ts';
+import { checkPackEntries } from '../archive/entries.ts';
 import { archiveName } from '../archive/format.ts';
 import { listSnapshotFiles } from '../cassandra/layout.ts';
 import { CbrError } from '../errors.ts';
@@ -12,6 +13,8 @@ import type { BackupDeps } from './deps.ts';
 export async function streamArchive(deps: BackupDeps, { ctx }: StepInput, signal: AbortSignal): Promise<BackupResult> {
   const files = await listSnapshotFiles(deps.profile.dataDirs, ctx.backupId);
   if (files.length === 0) throw new CbrError('CBR_ERR_SNAPSHOT_FAILED', `snapshot ${ctx.backupId} has no files`);
+  // The restore's own entry check, now: a file it would refuse stops the backup before a byte is stored.
+  checkPackEntries(files.map((f) => f.archivePath));
   const objectKey = `${ctx.backupId}/${archiveName(ctx.compression, deps.key !== null)}`;
   const { stream, result } = packArchive(files, {
     compression: ctx.compression,

@@ -4,8 +4,8 @@ import type { RestoreStepInput } from '../../machines/restore.machine.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
 
 /**
- * Moves the target's data, commitlog, saved caches and hints aside (`<dir>.cbr-old-<id>`) and the verified
- * staging directory into the data directory's place. Renames only, on one filesystem; each move is skipped
+ * Moves the target's data, commitlog, saved caches and hints aside (`<dir>.cbr-old-<id>`) and each verified
+ * staging directory into its data directory's place. Renames only, on one filesystem; each move is skipped
  * when already done, so a re-run after a crash finishes the job.
  */
 export async function swapDataDirs(deps: RestoreDeps, { ctx }: RestoreStepInput): Promise<void> {
@@ -15,10 +15,10 @@ export async function swapDataDirs(deps: RestoreDeps, { ctx }: RestoreStepInput)
     if (existsSync(live)) await rename(live, old);
     else await mkdir(old, { recursive: true });
   }
-  const [first, ...others] = paths.moves;
-  if (existsSync(paths.staging)) {
-    if (existsSync(first!.live)) throw new Error(`${first!.live} exists while staging is not yet moved`);
-    await rename(paths.staging, first!.live);
+  for (const { live, staging } of paths.stagings) {
+    if (!existsSync(staging)) continue;
+    if (existsSync(live)) throw new Error(`${live} exists while its staging directory is not yet moved`);
+    await rename(staging, live);
   }
-  for (const { live } of others) await mkdir(live, { recursive: true });
+  for (const { live } of paths.moves) await mkdir(live, { recursive: true });
 }

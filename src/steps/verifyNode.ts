@@ -1,9 +1,13 @@
+import { readDataSettings } from '../cassandra/dataSettings.ts';
 import { CbrError } from '../errors.ts';
-import type { StepInput } from '../../machines/backup.machine.ts';
+import type { NodeFacts, StepInput } from '../../machines/backup.machine.ts';
 import type { BackupDeps } from './deps.ts';
 
-/** The node must be running and answer both JMX (nodetool) and CQL before a snapshot is taken. */
-export async function verifyNode(deps: BackupDeps, _input: StepInput, signal: AbortSignal) {
+/**
+ * The node must be running and answer both JMX (nodetool) and CQL before a snapshot is taken; the settings its
+ * data depends on travel with the backup.
+ */
+export async function verifyNode(deps: BackupDeps, _input: StepInput, signal: AbortSignal): Promise<NodeFacts> {
   if (!(await deps.service.isRunning())) throw new CbrError('CBR_ERR_NODE_NOT_RUNNING', `Cassandra on ${deps.profile.name} is not running`);
   const status = await deps.nodetool.status(signal).catch((err: CbrError) => {
     throw new CbrError('CBR_ERR_NODE_NOT_RUNNING', `JMX does not answer on ${deps.profile.name}: ${err.message}`);
@@ -12,7 +16,11 @@ export async function verifyNode(deps: BackupDeps, _input: StepInput, signal: Ab
   const cql = await deps.cql();
   try {
     const [row] = await cql.execute('SELECT cluster_name, release_version FROM system.local');
-    return { clusterName: String(row?.['cluster_name'] ?? ''), cassandraVersion: String(row?.['release_version'] ?? '') };
+    return {
+      clusterName: String(row?.['cluster_name'] ?? ''),
+      cassandraVersion: String(row?.['release_version'] ?? ''),
+      settings: await readDataSettings(cql),
+    };
   } finally {
     await cql.close();
   }

@@ -41,6 +41,7 @@ export async function writeRecord(
     fileCount: files.length,
     keyspaces: [...new Set(files.map((f) => f.keyspace))].filter((k) => !SYSTEM_KEYSPACES.has(k)).sort(),
     files: files.map((f) => ({ path: f.archivePath, size: f.size })),
+    ...(input.node?.settings ? { settings: input.node.settings } : {}),
   };
   await putRecord(deps.store, record, signal);
 }

@@ -1,21 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { nodetoolMessage, parseListSnapshots } from '../../src/cassandra/nodetool.ts';
-import { getYamlScalar, setYamlScalar } from '../../src/cassandra/yaml.ts';
-
-describe('cassandra.yaml scalar edits', () => {
-  const yaml = "# comment\ncluster_name: 'Old Name'\nauthenticator: PasswordAuthenticator\nseed_provider:\n  - class_name: x\n";
-  it('replaces one line and keeps the rest', () => {
-    const out = setYamlScalar(yaml, 'cluster_name', "it's new");
-    assert.equal(getYamlScalar(out, 'cluster_name'), "it's new");
-    assert.equal(out.split('\n').length, yaml.split('\n').length);
-    assert.match(out, /^# comment$/m);
-    assert.equal(getYamlScalar(setYamlScalar(out, 'authenticator', 'AllowAllAuthenticator'), 'authenticator'), 'AllowAllAuthenticator');
-  });
-  it('appends a missing key', () => {
-    assert.equal(getYamlScalar(setYamlScalar(yaml, 'rpc_address', '127.0.0.1'), 'rpc_address'), '127.0.0.1');
-  });
-});
 
 describe('nodetool output', () => {
   it('parses listsnapshots', () => {

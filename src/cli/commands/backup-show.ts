@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { checkId, readRecord } from '../../catalog.ts';
+import { describeDataSettings } from '../../cassandra/dataSettings.ts';
 import { CbrError } from '../../errors.ts';
 import { StateStore } from '../../state/store.ts';
 import { commonOptions, openStorage, stateDbPath } from '../context.ts';
@@ -34,6 +35,7 @@ export const command: Command = {
         ['files', String(rec.fileCount)],
         ['keyspaces', rec.keyspaces.join(', ') || '(none)'],
         ['object', rec.object],
+        ['settings', rec.settings ? describeDataSettings(rec.settings).join(', ') : '(not recorded: an older backup)'],
       ];
       io.stdout(`${fields.map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n')}\n`);
       if (values.files) io.stdout(`${rec.files.map((f) => `  ${f.path} ${f.size}`).join('\n')}\n`);

@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { checkId } from '../../catalog.ts';
+import { checkClusterName } from '../../cassandra/yaml.ts';
 import { CbrError, fromErrorInfo } from '../../errors.ts';
 import { writeFileAtomic } from '../../fsutil.ts';
 import { cbrHome } from '../../home.ts';
@@ -73,7 +74,7 @@ export const command: Command = {
     if (!/^[A-Za-z_][A-Za-z0-9_]{0,47}$/.test(values.superuser)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--superuser must be a plain role name');
     if (values['decrypt-key-file'] && values['decrypt-key-env']) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'give one of --decrypt-key-file and --decrypt-key-env');
     const clusterName = values['cluster-name'] ?? instance;
-    if (!/^[A-Za-z0-9 _.-]{1,64}$/.test(clusterName)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--cluster-name may hold letters, digits, space, _ . -');
+    checkClusterName(clusterName);
 
     let profilePath: string;
     if (values.sandbox) {
@@ -140,12 +141,16 @@ export const command: Command = {
         profilePath,
         cassandraStarts: ctx.starts,
         keyspaces: ctx.plan?.keyspaces ?? [],
+        superusers: ctx.superusers,
+        settingChanges: ctx.settingChanges,
         warnings: ctx.warnings,
       };
       if (values.json) printJson(io, out);
       else {
         io.stdout(`instance ${instance} restored from backup ${backupId}: cluster ${clusterName}, ${ctx.starts} Cassandra starts\n`);
         io.stdout(`profile   ${profilePath}\npassword  ${passwordFile}${generated ? ' (generated, mode 0600)' : ''}\n`);
+        io.stdout(`superusers ${ctx.superusers.join(', ') || '(none)'} (every superuser role of the restored data)\n`);
+        for (const c of ctx.settingChanges) io.stdout(`changed   ${c.key}: ${JSON.stringify(c.from)} -> ${JSON.stringify(c.to)} (the restored data needs it)\n`);
         for (const w of ctx.warnings) io.stderr(`warning: ${w}\n`);
       }
       return 0;

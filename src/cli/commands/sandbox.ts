@@ -11,7 +11,7 @@ import {
 import { type CliIO, type Command, parse, printJson } from '../io.ts';
 
 const usage =
-  'cbr sandbox start <name> [--cluster-name N] [--version V] [--heap 768M] | stop <name> | status [<name>] | rm <name> | fetch [--version V]  [--json]';
+  'cbr sandbox start <name> [--cluster-name N] [--version V] [--heap 768M] [--yaml FILE] [--set key=value ...] [--data-dirs N] [--address 127.0.0.X] | stop <name> | status [<name>] | rm <name> | fetch [--version V]  [--json]';
 
 export const command: Command = {
   summary: 'Run throwaway real Cassandra 5.0 nodes from Maven Central jars (start, stop, status, rm, fetch).',
@@ -24,6 +24,10 @@ export const command: Command = {
         'cluster-name': { type: 'string' },
         version: { type: 'string' },
         heap: { type: 'string' },
+        yaml: { type: 'string' },
+        set: { type: 'string', multiple: true },
+        'data-dirs': { type: 'string' },
+        address: { type: 'string' },
       },
       usage,
     );
@@ -51,6 +55,10 @@ export const command: Command = {
           ...(values.version ? { version: values.version } : {}),
           ...(values['cluster-name'] ? { clusterName: values['cluster-name'] } : {}),
           ...(values.heap ? { heap: values.heap } : {}),
+          ...(values.yaml ? { yamlFile: values.yaml } : {}),
+          ...(values.set?.length ? { settings: values.set } : {}),
+          ...(values['data-dirs'] ? { dataDirs: Number(values['data-dirs']) } : {}),
+          ...(values.address ? { address: values.address } : {}),
         });
         const out = { ...status, startSeconds: (Date.now() - t0) / 1000 };
         if (values.json) printJson(io, out);
@@ -84,7 +92,7 @@ export const command: Command = {
 
 function describe(s: SandboxStatus): string {
   const state = s.running ? `running (pid ${s.pid}, Cassandra ${s.releaseVersion ?? '?'}, cluster ${s.clusterName ?? '?'})` : 'stopped';
-  return `${s.name}: ${state}\n  cql 127.0.0.1:${s.cqlPort}  jmx ${s.jmxPort}\n  profile ${s.profilePath}\n  log ${s.logFile}`;
+  return `${s.name}: ${state}\n  cql ${s.cqlHost}:${s.cqlPort}  jmx ${s.jmxPort}\n  profile ${s.profilePath}\n  log ${s.logFile}`;
 }
 
 export type { CliIO };

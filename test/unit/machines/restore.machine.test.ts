@@ -28,14 +28,20 @@ function fakes(opts: { fail?: string; wasRunning?: boolean; gate?: { step: strin
       if (opts.fail === name) throw new CbrError('CBR_ERR_ARCHIVE_CORRUPT', `${name} broke`);
       return out;
     });
-  const plan = { sourceClusterName: 'alpha', keyspaces: ['ks'], rawBytes: 10, fileCount: 2, wasRunning: opts.wasRunning ?? true };
+  const plan = { sourceClusterName: 'alpha', keyspaces: ['ks'], rawBytes: 10, fileCount: 2, wasRunning: opts.wasRunning ?? true, settings: null, placement: {} };
   const steps = [
-    'stopNode', 'swapDataDirs', 'chownData', 'startMaintenance', 'resetIdentity', 'writeFinalConfig', 'startNode',
+    'stopNode', 'swapDataDirs', 'chownData', 'startMaintenance', 'startNode',
     'verifyRestore', 'finalizeRestore', 'restoreConfig', 'restoreDataDirs', 'discardStaging',
   ] as const;
   const actors = Object.fromEntries(steps.map((s) => [s, mk<void>(s, undefined)]));
   const machine = restoreMachine.provide({
-    actors: { ...actors, checkRestore: mk('checkRestore', plan), unpackBackup: mk('unpackBackup', { files: 2, bytes: 10 }) } as never,
+    actors: {
+      ...actors,
+      checkRestore: mk('checkRestore', plan),
+      unpackBackup: mk('unpackBackup', { files: 2, bytes: 10 }),
+      resetIdentity: mk('resetIdentity', { superusers: ['cassandra', 'ops'] }),
+      writeFinalConfig: mk('writeFinalConfig', { changes: [{ key: 'num_tokens', from: 16, to: 256 }] }),
+    } as never,
   });
   return { calls, machine };
 }
@@ -46,6 +52,8 @@ describe('restore machine', () => {
     const actor = createActor(machine, { input }).start();
     await toPromise(actor);
     assert.equal(actor.getSnapshot().value, 'completed');
+    assert.deepEqual(actor.getSnapshot().context.superusers, ['cassandra', 'ops'], 'the superusers found travel to the result');
+    assert.deepEqual(actor.getSnapshot().context.settingChanges, [{ key: 'num_tokens', from: 16, to: 256 }]);
     assert.deepEqual(calls, [
       'checkRestore', 'unpackBackup', 'stopNode', 'swapDataDirs', 'chownData', 'startMaintenance', 'resetIdentity',
       'writeFinalConfig', 'startNode', 'verifyRestore', 'finalizeRestore',
