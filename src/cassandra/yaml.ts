@@ -46,6 +46,13 @@ export class CassandraYaml {
     this.doc.setIn(keys, this.doc.createNode(value));
   }
 
+  /** Sets a value inside existing sequences (`['seed_provider', 0, ...]`); the path must exist up to the last key. */
+  setSeq(keys: readonly (string | number)[], value: string): void {
+    const node = new Scalar(value);
+    node.type = Scalar.QUOTE_DOUBLE;
+    this.doc.setIn(keys, node);
+  }
+
   /** A string written double-quoted, whatever it holds (names, addresses, paths). */
   setString(path: string, value: string): void {
     const node = new Scalar(value);
@@ -189,8 +196,17 @@ export function sandboxYaml(o: InstanceSettings, base?: string, settings: readon
   return y.toString();
 }
 
-/** The node as its own only seed, through Cassandra's SimpleSeedProvider (whatever provider the file named). */
+/**
+ * The node as its own only seed, through Cassandra's SimpleSeedProvider: only the `seeds` value changes where
+ * the file already uses that provider (its comments stay), any other provider is replaced.
+ */
 function setSimpleSeeds(y: CassandraYaml, seeds: string): void {
+  const provider = y.get('seed_provider') as { class_name?: unknown; parameters?: { seeds?: unknown }[] }[] | undefined;
+  const first = Array.isArray(provider) ? provider[0] : undefined;
+  if (provider?.length === 1 && /(^|\.)SimpleSeedProvider$/.test(String(first?.class_name)) && first?.parameters?.length === 1) {
+    y.setSeq(['seed_provider', 0, 'parameters', 0, 'seeds'], seeds);
+    return;
+  }
   y.set('seed_provider', [{ class_name: 'org.apache.cassandra.locator.SimpleSeedProvider', parameters: [{ seeds }] }]);
 }
 

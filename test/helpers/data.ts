@@ -66,3 +66,27 @@ function replacer(_key: string, value: unknown): unknown {
   if (v && v.type === 'Buffer' && Array.isArray(v.data)) return `sha1:${createHash('sha1').update(Buffer.from(v.data)).digest('hex')}`;
   return value;
 }
+
+/** A CQL identifier, quoted (mixed-case names need it). */
+export function quoteId(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+/**
+ * A SHA-256 per table and materialized view of the given keyspaces over all its rows (sorted), keyed
+ * `ks.table`: equal maps mean equal data, and a differing table is named.
+ */
+export async function tableChecksums(cql: CqlSession, keyspaces: string[]): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const ks of keyspaces) {
+    const tables = await cql.execute('SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?', [ks]);
+    const views = await cql.execute('SELECT view_name FROM system_schema.views WHERE keyspace_name = ?', [ks]);
+    const names = [...tables.map((t) => String(t['table_name'])), ...views.map((v) => String(v['view_name']))].sort();
+    for (const name of names) {
+      const rows = await cql.execute(`SELECT * FROM ${quoteId(ks)}.${quoteId(name)}`);
+      const lines = rows.map((r) => JSON.stringify(r, replacer)).sort();
+      out[`${ks}.${name}`] = `${rows.length}:${createHash('sha256').update(lines.join('\n')).digest('hex').slice(0, 16)}`;
+    }
+  }
+  return out;
+}

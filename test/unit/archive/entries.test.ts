@@ -52,7 +52,7 @@ describe('archive entry names: one check at pack and unpack time', () => {
 
 describe('placing tables in data directories', () => {
   it('spreads tables over every directory by free space, none overfilled', () => {
-    const tables = new Map(Array.from({ length: 30 }, (_, i) => [`ks/t${i}-x`, 1000 + i * 100] as const));
+    const tables = new Map<string, number>(Array.from({ length: 30 }, (_, i) => [`ks/t${i}-x`, 1000 + i * 100]));
     const placement = placeTables(tables, [1e6, 1e6, 1e6]);
     const load = [0, 0, 0];
     for (const [k, d] of Object.entries(placement)) load[d]! += tables.get(k)!;

@@ -1,0 +1,249 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { parse } from 'yaml';
+import type { CqlSession } from '../../../src/cassandra/cql.ts';
+import { connectCql } from '../../../src/cassandra/cql.ts';
+import type { BackupRecord } from '../../../src/catalog.ts';
+import { loadProfile, type Profile } from '../../../src/profile.ts';
+import { profilePath } from '../../../src/sandbox/sandbox.ts';
+import { cbr } from '../../helpers/cli.ts';
+import { cqlFor, tableChecksums } from '../../helpers/data.ts';
+import { REPO, scratchDir, testEnv } from '../../helpers/env.ts';
+
+/**
+ * Restores the way operators run Cassandra 5.0: a source with BTI SSTables, UUID SSTable identifiers, 256 tokens,
+ * two data directories and CQL on 127.0.0.2, holding SAI indexes on several tables, a legacy secondary index,
+ * a materialized view and quoted mixed-case names; targets running an operator-style cassandra.yaml (block
+ * authenticators, num_tokens 16, three data directories, CQL on 127.0.0.3) and a fresh sandbox.
+ */
+
+const FIXTURE_YAML = join(REPO, 'test', 'fixtures', 'operator-cassandra-5.0.yaml');
+const KEYSPACES = ['rn', 'rn_two'];
+
+/** Queries that go through each index and the view; each must return the same rows after the restore. */
+const INDEX_QUERIES = [
+  "SELECT id FROM rn.users WHERE email = 'user-17@example.com'", // SAI, equality
+  'SELECT id FROM rn.users WHERE age > 30 AND age < 34', // SAI, range
+  "SELECT id FROM rn.users WHERE city = 'city-3'", // legacy secondary index
+  "SELECT ts FROM rn.events WHERE kind = 'click'", // SAI on another table
+  `SELECT "Id" FROM rn."MixedCase" WHERE "Label" = 'label-7'`, // SAI on a quoted mixed-case table
+  "SELECT id FROM rn.users_by_city WHERE city = 'city-5'", // materialized view
+  "SELECT k FROM rn_two.notes WHERE body = 'note-4'", // SAI in a second keyspace
+];
+
+async function indexAnswers(cql: CqlSession): Promise<string[]> {
+  const out: string[] = [];
+  for (const q of INDEX_QUERIES) {
+    const rows = await cql.execute(q);
+    out.push(`${q} -> ${rows.map((r) => JSON.stringify(Object.values(r))).sort().join(',')}`);
+  }
+  return out;
+}
+
+function profileFile(name: string): string {
+  return profilePath(name, testEnv);
+}
+
+async function retry<T>(fn: () => Promise<T>, tries = 20): Promise<T> {
+  let last: unknown;
+  for (let i = 0; i < tries; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      last = err;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+  throw last;
+}
+
+describe('restore on operators’ real nodes: SAI, 2i, BTI, UUID ids, MV, several data dirs, operator yaml', () => {
+  let env: NodeJS.ProcessEnv;
+  let source: Profile;
+  let sourceCql: CqlSession;
+  let backupId: string;
+  let record: BackupRecord;
+  let sourceSums: Record<string, string>;
+  let sourceAnswers: string[];
+  let sourceTokens: string[];
+
+  before(async () => {
+    env = {
+      ...testEnv,
+      CBR_STORAGE_ROOT: scratchDir('real-nodes-storage'),
+      CBR_STATE_DB: join(scratchDir('real-nodes-state'), 'state.db'),
+    };
+    const started = await cbr(
+      [
+        'sandbox', 'start', 'rn-src', '--address', '127.0.0.2', '--data-dirs', '2', '--cluster-name', 'Real Source',
+        '--set', 'storage_compatibility_mode=NONE', '--set', 'sstable.selected_format=bti',
+        '--set', 'uuid_sstable_identifiers_enabled=true', '--set', 'num_tokens=256',
+        '--set', 'materialized_views_enabled=true', '--set', 'auto_snapshot=true', '--json',
+      ],
+      env,
+    );
+    assert.equal(started.code, 0, started.err);
+    source = await loadProfile(profileFile('rn-src'));
+    assert.equal(source.cql.host, '127.0.0.2');
+    sourceCql = await cqlFor(source);
+    const c = sourceCql;
+    for (const ks of KEYSPACES) await c.execute(`CREATE KEYSPACE ${ks} WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}`);
+    await c.execute('CREATE TABLE rn.users (id int PRIMARY KEY, email text, city text, age int, name text)');
+    await c.execute("CREATE INDEX users_email ON rn.users (email) USING 'sai'");
+    await c.execute("CREATE INDEX users_age ON rn.users (age) USING 'sai'");
+    await c.execute('CREATE INDEX users_city ON rn.users (city)');
+    await c.execute('CREATE MATERIALIZED VIEW rn.users_by_city AS SELECT * FROM rn.users WHERE city IS NOT NULL AND id IS NOT NULL PRIMARY KEY (city, id)');
+    await c.execute('CREATE TABLE rn.events (day text, ts int, kind text, payload blob, PRIMARY KEY (day, ts))');
+    await c.execute("CREATE INDEX events_kind ON rn.events (kind) USING 'sai'");
+    await c.execute('CREATE TABLE rn."MixedCase" ("Id" int PRIMARY KEY, "Label" text)');
+    await c.execute(`CREATE INDEX "MixedLabel" ON rn."MixedCase" ("Label") USING 'sai'`);
+    await c.execute('CREATE TABLE rn_two.notes (k int PRIMARY KEY, body text)');
+    await c.execute("CREATE INDEX notes_body ON rn_two.notes (body) USING 'sai'");
+    await c.execute('CREATE TABLE rn.gone (k int PRIMARY KEY, v text)');
+    for (let i = 0; i < 1500; i++) {
+      await c.execute('INSERT INTO rn.users (id, email, city, age, name) VALUES (?, ?, ?, ?, ?)', [i, `user-${i}@example.com`, `city-${i % 11}`, 18 + (i % 60), `User ${i}`]);
+      if (i < 600) await c.execute('INSERT INTO rn.events (day, ts, kind, payload) VALUES (?, ?, ?, ?)', [`d${i % 7}`, i, ['click', 'view', 'buy'][i % 3], randomBytes(512)]);
+      if (i < 300) await c.execute('INSERT INTO rn."MixedCase" ("Id", "Label") VALUES (?, ?)', [i, `label-${i % 20}`]);
+      if (i < 200) await c.execute('INSERT INTO rn_two.notes (k, body) VALUES (?, ?)', [i, `note-${i % 9}`]);
+      if (i < 50) await c.execute('INSERT INTO rn.gone (k, v) VALUES (?, ?)', [i, `bye-${i}`]);
+    }
+    // A role the operator of the restored node should be told about.
+    await c.execute("CREATE ROLE ops_admin WITH SUPERUSER = true AND LOGIN = true AND PASSWORD = 'ops-admin-pw'");
+    // Dropped before the backup: auto_snapshot leaves its directory with a `dropped-...` snapshot behind.
+    await c.execute('DROP TABLE rn.gone');
+
+    sourceSums = await tableChecksums(c, KEYSPACES);
+    sourceAnswers = await indexAnswers(c);
+    const [local] = await c.execute('SELECT tokens FROM system.local');
+    sourceTokens = [...(local?.['tokens'] as Iterable<string>)].map(String).sort();
+    assert.equal(sourceTokens.length, 256);
+
+    const made = await cbr(['backup-create', 'real-nodes', '--config', profileFile('rn-src'), '--json'], env);
+    assert.equal(made.code, 0, made.err);
+    backupId = String(made.json()['id']);
+    const storage = String(env['CBR_STORAGE_ROOT']);
+    record = JSON.parse(readFileSync(join(storage, 'database_backups', backupId, 'backup.json'), 'utf8')) as BackupRecord;
+    // Created after the snapshot: not in the backup, not on any restored node.
+    await c.execute('CREATE TABLE rn.later (k int PRIMARY KEY)');
+    await c.execute('INSERT INTO rn.later (k) VALUES (1)');
+  });
+
+  after(async () => {
+    await sourceCql?.close();
+  });
+
+  it('the backup holds every 5.0 component and the settings the data depends on', async () => {
+    const paths = record.files.map((f) => f.path);
+    const has = (re: RegExp, what: string) => assert.ok(paths.some((p) => re.test(p)), `${what} in the archive`);
+    has(/-bti-Partitions\.db$/, 'BTI Partitions.db');
+    has(/-bti-Rows\.db$/, 'BTI Rows.db');
+    has(/^rn\/users-[0-9a-f]{32}\/da-[0-9a-z]{4}_[0-9a-z]{4}_[0-9a-z]{18}-bti-Data\.db$/, 'a UUID-named SSTable');
+    has(/-SAI\+[a-z]{2}\+GroupComplete\.db$/, 'SAI per-SSTable component');
+    has(/-SAI\+[a-z]{2}\+users_email\+/, 'SAI per-index component');
+    has(/-SAI\+[a-z]{2}\+MixedLabel\+/, 'SAI component of a mixed-case index');
+    has(/^rn\/users-[0-9a-f]{32}\/\.users_city\/.+-Data\.db$/, 'legacy secondary index SSTable');
+    has(/^rn\/users_by_city-[0-9a-f]{32}\/.+-Data\.db$/, 'materialized view SSTable');
+    has(/^rn\/MixedCase-[0-9a-f]{32}\//, 'quoted mixed-case table');
+    assert.ok(!paths.some((p) => p.startsWith('rn/gone-')), 'the dropped table is not in the backup');
+    assert.ok(!paths.some((p) => p.startsWith('rn/later-')), 'a table created after the snapshot is not in the backup');
+    assert.deepEqual(record.settings, {
+      numTokens: 256,
+      tokens: record.settings?.tokens,
+      partitioner: 'org.apache.cassandra.dht.Murmur3Partitioner',
+      uuidSstableIdentifiers: true,
+      sstableFormat: 'bti',
+      storageCompatibilityMode: 'NONE',
+    });
+    assert.deepEqual([...(record.settings?.tokens ?? [])].sort(), sourceTokens);
+    const shown = await cbr(['backup-show', backupId], env);
+    assert.match(shown.out, /settings\s+num_tokens 256, partitioner Murmur3Partitioner, uuid_sstable_identifiers_enabled true, sstable.selected_format bti, storage_compatibility_mode NONE/);
+  });
+
+  it('restores onto a node running an operator cassandra.yaml: block authenticators, 16 tokens, 3 data dirs, CQL on 127.0.0.3', async () => {
+    const started = await cbr(
+      [
+        'sandbox', 'start', 'rn-ops', '--yaml', FIXTURE_YAML, '--data-dirs', '3', '--address', '127.0.0.3',
+        '--set', 'authenticator.class_name=PasswordAuthenticator', '--set', 'authorizer.class_name=CassandraAuthorizer', '--json',
+      ],
+      env,
+    );
+    assert.equal(started.code, 0, started.err);
+    const target = await loadProfile(profileFile('rn-ops'));
+    const before = parse(readFileSync(target.cassandraYaml, 'utf8'));
+    assert.equal(before.num_tokens, 16);
+    assert.deepEqual(before.authenticator, { class_name: 'PasswordAuthenticator' });
+
+    const pwFile = join(scratchDir('rn-pw'), 'ops.pw');
+    const password = `ops-${randomBytes(8).toString('hex')}`;
+    writeFileSync(pwFile, `${password}\n`, { mode: 0o600 });
+    const res = await cbr(['create', 'rn-ops', '--backup', backupId, '--config', profileFile('rn-ops'), '--password-file', pwFile, '--cluster-name', "Ops 'Restored'", '--json'], env);
+    assert.equal(res.code, 0, res.err + res.out);
+    const out = res.json() as Record<string, unknown> & { settingChanges: { key: string; from: unknown; to: unknown }[]; superusers: string[] };
+    assert.deepEqual(out.superusers, ['cassandra', 'ops_admin'], 'every superuser role of the restored data is listed');
+    const changed = Object.fromEntries(out.settingChanges.map((c) => [c.key, [c.from, c.to]]));
+    assert.deepEqual(changed['num_tokens'], [16, 256]);
+    assert.deepEqual(changed['uuid_sstable_identifiers_enabled'], [false, true]);
+    assert.deepEqual(changed['sstable.selected_format'], ['big', 'bti']);
+    assert.deepEqual(changed['storage_compatibility_mode'], ['CASSANDRA_4', 'NONE']);
+
+    // The operator's file: only the cluster name and those settings changed; block form and comments kept.
+    const text = readFileSync(target.cassandraYaml, 'utf8');
+    const after = parse(text, { version: '1.1' });
+    assert.equal(after.cluster_name, "Ops 'Restored'");
+    assert.deepEqual(after.authenticator, { class_name: 'PasswordAuthenticator' });
+    assert.deepEqual(after.authorizer, { class_name: 'CassandraAuthorizer' });
+    assert.equal(after.rpc_address, '127.0.0.3');
+    assert.equal(after.native_transport_port, target.cql.port);
+    assert.equal(after.num_tokens, 256);
+    assert.equal(after.allocate_tokens_for_local_replication_factor, before.allocate_tokens_for_local_replication_factor);
+    const fixtureComments = readFileSync(FIXTURE_YAML, 'utf8').split('\n').filter((l) => /^\s*#/.test(l));
+    const lost = fixtureComments.filter((c) => !text.includes(c.trim()));
+    assert.deepEqual(lost, [], 'every comment of the operator file is kept');
+
+    const cql = await retry(() => connectCql({ ...target.cql, credentials: { username: 'cassandra', password } }));
+    try {
+      assert.equal(target.cql.host, '127.0.0.3');
+      const [local] = await cql.execute('SELECT cluster_name, tokens FROM system.local');
+      assert.equal(local?.['cluster_name'], "Ops 'Restored'");
+      assert.deepEqual([...(local?.['tokens'] as Iterable<string>)].map(String).sort(), sourceTokens, 'the source tokens');
+      assert.deepEqual(await tableChecksums(cql, KEYSPACES), sourceSums, 'every table and view has the rows of the source');
+      assert.deepEqual(await indexAnswers(cql), sourceAnswers, 'each index answers as on the source');
+      const tables = (await cql.execute("SELECT table_name FROM system_schema.tables WHERE keyspace_name = 'rn'")).map((r) => r['table_name']);
+      assert.ok(!tables.includes('later') && !tables.includes('gone'), `neither the later nor the dropped table: ${tables}`);
+    } finally {
+      await cql.close();
+    }
+    // Every data directory holds restored tables; none holds the dropped table's leftovers.
+    for (const dir of target.dataDirs) {
+      const tableDirs = KEYSPACES.concat(['system', 'system_schema']).flatMap((ks) => (existsSync(join(dir, ks)) ? readdirSync(join(dir, ks)) : []));
+      assert.ok(tableDirs.length > 0, `${dir} holds restored tables`);
+      assert.ok(!tableDirs.some((t) => t.startsWith('gone-')), `${dir} holds no leftovers of the dropped table`);
+    }
+    const leftovers = readdirSync(join(target.dataDirs[0]!, '..')).filter((f) => f.includes('.cbr-'));
+    assert.deepEqual(leftovers, [], 'no staging or old directories left');
+  });
+
+  it('restores as a new sandbox (its generated yaml takes the UUID, BTI and token settings) under a YAML-1.1-tricky name', async () => {
+    const res = await cbr(['create', 'rn-copy', '--backup', backupId, '--sandbox', '--cluster-name', 'yes', '--json'], env);
+    assert.equal(res.code, 0, res.err + res.out);
+    const out = res.json();
+    const profile = await loadProfile(String(out['profilePath']));
+    const yaml = parse(readFileSync(profile.cassandraYaml, 'utf8'), { version: '1.1' });
+    assert.equal(yaml.cluster_name, 'yes', 'a YAML 1.1 boolean word stays a string');
+    assert.equal(yaml.uuid_sstable_identifiers_enabled, true);
+    assert.equal(yaml.num_tokens, 256);
+    const cql = await retry(() => cqlFor(profile));
+    try {
+      const [local] = await cql.execute('SELECT cluster_name FROM system.local');
+      assert.equal(local?.['cluster_name'], 'yes');
+      assert.deepEqual(await tableChecksums(cql, KEYSPACES), sourceSums);
+      assert.deepEqual(await indexAnswers(cql), sourceAnswers);
+    } finally {
+      await cql.close();
+    }
+    await cbr(['sandbox', 'rm', 'rn-copy'], env);
+  });
+});
