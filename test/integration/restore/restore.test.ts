@@ -93,7 +93,7 @@ describe('restore: a backup becomes a new, independent single-node instance', ()
       'the source password does not work on the restored node',
     );
     const yaml = readFileSync(bravoProfile.cassandraYaml, 'utf8');
-    assert.match(yaml, /^cluster_name: bravo$/m);
+    assert.match(yaml, /^cluster_name: "bravo"$/m);
     assert.match(yaml, /^authenticator: PasswordAuthenticator$/m);
     assert.deepEqual(await loadCredentials(bravoProfile.cql.credentialsFile), { username: 'cassandra', password: newPassword });
 
