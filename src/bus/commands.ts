@@ -62,7 +62,8 @@ const HOST = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const NAME = /^[A-Za-z][A-Za-z0-9_-]{0,47}$/;
 const ENV = /^[A-Z_][A-Z0-9_]{0,63}$/;
 const ROLE = /^[A-Za-z_][A-Za-z0-9_]{0,47}$/;
-const CLUSTER = /^[A-Za-z0-9 _.-]{1,64}$/;
+/** Any one-line printable name (quoted in cassandra.yaml by the restore), as `cbr create --cluster-name` takes. */
+const CLUSTER = /^[^\u0000-\u001f\u007f-\u009f\u2028\u2029]{1,256}$/;
 
 type FieldSpec = { type: 'string'; re?: RegExp; max?: number; absPath?: boolean } | { type: 'number'; min: number; max: number } | { type: 'boolean' } | { type: 'enum'; values: readonly string[] };
 

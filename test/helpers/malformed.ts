@@ -50,7 +50,7 @@ export function malformedCommands(host: string): { label: string; body: Buffer; 
     ['restore.create bad instanceName', p('restore.create', { backupId: 'b1', instanceName: 'rm -rf /' })],
     ['restore.create force not boolean', p('restore.create', { backupId: 'b1', instanceName: 'x', force: 'yes' })],
     ['restore.create superuser injection', p('restore.create', { backupId: 'b1', instanceName: 'x', superuser: "x' OR '1'='1" })],
-    ['restore.create cluster name too long', p('restore.create', { backupId: 'b1', instanceName: 'x', clusterName: 'c'.repeat(65) })],
+    ['restore.create cluster name too long', p('restore.create', { backupId: 'b1', instanceName: 'x', clusterName: 'c'.repeat(257) })],
     ['workflow.cancel without workflowId', p('workflow.cancel', {})],
   ];
   return list.map(([label, body]) => ({ label, body, code: invalid }));
