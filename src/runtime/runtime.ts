@@ -88,11 +88,14 @@ export class WorkflowRuntime {
 
   async start<K extends WorkflowKind>(kind: K, input: InputOf<K>, opts: { commandId?: string } = {}): Promise<Running | null> {
     const { store } = this.#opts;
-    this.#refuseConflict(kind, input);
+    // Early refusal without building anything; the binding check runs again with the insert below.
+    this.#refuseConflict(kind, input, store.list({ status: 'active' }));
     const { machine, attach } = await this.#prepare(kind, input);
     const actor = createActor(machine, { input, ...this.#inspect() } as never) as AnyActorRef;
     attach(actor);
     const initial = actor.getPersistedSnapshot() as unknown as { value: unknown };
+    // Check and insert in one transaction, after the last await: two commands handled at once (a double click,
+    // two agents' messages) cannot both pass the check.
     const created = store.create({
       id: input.workflowId,
       kind,
@@ -103,7 +106,7 @@ export class WorkflowRuntime {
       input,
       commandId: opts.commandId ?? null,
       ownerPid: process.pid,
-    });
+    }, (active) => this.#refuseConflict(kind, input, active));
     if (!created) return null;
     // The first persisted transition (made by create) gets its event here; #run reports the ones after it.
     this.#emit({ type: 'state', workflowId: input.workflowId, kind, state: stateName(initial.value), status: 'active', at: new Date().toISOString(), error: null });
@@ -114,8 +117,8 @@ export class WorkflowRuntime {
    * One node, one restore: a restore never starts while another workflow is active on the same node (it stops the
    * node and swaps its data), and a backup never starts during a restore. Backups may run side by side.
    */
-  #refuseConflict(kind: WorkflowKind, input: BackupInput | RestoreInput): void {
-    for (const w of this.#opts.store.list({ status: 'active' })) {
+  #refuseConflict(kind: WorkflowKind, input: BackupInput | RestoreInput, active: WorkflowRow[]): void {
+    for (const w of active) {
       if (w.id === input.workflowId || (w.input as { profilePath?: string }).profilePath !== input.profilePath) continue;
       if (kind === 'backup' && w.kind === 'backup') continue;
       throw new CbrError(

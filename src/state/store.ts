@@ -77,22 +77,33 @@ export class StateStore {
     `);
   }
 
-  /** Creates the workflow row; returns false when a workflow with this id or command id already exists. */
-  create(row: Omit<WorkflowRow, 'createdAt' | 'updatedAt'>): boolean {
+  /**
+   * Creates the workflow row; returns false when a workflow with this id or command id already exists.
+   * `admit` sees every active workflow inside the same write transaction (BEGIN IMMEDIATE holds the database's
+   * write lock, across processes too) and throws to refuse: a check and an insert nothing can come between.
+   */
+  create(row: Omit<WorkflowRow, 'createdAt' | 'updatedAt'>, admit?: (active: WorkflowRow[]) => void): boolean {
     const now = new Date().toISOString();
+    this.db.exec('BEGIN IMMEDIATE');
     try {
+      if (this.get(row.id) || (row.commandId !== null && this.byCommandId(row.commandId))) {
+        this.db.exec('ROLLBACK');
+        return false;
+      }
+      admit?.(this.list({ status: 'active' }));
       this.db
         .prepare(
           `INSERT INTO workflows (id, kind, machine_version, status, state, snapshot, input, command_id, owner_pid, created_at, updated_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(row.id, row.kind, row.machineVersion, row.status, row.state, JSON.stringify(row.snapshot), JSON.stringify(row.input), row.commandId, row.ownerPid, now, now);
+      this.addTransition(row.id, row.state, now);
+      this.db.exec('COMMIT');
+      return true;
     } catch (err) {
-      if (/UNIQUE|PRIMARY KEY/i.test((err as Error).message)) return false;
+      this.db.exec('ROLLBACK');
       throw err;
     }
-    this.addTransition(row.id, row.state, now);
-    return true;
   }
 
   /** Persists a new snapshot; records a transition when the state value changed (and says so). */
