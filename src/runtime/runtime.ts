@@ -4,6 +4,7 @@ import { RESTORE_MACHINE_VERSION, type RestoreInput, restoreMachine } from '../.
 import type { Progress } from '../../machines/common.ts';
 import { CbrError, type ErrorInfo } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { ownerAlive, ownerToken } from '../owner.ts';
 import type { StateStore, WorkflowKind, WorkflowRow, WorkflowStatus } from '../state/store.ts';
 import { createBackupSteps } from '../steps/backupSteps.ts';
 import { createRestoreSteps } from '../steps/restoreSteps.ts';
@@ -106,6 +107,7 @@ export class WorkflowRuntime {
       input,
       commandId: opts.commandId ?? null,
       ownerPid: process.pid,
+      ownerToken: ownerToken(),
     }, (active) => this.#refuseConflict(kind, input, active));
     if (!created) return null;
     // The first persisted transition (made by create) gets its event here; #run reports the ones after it.
@@ -144,7 +146,7 @@ export class WorkflowRuntime {
     const { machine, attach } = await this.#prepare(row.kind, input);
     const actor = createActor(machine, { snapshot: row.snapshot, input, ...this.#inspect() } as never) as AnyActorRef;
     attach(actor);
-    this.#opts.store.claim(id, process.pid);
+    this.#opts.store.claim(id, process.pid, ownerToken());
     return this.#run(id, row.kind, actor);
   }
 
@@ -156,7 +158,7 @@ export class WorkflowRuntime {
   orphans(): WorkflowRow[] {
     return this.#opts.store
       .list({ status: 'active' })
-      .filter((r) => !this.#running.has(r.id) && (r.ownerPid === null || r.ownerPid === process.pid || !alive(r.ownerPid)));
+      .filter((r) => !this.#running.has(r.id) && (r.ownerPid === null || r.ownerPid === process.pid || !ownerAlive(r.ownerToken ?? null, r.ownerPid)));
   }
 
   cancel(id: string, reason?: string): boolean {
@@ -271,11 +273,4 @@ export function stateName(value: unknown): string {
   return String(value);
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+

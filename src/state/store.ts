@@ -21,6 +21,8 @@ export interface WorkflowRow {
   input: unknown;
   commandId: string | null;
   ownerPid: number | null;
+  /** `<boot id>:<pid>:<start time>` of the owning process (see src/owner.ts); null in rows of older versions. */
+  ownerToken?: string | null;
   createdAt: string;
   updatedAt: string;
 }
@@ -75,6 +77,13 @@ export class StateStore {
         PRIMARY KEY (workflow_id, seq)
       );
     `);
+    this.migrate();
+  }
+
+  /** Adds columns that later versions introduced to a database an older version created. */
+  private migrate(): void {
+    const columns = new Set((this.db.prepare('PRAGMA table_info(workflows)').all() as { name: string }[]).map((c) => c.name));
+    if (!columns.has('owner_token')) this.db.exec('ALTER TABLE workflows ADD COLUMN owner_token TEXT');
   }
 
   /**
@@ -93,10 +102,10 @@ export class StateStore {
       admit?.(this.list({ status: 'active' }));
       this.db
         .prepare(
-          `INSERT INTO workflows (id, kind, machine_version, status, state, snapshot, input, command_id, owner_pid, created_at, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO workflows (id, kind, machine_version, status, state, snapshot, input, command_id, owner_pid, owner_token, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
-        .run(row.id, row.kind, row.machineVersion, row.status, row.state, JSON.stringify(row.snapshot), JSON.stringify(row.input), row.commandId, row.ownerPid, now, now);
+        .run(row.id, row.kind, row.machineVersion, row.status, row.state, JSON.stringify(row.snapshot), JSON.stringify(row.input), row.commandId, row.ownerPid, row.ownerToken ?? null, now, now);
       this.addTransition(row.id, row.state, now);
       this.db.exec('COMMIT');
       return true;
@@ -144,8 +153,8 @@ export class StateStore {
     return Number((this.db.prepare('SELECT COUNT(*) AS n FROM outbox').get() as { n: number }).n);
   }
 
-  claim(id: string, pid: number): void {
-    this.db.prepare('UPDATE workflows SET owner_pid = ? WHERE id = ?').run(pid, id);
+  claim(id: string, pid: number, token: string | null = null): void {
+    this.db.prepare('UPDATE workflows SET owner_pid = ?, owner_token = ? WHERE id = ?').run(pid, token, id);
   }
 
   get(id: string): WorkflowRow | undefined {
@@ -189,6 +198,7 @@ function toRow(r: Record<string, unknown>): WorkflowRow {
     input: JSON.parse(String(r['input'])),
     commandId: r['command_id'] === null ? null : String(r['command_id']),
     ownerPid: r['owner_pid'] === null ? null : Number(r['owner_pid']),
+    ownerToken: r['owner_token'] === null || r['owner_token'] === undefined ? null : String(r['owner_token']),
     createdAt: String(r['created_at']),
     updatedAt: String(r['updated_at']),
   };

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir, rename } from 'node:fs/promises';
 import type { RestoreStepInput } from '../../machines/restore.machine.ts';
+import { assertStopped } from './assertStopped.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
 
 /**
@@ -8,14 +9,17 @@ import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
  * staging directory into its data directory's place. Renames only, on one filesystem; each move is skipped
  * when already done, so a re-run after a crash finishes the job.
  */
-export async function swapDataDirs(deps: RestoreDeps, { ctx }: RestoreStepInput): Promise<void> {
+export async function swapDataDirs(deps: RestoreDeps, { ctx }: RestoreStepInput, signal: AbortSignal): Promise<void> {
   const paths = restorePaths(deps.profile, ctx.workflowId);
+  await assertStopped(deps, 'the data directories are');
   for (const { live, old } of paths.moves) {
+    signal.throwIfAborted();
     if (existsSync(old)) continue;
     if (existsSync(live)) await rename(live, old);
     else await mkdir(old, { recursive: true });
   }
   for (const { live, staging } of paths.stagings) {
+    signal.throwIfAborted();
     if (!existsSync(staging)) continue;
     if (existsSync(live)) throw new Error(`${live} exists while its staging directory is not yet moved`);
     await rename(staging, live);

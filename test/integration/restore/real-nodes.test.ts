@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parse } from 'yaml';
@@ -9,6 +10,7 @@ import { connectCql } from '../../../src/cassandra/cql.ts';
 import type { BackupRecord } from '../../../src/catalog.ts';
 import { loadProfile, type Profile } from '../../../src/profile.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
+import { StateStore } from '../../../src/state/store.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { cqlFor, tableChecksums } from '../../helpers/data.ts';
 import { REPO, scratchDir, testEnv } from '../../helpers/env.ts';
@@ -41,6 +43,42 @@ async function indexAnswers(cql: CqlSession): Promise<string[]> {
     out.push(`${q} -> ${rows.map((r) => JSON.stringify(Object.values(r))).sort().join(',')}`);
   }
   return out;
+}
+
+function portOpen(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host, port });
+    s.setTimeout(1000);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+    s.once('timeout', () => {
+      s.destroy();
+      resolve(false);
+    });
+  });
+}
+
+/** Waits for a restore's resettingIdentity state (the maintenance node is up) and looks at what listens where. */
+async function probeMaintenance(stateDb: string, target: Profile) {
+  const state = () => {
+    if (!existsSync(stateDb)) return undefined;
+    const db = new StateStore(stateDb, { readOnly: true });
+    try {
+      return db.list({ kind: 'restore', status: 'active' })[0]?.state;
+    } finally {
+      db.close();
+    }
+  };
+  const deadline = Date.now() + 180_000;
+  while (Date.now() < deadline && state() !== 'resettingIdentity') await new Promise((r) => setTimeout(r, 20));
+  const yaml = parse(readFileSync(target.cassandraYaml, 'utf8'));
+  const nativePort = Number(yaml.native_transport_port);
+  const maintenanceOpen = await portOpen('127.0.0.1', nativePort);
+  const configuredOpen = await portOpen(target.cql.host, target.cql.port);
+  return { rpcAddress: String(yaml.rpc_address), nativePort, maintenanceOpen, configuredOpen, stillThere: state() === 'resettingIdentity' };
 }
 
 function profileFile(name: string): string {
@@ -179,8 +217,15 @@ describe('restore on operators’ real nodes: SAI, 2i, BTI, UUID ids, MV, severa
     const pwFile = join(scratchDir('rn-pw'), 'ops.pw');
     const password = `ops-${randomBytes(8).toString('hex')}`;
     writeFileSync(pwFile, `${password}\n`, { mode: 0o600 });
+    const probing = probeMaintenance(String(env['CBR_STATE_DB']), target);
     const res = await cbr(['create', 'rn-ops', '--backup', backupId, '--config', profileFile('rn-ops'), '--password-file', pwFile, '--cluster-name', "Ops 'Restored'", '--json'], env);
     assert.equal(res.code, 0, res.err + res.out);
+    // While the node ran without authentication it listened on loopback only, on ports picked for that start.
+    const probe = await probing;
+    assert.equal(probe.rpcAddress, '127.0.0.1');
+    assert.notEqual(probe.nativePort, target.cql.port, 'not the configured CQL port');
+    assert.equal(probe.configuredOpen, false, `nothing answered on the configured ${target.cql.host}:${target.cql.port} during the maintenance start`);
+    if (probe.stillThere) assert.equal(probe.maintenanceOpen, true, 'cbr reached the maintenance node on 127.0.0.1:<picked port>');
     const out = res.json() as Record<string, unknown> & { settingChanges: { key: string; from: unknown; to: unknown }[]; superusers: string[] };
     assert.deepEqual(out.superusers, ['cassandra', 'ops_admin'], 'every superuser role of the restored data is listed');
     const changed = Object.fromEntries(out.settingChanges.map((c) => [c.key, [c.from, c.to]]));
