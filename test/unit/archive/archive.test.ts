@@ -158,6 +158,59 @@ describe('chunked encryption', () => {
       return true;
     });
   });
+
+  it('takes exactly hex, base64 (standard or URL-safe, padded or not) or 32 non-text bytes as a key; refuses passphrases', () => {
+    const k = randomBytes(32);
+    k[0] = 0xff; // never in UTF-8: certainly not text
+    const slashy = Buffer.alloc(32, 0xfb); // base64 "+/v7...", base64url "-_v7..."
+    const accepted: [string, Buffer, Buffer][] = [
+      ['hex', Buffer.from(k.toString('hex')), k],
+      ['HEX with CRLF and spaces', Buffer.from(`  ${k.toString('hex').toUpperCase()}\r\n`), k],
+      ['base64 padded + newline', Buffer.from(`${slashy.toString('base64')}\n`), slashy],
+      ['base64 unpadded', Buffer.from(slashy.toString('base64').replace(/=$/, '')), slashy],
+      ['base64url unpadded', Buffer.from(slashy.toString('base64url')), slashy],
+      ['base64url padded, surrounded by whitespace', Buffer.from(`\t${slashy.toString('base64url')}=\n`), slashy],
+      ['32 random bytes', k, k],
+    ];
+    assert.equal(slashy.toString('base64').slice(0, 2), '+/');
+
+    const passphrase = 'correct horse battery staple 123';
+    assert.equal(passphrase.length, 32);
+    const b64 = slashy.toString('base64');
+    const refused: [string, Buffer][] = [
+      ['a 32-character passphrase', Buffer.from(passphrase)],
+      ['a 32-character passphrase and a newline', Buffer.from(`${passphrase}\n`)],
+      ['a 31-character passphrase and a newline (32 bytes)', Buffer.from(`${passphrase.slice(1)}\n`)],
+      ['a 32-byte UTF-8 passphrase', Buffer.from('pässwörd über alles, 2024 ok!')],
+      ['32 spaces', Buffer.alloc(32, 0x20)],
+      ['31 random bytes', k.subarray(0, 31)],
+      ['33 random bytes', Buffer.concat([k, Buffer.from([0xfe])])],
+      ['63 hex characters', Buffer.from(k.toString('hex').slice(1))],
+      ['65 hex characters', Buffer.from(`${k.toString('hex')}0`)],
+      ['base64 of 31 bytes', Buffer.from(k.subarray(0, 31).toString('base64'))],
+      ['base64 of 33 bytes', Buffer.from(Buffer.concat([k, k]).subarray(0, 33).toString('base64'))],
+      ['base64 mixing both alphabets', Buffer.from(`-/${b64.slice(2)}`)],
+      ['non-canonical base64 (spare bits set)', Buffer.from(`${b64.slice(0, 42)}9=`)],
+      ['empty', Buffer.alloc(0)],
+    ];
+    assert.equal(Buffer.from('pässwörd über alles, 2024 ok!').length, 32);
+    for (const [label, raw] of refused) {
+      assert.throws(
+        () => parseKey(raw, '/etc/cbr/backup.key'),
+        (err: Error & { code: string }) => {
+          assert.equal(err.code, 'CBR_ERR_KEY_INVALID', label);
+          assert.match(err.message, /openssl rand -hex 32/, label);
+          assert.match(err.message, /\/etc\/cbr\/backup\.key/, label);
+          for (const secret of [passphrase, 'horse', 'pässwörd', k.toString('hex').slice(1, 20), b64.slice(2, 20)]) {
+            assert.ok(!err.message.includes(secret), `${label}: the message does not echo the key material`);
+          }
+          return true;
+        },
+        label,
+      );
+    }
+    for (const [label, raw, want] of accepted) assert.deepEqual(parseKey(raw, 'f'), want, label);
+  });
 });
 
 describe('parallel block compression', () => {

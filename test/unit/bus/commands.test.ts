@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { canonicalJson, parseCommand, signCommand, type Command } from '../../../src/bus/commands.ts';
 import { malformedCommands, validCommand } from '../../helpers/malformed.ts';
@@ -42,14 +42,67 @@ describe('bus command validation', () => {
   it('with a signing key: accepts a signed command, refuses unsigned, tampered, wrong-key and stale ones', () => {
     const key = randomBytes(32);
     const base = validCommand(host, { type: 'restore.create', payload: { backupId: 'b1', instanceName: 'x', force: true } }) as unknown as Command;
-    const signed = signCommand(base, key);
+    const signed = signCommand(base, key, '');
     assert.equal(parseCommand(Buffer.from(JSON.stringify(signed)), { hostId: host, signingKey: key }).id, base.id);
     const reject = (body: unknown, label: string) =>
       assert.throws(() => parseCommand(Buffer.from(JSON.stringify(body)), { hostId: host, signingKey: key }), { code: 'CBR_ERR_COMMAND_UNAUTHORIZED' }, label);
     reject(base, 'unsigned');
     reject({ ...signed, payload: { ...signed.payload, backupId: 'b2' } }, 'tampered payload');
-    reject(signCommand(base, randomBytes(32)), 'wrong key');
-    reject(signCommand({ ...base, issuedAt: new Date(Date.now() - 10 * 60_000).toISOString() }, key), 'stale');
+    reject(signCommand(base, randomBytes(32), ''), 'wrong key');
+    reject(signCommand({ ...base, issuedAt: new Date(Date.now() - 10 * 60_000).toISOString() }, key, ''), 'stale');
+  });
+
+  it('binds the signature to the bus prefix: a command signed for prefix A is refused under prefix B; v1 signatures are refused', () => {
+    const key = randomBytes(32);
+    const base = validCommand(host, { type: 'backup.delete', payload: { backupId: 'b-1' } }) as unknown as Command;
+    const forA = Buffer.from(JSON.stringify(signCommand(base, key, 'a.')));
+    assert.equal(parseCommand(forA, { hostId: host, signingKey: key, prefix: 'a.' }).id, base.id);
+    for (const prefix of ['b.', '', 'a', 'a.b.']) {
+      assert.throws(
+        () => parseCommand(forA, { hostId: host, signingKey: key, prefix }),
+        (err: { code: string; message: string }) => err.code === 'CBR_ERR_COMMAND_UNAUTHORIZED' && /another bus prefix/.test(err.message),
+        `signed for a., consumed under ${JSON.stringify(prefix)}`,
+      );
+    }
+    // The format of the old agents: a bare HMAC of the envelope, bound to no prefix.
+    const { signature: _s, ...rest } = signCommand(base, key, 'a.');
+    const v1 = { ...rest, signature: createHmac('sha256', key).update(canonicalJson(rest)).digest('hex') };
+    assert.throws(
+      () => parseCommand(Buffer.from(JSON.stringify(v1)), { hostId: host, signingKey: key, prefix: 'a.' }),
+      (err: { code: string; message: string }) => err.code === 'CBR_ERR_COMMAND_UNAUTHORIZED' && /v1 signature/.test(err.message),
+    );
+  });
+
+  it('refuses prototype keys (constructor, __proto__, hasOwnProperty, toString) as payload or envelope fields', () => {
+    const good = validCommand(host, { type: 'backup.delete', payload: { backupId: 'b-1' } });
+    const text = JSON.stringify(good);
+    const bodies: [string, string][] = [];
+    for (const k of ['constructor', '__proto__', 'hasOwnProperty', 'toString', 'valueOf']) {
+      // Spliced into the JSON text, so that `__proto__` is an own key of the parsed object (as it is off the wire).
+      bodies.push([`payload ${k}`, text.replace('"payload":{', `"payload":{"${k}":{},`)]);
+      bodies.push([`payload ${k} (string)`, text.replace('"payload":{', `"payload":{"${k}":"x",`)]);
+      bodies.push([`envelope ${k}`, text.replace(/^\{/, `{"${k}":{},`)]);
+    }
+    for (const type of ['backup.create', 'restore.create', 'workflow.cancel']) {
+      const payload = type === 'backup.create' ? { name: 'n' } : type === 'restore.create' ? { backupId: 'b', instanceName: 'x' } : { workflowId: 'w' };
+      const t = JSON.stringify(validCommand(host, { type, payload }));
+      bodies.push([`${type} payload constructor`, t.replace('"payload":{', '"payload":{"constructor":{},')]);
+      bodies.push([`${type} payload __proto__`, t.replace('"payload":{', '"payload":{"__proto__":{"force":true},')]);
+    }
+    const proto = JSON.parse(bodies.find(([label]) => label === 'payload __proto__')![1]) as { payload: object };
+    assert.ok(Object.hasOwn(proto.payload, '__proto__'), 'the test really sends __proto__ as an own key');
+    for (const [label, body] of bodies) {
+      assert.notEqual(body, text, label);
+      assert.throws(
+        () => parseCommand(Buffer.from(body), { hostId: host }),
+        (err: { code: string; message: string }) => err.code === 'CBR_ERR_COMMAND_INVALID' && /unknown (payload )?field/.test(err.message),
+        label,
+      );
+    }
+    // A type named after a prototype key is no command type either.
+    for (const type of ['constructor', '__proto__', 'toString']) {
+      assert.throws(() => parseCommand(Buffer.from(JSON.stringify(validCommand(host, { type }))), { hostId: host }), { code: 'CBR_ERR_COMMAND_INVALID' }, type);
+    }
   });
 
   it('signs canonical JSON: key order does not matter', () => {
