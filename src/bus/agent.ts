@@ -11,10 +11,22 @@ import { writeFileAtomic } from '../fsutil.ts';
 import { cbrHome } from '../home.ts';
 import type { Logger } from '../log.ts';
 import { type StepsFactory, type WorkflowEvent, WorkflowRuntime } from '../runtime/runtime.ts';
-import { StateStore } from '../state/store.ts';
+import { StateStore, type WorkflowRow } from '../state/store.ts';
 import { openStore } from '../storage/index.ts';
 import type { StorageConfig } from '../storage/types.ts';
-import { type Command, parseCommand } from './commands.ts';
+import {
+  type Command,
+  parseCommand,
+  parseStatusQuery,
+  SIGNATURE_WINDOW_MS,
+  STATUS_MAX_WORKFLOWS,
+  STATUS_RECENT_MS,
+  STATUS_REPLY_TYPE,
+  type StatusQuery,
+  type StatusReply,
+  statusReplyTo,
+  type WorkflowStatus,
+} from './commands.ts';
 import { type BusEvent, declareTopology, routingKey, type Topology, topology } from './topology.ts';
 
 export interface AgentOptions {
@@ -27,7 +39,10 @@ export interface AgentOptions {
   log: Logger;
   /** Namespaces exchanges and queues (default ''). */
   prefix?: string;
-  /** When set, only commands with a valid HMAC-SHA256 signature are accepted. */
+  /**
+   * When set, only commands with a valid HMAC-SHA256 signature (over the command and this agent's prefix), issued
+   * within the signing window, and never seen before (ids are remembered in the state database) are accepted.
+   */
   signingKey?: Buffer | null;
   /** Fault-injection drills: wait this long before each step. */
   stepDelayMs?: number;
@@ -57,6 +72,12 @@ export class Agent {
   #publishAgain = false;
   #stopping = false;
   readonly #watching = new Set<Promise<unknown>>();
+  /** The latest progress of each running workflow, for status answers (the snapshot keeps one a second). */
+  readonly #progress = new Map<string, { step: string; progress: NonNullable<BusEvent['progress']> }>();
+  /** Outcomes of recent commands that start no workflow (or could not start one), for status answers by id. */
+  readonly #outcomes = new Map<string, BusEvent>();
+  /** Signed commands being handled now, by id: a redelivery of one waits for it instead of running it twice. */
+  readonly #handling = new Map<string, Promise<void>>();
 
   constructor(opts: AgentOptions) {
     this.#o = opts;
@@ -108,6 +129,20 @@ export class Agent {
             });
             this.#consumerTag = consumerTag;
           }
+          // Status queries (read-only): a private queue bound with this host id and with '' (asked of every agent).
+          // Bound before the outbox drains, so a subscriber whose query finds no agent will still get the events.
+          const st = await model.createChannel();
+          st.on('error', (err: Error) => this.#o.log.warn('status channel error', { error: err.message }));
+          const { queue: statusQueue } = await st.assertQueue('', { exclusive: true, autoDelete: true });
+          await st.bindQueue(statusQueue, this.#t.status, this.#o.hostId);
+          await st.bindQueue(statusQueue, this.#t.status, '');
+          await st.consume(
+            statusQueue,
+            (msg: ConsumeMessage | null) => {
+              if (msg) this.#onStatusQuery(st, msg);
+            },
+            { noAck: true },
+          );
           this.#o.log.info('connected to the bus', { queue: this.#t.hostQueue(this.#o.hostId) });
           void this.#drainOutbox();
         },
@@ -152,20 +187,65 @@ export class Agent {
   async #onMessage(ch: Channel, msg: ConsumeMessage): Promise<void> {
     let command: Command;
     try {
-      command = parseCommand(msg.content, { hostId: this.#o.hostId, signingKey: this.#o.signingKey ?? null });
+      command = parseCommand(msg.content, { hostId: this.#o.hostId, signingKey: this.#o.signingKey ?? null, prefix: this.#o.prefix ?? '' });
     } catch (err) {
       await this.#reject(ch, msg, toErrorInfo(err, 'CBR_ERR_COMMAND_INVALID'));
       return;
     }
+    const signed = Boolean(this.#o.signingKey);
+    if (signed) {
+      // The signature is good and fresh: remember its id past the end of its window (twice the window after its
+      // issue time, slack for clock steps), before anything runs. A second message with it is a replay.
+      const seen = this.#store.recordCommand(command.id, command.type, Date.parse(command.issuedAt) + 2 * SIGNATURE_WINDOW_MS);
+      if (seen) {
+        // The broker sets `redelivered`, a publisher cannot: only a redelivery of a message this queue already
+        // delivered (the agent died or the channel closed before the ack) is handled or dropped quietly.
+        const inFlight = this.#handling.get(command.id);
+        if (msg.fields.redelivered && inFlight) {
+          await inFlight;
+          this.#ack(ch, msg);
+          return;
+        }
+        if (!(msg.fields.redelivered && seen.outcome === 'pending')) {
+          if (msg.fields.redelivered) {
+            this.#o.log.info('redelivery of a handled command dropped', { commandId: command.id, type: command.type });
+            this.#ack(ch, msg);
+          } else {
+            const why = `command ${command.id} replayed: this agent already received it at ${seen.seenAt} (${seen.outcome}); a signed command is taken once`;
+            await this.#reject(ch, msg, toErrorInfo(new CbrError('CBR_ERR_COMMAND_UNAUTHORIZED', why)));
+          }
+          return;
+        }
+        // Recorded but never settled: the previous handling was cut short (a crash); handle it again below.
+      }
+    }
+    const handling = (async () => {
+      try {
+        await this.#handle(command);
+        if (signed) this.#store.settleCommand(command.id, 'accepted');
+      } catch (err) {
+        // Nothing was persisted: report the failure as the command's result and consume it.
+        const error = toErrorInfo(err);
+        this.#o.log.warn('command failed to start', { commandId: command.id, type: command.type, code: error.code });
+        this.#publish({ type: 'result', host: this.#o.hostId, workflowId: command.id, kind: command.type, at: now(), state: 'failed', status: 'done', error });
+        if (signed) this.#store.settleCommand(command.id, 'failed');
+      }
+    })();
+    if (signed) this.#handling.set(command.id, handling);
     try {
-      await this.#handle(command);
+      await handling;
+      this.#ack(ch, msg);
+    } finally {
+      if (this.#handling.get(command.id) === handling) this.#handling.delete(command.id);
+    }
+  }
+
+  /** An ack on a channel that closed meanwhile throws; the broker then redelivers the message, which is handled above. */
+  #ack(ch: Channel, msg: ConsumeMessage): void {
+    try {
       ch.ack(msg);
     } catch (err) {
-      // Nothing was persisted: report the failure as the command's result and consume it.
-      const error = toErrorInfo(err);
-      this.#o.log.warn('command failed to start', { commandId: command.id, type: command.type, code: error.code });
-      this.#publish({ type: 'result', host: this.#o.hostId, workflowId: command.id, kind: command.type, at: now(), state: 'failed', status: 'done', error });
-      ch.ack(msg);
+      this.#o.log.warn('cannot ack a command (its channel closed); the broker will redeliver it', { error: (err as Error).message });
     }
   }
 
@@ -272,9 +352,11 @@ export class Agent {
   #onWorkflowEvent(e: WorkflowEvent): void {
     const host = this.#o.hostId;
     if (e.type === 'progress') {
+      this.#progress.set(e.workflowId, { step: e.step, progress: e.progress });
       this.#publish({ type: 'progress', host, workflowId: e.workflowId, kind: e.kind, at: e.at, step: e.step, progress: e.progress });
       return;
     }
+    if (e.status !== 'active') this.#progress.delete(e.workflowId);
     this.#publish({ type: 'state', host, workflowId: e.workflowId, kind: e.kind, at: e.at, state: e.state, status: e.status, error: e.error });
     if (e.status === 'done') {
       this.#publish({
@@ -286,8 +368,95 @@ export class Agent {
 
   /** Into the outbox (same database as the workflows), then out to the broker when it is there. */
   #publish(event: BusEvent): void {
+    const firstWord = event.type === 'result' || !this.#outcomes.has(event.workflowId);
+    if ((event.type === 'result' || event.type === 'rejected') && event.kind !== 'backup' && event.kind !== 'restore' && firstWord) {
+      // Kept in memory only (an agent restart forgets them): they are answered in an instant, not over hours. A
+      // later rejection of the same id (a replay) does not hide what the command itself came to.
+      this.#outcomes.delete(event.workflowId);
+      this.#outcomes.set(event.workflowId, event);
+      if (this.#outcomes.size > STATUS_MAX_WORKFLOWS) this.#outcomes.delete(this.#outcomes.keys().next().value!);
+    }
     this.#store.addEvent(routingKey(event), JSON.stringify(event));
     void this.#drainOutbox();
+  }
+
+  /**
+   * Answers a status query (see src/bus/commands.ts) into the asker's server-named queue; a query without one is
+   * dropped, a malformed one is answered with its coded error. Read-only, so not signed even where commands are.
+   */
+  #onStatusQuery(ch: Channel, msg: ConsumeMessage): void {
+    const replyTo = statusReplyTo(msg.properties.replyTo);
+    if (!replyTo) {
+      this.#o.log.warn('status query without a server-named replyTo queue dropped');
+      return;
+    }
+    const host = this.#o.hostId;
+    let reply: StatusReply;
+    try {
+      const query = parseStatusQuery(msg.content, { hostId: host });
+      reply = { version: 1, type: 'status.reply', queryId: query.id, host, at: now(), ...this.statusOf(query.payload) };
+    } catch (err) {
+      const error = toErrorInfo(err, 'CBR_ERR_COMMAND_INVALID');
+      this.#o.log.warn('status query refused', { code: error.code, reason: error.message });
+      reply = { version: 1, type: 'status.reply', queryId: safeId(msg), host, at: now(), workflows: [], truncated: false, error };
+    }
+    try {
+      ch.publish('', replyTo, Buffer.from(JSON.stringify(reply)), {
+        type: STATUS_REPLY_TYPE,
+        correlationId: reply.queryId,
+        contentType: 'application/json',
+        // Nobody reads an answer a minute old: the asker is gone or has asked again.
+        expiration: '60000',
+      });
+    } catch (err) {
+      this.#o.log.debug('status reply not sent', { error: (err as Error).message });
+    }
+  }
+
+  /**
+   * What this host knows now: one workflow (or the outcome of a recent command that starts none), or its recent
+   * workflows (active, or changed in the last 24 h; newest first; at most 200).
+   */
+  statusOf(q: StatusQuery['payload']): { workflows: WorkflowStatus[]; truncated: boolean } {
+    if (q.workflowId) {
+      const row = this.#store.get(q.workflowId) ?? this.#store.byCommandId(q.workflowId);
+      if (row) return { workflows: [this.#statusEntry(row)], truncated: false };
+      const e = this.#outcomes.get(q.workflowId);
+      if (!e) return { workflows: [], truncated: false };
+      const entry: WorkflowStatus = {
+        workflowId: e.workflowId,
+        kind: e.kind,
+        state: e.type === 'rejected' ? 'rejected' : (e.state ?? 'failed'),
+        status: 'done',
+        error: e.error ?? null,
+        ...(e.result ? { result: e.result } : {}),
+        createdAt: e.at,
+        updatedAt: e.at,
+      };
+      return { workflows: [entry], truncated: false };
+    }
+    const limit = Math.min(q.limit ?? STATUS_MAX_WORKFLOWS, STATUS_MAX_WORKFLOWS);
+    const { rows, more } = this.#store.recent(limit, new Date(Date.now() - STATUS_RECENT_MS).toISOString());
+    return { workflows: rows.map((r) => this.#statusEntry(r)), truncated: more };
+  }
+
+  /** A persisted workflow as its events would have told it: state, status, error, progress, and the result. */
+  #statusEntry(row: WorkflowRow): WorkflowStatus {
+    const ctx = ((row.snapshot as { context?: Record<string, unknown> } | null)?.context ?? {}) as Record<string, unknown>;
+    const active = row.status === 'active';
+    const live = active ? this.#progress.get(row.id) : undefined;
+    const saved = active ? (ctx['progress'] as WorkflowStatus['progress'] | null | undefined) : undefined;
+    return {
+      workflowId: row.id,
+      kind: row.kind,
+      state: row.state,
+      status: row.status,
+      error: (ctx['error'] as WorkflowStatus['error'] | undefined) ?? null,
+      ...(live ? { step: live.step, progress: live.progress } : saved ? { progress: saved } : {}),
+      ...(row.status === 'done' ? { result: summarize(row.kind, ctx) } : {}),
+      createdAt: row.createdAt,
+      updatedAt: row.updatedAt,
+    };
   }
 
   async #drainOutbox(): Promise<void> {

@@ -9,12 +9,15 @@ import type { Channel } from 'amqplib';
  *   <p>cbr.host.<host>  quorum queue per host, dead-lettering to <p>cbr.dead-letter, delivery limit 20
  *   <p>cbr.events       topic exchange; routing key = <host>.<workflow id>.<state|progress|result|rejected>
  *   <p>cbr.dead-letter  fanout exchange -> <p>cbr.dead (rejected commands, with the reason in headers)
+ *   <p>cbr.status       direct exchange for read-only status queries; each agent binds a private queue with its
+ *                       host id and with '' (a query for every agent); replies go to the asker's replyTo queue
  */
 export interface Topology {
   commands: string;
   events: string;
   deadLetter: string;
   deadQueue: string;
+  status: string;
   hostQueue(host: string): string;
 }
 
@@ -24,6 +27,7 @@ export function topology(prefix = ''): Topology {
     events: `${prefix}cbr.events`,
     deadLetter: `${prefix}cbr.dead-letter`,
     deadQueue: `${prefix}cbr.dead`,
+    status: `${prefix}cbr.status`,
     hostQueue: (host) => `${prefix}cbr.host.${host}`,
   };
 }
@@ -32,6 +36,7 @@ export async function declareTopology(ch: Channel, t: Topology, hostId?: string)
   await ch.assertExchange(t.commands, 'direct', { durable: true });
   await ch.assertExchange(t.events, 'topic', { durable: true });
   await ch.assertExchange(t.deadLetter, 'fanout', { durable: true });
+  await ch.assertExchange(t.status, 'direct', { durable: true });
   await ch.assertQueue(t.deadQueue, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
   await ch.bindQueue(t.deadQueue, t.deadLetter, '');
   if (hostId) {
@@ -61,6 +66,11 @@ export interface BusEvent {
   step?: string;
   progress?: { bytes: number; files: number; totalBytes: number; totalFiles: number; storedBytes: number };
   result?: Record<string, unknown>;
+  /**
+   * Not from the outbox: made by a subscriber from an agent's status answer after it (re)connected, to replay what
+   * it may have missed (the present state, and the result of a finished workflow). Has no eventId.
+   */
+  resync?: true;
 }
 
 export function routingKey(e: Pick<BusEvent, 'host' | 'workflowId' | 'type'>): string {

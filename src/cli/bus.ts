@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { parseKey } from '../archive/crypto.ts';
-import { type CommandDraft, runCommand } from '../bus/client.ts';
+import { type BusNotice, type CommandDraft, DEFAULT_OUTAGE_DEADLINE_MS, runCommand } from '../bus/client.ts';
 import type { BusEvent } from '../bus/topology.ts';
 import { CbrError, fromErrorInfo, isErrorCode } from '../errors.ts';
 import type { CliIO } from './io.ts';
@@ -14,7 +14,46 @@ export const busOptions = {
   'signing-key-file': { type: 'string' },
 } as const;
 
-export type BusValues = { bus?: string | undefined; host?: string | undefined; prefix?: string | undefined; 'signing-key-file'?: string | undefined };
+/** Options of the commands that follow a workflow over the bus until its result. */
+export const followOptions = {
+  'bus-outage-deadline': { type: 'string' },
+} as const;
+
+export type BusValues = {
+  bus?: string | undefined;
+  host?: string | undefined;
+  prefix?: string | undefined;
+  'signing-key-file'?: string | undefined;
+  'bus-outage-deadline'?: string | undefined;
+};
+
+/** `300`, `300s`, `5m`, `1h`, `500ms` (a bare number is seconds). */
+export function parseDuration(text: string, what: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!m) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `${what} must be a duration like 300s, 5m or 500ms (got ${JSON.stringify(text)})`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
+  return Math.round(Number(m[1]) * unit);
+}
+
+/** --bus-outage-deadline, else $CBR_BUS_OUTAGE_DEADLINE, else 5 minutes. */
+export function outageDeadline(values: BusValues, env: NodeJS.ProcessEnv): number {
+  const v = values['bus-outage-deadline'] ?? env['CBR_BUS_OUTAGE_DEADLINE'];
+  return v === undefined ? DEFAULT_OUTAGE_DEADLINE_MS : parseDuration(v, '--bus-outage-deadline');
+}
+
+/** One line for the operator (stderr) about the connection of a bus subscriber. */
+export function noticeLine(n: BusNotice, deadlineMs?: number): string {
+  switch (n.type) {
+    case 'disconnected':
+      return `lost the broker (${n.error}); reconnecting${deadlineMs === undefined ? '' : `, for up to ${Math.round(deadlineMs / 1000)} s before the outcome is reported unknown`}`;
+    case 'reconnected':
+      return `reconnected to the broker after ${(n.downMs / 1000).toFixed(1)} s; asking the agents what was missed`;
+    case 'resynchronised':
+      return `${n.host} answered the status query (${n.workflows} workflow${n.workflows === 1 ? '' : 's'})`;
+    case 'no-agent':
+      return `no agent${n.host === '*' ? '' : ` for ${n.host}`} listens on the bus yet; its events will come when it is back`;
+  }
+}
 
 export function busPrefix(values: BusValues, env: NodeJS.ProcessEnv): string {
   return values.prefix ?? env['CBR_BUS_PREFIX'] ?? '';
@@ -39,11 +78,14 @@ export async function signingKey(values: BusValues, env: NodeJS.ProcessEnv): Pro
 export async function runOverBus(io: CliIO, values: BusValues, draft: Omit<CommandDraft, 'host'>, json: boolean): Promise<BusEvent & { commandId: string }> {
   if (!values.host) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--host is required with --bus');
   const bar = io.isTTY && !json ? new ProgressBar(io.stderr) : null;
+  const deadlineMs = outageDeadline(values, io.env);
   const result = await runCommand({
     url: values.bus!,
     prefix: busPrefix(values, io.env),
     draft: { ...draft, host: values.host } as CommandDraft,
     signingKey: await signingKey(values, io.env),
+    outageDeadlineMs: deadlineMs,
+    onNotice: (n) => io.stderr(`cbr: ${noticeLine(n, deadlineMs)}\n`),
     onEvent: (e) => {
       if (!bar) return;
       if (e.type === 'state' && e.state) bar.step(e.state);

@@ -12,6 +12,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   machines: async () => (await import('./commands/machines.ts')).command,
   resume: async () => (await import('./commands/resume.ts')).command,
   sandbox: async () => (await import('./commands/sandbox.ts')).command,
+  status: async () => (await import('./commands/status.ts')).command,
   ui: async () => (await import('./commands/ui.ts')).command,
   watch: async () => (await import('./commands/watch.ts')).command,
 };
@@ -37,7 +38,8 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     return await command.run(rest, io);
   } catch (err) {
     const info = toErrorInfo(err);
-    if (json) io.stdout(`${JSON.stringify({ error: info }, null, 2)}\n`);
+    const details = err instanceof CbrError ? err.details : undefined;
+    if (json) io.stdout(`${JSON.stringify({ error: { ...info, ...details } }, null, 2)}\n`);
     io.stderr(`cbr ${name}: ${info.code}: ${info.message}\n`);
     return err instanceof CbrError ? err.exitCode : ERRORS.CBR_ERR_INTERNAL.exit;
   }

@@ -27,6 +27,16 @@ export interface WorkflowRow {
   updatedAt: string;
 }
 
+/** A signed command id the agent has taken (see recordCommand). */
+export type CommandOutcome = 'pending' | 'accepted' | 'failed';
+export interface SeenCommand {
+  id: string;
+  type: string;
+  outcome: CommandOutcome;
+  seenAt: string;
+  keepUntil: number;
+}
+
 export interface TransitionRow {
   workflowId: string;
   seq: number;
@@ -76,6 +86,14 @@ export class StateStore {
         at TEXT NOT NULL,
         PRIMARY KEY (workflow_id, seq)
       );
+      CREATE TABLE IF NOT EXISTS command_ids (
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        seen_at TEXT NOT NULL,
+        keep_until INTEGER NOT NULL
+      );
+      CREATE INDEX IF NOT EXISTS command_ids_keep_until ON command_ids (keep_until);
     `);
     this.migrate();
   }
@@ -172,9 +190,52 @@ export class StateStore {
     return rows.map(toRow).filter((r) => (!filter.kind || r.kind === filter.kind) && (!filter.status || r.status === filter.status));
   }
 
+  /**
+   * The workflows still active or changed since `since` (ISO time), most recently changed first, at most `limit`;
+   * `more` says whether others matched (status queries on the bus answer with this).
+   */
+  recent(limit: number, since: string): { rows: WorkflowRow[]; more: boolean } {
+    const rows = this.db
+      .prepare("SELECT * FROM workflows WHERE status = 'active' OR updated_at >= ? ORDER BY updated_at DESC, id LIMIT ?")
+      .all(since, limit + 1) as Record<string, unknown>[];
+    return { rows: rows.slice(0, limit).map(toRow), more: rows.length > limit };
+  }
+
   transitions(id: string): TransitionRow[] {
     const rows = this.db.prepare('SELECT * FROM transitions WHERE workflow_id = ? ORDER BY seq').all(id) as Record<string, unknown>[];
     return rows.map((r) => ({ workflowId: String(r['workflow_id']), seq: Number(r['seq']), state: String(r['state']), at: String(r['at']) }));
+  }
+
+  /**
+   * Replay protection of signed bus commands: remembers a command id until `keepUntil` (epoch ms), in the same
+   * database as the workflows, so it survives an agent restart. Ids whose time has passed are pruned here. Returns
+   * null when the id is new (it is now recorded, outcome 'pending'), or the earlier record when it was seen before.
+   */
+  recordCommand(id: string, type: string, keepUntil: number, now = Date.now()): SeenCommand | null {
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      this.db.prepare('DELETE FROM command_ids WHERE keep_until < ?').run(now);
+      const inserted = this.db
+        .prepare(`INSERT INTO command_ids (id, type, outcome, seen_at, keep_until) VALUES (?, ?, 'pending', ?, ?) ON CONFLICT (id) DO NOTHING`)
+        .run(id, type, new Date(now).toISOString(), keepUntil);
+      const seen = Number(inserted.changes) === 1 ? null : this.seenCommand(id);
+      this.db.exec('COMMIT');
+      return seen;
+    } catch (err) {
+      this.db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
+  /** How a recorded command ended: 'accepted' (handled) or 'failed' (answered with a failed result). */
+  settleCommand(id: string, outcome: Exclude<CommandOutcome, 'pending'>): void {
+    this.db.prepare('UPDATE command_ids SET outcome = ? WHERE id = ?').run(outcome, id);
+  }
+
+  seenCommand(id: string): SeenCommand | null {
+    const r = this.db.prepare('SELECT * FROM command_ids WHERE id = ?').get(id) as Record<string, unknown> | undefined;
+    if (!r) return null;
+    return { id: String(r['id']), type: String(r['type']), outcome: r['outcome'] as CommandOutcome, seenAt: String(r['seen_at']), keepUntil: Number(r['keep_until']) };
   }
 
   close(): void {

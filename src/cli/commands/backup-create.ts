@@ -6,13 +6,13 @@ import { checkId } from '../../catalog.ts';
 import { CbrError, fromErrorInfo } from '../../errors.ts';
 import { loadProfile } from '../../profile.ts';
 import type { BackupContext } from '../../../machines/backup.machine.ts';
-import { busOptions, runOverBus } from '../bus.ts';
+import { busOptions, followOptions, runOverBus } from '../bus.ts';
 import { commonOptions, localRuntime, storageConfig } from '../context.ts';
 import { type Command, parse, printJson, requireOption } from '../io.ts';
 import { formatBytes } from '../progress.ts';
 
 const usage =
-  'cbr backup-create <name> (--config <profile> | --bus URL --host H) [--signing-key-file F] [--description D] [--compression zstd|gzip|none] [--encrypt-key-file F | --encrypt-key-env VAR] [--min-free-percent 10] [--rate-limit 50M] [--id ID] [--storage-root DIR] [--json]';
+  'cbr backup-create <name> (--config <profile> | --bus URL --host H [--bus-outage-deadline 5m]) [--signing-key-file F] [--description D] [--compression zstd|gzip|none] [--encrypt-key-file F | --encrypt-key-env VAR] [--min-free-percent 10] [--rate-limit 50M] [--id ID] [--storage-root DIR] [--json]';
 
 export const command: Command = {
   summary: 'Snapshot the node and stream one archive of it to storage; prints the backup id.',
@@ -31,6 +31,7 @@ export const command: Command = {
         id: { type: 'string' },
         'rate-limit': { type: 'string' },
         ...busOptions,
+        ...followOptions,
       },
       usage,
     );

@@ -2,17 +2,17 @@ import { existsSync } from 'node:fs';
 import { checkId, deleteBackup, readRecord } from '../../catalog.ts';
 import { CbrError } from '../../errors.ts';
 import { StateStore } from '../../state/store.ts';
-import { busOptions, runOverBus } from '../bus.ts';
+import { busOptions, followOptions, runOverBus } from '../bus.ts';
 import { commonOptions, openStorage, stateDbPath } from '../context.ts';
 import { type Command, parse, printJson } from '../io.ts';
 
-const usage = 'cbr backup-delete <id> [--storage-root DIR | --bus URL --host H] [--json]';
+const usage = 'cbr backup-delete <id> [--storage-root DIR | --bus URL --host H [--bus-outage-deadline 5m]] [--json]';
 
 export const command: Command = {
   summary: 'Delete a backup: its record first (it stops being listed), then its archive.',
   usage,
   async run(argv, io) {
-    const { values, positionals } = parse(argv, { ...commonOptions, ...busOptions }, usage);
+    const { values, positionals } = parse(argv, { ...commonOptions, ...busOptions, ...followOptions }, usage);
     const id = checkId(positionals[0] ?? '');
     if (values.bus) {
       await runOverBus(io, values, { type: 'backup.delete', payload: { backupId: id } }, values.json);

@@ -63,7 +63,7 @@ describe('the bus: agents driven by AMQP commands (real RabbitMQ, real nodes)', 
     const conn = await amqplib.connect(BUS_URL);
     const ch = await conn.createChannel();
     for (const q of ['cbr.dead', 'cbr.host.source', 'cbr.host.bus-target', 'cbr.host.signed', 'cbr.host.rmq', 'test.sub']) await ch.deleteQueue(`${prefix}${q}`).catch(() => {});
-    for (const x of ['cbr.commands', 'cbr.events', 'cbr.dead-letter']) await ch.deleteExchange(`${prefix}${x}`).catch(() => {});
+    for (const x of ['cbr.commands', 'cbr.events', 'cbr.dead-letter', 'cbr.status']) await ch.deleteExchange(`${prefix}${x}`).catch(() => {});
     await conn.close();
   });
 

@@ -55,7 +55,7 @@ describe('kill -9 of the agent in every state, then a restart', () => {
     const conn = await amqplib.connect(BUS_URL);
     const ch = await conn.createChannel();
     for (const q of ['cbr.dead', 'cbr.host.crash-src', 'cbr.host.crash-dst']) await ch.deleteQueue(`${prefix}${q}`).catch(() => {});
-    for (const x of ['cbr.commands', 'cbr.events', 'cbr.dead-letter']) await ch.deleteExchange(`${prefix}${x}`).catch(() => {});
+    for (const x of ['cbr.commands', 'cbr.events', 'cbr.dead-letter', 'cbr.status']) await ch.deleteExchange(`${prefix}${x}`).catch(() => {});
     await conn.close();
   });
 

@@ -50,7 +50,7 @@ describe('hardening over the bus (real RabbitMQ, real node)', () => {
     await agent?.stop().catch(() => {});
     const ch = await conn.createChannel();
     for (const q of ['cbr.dead', 'cbr.host.hardened']) await ch.deleteQueue(`${prefix}${q}`).catch(() => {});
-    for (const x of ['cbr.commands', 'cbr.events', 'cbr.dead-letter']) await ch.deleteExchange(`${prefix}${x}`).catch(() => {});
+    for (const x of ['cbr.commands', 'cbr.events', 'cbr.dead-letter', 'cbr.status']) await ch.deleteExchange(`${prefix}${x}`).catch(() => {});
     await conn.close();
   });
 
