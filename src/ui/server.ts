@@ -1,7 +1,8 @@
 import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, isIP } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { backupMachine } from '../../machines/backup.machine.ts';
 import { restoreMachine } from '../../machines/restore.machine.ts';
 import { type CommandDraft, publishCommand, redactUrl, watchEvents } from '../bus/client.ts';
@@ -17,8 +18,18 @@ import { MAX_HISTORY, UiModel } from './model.ts';
  * `cbr ui`: a local web page over the event exchange. Every asset is served from here (no internet), updates
  * go to browsers as server-sent events, batched every 100 ms so a burst of events costs one message. Starting a
  * backup or restore from the page needs the command signing key (the server signs); without one the view is
- * read-only. POSTs also need a per-process token that only the page itself can read (same-origin), so another
- * site open in the same browser cannot trigger one.
+ * read-only.
+ *
+ * Since the server signs what the page posts, the page is guarded against other sites open in the same browser:
+ * - Host: every request (page, assets, events, API) must name the server as it listens: `127.0.0.1:<port>` or
+ *   `localhost:<port>` (`[::1]:<port>` on ::1), the listen address with its port, on 0.0.0.0/:: also the machine's
+ *   interface addresses, plus any `publicHosts` (`--public-host`). Anything else gets 421 CBR_ERR_INVALID_ARGUMENT
+ *   and no content, so a DNS-rebinding page (a name of the attacker's that resolves to 127.0.0.1) reads nothing.
+ * - Origin: a POST must carry `Origin: http://<that host>`; missing or foreign is 403 CBR_ERR_COMMAND_UNAUTHORIZED.
+ * - Token: a POST also needs a per-process token that only the page itself can read (it is in the page's HTML).
+ * - Fields: the command is rebuilt from the fields the two forms have (FORM_FIELDS); anything else in the body
+ *   (passwordFile, decryptKeyFile, encryptKeyFile, ...) is dropped, never signed.
+ * - Framing: every response has CSP `frame-ancestors 'none'`, X-Frame-Options DENY and nosniff.
  */
 
 export interface UiOptions {
@@ -31,6 +42,8 @@ export interface UiOptions {
   log: Logger;
   /** Flush interval of the batched updates (ms); default 100. */
   flushMs?: number;
+  /** More names the page may be opened by (e.g. this machine's DNS name when listening on 0.0.0.0), each as NAME:<port>. */
+  publicHosts?: readonly string[];
 }
 
 export interface UiServer {
@@ -44,8 +57,24 @@ const ASSETS = new URL('./assets/', import.meta.url);
 const MAX_BUFFERED = 8 << 20;
 const MAX_WORKFLOWS = 2000;
 const TYPES: Record<string, string> = { 'app.js': 'text/javascript; charset=utf-8', 'app.css': 'text/css; charset=utf-8' };
+/** On every response, errors included: no framing (clickjacking), no type sniffing, no caching. */
+const HEADERS: Record<string, string> = {
+  'Content-Security-Policy': "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+  'X-Frame-Options': 'DENY',
+  'X-Content-Type-Options': 'nosniff',
+  'Cache-Control': 'no-store',
+};
+/** The payload fields the page's forms send (page() and assets/app.js); a POST gets these and nothing else signed. */
+const FORM_FIELDS = {
+  'backup.create': ['name', 'compression'],
+  'restore.create': ['backupId', 'instanceName', 'clusterName', 'force'],
+} as const;
+const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
 export async function startUi(o: UiOptions): Promise<UiServer> {
+  for (const h of o.publicHosts ?? []) {
+    if (!HOSTNAME.test(h) && !isIP(h)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--public-host ${JSON.stringify(h.slice(0, 64))} is not a host name or address`);
+  }
   const model = new UiModel({ maxWorkflows: MAX_WORKFLOWS });
   const token = randomBytes(24).toString('base64url');
   const svgs = { backup: toSvg(diagram(backupMachine)), restore: toSvg(diagram(restoreMachine)) };
@@ -114,7 +143,10 @@ export async function startUi(o: UiOptions): Promise<UiServer> {
   };
   const subscribed = subscribe();
 
+  // Filled in once listening (the port is known then).
+  let hosts: HostNames | null = null;
   const server: Server = createServer((req, res) => {
+    for (const [k, v] of Object.entries(HEADERS)) res.setHeader(k, v);
     handle(req, res).catch((err) => {
       const info = toErrorInfo(err);
       if (!res.headersSent) sendJson(res, status(info.code), { error: info });
@@ -123,11 +155,22 @@ export async function startUi(o: UiOptions): Promise<UiServer> {
   });
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // Before anything is read or served: a name that is not ours is a DNS-rebinding page (or a misdirected one).
+    const host = String(req.headers.host ?? '').toLowerCase();
+    if (!hosts?.accepts(host)) {
+      const info = new CbrError('CBR_ERR_INVALID_ARGUMENT', `this server does not answer to host ${JSON.stringify(host.slice(0, 100))}; open ${hosts?.url ?? 'it by its address'}`).toJSON();
+      sendJson(res, 421, { error: info });
+      return;
+    }
+    // Browsers send Origin on every cross-origin request and on same-origin POSTs: only the page's own is accepted.
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      const origin = req.headers.origin;
+      if (origin?.toLowerCase() !== `http://${host}`) {
+        throw new CbrError('CBR_ERR_COMMAND_UNAUTHORIZED', origin === undefined ? 'a request without an Origin header cannot post' : `cross-origin request from ${JSON.stringify(origin.slice(0, 100))} refused`);
+      }
+    }
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
-    res.setHeader('X-Content-Type-Options', 'nosniff');
-    res.setHeader('Cache-Control', 'no-store');
     if (req.method === 'GET' && path === '/') {
-      res.setHeader('Content-Security-Policy', "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'");
       res.setHeader('Content-Type', 'text/html; charset=utf-8');
       res.end(page(token, !!o.signingKey));
       return;
@@ -177,9 +220,10 @@ export async function startUi(o: UiOptions): Promise<UiServer> {
     server.listen(o.port ?? 0, o.listen ?? '127.0.0.1', () => resolve());
   });
   const { port, address } = server.address() as AddressInfo;
-  const host = address.includes(':') ? `[${address}]` : address;
+  const url = `http://${address.includes(':') ? `[${address}]` : address}:${port}/`;
+  hosts = hostNames(address, port, o.publicHosts ?? [], url);
   return {
-    url: `http://${host}:${port}/`,
+    url,
     port,
     model,
     async close() {
@@ -195,7 +239,47 @@ export async function startUi(o: UiOptions): Promise<UiServer> {
   };
 }
 
-/** Only the two workflow-starting commands, with only the fields the forms have. */
+interface HostNames {
+  accepts(host: string): boolean;
+  url: string;
+}
+
+/**
+ * The Host header values the server answers to: the names it listens as, with its port (port 80 also without).
+ * On 0.0.0.0/:: the interface addresses are read again when a name is not found (an address may come later).
+ */
+function hostNames(address: string, port: number, publicHosts: readonly string[], url: string): HostNames {
+  const wildcard = address === '0.0.0.0' || address === '::';
+  const build = () => {
+    const names = new Set<string>();
+    const add = (h: string) => {
+      const n = (isIP(h) === 6 ? `[${h}]` : h).toLowerCase();
+      names.add(`${n}:${port}`);
+      if (port === 80) names.add(n);
+    };
+    add(address);
+    if (address === '127.0.0.1' || address === '::1' || wildcard) add('localhost');
+    if (wildcard) {
+      for (const list of Object.values(networkInterfaces())) {
+        for (const i of list ?? []) if (address === '::' || i.family === 'IPv4') add(i.address);
+      }
+    }
+    for (const h of publicHosts) add(h);
+    return names;
+  };
+  let names = build();
+  return {
+    url,
+    accepts(host) {
+      if (names.has(host)) return true;
+      if (!wildcard || host === '') return false;
+      names = build();
+      return names.has(host);
+    },
+  };
+}
+
+/** Only the two workflow-starting commands, with only the fields the forms have (FORM_FIELDS). */
 async function commandFrom(body: Buffer): Promise<CommandDraft & { id: string }> {
   let v: unknown;
   try {
@@ -206,8 +290,11 @@ async function commandFrom(body: Buffer): Promise<CommandDraft & { id: string }>
   const r = (v ?? {}) as { type?: unknown; host?: unknown; payload?: unknown };
   if (r.type !== 'backup.create' && r.type !== 'restore.create') throw new CbrError('CBR_ERR_COMMAND_INVALID', 'the page can start backup.create or restore.create only');
   if (typeof r.host !== 'string') throw new CbrError('CBR_ERR_COMMAND_INVALID', 'host is required');
-  if (!r.payload || typeof r.payload !== 'object') throw new CbrError('CBR_ERR_COMMAND_INVALID', 'payload is required');
-  return { id: randomUUID(), type: r.type, host: r.host, payload: r.payload } as CommandDraft & { id: string };
+  if (!r.payload || typeof r.payload !== 'object' || Array.isArray(r.payload)) throw new CbrError('CBR_ERR_COMMAND_INVALID', 'payload is required');
+  const given = r.payload as Record<string, unknown>;
+  const payload: Record<string, unknown> = {};
+  for (const k of FORM_FIELDS[r.type]) if (Object.hasOwn(given, k) && given[k] !== undefined) payload[k] = given[k];
+  return { id: randomUUID(), type: r.type, host: r.host, payload } as unknown as CommandDraft & { id: string };
 }
 
 async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {

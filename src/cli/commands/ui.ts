@@ -6,7 +6,7 @@ import { busPrefix, signingKey } from '../bus.ts';
 import { cliLogger } from '../context.ts';
 import { type Command, parse } from '../io.ts';
 
-const usage = 'cbr ui [--bus amqp://127.0.0.1:5672] [--port 8900] [--listen 127.0.0.1] [--prefix P] [--signing-key-file F]';
+const usage = 'cbr ui [--bus amqp://127.0.0.1:5672] [--port 8900] [--listen 127.0.0.1] [--public-host NAME]... [--prefix P] [--signing-key-file F]';
 
 export const command: Command = {
   summary: 'Serve a live web view of every host and workflow on the bus (diagram, progress, history); start workflows with the signing key.',
@@ -18,6 +18,7 @@ export const command: Command = {
         bus: { type: 'string' },
         port: { type: 'string', default: '8900' },
         listen: { type: 'string', default: '127.0.0.1' },
+        'public-host': { type: 'string', multiple: true },
         prefix: { type: 'string' },
         'signing-key-file': { type: 'string' },
         json: { type: 'boolean', default: false },
@@ -29,7 +30,7 @@ export const command: Command = {
     const url = values.bus ?? io.env['CBR_BUS_URL'] ?? 'amqp://guest:guest@127.0.0.1:5672';
     const log = io.env['CBR_LOG_LEVEL'] ? cliLogger(io) : createLogger({ level: 'info', sink: (l) => io.stderr(`${l}\n`) });
     const key = await signingKey(values, io.env);
-    const ui = await startUi({ url, prefix: busPrefix(values, io.env), port, listen: values.listen, signingKey: key, log });
+    const ui = await startUi({ url, prefix: busPrefix(values, io.env), port, listen: values.listen, publicHosts: values['public-host'] ?? [], signingKey: key, log });
     if (values.json) io.stdout(`${JSON.stringify({ url: ui.url, bus: redactUrl(url), readOnly: !key })}\n`);
     else io.stdout(`cbr ui on ${ui.url} (bus ${redactUrl(url)}, ${key ? 'commands enabled' : 'read-only'}); Ctrl-C stops it\n`);
     await new Promise<void>((done) => {
