@@ -3,6 +3,7 @@ import { Readable } from 'node:stream';
 import { CbrError } from './errors.ts';
 import type { Compression } from './archive/format.ts';
 import type { DataSettings } from './cassandra/dataSettings.ts';
+import { parseRecord } from './record.ts';
 import type { ObjectStore } from './storage/types.ts';
 
 /**
@@ -10,7 +11,8 @@ import type { ObjectStore } from './storage/types.ts';
  * archive is complete. Without a COMPLETED record nothing is listed as usable.
  */
 export interface BackupRecord {
-  format: 1;
+  /** 1: before MACs and bindings; 2: an encrypted backup's record carries `mac` and its archive is bound. */
+  format: 1 | 2;
   id: string;
   name: string;
   description: string;
@@ -27,13 +29,15 @@ export interface BackupRecord {
   size: number;
   sha256: string;
   compression: Compression;
-  encryption: { algorithm: 'aes-256-gcm-chunked'; keyFingerprint: string } | null;
+  encryption: { algorithm: 'aes-256-gcm-chunked'; keyFingerprint: string; bound?: true } | null;
   rawBytes: number;
   fileCount: number;
   keyspaces: string[];
   files: { path: string; size: number }[];
   /** Settings the data depends on (tokens, partitioner, SSTable identifiers and format); absent in older records. */
   settings?: DataSettings;
+  /** HMAC-SHA256 of the record, with a key derived from the archive key (encrypted backups, format 2). */
+  mac?: string;
 }
 
 export const RECORD_NAME = 'backup.json';
@@ -50,7 +54,7 @@ export function checkId(id: string): string {
 
 export async function writeRecord(store: ObjectStore, record: BackupRecord, signal?: AbortSignal): Promise<void> {
   const body = Readable.from([Buffer.from(`${JSON.stringify(record, null, 1)}\n`)]);
-  await store.put(recordKey(record.id), body, { contentType: 'application/json', ...(signal ? { signal } : {}) });
+  await store.put(recordKey(record.id), body, { contentType: 'application/json', ifAbsent: true, ...(signal ? { signal } : {}) });
 }
 
 export async function readRecord(store: ObjectStore, id: string, signal?: AbortSignal): Promise<BackupRecord> {
@@ -62,13 +66,13 @@ export async function readRecord(store: ObjectStore, id: string, signal?: AbortS
     if (err instanceof CbrError && err.code === 'CBR_ERR_OBJECT_NOT_FOUND') throw new CbrError('CBR_ERR_BACKUP_NOT_FOUND', `no backup ${id}`);
     throw err;
   }
+  let parsed: unknown;
   try {
-    const rec = JSON.parse(text) as BackupRecord;
-    if (rec.format !== 1 || rec.id !== id) throw new Error('format');
-    return rec;
+    parsed = JSON.parse(text);
   } catch {
-    throw new CbrError('CBR_ERR_BACKUP_NOT_COMPLETE', `the record of backup ${id} is unreadable`);
+    throw new CbrError('CBR_ERR_RECORD_INVALID', `the record of backup ${id} is not JSON`);
   }
+  return parseRecord(parsed, id) as BackupRecord;
 }
 
 export async function listRecords(store: ObjectStore, signal?: AbortSignal): Promise<BackupRecord[]> {

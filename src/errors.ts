@@ -19,22 +19,34 @@ export const ERRORS = {
   CBR_ERR_CQL_FAILED: { exit: 6, retryable: true, summary: 'A CQL statement failed or the node could not be reached over CQL.' },
   CBR_ERR_INSUFFICIENT_SPACE: { exit: 7, retryable: false, summary: 'Free disk space is below the configured threshold.' },
   CBR_ERR_STORAGE_FAILED: { exit: 8, retryable: true, summary: 'Object storage failed to store, read or delete an object.' },
+  CBR_ERR_OBJECT_EXISTS: { exit: 8, retryable: false, summary: 'A create-only write found the object already in storage.' },
   CBR_ERR_OBJECT_NOT_FOUND: { exit: 8, retryable: false, summary: 'The object does not exist in storage.' },
   CBR_ERR_BACKUP_NOT_FOUND: { exit: 9, retryable: false, summary: 'No backup has this id.' },
+  CBR_ERR_BACKUP_EXISTS: { exit: 9, retryable: false, summary: 'The backup id is taken: storage holds objects under it or the node has a snapshot with that tag.' },
   CBR_ERR_BACKUP_NOT_COMPLETE: { exit: 9, retryable: false, summary: 'The backup exists but is not COMPLETED, so it cannot be restored.' },
+  CBR_ERR_RECORD_INVALID: { exit: 10, retryable: false, summary: 'The backup record fails its schema or its authentication (MAC); it is not trusted.' },
   CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH: { exit: 10, retryable: false, summary: 'The stored object does not match the checksum in its record (truncated or altered).' },
   CBR_ERR_ARCHIVE_CORRUPT: { exit: 10, retryable: false, summary: 'The archive could not be decompressed or parsed.' },
   CBR_ERR_ARCHIVE_HOSTILE_ENTRY: { exit: 10, retryable: false, summary: 'The archive holds an entry that may not be unpacked (absolute path, "..", link, device, or outside the data-dir layout).' },
   CBR_ERR_DECRYPT_FAILED: { exit: 10, retryable: false, summary: 'Decryption failed: wrong key, or the archive was altered.' },
   CBR_ERR_KEY_REQUIRED: { exit: 10, retryable: false, summary: 'The backup is encrypted and no key was given.' },
-  CBR_ERR_KEY_INVALID: { exit: 2, retryable: false, summary: 'The key file is unreadable or does not hold a 256-bit key.' },
+  CBR_ERR_KEY_INVALID: {
+    exit: 2,
+    retryable: false,
+    summary: 'The key file is unreadable or does not hold a 256-bit key (64 hex characters, base64 of 32 bytes, or 32 random bytes; never a passphrase): make one with `openssl rand -hex 32`.',
+  },
   CBR_ERR_TARGET_NOT_EMPTY: { exit: 11, retryable: false, summary: 'The restore target holds user data; pass --force to replace it.' },
   CBR_ERR_RESTORE_VERIFY_FAILED: { exit: 11, retryable: false, summary: 'The restored node did not answer with the new password or lacks a keyspace.' },
   CBR_ERR_WORKFLOW_NOT_FOUND: { exit: 12, retryable: false, summary: 'No workflow has this id.' },
   CBR_ERR_WORKFLOW_CONFLICT: { exit: 12, retryable: false, summary: 'Another workflow holds the resource (same backup id or same target).' },
   CBR_ERR_COMMAND_INVALID: { exit: 14, retryable: false, summary: 'A bus command is malformed, unknown, oversized or addressed to another host; it was dead-lettered.' },
-  CBR_ERR_COMMAND_UNAUTHORIZED: { exit: 14, retryable: false, summary: 'A bus command lacks a valid signature (HMAC) while command signing is configured; it was dead-lettered.' },
+  CBR_ERR_COMMAND_UNAUTHORIZED: { exit: 14, retryable: false, summary: 'While command signing is configured, a bus command lacks a valid signature (HMAC over the command and its bus prefix), is outside the 5-minute window, or replays a command id this agent already took; it was dead-lettered.' },
   CBR_ERR_BUS_UNAVAILABLE: { exit: 15, retryable: true, summary: 'The message broker cannot be reached or refused the connection.' },
+  CBR_ERR_OUTCOME_UNKNOWN: {
+    exit: 75,
+    retryable: true,
+    summary: 'The command was sent but the broker stayed away past the deadline: the workflow may have completed or failed; ask its agent again (cbr status --workflow ID).',
+  },
   CBR_ERR_ABORTED: { exit: 13, retryable: true, summary: 'The step was aborted (shutdown or cancel).' },
   CBR_ERR_INTERNAL: { exit: 70, retryable: false, summary: 'An unexpected internal error; the message says where.' },
 } as const satisfies Record<string, { exit: number; retryable: boolean; summary: string }>;
@@ -51,12 +63,15 @@ export interface ErrorInfo {
 export class CbrError extends Error {
   readonly code: ErrorCode;
   readonly retryable: boolean;
+  /** Machine-readable context the CLI adds to its `--json` error (e.g. the workflow id of an unknown outcome). */
+  readonly details: Record<string, string> | undefined;
 
-  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown }) {
+  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown; details?: Record<string, string> }) {
     super(message ?? ERRORS[code].summary, options);
     this.name = 'CbrError';
     this.code = code;
     this.retryable = ERRORS[code].retryable;
+    this.details = options?.details;
   }
 
   get exitCode(): number {

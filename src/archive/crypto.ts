@@ -20,7 +20,7 @@ const TAG_LEN = 16;
 export const DEFAULT_CHUNK = 1 << 20;
 
 export interface KeySource {
-  /** A file holding 32 raw bytes, 64 hex characters or base64 of 32 bytes. */
+  /** A file holding 64 hex characters, base64 of 32 bytes, or 32 random (not text) bytes: see parseKey. */
   file?: string;
   /** The name of an environment variable holding the key as hex or base64 (never the key itself). */
   env?: string;
@@ -44,15 +44,44 @@ export async function loadKey(source: KeySource, env: NodeJS.ProcessEnv = proces
   return parseKey(raw, source.file ?? `$${source.env}`);
 }
 
+const HOW_TO_MAKE_A_KEY = 'make one with `openssl rand -hex 32`';
+
+/**
+ * A 256-bit key from the bytes of a key file or variable, accepted in exactly three forms:
+ *   - 64 hex characters (surrounding whitespace and newlines allowed), as `openssl rand -hex 32` prints;
+ *   - base64 of exactly 32 bytes, standard (+/) or URL-safe (-_) alphabet, with or without the `=` padding,
+ *     in canonical form (surrounding whitespace allowed);
+ *   - exactly 32 raw bytes that are not text. A passphrase always is text; 32 random bytes are valid UTF-8
+ *     without control characters (other than tab, CR, LF) with odds of about 2e-11 (all printable ASCII: 2e-14),
+ *     so a random raw key is refused only about once in 50 billion keys, and then with the advice to make another.
+ * Anything else, a 32-character passphrase above all, is refused with CBR_ERR_KEY_INVALID. The message names where
+ * the key came from and how to make one, never any of its bytes.
+ */
 export function parseKey(raw: Buffer, where: string): Buffer {
-  if (raw.length === 32) return Buffer.from(raw);
-  const text = raw.toString('utf8').trim();
+  const text = raw.toString('latin1').replace(/^[ \t\r\n\f\v]+|[ \t\r\n\f\v]+$/g, '');
   if (/^[0-9a-fA-F]{64}$/.test(text)) return Buffer.from(text, 'hex');
-  if (/^[A-Za-z0-9+/]{43}=?$/.test(text)) {
+  if (/^(?:[A-Za-z0-9+/]{43}|[A-Za-z0-9_-]{43})=?$/.test(text)) {
     const b = Buffer.from(text, 'base64');
-    if (b.length === 32) return b;
+    // Canonical only: the 2 spare bits of the last character are zero (a typo there would decode "fine").
+    const url = /[-_]/.test(text);
+    if (b.length === 32 && b.toString(url ? 'base64url' : 'base64').replace(/=+$/, '') === text.replace(/=$/, '')) return b;
   }
-  throw new CbrError('CBR_ERR_KEY_INVALID', `${where} does not hold a 256-bit key (32 raw bytes, 64 hex characters or base64)`);
+  if (raw.length === 32 && !isText(raw)) return Buffer.from(raw);
+  const why = isText(raw)
+    ? 'its text is neither 64 hex characters nor base64 of 32 bytes (a passphrase is not a key)'
+    : 'a raw key is exactly 32 random bytes (or give 64 hex characters, or base64 of 32 bytes)';
+  throw new CbrError('CBR_ERR_KEY_INVALID', `${where} does not hold a 256-bit key: ${why}; ${HOW_TO_MAKE_A_KEY}`);
+}
+
+/** True when the bytes are UTF-8 text: valid UTF-8 with no control characters but tab, CR and LF. */
+function isText(raw: Buffer): boolean {
+  let s: string;
+  try {
+    s = new TextDecoder('utf-8', { fatal: true }).decode(raw);
+  } catch {
+    return false;
+  }
+  return !/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]/.test(s);
 }
 
 /** A public fingerprint of a key, kept in backup records so a wrong key is named before any byte is unpacked. */
@@ -60,8 +89,19 @@ export function keyFingerprint(key: Buffer): string {
   return createHash('sha256').update('cbr key fingerprint v1\0').update(key).digest('hex').slice(0, 16);
 }
 
-function subkey(key: Buffer, salt: Buffer): Buffer {
-  return Buffer.from(hkdfSync('sha256', key, salt, 'cbr archive v1', 32));
+/**
+ * The archive's subkey. With a `binding` (the digest of the backup's identity: id, creation time, source), the
+ * key is bound to that one backup: an archive moved under another backup's record, sealed with the same key,
+ * does not decrypt. Archives of records without `encryption.bound` were sealed without it.
+ */
+function subkey(key: Buffer, salt: Buffer, binding?: Buffer): Buffer {
+  const info = binding ? Buffer.concat([Buffer.from('cbr archive v2\0'), binding]) : Buffer.from('cbr archive v1');
+  return Buffer.from(hkdfSync('sha256', key, salt, info, 32));
+}
+
+/** The key a record's MAC is made with: derived from the archive key, never the archive key itself. */
+export function recordMacKey(key: Buffer): Buffer {
+  return Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), 'cbr record mac v1', 32));
 }
 
 function chunkAad(header: Buffer, index: number, final: boolean): Buffer {
@@ -88,7 +128,7 @@ export class EncryptStream extends Transform {
   #pendingLen = 0;
   #index = 0;
 
-  constructor(key: Buffer, chunkSize = DEFAULT_CHUNK) {
+  constructor(key: Buffer, chunkSize = DEFAULT_CHUNK, binding?: Buffer) {
     super({ highWaterMark: 1 << 20 });
     const salt = randomBytes(16);
     this.#prefix = randomBytes(8);
@@ -98,7 +138,7 @@ export class EncryptStream extends Transform {
     salt.copy(this.#header, MAGIC.length);
     this.#prefix.copy(this.#header, MAGIC.length + 16);
     this.#header.writeUInt32BE(chunkSize, MAGIC.length + 24);
-    this.#key = subkey(key, salt);
+    this.#key = subkey(key, salt, binding);
     this.push(this.#header);
   }
 
@@ -141,9 +181,12 @@ export class DecryptStream extends Transform {
   #partsLen = 0;
   #index = 0;
 
-  constructor(key: Buffer) {
+  readonly #binding: Buffer | undefined;
+
+  constructor(key: Buffer, binding?: Buffer) {
     super({ highWaterMark: 1 << 20 });
     this.#masterKey = key;
+    this.#binding = binding;
   }
 
   override _transform(data: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -204,7 +247,7 @@ export class DecryptStream extends Transform {
     if (chunk < 1024 || chunk > 64 << 20) throw new CbrError('CBR_ERR_DECRYPT_FAILED', 'encrypted archive header is corrupt');
     this.#header = Buffer.from(h);
     this.#prefix = Buffer.from(h.subarray(MAGIC.length + 16, MAGIC.length + 24));
-    this.#key = subkey(this.#masterKey, h.subarray(MAGIC.length, MAGIC.length + 16));
+    this.#key = subkey(this.#masterKey, h.subarray(MAGIC.length, MAGIC.length + 16), this.#binding);
     this.#sealedChunk = chunk + TAG_LEN;
   }
 

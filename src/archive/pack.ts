@@ -22,6 +22,8 @@ export interface PackOptions {
   compression: Compression;
   level?: number;
   key?: Buffer | undefined;
+  /** Binds the encryption to one backup (see crypto.ts subkey); with `key` only. */
+  binding?: Buffer | undefined;
   /** Bytes per second of stored output; null or undefined for no limit. */
   rateLimit?: number | null | undefined;
   signal?: AbortSignal;
@@ -78,7 +80,7 @@ export function packArchive(files: readonly SnapshotFile[], opts: PackOptions): 
     { objectMode: false, highWaterMark: 1 << 20 },
   );
   const stages: NodeJS.ReadWriteStream[] = [compressor(opts.compression, opts.level)];
-  if (opts.key) stages.push(new EncryptStream(opts.key));
+  if (opts.key) stages.push(new EncryptStream(opts.key, undefined, opts.binding));
   if (opts.rateLimit) stages.push(new Throttle(opts.rateLimit));
 
   const piped = pipeline([tar, ...stages, meter, out] as unknown as [Readable, NodeJS.WritableStream], opts.signal ? { signal: opts.signal } : {});

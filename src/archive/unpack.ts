@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { lchown, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
@@ -14,12 +14,16 @@ import { type Compression, decompressor } from './format.ts';
 export interface UnpackOptions {
   compression: Compression;
   key?: Buffer | undefined;
+  /** The backup's binding when its archive was sealed with one (records with `encryption.bound`). */
+  binding?: Buffer | undefined;
   /** Expected SHA-256 (hex) of the stored object; checked when the stream ends. */
   sha256: string;
   /** Expected archive entries and their sizes (from the backup record); anything else is refused. */
   expected?: ReadonlyMap<string, number>;
   signal?: AbortSignal;
   onProgress?: (p: { bytes: number; files: number; storedBytes: number }) => void;
+  /** Owner of every directory and file unpacked, set on each as it is created (the restore runs as root). */
+  owner?: { uid: number; gid: number };
 }
 
 /**
@@ -38,7 +42,7 @@ export async function unpackArchive(source: Readable, target: string | ((entry: 
   });
   const extract = tar.extract();
   const stages: NodeJS.ReadWriteStream[] = [];
-  if (opts.key) stages.push(new DecryptStream(opts.key));
+  if (opts.key) stages.push(new DecryptStream(opts.key, opts.binding));
   stages.push(...decompressor(opts.compression));
 
   const seen = new Set<string>();
@@ -62,12 +66,17 @@ export async function unpackArchive(source: Readable, target: string | ((entry: 
         if (want === undefined) throw hostile(name, 'entry is not in the backup record');
         if (want !== size) throw hostile(name, `size ${size} differs from the record (${want})`);
       }
-      const path = join(typeof target === 'string' ? target : target(name), ...name.split('/'));
-      const dir = dirname(path);
-      if (!dirs.has(dir)) {
-        await mkdir(dir, { recursive: true });
+      const root = typeof target === 'string' ? target : target(name);
+      const parts = name.split('/');
+      // One level at a time, each directory owned as it is made: nothing is chowned by a walk afterwards.
+      for (let i = 1; i < parts.length; i++) {
+        const dir = join(root, ...parts.slice(0, i));
+        if (dirs.has(dir)) continue;
+        await mkdir(dir, { mode: 0o755 });
+        if (opts.owner) await lchown(dir, opts.owner.uid, opts.owner.gid);
         dirs.add(dir);
       }
+      const path = join(root, ...parts);
       // 'wx': never overwrite, never follow an existing link.
       entry.on('data', (c: unknown) => {
         bytes += (c as Buffer).length;
@@ -78,6 +87,8 @@ export async function unpackArchive(source: Readable, target: string | ((entry: 
         }
       });
       await pipeline(entry, createWriteStream(path, { flags: 'wx', mode: 0o644 }));
+      // Inside the caller's 0700 staging directory nobody else can swap the path between create and chown.
+      if (opts.owner) await lchown(path, opts.owner.uid, opts.owner.gid);
       files++;
     }
   })();

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { userInfo } from 'node:os';
@@ -295,24 +295,46 @@ export async function listSandboxes(env: NodeJS.ProcessEnv = process.env): Promi
   return names.filter((n) => existsSync(join(root, n, 'profile.json'))).sort();
 }
 
-/** The pid of the instance's CassandraDaemon, or null; checks /proc so a recycled pid is not mistaken for it. */
+/**
+ * The pid of the instance's CassandraDaemon, or null; checks /proc so a recycled pid is not mistaken for it. A
+ * process started by a cbr that was killed before it wrote the pid file is found too (by its command line):
+ * whatever a crash left running or booting on these directories is seen, waited for or stopped, never doubled.
+ */
 export function runningPid(dir: string): number | null {
-  let pid: number;
+  let pid = Number.NaN;
   try {
     pid = Number(readFileSync(join(dir, 'cassandra.pid'), 'utf8').trim());
   } catch {
-    return null;
+    /* no pid file: look for the process itself */
   }
-  if (!Number.isInteger(pid) || pid <= 0) return null;
+  if (Number.isInteger(pid) && pid > 0 && isInstanceProcess(pid, dir)) return pid;
+  return findInstanceProcess(dir);
+}
+
+function isInstanceProcess(pid: number, dir: string): boolean {
   try {
     const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    if (!cmdline.includes('CassandraDaemon') || !cmdline.includes(dir)) return null;
+    if (!cmdline.includes('CassandraDaemon') || !cmdline.split('\0').includes(`-Dcassandra.storagedir=${dir}`)) return false;
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    if (/\) Z /.test(stat)) return null;
-    return pid;
+    return !/\) Z /.test(stat);
+  } catch {
+    return false;
+  }
+}
+
+function findInstanceProcess(dir: string): number | null {
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
   } catch {
     return null;
   }
+  for (const e of entries) {
+    if (!/^[0-9]+$/.test(e)) continue;
+    const pid = Number(e);
+    if (pid !== process.pid && isInstanceProcess(pid, dir)) return pid;
+  }
+  return null;
 }
 
 async function logTail(dir: string, lines = 15): Promise<string> {

@@ -5,6 +5,7 @@ import { tableKey } from '../archive/entries.ts';
 import { listKeyspaces } from '../cassandra/layout.ts';
 import { placeTables } from '../cassandra/placement.ts';
 import { finalYaml, maintenanceYaml } from '../cassandra/yaml.ts';
+import { verifyRecord } from '../record.ts';
 import { CbrError } from '../errors.ts';
 import type { RestoreInput, RestorePlan } from '../../machines/restore.machine.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
@@ -37,6 +38,7 @@ export async function checkRestore(deps: RestoreDeps, { ctx }: { ctx: RestoreInp
     if (keyFingerprint(deps.key) !== rec.encryption.keyFingerprint) {
       throw new CbrError('CBR_ERR_DECRYPT_FAILED', `wrong key: backup ${rec.id} was encrypted with key ${rec.encryption.keyFingerprint}`);
     }
+    verifyRecord(rec, deps.key);
   }
   const password = await deps.readPassword();
   if (password.length < 8) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'the new superuser password must have at least 8 characters');

@@ -1,4 +1,5 @@
 import { rm } from 'node:fs/promises';
+import { removeTree, syncFilesystems } from '../fstree.ts';
 import { writeFileAtomic } from '../fsutil.ts';
 import type { RestoreStepInput } from '../../machines/restore.machine.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
@@ -8,7 +9,9 @@ export async function finalizeRestore(deps: RestoreDeps, { ctx }: RestoreStepInp
   const paths = restorePaths(deps.profile, ctx.workflowId);
   const password = await deps.readPassword();
   await writeFileAtomic(deps.profile.cql.credentialsFile, JSON.stringify({ username: ctx.superuser, password }), 0o600);
-  for (const { old } of paths.moves) await rm(old, { recursive: true, force: true });
+  // The point of no return: what was restored is on disk before the data it replaced goes.
+  await syncFilesystems(paths.moves.map((m) => m.live));
+  for (const { old } of paths.moves) await removeTree(old);
   await rm(paths.yamlOrig, { force: true });
-  for (const { staging } of paths.stagings) await rm(staging, { recursive: true, force: true });
+  for (const { staging } of paths.stagings) await removeTree(staging);
 }

@@ -13,7 +13,9 @@ import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
 export async function resetIdentity(deps: RestoreDeps, { ctx }: RestoreStepInput, signal: AbortSignal): Promise<{ superusers: string[] }> {
   // The maintenance configuration is in place (also when this re-runs after a crash): CQL answers where it says.
   const endpoint = maintenanceEndpoint(await readFile(restorePaths(deps.profile, ctx.workflowId).yaml, 'utf8'));
-  if (!(await deps.service.isRunning())) await deps.service.start(signal, endpoint);
+  // Started, still booting (the process that started it may have been killed), or down: start() starts it only
+  // when no process of the node runs, and in every case waits until CQL answers.
+  await deps.service.start(signal, endpoint);
   const password = await deps.readPassword();
   const cql = await deps.cql(undefined, endpoint);
   let superusers: string[];

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
+import { rename } from 'node:fs/promises';
+import { removeTree } from '../fstree.ts';
 import type { RestoreStepInput } from '../../machines/restore.machine.ts';
 import { assertStopped } from './assertStopped.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
@@ -15,7 +16,7 @@ export async function restoreDataDirs(deps: RestoreDeps, { ctx }: RestoreStepInp
   for (const { live, old } of paths.moves) {
     signal.throwIfAborted();
     if (!existsSync(old)) continue;
-    await rm(live, { recursive: true, force: true });
+    await removeTree(live);
     await rename(old, live);
   }
 }

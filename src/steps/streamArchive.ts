@@ -3,6 +3,7 @@ import { checkPackEntries } from '../archive/entries.ts';
 import { archiveName } from '../archive/format.ts';
 import { listSnapshotFiles } from '../cassandra/layout.ts';
 import { CbrError } from '../errors.ts';
+import { recordBinding } from '../record.ts';
 import type { BackupResult, StepInput } from '../../machines/backup.machine.ts';
 import type { BackupDeps } from './deps.ts';
 
@@ -19,6 +20,10 @@ export async function streamArchive(deps: BackupDeps, { ctx }: StepInput, signal
   const { stream, result } = packArchive(files, {
     compression: ctx.compression,
     key: deps.key ?? undefined,
+    // The record will carry the same identity (writeRecord): the archive opens only under it.
+    binding: deps.key
+      ? recordBinding({ id: ctx.backupId, created: ctx.startedAt, sourceInstance: deps.profile.name, hostId: deps.profile.hostId, compression: ctx.compression })
+      : undefined,
     rateLimit: ctx.rateLimit,
     signal,
     onProgress: (p) => deps.onProgress('streaming', p),

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdir, rename } from 'node:fs/promises';
+import { chmod, mkdir, rename, stat } from 'node:fs/promises';
 import type { RestoreStepInput } from '../../machines/restore.machine.ts';
 import { assertStopped } from './assertStopped.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
@@ -23,6 +23,9 @@ export async function swapDataDirs(deps: RestoreDeps, { ctx }: RestoreStepInput,
     if (!existsSync(staging)) continue;
     if (existsSync(live)) throw new Error(`${live} exists while its staging directory is not yet moved`);
     await rename(staging, live);
+    // The staging directory was 0700; the data directory gets the mode the old one had (chownData owns it).
+    const old = paths.moves.find((m) => m.live === live)!.old;
+    await chmod(live, existsSync(old) ? (await stat(old)).mode & 0o7777 : 0o750);
   }
   for (const { live } of paths.moves) await mkdir(live, { recursive: true });
 }

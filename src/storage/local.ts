@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { link, mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -28,9 +28,12 @@ export function createLocalStore(root: string, container: string): ObjectStore {
       const tmp = join(dirname(target), `.partial-${randomUUID()}`);
       try {
         await pipeline(body, createWriteStream(tmp, { flags: 'wx' }), opts.signal ? { signal: opts.signal } : {});
-        await rename(tmp, target);
+        // Create-only: link(2) fails when the name exists, atomically; rename would replace it.
+        if (opts.ifAbsent) await link(tmp, target).finally(() => rm(tmp, { force: true }));
+        else await rename(tmp, target);
       } catch (err) {
         await rm(tmp, { force: true });
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new CbrError('CBR_ERR_OBJECT_EXISTS', `${key} already exists`);
         throw storageError('put', key, err);
       }
       return { size: (await stat(target)).size };

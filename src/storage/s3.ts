@@ -80,7 +80,7 @@ export function createS3Store(config: S3Config): ObjectStore {
       });
       const upload = new Upload({
         client,
-        params: { Bucket, Key: key, Body: body, ...(o.contentType ? { ContentType: o.contentType } : {}) },
+        params: { Bucket, Key: key, Body: body, ...(o.contentType ? { ContentType: o.contentType } : {}), ...(o.ifAbsent ? { IfNoneMatch: '*' } : {}) },
         partSize: config.partSize ?? 16 << 20,
         queueSize: 2,
         leavePartsOnError: false,
@@ -92,6 +92,7 @@ export function createS3Store(config: S3Config): ObjectStore {
         return { size };
       } catch (err) {
         if (o.signal?.aborted) throw new CbrError('CBR_ERR_ABORTED', `upload of ${key} aborted`);
+        if (o.ifAbsent && status(err) === 412) throw new CbrError('CBR_ERR_OBJECT_EXISTS', `${key} already exists`);
         throw err instanceof CbrError ? err : s3Error('upload', key, err);
       } finally {
         o.signal?.removeEventListener('abort', onAbort);

@@ -146,7 +146,7 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
    * PUT of a spooled file with node:http and pipeline, so the socket's backpressure bounds memory (fetch with a
    * stream body read a 256 MiB segment into memory ahead of the socket). Same retry and re-auth rules.
    */
-  const uploadFile = async (path: string, size: number, md5: string, target: string, signal?: AbortSignal) => {
+  const uploadFile = async (path: string, size: number, md5: string, target: string, signal?: AbortSignal, ifAbsent = false) => {
     let reauthed = false;
     let last = '';
     for (let attempt = 1; attempt <= attempts; attempt++) {
@@ -157,6 +157,7 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
           'X-Auth-Token': session.token,
           'Content-Length': String(size),
           ETag: md5,
+          ...(ifAbsent ? { 'If-None-Match': '*' } : {}),
         }, signal);
         if (status === 401 && !reauthed) {
           session = null;
@@ -164,6 +165,7 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
           attempt--;
           continue;
         }
+        if (status === 412 && ifAbsent) throw new CbrError('CBR_ERR_OBJECT_EXISTS', `${target} already exists`);
         if (status >= 200 && status < 300) {
           if (etag && etag !== md5) throw new CbrError('CBR_ERR_STORAGE_FAILED', `upload ${target}: ETag ${etag} differs from the MD5 sent (${md5})`);
           return;
@@ -233,18 +235,20 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
         if (segments.length === 0) {
           // It all fit one segment: a plain object.
           const only = full ?? { path: cur.path, size: cur.size, md5: cur.hash.digest('hex'), index: cur.index };
-          await uploadFile(only.path, only.size, only.md5, `/${enc(config.container)}/${encPath(key)}`, signal);
+          await uploadFile(only.path, only.size, only.md5, `/${enc(config.container)}/${encPath(key)}`, signal, opts.ifAbsent === true);
         } else {
           if (full) await upload(full);
           if (cur.size > 0) await upload({ path: cur.path, size: cur.size, md5: cur.hash.digest('hex'), index: cur.index });
           const manifest = JSON.stringify(segments);
           const res = await request('PUT', `/${enc(config.container)}/${encPath(key)}?multipart-manifest=put`, {
             body: () => manifest,
-            headers: { 'Content-Type': 'application/json' },
+            headers: { 'Content-Type': 'application/json', ...(opts.ifAbsent ? { 'If-None-Match': '*' } : {}) },
+            ...(opts.ifAbsent ? { ok: [412] } : {}),
             ...(signal ? { signal } : {}),
             what: `manifest of ${key}`,
           });
           await res.body?.cancel();
+          if (res.status === 412) throw new CbrError('CBR_ERR_OBJECT_EXISTS', `${key} already exists`);
         }
         return { size: total };
       } catch (err) {

@@ -9,7 +9,8 @@ import type { SwiftConfig } from './swift.ts';
  */
 export interface ObjectStore {
   readonly description: string;
-  put(key: string, body: Readable, opts?: { signal?: AbortSignal; contentType?: string }): Promise<{ size: number }>;
+  /** `ifAbsent`: create only; an existing object is left as it is and the put fails with CBR_ERR_OBJECT_EXISTS. */
+  put(key: string, body: Readable, opts?: { signal?: AbortSignal; contentType?: string; ifAbsent?: boolean }): Promise<{ size: number }>;
   get(key: string, opts?: { signal?: AbortSignal }): Promise<Readable>;
   head(key: string, opts?: { signal?: AbortSignal }): Promise<ObjectInfo | null>;
   list(prefix?: string, opts?: { signal?: AbortSignal }): AsyncIterable<ObjectInfo>;

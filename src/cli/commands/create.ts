@@ -8,14 +8,17 @@ import { CbrError, fromErrorInfo } from '../../errors.ts';
 import { writeFileAtomic } from '../../fsutil.ts';
 import { cbrHome } from '../../home.ts';
 import { loadProfile } from '../../profile.ts';
-import { createSandbox, profilePath as sandboxProfilePath } from '../../sandbox/sandbox.ts';
+import { listKeyspaces } from '../../cassandra/layout.ts';
+import { createSandbox, removeSandbox, runningPid, profilePath as sandboxProfilePath } from '../../sandbox/sandbox.ts';
+import { StateStore } from '../../state/store.ts';
+import { SYSTEM_KEYSPACES } from '../../steps/checkRestore.ts';
 import type { RestoreContext } from '../../../machines/restore.machine.ts';
-import { busOptions, runOverBus } from '../bus.ts';
-import { commonOptions, localRuntime, storageConfig } from '../context.ts';
+import { busOptions, followOptions, runOverBus } from '../bus.ts';
+import { commonOptions, localRuntime, stateDbPath, storageConfig } from '../context.ts';
 import { type Command, parse, printJson } from '../io.ts';
 
 const usage =
-  'cbr create <instance-name> --backup <id> (--config <target profile> | --sandbox | --bus URL --host H) [--password-file F] [--decrypt-key-file F | --decrypt-key-env VAR] [--superuser cassandra] [--cluster-name N] [--force] [--storage-root DIR] [--json]';
+  'cbr create <instance-name> --backup <id> (--config <target profile> | --sandbox | --bus URL --host H [--bus-outage-deadline 5m]) [--password-file F] [--decrypt-key-file F | --decrypt-key-env VAR] [--superuser cassandra] [--cluster-name N] [--force] [--storage-root DIR] [--json]';
 
 const NAME_RE = /^[A-Za-z][A-Za-z0-9_-]{0,47}$/;
 
@@ -37,6 +40,7 @@ export const command: Command = {
         'cluster-name': { type: 'string' },
         force: { type: 'boolean', default: false },
         ...busOptions,
+        ...followOptions,
       },
       usage,
     );
@@ -77,10 +81,17 @@ export const command: Command = {
     checkClusterName(clusterName);
 
     let profilePath: string;
+    let createdSandbox = false;
     if (values.sandbox) {
-      if (existsSync(sandboxProfilePath(instance, io.env))) throw new CbrError('CBR_ERR_SANDBOX_EXISTS', `sandbox ${instance} already exists`);
-      await createSandbox(instance, { env: io.env });
       profilePath = sandboxProfilePath(instance, io.env);
+      if (existsSync(profilePath)) {
+        // A rerun after a failed or interrupted `create --sandbox` takes over the instance it left: stopped, with no
+        // user data and no workflow still on it. Anything else is somebody's node.
+        await takeOverSandbox(instance, profilePath, io.env);
+      } else {
+        await createSandbox(instance, { env: io.env });
+        createdSandbox = true;
+      }
     } else {
       profilePath = resolve(values.config!);
       await loadProfile(profilePath);
@@ -126,6 +137,10 @@ export const command: Command = {
         bar?.end();
       });
       const ctx = outcome.context as unknown as RestoreContext;
+      if (outcome.state !== 'completed' && createdSandbox) {
+        // The instance was made for this restore and holds nothing else: a failed restore leaves no stopped node behind.
+        await removeSandbox(instance, io.env).catch(() => {});
+      }
       if (outcome.state !== 'completed') {
         throw fromErrorInfo(outcome.error ?? { code: 'CBR_ERR_INTERNAL', message: 'restore failed', retryable: false });
       }
@@ -159,3 +174,21 @@ export const command: Command = {
     }
   },
 };
+
+/** Refuses an existing sandbox unless it is the stopped, empty leftover of an earlier `create --sandbox`. */
+async function takeOverSandbox(instance: string, profilePath: string, env: NodeJS.ProcessEnv): Promise<void> {
+  const profile = await loadProfile(profilePath);
+  const taken = (why: string) => new CbrError('CBR_ERR_SANDBOX_EXISTS', `sandbox ${instance} already exists and ${why}; remove it with cbr sandbox rm ${instance}`);
+  if (profile.service.kind !== 'sandbox' || runningPid(profile.service.instanceDir) !== null) throw taken('is running');
+  const userData = (await listKeyspaces(profile.dataDirs)).filter((k) => !SYSTEM_KEYSPACES.has(k));
+  if (userData.length) throw taken(`holds keyspaces ${userData.slice(0, 5).join(', ')}`);
+  if (existsSync(stateDbPath(env))) {
+    const db = new StateStore(stateDbPath(env));
+    try {
+      const active = db.list({ status: 'active' }).find((w) => (w.input as { profilePath?: string }).profilePath === profilePath);
+      if (active) throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `${active.kind} ${active.id} is still unfinished on sandbox ${instance}: run cbr resume`);
+    } finally {
+      db.close();
+    }
+  }
+}

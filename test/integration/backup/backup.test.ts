@@ -190,6 +190,32 @@ describe('backup on a real node (local storage)', () => {
     assert.deepEqual(readdirSync(dir).sort(), ['archive.tar', 'backup.json'], 'no partial file left');
   });
 
+  it('refuses a backup id that storage or an operator snapshot already holds, touching neither', async () => {
+    const first = await cbr(['backup-create', 'keep-me', '--config', profilePathOf(profile), '--json'], env);
+    assert.equal(first.code, 0, first.err);
+    const id = String(first.json()['id']);
+    const recordFile = join(storageRoot, 'database_backups', id, 'backup.json');
+    const recordBefore = readFileSync(recordFile, 'utf8');
+    const rec = JSON.parse(recordBefore) as BackupRecord;
+    const archiveBefore = createHash('sha256').update(readFileSync(archivePath(rec))).digest('hex');
+    // Another host's state database: nothing there knows the id, only storage does.
+    const otherHost = { ...env, CBR_STATE_DB: join(scratchDir('state-other'), 'state.db') };
+    const again = await cbr(['backup-create', 'intruder', '--config', profilePathOf(profile), '--id', id, '--json'], otherHost);
+    assert.equal(again.json().error?.code, 'CBR_ERR_BACKUP_EXISTS', again.out);
+    assert.equal(readFileSync(recordFile, 'utf8'), recordBefore, 'the stored record is untouched');
+    assert.equal(createHash('sha256').update(readFileSync(archivePath(rec))).digest('hex'), archiveBefore, 'the archive is untouched');
+
+    const nodetool = createNodetool(profile);
+    await nodetool.snapshot('operator-tag');
+    try {
+      const tagged = await cbr(['backup-create', 'tagged', '--config', profilePathOf(profile), '--id', 'operator-tag', '--json'], env);
+      assert.equal(tagged.json().error?.code, 'CBR_ERR_BACKUP_EXISTS', tagged.out);
+      assert.ok((await nodetool.listSnapshots()).includes('operator-tag'), "the operator's snapshot is still there");
+    } finally {
+      await nodetool.clearSnapshot('operator-tag');
+    }
+  });
+
   it('deletes a backup: record first, then the archive', async () => {
     const list = (await cbr(['backup-list', '--json'], env)).json() as unknown as { id: string }[];
     const id = list[0]!.id;

@@ -156,7 +156,7 @@ describe('restore on operators’ real nodes: SAI, 2i, BTI, UUID ids, MV, severa
     sourceSums = await tableChecksums(c, KEYSPACES);
     sourceAnswers = await indexAnswers(c);
     const [local] = await c.execute('SELECT tokens FROM system.local');
-    sourceTokens = [...(local?.['tokens'] as Iterable<string>)].map(String).sort();
+    sourceTokens = [...((local?.['tokens'] ?? []) as Iterable<string>)].map(String).sort();
     assert.equal(sourceTokens.length, 256);
 
     const made = await cbr(['backup-create', 'real-nodes', '--config', profileFile('rn-src'), '--json'], env);
@@ -253,7 +253,7 @@ describe('restore on operators’ real nodes: SAI, 2i, BTI, UUID ids, MV, severa
       assert.equal(target.cql.host, '127.0.0.3');
       const [local] = await cql.execute('SELECT cluster_name, tokens FROM system.local');
       assert.equal(local?.['cluster_name'], "Ops 'Restored'");
-      assert.deepEqual([...(local?.['tokens'] as Iterable<string>)].map(String).sort(), sourceTokens, 'the source tokens');
+      assert.deepEqual([...((local?.['tokens'] ?? []) as Iterable<string>)].map(String).sort(), sourceTokens, 'the source tokens');
       assert.deepEqual(await tableChecksums(cql, KEYSPACES), sourceSums, 'every table and view has the rows of the source');
       assert.deepEqual(await indexAnswers(cql), sourceAnswers, 'each index answers as on the source');
       const tables = (await cql.execute("SELECT table_name FROM system_schema.tables WHERE keyspace_name = 'rn'")).map((r) => r['table_name']);

@@ -157,6 +157,16 @@ describe('restore: a backup becomes a new, independent single-node instance', ()
     await targetIntact();
   });
 
+  it('refuses records that fail their schema or their MAC, before touching the target', async () => {
+    // The sealed backup's record and archive copied under another id: its MAC covers the id.
+    const moved = copyBackup(sealedId, () => {});
+    assert.equal(await refused(moved, ['--decrypt-key-file', keyFile]), 'CBR_ERR_RECORD_INVALID');
+    // Plain backups have no MAC, but a record that does not hold together is refused all the same.
+    assert.equal(await refused(copyBackup(backupId, (_a, rec) => { rec.rawBytes += 1; })), 'CBR_ERR_RECORD_INVALID');
+    assert.equal(await refused(copyBackup(backupId, (_a, rec) => { rec.clusterName = 'x\nauthenticator: AllowAllAuthenticator'; })), 'CBR_ERR_RECORD_INVALID');
+    await targetIntact();
+  });
+
   it('refuses a truncated object', async () => {
     const id = copyBackup(backupId, (archive) => truncateSync(archive, statSync(archive).size - 1000));
     assert.equal(await refused(id), 'CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH');
@@ -170,12 +180,17 @@ describe('restore: a backup becomes a new, independent single-node instance', ()
       writeFileSync(archive, b);
     });
     assert.match(await refused(id), /^CBR_ERR_ARCHIVE_(CORRUPT|CHECKSUM_MISMATCH)$/);
-    const sealedFlip = copyBackup(sealedId, (archive) => {
-      const b = readFileSync(archive);
-      b[Math.floor(b.length / 2)]! ^= 0x01;
-      writeFileSync(archive, b);
-    });
-    assert.equal(await refused(sealedFlip, ['--decrypt-key-file', keyFile]), 'CBR_ERR_DECRYPT_FAILED');
+    // A sealed backup's record is bound to its id, so this one is damaged in place (and mended after).
+    const sealedArchive = join(storageRoot, 'database_backups', sealedId, readdirSync(join(storageRoot, 'database_backups', sealedId)).find((f) => f.startsWith('archive'))!);
+    const whole = readFileSync(sealedArchive);
+    const flipped = Buffer.from(whole);
+    flipped[Math.floor(flipped.length / 2)]! ^= 0x01;
+    writeFileSync(sealedArchive, flipped);
+    try {
+      assert.equal(await refused(sealedId, ['--decrypt-key-file', keyFile]), 'CBR_ERR_DECRYPT_FAILED');
+    } finally {
+      writeFileSync(sealedArchive, whole);
+    }
     await targetIntact();
   });
 
@@ -195,9 +210,10 @@ describe('restore: a backup becomes a new, independent single-node instance', ()
         writeFileSync(path, archive);
         rec.size = archive.length;
         rec.sha256 = createHash('sha256').update(archive).digest('hex');
-        rec.files = [{ path: `${table}/nb-1-big-Data.db`, size: 4 }, { path: hostile.name, size: 4 }];
-        rec.fileCount = 2;
-        rec.rawBytes = 8;
+        // The record is valid and lists the good file only: the hostile entry is in the archive alone.
+        rec.files = [{ path: `${table}/nb-1-big-Data.db`, size: 4 }];
+        rec.fileCount = 1;
+        rec.rawBytes = 4;
       });
       assert.equal(await refused(id), 'CBR_ERR_ARCHIVE_HOSTILE_ENTRY');
       const root = join(sandboxesDir(testEnv), '..');

@@ -1,0 +1,33 @@
+import { randomUUID } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+/**
+ * Removes a directory tree that another (less privileged) user could write to, without following links they
+ * plant on the way: the tree is first renamed into a fresh 0700 directory of the caller's beside it, where no
+ * other user can reach into it, and only then removed. Idempotent.
+ */
+export async function removeTree(path: string): Promise<void> {
+  if (!existsSync(path)) return;
+  const trash = join(dirname(path), `.cbr-trash-${randomUUID()}`);
+  await mkdir(trash, { mode: 0o700 });
+  try {
+    await rename(path, join(trash, basename(path)));
+  } finally {
+    await rm(trash, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Flushes every filesystem holding the given paths to disk (syncfs through `sync -f`): what was unpacked and
+ * renamed into place is durable before the old data it replaces is deleted.
+ */
+export async function syncFilesystems(paths: readonly string[], signal?: AbortSignal): Promise<void> {
+  const existing = paths.filter((p) => existsSync(p));
+  if (existing.length) await run('sync', ['-f', ...existing], signal ? { signal } : {});
+}
