@@ -2,7 +2,7 @@ import { keyFingerprint } from '../archive/crypto.ts';
 import { type BackupRecord, readRecord, writeRecord as putRecord } from '../catalog.ts';
 import { listSnapshotFiles } from '../cassandra/layout.ts';
 import { CbrError } from '../errors.ts';
-import { sealRecord } from '../record.ts';
+import { parseRecord, sealRecord } from '../record.ts';
 import type { StepInput, BackupContext, BackupResult } from '../../machines/backup.machine.ts';
 import type { BackupDeps } from './deps.ts';
 
@@ -45,6 +45,8 @@ export async function writeRecord(
     ...(input.node?.settings ? { settings: input.node.settings } : {}),
   };
   const record = deps.key ? (sealRecord(unsealed as unknown as Record<string, unknown>, deps.key) as unknown as BackupRecord) : unsealed;
+  // The schema every restore reads records with: a record it would refuse fails the backup now, never later.
+  parseRecord(JSON.parse(JSON.stringify(record)), record.id);
   try {
     await putRecord(deps.store, record, signal);
   } catch (err) {

@@ -37,6 +37,9 @@ export const command: Command = {
     );
     const name = positionals[0];
     if (!name || positionals.length > 1) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `backup-create takes one <name>\nusage: ${usage}`);
+    // The record's schema, checked before anything runs (a record it would refuse is never written).
+    if (name.length > 128 || /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(name)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'the backup name must be one line of at most 128 characters');
+    if (values.description.length > 1024 || /[\u0000-\u0008\u000b-\u001f\u007f]/.test(values.description)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'the description must be text of at most 1,024 characters');
     const compression = values.compression as Compression;
     if (!COMPRESSIONS.includes(compression)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--compression must be one of ${COMPRESSIONS.join(', ')}`);
     if (values['encrypt-key-file'] && values['encrypt-key-env']) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'give one of --encrypt-key-file and --encrypt-key-env');
