@@ -10,7 +10,9 @@ const run = promisify(execFile);
 /**
  * Removes a directory tree that another (less privileged) user could write to, without following links they
  * plant on the way: the tree is first renamed into a fresh 0700 directory of the caller's beside it, where no
- * other user can reach into it, and only then removed. Idempotent.
+ * other user can reach into it by path, then removed by GNU rm, which walks relative to open directories and
+ * never follows a link (a process already inside the tree can still rename within it; rm does not follow what
+ * it finds there). Idempotent.
  */
 export async function removeTree(path: string): Promise<void> {
   if (!existsSync(path)) return;
@@ -19,7 +21,8 @@ export async function removeTree(path: string): Promise<void> {
   try {
     await rename(path, join(trash, basename(path)));
   } finally {
-    await rm(trash, { recursive: true, force: true });
+    // GNU rm walks with fts: directory file descriptors and O_NOFOLLOW, never a link, never another filesystem.
+    await run('rm', ['-rf', '--one-file-system', '--', trash]).catch(() => rm(trash, { recursive: true, force: true }));
   }
 }
 

@@ -80,6 +80,25 @@ const recordSchema = z
 
 export type RecordShape = z.infer<typeof recordSchema>;
 
+const identitySchema = z.object({
+  name: z.string().min(1).max(128).regex(ONE_LINE),
+  description: z.string().max(1024).regex(TEXT),
+  sourceInstance: z.string().min(1).max(128).regex(ONE_LINE),
+  hostId: z.string().min(1).max(128).regex(ONE_LINE),
+});
+
+/**
+ * The fields of a record that come from the request and the profile, checked before a backup starts: a record
+ * the schema would refuse is never written after hours of streaming.
+ */
+export function checkRecordIdentity(fields: z.infer<typeof identitySchema>): void {
+  const r = identitySchema.safeParse(fields);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `${issue.path.join('.')} cannot go into a backup record: ${issue.message}`);
+  }
+}
+
 /** A record from storage, validated; anything else is CBR_ERR_RECORD_INVALID naming the first problem. */
 export function parseRecord(value: unknown, id: string): RecordShape {
   const r = recordSchema.safeParse(value);

@@ -166,53 +166,75 @@ export async function startSandbox(name: string, opts: SandboxOptions = {}): Pro
   return sandboxStatus(name, { env, probe: true });
 }
 
-/** Starts the Cassandra process of an instance folder, unless it already runs, and waits for CQL. */
+/**
+ * Starts the Cassandra process of an instance folder, unless it already runs, and waits for CQL. A process found
+ * running that was not started here (left by a killed cbr) may be on its way down (it had been told to stop):
+ * if it exits while waited for, it is waited out and the node started once more.
+ */
 export async function startInstance(profile: Profile, opts: SandboxOptions = {}): Promise<void> {
   if (profile.service.kind !== 'sandbox') throw new CbrError('CBR_ERR_CONFIG', 'not a sandbox profile');
   const dir = profile.service.instanceDir;
-  if (runningPid(dir) === null) {
-    const heap = opts.heap ?? opts.env?.['CBR_SANDBOX_HEAP'] ?? process.env['CBR_SANDBOX_HEAP'] ?? '768M';
-    const libDir = profile.java.libDir;
-    const jamm = (await readdir(libDir)).find((f) => /^jamm-.*\.jar$/.test(f));
-    if (!jamm) throw new CbrError('CBR_ERR_SANDBOX_START_FAILED', `no jamm jar in ${libDir}`);
-    const args = [
-      `-Xms${heap}`,
-      `-Xmx${heap}`,
-      '-Xss256k',
-      '-XX:+UseG1GC',
-      '-XX:+HeapDumpOnOutOfMemoryError',
-      `-XX:HeapDumpPath=${join(dir, 'logs')}`,
-      `-javaagent:${join(libDir, jamm)}`,
-      ...JDK17_MODULE_OPTIONS,
-      `-Dcassandra.jmx.local.port=${profile.jmx.port}`,
-      '-Dcassandra-foreground=yes',
-      `-Dcassandra.config=file://${profile.cassandraYaml}`,
-      `-Dcassandra.storagedir=${dir}`,
-      `-Dcassandra.logdir=${join(dir, 'logs')}`,
-      `-Dlogback.configurationFile=${join(dir, 'conf', 'logback.xml')}`,
-      '-Dcassandra.skip_wait_for_gossip_to_settle=0',
-      '-Dcassandra.superuser_setup_delay_ms=0',
-      '-Dcassandra.ring_delay_ms=1000',
-      '-cp',
-      classpath(libDir),
-      'org.apache.cassandra.service.CassandraDaemon',
-    ];
-    const out = openSync(join(dir, 'logs', 'stdout.log'), 'a');
-    const child = spawn(join(profile.java.home, 'bin', 'java'), args, {
-      cwd: dir,
-      detached: true,
-      stdio: ['ignore', out, out],
-    });
-    closeSync(out);
-    if (child.pid === undefined) throw new CbrError('CBR_ERR_SANDBOX_START_FAILED', 'java did not start');
-    await writeFile(join(dir, 'cassandra.pid'), `${child.pid}\n`);
-    child.unref();
+  const inherited = runningPid(dir);
+  if (inherited === null) {
+    await spawnInstance(profile, dir, opts);
+    await waitForInstance(profile, dir, opts);
+    return;
   }
+  try {
+    await waitForInstance(profile, dir, opts);
+  } catch (err) {
+    if (!(err instanceof CbrError && err.code === 'CBR_ERR_SANDBOX_START_FAILED' && /exited/.test(err.message))) throw err;
+    while (runningPid(dir) !== null) await sleep(100);
+    await spawnInstance(profile, dir, opts);
+    await waitForInstance(profile, dir, opts);
+  }
+}
+
+async function waitForInstance(profile: Profile, dir: string, opts: SandboxOptions): Promise<void> {
   const requireAuth = opts.requireAuth ?? true;
   await waitForCql(
     { ...profile.cql, ...opts.cql, credentials: requireAuth ? await loadCredentials(profile.cql.credentialsFile) : undefined },
     { timeoutMs: opts.timeoutMs ?? 180_000, requireAuth, alive: () => runningPid(dir) !== null, diagnose: () => logTail(dir) },
   );
+}
+
+async function spawnInstance(profile: Profile, dir: string, opts: SandboxOptions): Promise<void> {
+  const heap = opts.heap ?? opts.env?.['CBR_SANDBOX_HEAP'] ?? process.env['CBR_SANDBOX_HEAP'] ?? '768M';
+  const libDir = profile.java.libDir;
+  const jamm = (await readdir(libDir)).find((f) => /^jamm-.*\.jar$/.test(f));
+  if (!jamm) throw new CbrError('CBR_ERR_SANDBOX_START_FAILED', `no jamm jar in ${libDir}`);
+  const args = [
+    `-Xms${heap}`,
+    `-Xmx${heap}`,
+    '-Xss256k',
+    '-XX:+UseG1GC',
+    '-XX:+HeapDumpOnOutOfMemoryError',
+    `-XX:HeapDumpPath=${join(dir, 'logs')}`,
+    `-javaagent:${join(libDir, jamm)}`,
+    ...JDK17_MODULE_OPTIONS,
+    `-Dcassandra.jmx.local.port=${profile.jmx.port}`,
+    '-Dcassandra-foreground=yes',
+    `-Dcassandra.config=file://${profile.cassandraYaml}`,
+    `-Dcassandra.storagedir=${dir}`,
+    `-Dcassandra.logdir=${join(dir, 'logs')}`,
+    `-Dlogback.configurationFile=${join(dir, 'conf', 'logback.xml')}`,
+    '-Dcassandra.skip_wait_for_gossip_to_settle=0',
+    '-Dcassandra.superuser_setup_delay_ms=0',
+    '-Dcassandra.ring_delay_ms=1000',
+    '-cp',
+    classpath(libDir),
+    'org.apache.cassandra.service.CassandraDaemon',
+  ];
+  const out = openSync(join(dir, 'logs', 'stdout.log'), 'a');
+  const child = spawn(join(profile.java.home, 'bin', 'java'), args, {
+    cwd: dir,
+    detached: true,
+    stdio: ['ignore', out, out],
+  });
+  closeSync(out);
+  if (child.pid === undefined) throw new CbrError('CBR_ERR_SANDBOX_START_FAILED', 'java did not start');
+  await writeFile(join(dir, 'cassandra.pid'), `${child.pid}\n`);
+  child.unref();
 }
 
 /** Stops the instance: SIGTERM, then SIGKILL after the grace period. Idempotent. */

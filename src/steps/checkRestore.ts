@@ -1,4 +1,5 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { keyFingerprint } from '../archive/crypto.ts';
 import { readRecord } from '../catalog.ts';
 import { tableKey } from '../archive/entries.ts';
@@ -33,6 +34,11 @@ export async function checkRestore(deps: RestoreDeps, { ctx }: { ctx: RestoreInp
   if (head.size !== rec.size) {
     throw new CbrError('CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH', `the archive of backup ${rec.id} has ${head.size} bytes, the record says ${rec.size} (truncated or replaced)`);
   }
+  if (deps.key && !rec.encryption) {
+    // A key was given, so the operator expects a sealed backup: an unsealed record in its place is what someone
+    // with write access to the store would leave (unsealed records carry no MAC).
+    throw new CbrError('CBR_ERR_RECORD_INVALID', `backup ${rec.id} is not encrypted, but a decryption key was given: refusing an unauthenticated backup`);
+  }
   if (rec.encryption) {
     if (!deps.key) throw new CbrError('CBR_ERR_KEY_REQUIRED', `backup ${rec.id} is encrypted; give --decrypt-key-file`);
     if (keyFingerprint(deps.key) !== rec.encryption.keyFingerprint) {
@@ -57,16 +63,25 @@ export async function checkRestore(deps: RestoreDeps, { ctx }: { ctx: RestoreInp
   }
   // Each table goes whole into one of the target's data directories, spread by free space. Directories on one
   // filesystem share its free space, so each filesystem's share is split between its directories.
-  const { stagings } = restorePaths(deps.profile, ctx.workflowId);
+  const { stagings, moves } = restorePaths(deps.profile, ctx.workflowId);
+  // The swap renames the data, commitlog, hints and saved caches directories: one that is itself a mount point
+  // cannot be renamed (EBUSY), so that is refused now, before the node is stopped.
+  for (const { live } of moves) {
+    const [dir, parent] = await Promise.all([stat(live).catch(() => null), stat(dirname(live)).catch(() => null)]);
+    if (dir && parent && dir.dev !== parent.dev) {
+      throw new CbrError('CBR_ERR_CONFIG', `${live} is a mount point; a restore moves the node's directories aside by renaming them: point cassandra.yaml and the profile at a directory inside the mount (e.g. ${live}/data)`);
+    }
+  }
+  const devices = await Promise.all(stagings.map(async (s) => String((await stat(s.parent)).dev)));
   const spaces = await Promise.all(stagings.map((s) => deps.diskSpace(s.parent)));
   const perFs = new Map<string, number>();
-  for (const s of spaces) perFs.set(`${s.free}/${s.total}`, (perFs.get(`${s.free}/${s.total}`) ?? 0) + 1);
+  for (const d of devices) perFs.set(d, (perFs.get(d) ?? 0) + 1);
   const reserve = 64 << 20;
-  const room = spaces.map((s) => Math.max(0, Math.floor((s.free - reserve) / perFs.get(`${s.free}/${s.total}`)! / 1.05)));
+  const room = spaces.map((s, i) => Math.max(0, Math.floor((s.free - reserve) / perFs.get(devices[i]!)! / 1.05)));
   const tables = new Map<string, number>();
   for (const f of rec.files) tables.set(tableKey(f.path), (tables.get(tableKey(f.path)) ?? 0) + f.size);
   const need = Math.ceil(rec.rawBytes * 1.05) + reserve;
-  const freeTotal = [...new Map(spaces.map((s) => [`${s.free}/${s.total}`, s.free])).values()].reduce((a, b) => a + b, 0);
+  const freeTotal = [...new Map(spaces.map((s, i) => [devices[i]!, s.free])).values()].reduce((a, b) => a + b, 0);
   if (freeTotal < need) {
     throw new CbrError('CBR_ERR_INSUFFICIENT_SPACE', `restore needs ${Math.round(need / 2 ** 20)} MiB beside the data directories, ${Math.round(freeTotal / 2 ** 20)} MiB are free`);
   }

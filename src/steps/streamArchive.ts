@@ -3,6 +3,7 @@ import { checkPackEntries } from '../archive/entries.ts';
 import { archiveName } from '../archive/format.ts';
 import { listSnapshotFiles } from '../cassandra/layout.ts';
 import { CbrError } from '../errors.ts';
+import { recordKey } from '../catalog.ts';
 import { recordBinding } from '../record.ts';
 import type { BackupResult, StepInput } from '../../machines/backup.machine.ts';
 import type { BackupDeps } from './deps.ts';
@@ -17,6 +18,14 @@ export async function streamArchive(deps: BackupDeps, { ctx }: StepInput, signal
   // The restore's own entry check, now: a file it would refuse stops the backup before a byte is stored.
   checkPackEntries(files.map((f) => f.archivePath));
   const objectKey = `${ctx.backupId}/${archiveName(ctx.compression, deps.key !== null)}`;
+  // Re-run after a crash: an archive without a record is this workflow's own unfinished attempt (the id was free
+  // when it started). With a record, the id belongs to a backup of another host now: never overwrite it.
+  if (await deps.store.head(objectKey, { signal })) {
+    if (await deps.store.head(recordKey(ctx.backupId), { signal })) {
+      throw new CbrError('CBR_ERR_BACKUP_EXISTS', `backup id ${ctx.backupId} was taken by another backup while this one ran`);
+    }
+    await deps.store.delete(objectKey, { signal });
+  }
   const { stream, result } = packArchive(files, {
     compression: ctx.compression,
     key: deps.key ?? undefined,
@@ -28,12 +37,15 @@ export async function streamArchive(deps: BackupDeps, { ctx }: StepInput, signal
     signal,
     onProgress: (p) => deps.onProgress('streaming', p),
   });
-  const [packing, storing] = await Promise.allSettled([result, deps.store.put(objectKey, stream, { signal })]);
+  const [packing, storing] = await Promise.allSettled([result, deps.store.put(objectKey, stream, { signal, ifAbsent: true })]);
   if (packing.status === 'rejected' || storing.status === 'rejected') {
     // One failure tears down both ends; report the side that caused it. Reading errors are coded by the
     // packer; anything else surfaced through the storage driver, which codes its own errors.
     const packErr = packing.status === 'rejected' ? packing.reason : null;
     const storeErr = storing.status === 'rejected' ? storing.reason : null;
+    if (storeErr instanceof CbrError && storeErr.code === 'CBR_ERR_OBJECT_EXISTS') {
+      throw new CbrError('CBR_ERR_BACKUP_EXISTS', `backup id ${ctx.backupId} was taken by another backup while this one ran`);
+    }
     if (packErr instanceof CbrError) throw packErr;
     if (storeErr) throw storeErr;
     throw new CbrError('CBR_ERR_ARCHIVE_CORRUPT', `archive stream failed: ${(packErr as Error).message}`);

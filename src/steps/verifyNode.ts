@@ -1,5 +1,6 @@
 import { readDataSettings } from '../cassandra/dataSettings.ts';
 import { CbrError } from '../errors.ts';
+import { checkRecordIdentity } from '../record.ts';
 import { assertIdFree } from './assertIdFree.ts';
 import type { NodeFacts, StepInput } from '../../machines/backup.machine.ts';
 import type { BackupDeps } from './deps.ts';
@@ -14,13 +15,14 @@ export async function verifyNode(deps: BackupDeps, input: StepInput, signal: Abo
     throw new CbrError('CBR_ERR_NODE_NOT_RUNNING', `JMX does not answer on ${deps.profile.name}: ${err.message}`);
   });
   if (!/^UN\s/m.test(status)) throw new CbrError('CBR_ERR_NODE_NOT_RUNNING', `node ${deps.profile.name} is not Up/Normal`);
+  checkRecordIdentity({ name: input.ctx.name, description: input.ctx.description, sourceInstance: deps.profile.name, hostId: deps.profile.hostId });
   await assertIdFree(deps, input, signal);
   const cql = await deps.cql();
   try {
     const [row] = await cql.execute('SELECT cluster_name, release_version FROM system.local');
     return {
       clusterName: String(row?.['cluster_name'] ?? ''),
-      cassandraVersion: String(row?.['release_version'] ?? ''),
+      cassandraVersion: String(row?.['release_version'] || deps.profile.cassandraVersion),
       settings: await readDataSettings(cql),
     };
   } finally {

@@ -59,8 +59,13 @@ function restoreOf(env: NodeJS.ProcessEnv, instance: string): boolean {
   }
 }
 
-/** Kills the child at `ms` after start, or once the workflow has been `extraMs` in state `state`. */
-async function killAt(child: ChildProcess, env: NodeJS.ProcessEnv, when: { ms: number } | { state: string; extraMs: number }): Promise<string> {
+type When = { ms: number } | { state: string; extraMs: number; logLine?: { file: string; re: RegExp } };
+
+/**
+ * Kills the child at `ms` after start, or once the workflow has been `extraMs` in state `state` (counted from
+ * the moment `logLine` appears in the node's log, when given: e.g. the SIGTERM of a stop).
+ */
+async function killAt(child: ChildProcess, env: NodeJS.ProcessEnv, when: When): Promise<string> {
   const exited = new Promise((r) => child.once('exit', r));
   let at: string;
   if ('ms' in when) {
@@ -69,8 +74,13 @@ async function killAt(child: ChildProcess, env: NodeJS.ProcessEnv, when: { ms: n
   } else {
     const deadline = Date.now() + 180_000;
     while (activeState(env, 'restore') !== when.state && child.exitCode === null && Date.now() < deadline) await sleep(20);
+    const line = when.logLine;
+    if (line) {
+      const seen = () => existsSync(line.file) && line.re.test(readFileSync(line.file, 'utf8'));
+      while (!seen() && child.exitCode === null && Date.now() < deadline) await sleep(20);
+    }
     await Promise.race([sleep(when.extraMs), exited]);
-    at = `${when.extraMs} ms into ${when.state} (now ${activeState(env, 'restore') ?? 'ended'})`;
+    at = `${when.extraMs} ms into ${when.state}${line ? ` after ${line.re}` : ''} (now ${activeState(env, 'restore') ?? 'ended'})`;
   }
   child.kill('SIGKILL');
   await exited;
@@ -101,15 +111,19 @@ describe(`kill -9 at any instant, then resume (seed ${SEED})`, () => {
     await cql?.close();
   });
 
-  const restoreKills: ({ state: string; extraMs: number } | { ms: number })[] = [
+  const log = (i: number) => join(String(testEnv['CBR_HOME']), 'sandboxes', `kill${i}`, 'logs', 'system.log');
+  const restoreKills: When[] = [
     { state: 'startingMaintenance', extraMs: 500 + Math.floor(random() * 4000) }, // inside start 1
-    { state: 'resettingIdentity', extraMs: Math.floor(random() * 1500) }, // inside the stop at its end
+    { state: 'resettingIdentity', extraMs: Math.floor(random() * 1500) }, // while resetting over CQL
+    // Inside the stop at its end: the node had its SIGTERM and is draining when cbr dies.
+    { state: 'resettingIdentity', extraMs: Math.floor(random() * 400), logLine: { file: log(2), re: /Announcing shutdown/ } },
     { state: 'startingNode', extraMs: 500 + Math.floor(random() * 4000) }, // inside start 2
     { ms: 1000 + Math.floor(random() * 25_000) },
   ];
 
   for (const [i, when] of restoreKills.entries()) {
-    it(`restore killed ${'state' in when ? `in ${when.state}` : 'at a random instant'}: resume ends completed, data equal`, async () => {
+    const where = 'state' in when ? `in ${when.state}${when.logLine ? ' during its stop' : ''}` : 'at a random instant';
+    it(`restore killed ${where}: resume ends completed, data equal`, async () => {
       const name = `kill${i}`;
       const child = spawnCbr(['create', name, '--backup', backupId, '--sandbox', '--json'], env);
       const at = await killAt(child, env, when);

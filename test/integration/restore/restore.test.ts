@@ -164,6 +164,8 @@ describe('restore: a backup becomes a new, independent single-node instance', ()
     // Plain backups have no MAC, but a record that does not hold together is refused all the same.
     assert.equal(await refused(copyBackup(backupId, (_a, rec) => { rec.rawBytes += 1; })), 'CBR_ERR_RECORD_INVALID');
     assert.equal(await refused(copyBackup(backupId, (_a, rec) => { rec.clusterName = 'x\nauthenticator: AllowAllAuthenticator'; })), 'CBR_ERR_RECORD_INVALID');
+    // An unsealed backup where the operator expects a sealed one (a key is given): not authenticated, refused.
+    assert.equal(await refused(copyBackup(backupId, () => {}), ['--decrypt-key-file', keyFile]), 'CBR_ERR_RECORD_INVALID');
     await targetIntact();
   });
 

@@ -2,11 +2,14 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
 import { describe, it } from 'node:test';
 import type { StepInput } from '../../../machines/backup.machine.ts';
 import { createLogger } from '../../../src/log.ts';
 import type { Profile } from '../../../src/profile.ts';
 import type { BackupDeps } from '../../../src/steps/deps.ts';
+import { deleteBackupObjects } from '../../../src/steps/deleteBackupObjects.ts';
 import { streamArchive } from '../../../src/steps/streamArchive.ts';
 import { openStore } from '../../../src/storage/index.ts';
 
@@ -51,5 +54,26 @@ describe('the restore’s entry check runs when the backup is packed', () => {
     const data = dataDirWith('b2', ['da-3gxk_0s9t_1g4xs2f6hqs8cba2jr-bti-SAI+aa+users_email+TermsData.db']);
     const out = await streamArchive(deps(data, storeRoot), input('b2'), new AbortController().signal);
     assert.equal(out.files, 4);
+  });
+
+  it('a reused id: an archive another backup recorded is never overwritten, nor purged by the compensation', async () => {
+    const storeRoot = mkdtempSync(join(tmpdir(), 'cbr-pack-store-'));
+    const d = deps(dataDirWith('b3', []), storeRoot);
+    const other = Buffer.from('another backup');
+    await d.store.put('b3/archive.tar.zst', Readable.from([other]));
+    await d.store.put('b3/backup.json', Readable.from([Buffer.from('{}')]));
+    await assert.rejects(streamArchive(d, input('b3'), new AbortController().signal), { code: 'CBR_ERR_BACKUP_EXISTS' });
+    assert.deepEqual(await buffer(await d.store.get('b3/archive.tar.zst')), other, 'the other archive is untouched');
+    const ctx = { ...input('b3').ctx, error: { code: 'CBR_ERR_BACKUP_EXISTS', message: '', retryable: false } };
+    await deleteBackupObjects(d, { ctx } as never, new AbortController().signal);
+    assert.ok(await d.store.head('b3/backup.json'), 'the compensation leaves the other backup alone');
+  });
+
+  it('a re-run after a crash replaces its own unrecorded archive', async () => {
+    const storeRoot = mkdtempSync(join(tmpdir(), 'cbr-pack-store-'));
+    const d = deps(dataDirWith('b4', []), storeRoot);
+    await d.store.put('b4/archive.tar.zst', Readable.from([Buffer.from('half of an earlier attempt')]));
+    const out = await streamArchive(d, input('b4'), new AbortController().signal);
+    assert.equal((await d.store.head('b4/archive.tar.zst'))?.size, out.size);
   });
 });
