@@ -13,6 +13,7 @@ import { listLiveFiles, listSnapshotFiles, listTableDirs } from '../../../src/ca
 import { createNodetool } from '../../../src/cassandra/nodetool.ts';
 import type { BackupRecord } from '../../../src/catalog.ts';
 import type { Profile } from '../../../src/profile.ts';
+import { recordBinding } from '../../../src/record.ts';
 import { StateStore } from '../../../src/state/store.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { cqlFor, seedData } from '../../helpers/data.ts';
@@ -46,6 +47,8 @@ describe('backup on a real node (local storage)', () => {
     await unpackArchive(Readable.from([readFileSync(archivePath(rec))]), target, {
       compression: rec.compression,
       key,
+      // A sealed archive opens only under its backup's identity.
+      binding: key && rec.encryption?.bound ? recordBinding(rec) : undefined,
       sha256: rec.sha256,
       expected: new Map(rec.files.map((f) => [f.path, f.size])),
     });
