@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import bcrypt from 'bcryptjs';
 import { maintenanceEndpoint } from '../cassandra/yaml.ts';
+import { CbrError } from '../errors.ts';
 import type { RestoreStepInput } from '../../machines/restore.machine.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
 
@@ -10,7 +11,24 @@ import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
  * lacks it), everything flushed, then the node stopped. Each statement is idempotent. Returns every superuser
  * role of the restored data, so the operator sees any they did not expect.
  */
-export async function resetIdentity(deps: RestoreDeps, { ctx }: RestoreStepInput, signal: AbortSignal): Promise<{ superusers: string[] }> {
+export async function resetIdentity(deps: RestoreDeps, input: RestoreStepInput, signal: AbortSignal): Promise<{ superusers: string[] }> {
+  // Re-run after a crash, the node this step finds may be up, booting, or draining on its way down (the crash
+  // came during the stop at the end): one that does not answer as it should is stopped and started afresh, once.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await resetOnce(deps, input, signal);
+    } catch (err) {
+      const transient = err instanceof CbrError && RESTARTABLE.has(err.code);
+      if (attempt >= 2 || signal.aborted || !transient) throw err;
+      deps.log.warn('the maintenance node did not answer as expected; restarting it once', { code: err.code, error: err.message });
+      await deps.service.stop(signal);
+    }
+  }
+}
+
+const RESTARTABLE = new Set<string>(['CBR_ERR_CQL_FAILED', 'CBR_ERR_NODETOOL_FAILED', 'CBR_ERR_SERVICE_CONTROL_FAILED']);
+
+async function resetOnce(deps: RestoreDeps, { ctx }: RestoreStepInput, signal: AbortSignal): Promise<{ superusers: string[] }> {
   // The maintenance configuration is in place (also when this re-runs after a crash): CQL answers where it says.
   const endpoint = maintenanceEndpoint(await readFile(restorePaths(deps.profile, ctx.workflowId).yaml, 'utf8'));
   // Started, still booting (the process that started it may have been killed), or down: start() starts it only

@@ -9,6 +9,7 @@ import {
   HeadObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
+  PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
@@ -75,13 +76,18 @@ export function createS3Store(config: S3Config): ObjectStore {
       checkKey(key);
       await ensureBucket(o.signal);
       let size = 0;
+      const partSize = config.partSize ?? 16 << 20;
+      // Kept while the body is smaller than one part (a single PUT): some S3 stores (Swift's s3api) answer a
+      // conditional single PUT with NotImplemented, and then the put is done again with a HEAD first.
+      const small: Buffer[] = [];
       body.on('data', (c: Buffer) => {
         size += c.length;
+        if (o.ifAbsent && size <= partSize) small.push(c);
       });
       const upload = new Upload({
         client,
         params: { Bucket, Key: key, Body: body, ...(o.contentType ? { ContentType: o.contentType } : {}), ...(o.ifAbsent ? { IfNoneMatch: '*' } : {}) },
-        partSize: config.partSize ?? 16 << 20,
+        partSize,
         queueSize: 2,
         leavePartsOnError: false,
       });
@@ -93,6 +99,13 @@ export function createS3Store(config: S3Config): ObjectStore {
       } catch (err) {
         if (o.signal?.aborted) throw new CbrError('CBR_ERR_ABORTED', `upload of ${key} aborted`);
         if (o.ifAbsent && status(err) === 412) throw new CbrError('CBR_ERR_OBJECT_EXISTS', `${key} already exists`);
+        if (o.ifAbsent && status(err) === 501 && size <= partSize && body.readableEnded) {
+          // No conditional PUT here: HEAD, then PUT. Not atomic against a writer racing in between; the store
+          // offers nothing better (README, storage drivers).
+          if (await this.head(key, o)) throw new CbrError('CBR_ERR_OBJECT_EXISTS', `${key} already exists`);
+          await client.send(new PutObjectCommand({ Bucket, Key: key, Body: Buffer.concat(small), ...(o.contentType ? { ContentType: o.contentType } : {}) }), opts(o.signal));
+          return { size };
+        }
         throw err instanceof CbrError ? err : s3Error('upload', key, err);
       } finally {
         o.signal?.removeEventListener('abort', onAbort);
