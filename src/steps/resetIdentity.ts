@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import bcrypt from 'bcryptjs';
-import { maintenanceEndpoint } from '../cassandra/yaml.ts';
+import { CassandraYaml, maintenanceEndpoint } from '../cassandra/yaml.ts';
+import { writeFileAtomic } from '../fsutil.ts';
 import { CbrError } from '../errors.ts';
 import type { RestoreStepInput } from '../../machines/restore.machine.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
@@ -20,13 +21,29 @@ export async function resetIdentity(deps: RestoreDeps, input: RestoreStepInput, 
     } catch (err) {
       const transient = err instanceof CbrError && RESTARTABLE.has(err.code);
       if (attempt >= 2 || signal.aborted || !transient) throw err;
-      deps.log.warn('the maintenance node did not answer as expected; restarting it once', { code: err.code, error: err.message });
+      deps.log.warn('the maintenance node did not answer as expected; restarting it once', { code: err.code, error: err.message.split('\n')[0] });
       await deps.service.stop(signal);
+      await matchSavedClusterName(deps, input, err.message);
     }
   }
 }
 
 const RESTARTABLE = new Set<string>(['CBR_ERR_CQL_FAILED', 'CBR_ERR_NODETOOL_FAILED', 'CBR_ERR_SERVICE_CONTROL_FAILED']);
+
+/**
+ * A reset that was killed after it flushed the new cluster_name leaves system.local saying the new name, while the
+ * maintenance configuration says the source's: Cassandra refuses that start ("Saved cluster name X != configured
+ * name Y"). The maintenance configuration then takes the saved name, which must be one of the two this restore
+ * knows (the new one, or the source's); the statements below set the new one again either way.
+ */
+async function matchSavedClusterName(deps: RestoreDeps, { ctx, plan }: RestoreStepInput, why: string): Promise<void> {
+  const saved = /Saved cluster name (.+?) != configured name/.exec(why)?.[1];
+  if (saved === undefined || (saved !== ctx.clusterName && saved !== plan.sourceClusterName)) return;
+  const { yaml } = restorePaths(deps.profile, ctx.workflowId);
+  const y = CassandraYaml.parse(await readFile(yaml, 'utf8'));
+  y.setString('cluster_name', saved);
+  await writeFileAtomic(yaml, y.toString());
+}
 
 async function resetOnce(deps: RestoreDeps, { ctx }: RestoreStepInput, signal: AbortSignal): Promise<{ superusers: string[] }> {
   // The maintenance configuration is in place (also when this re-runs after a crash): CQL answers where it says.
