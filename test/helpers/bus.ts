@@ -3,6 +3,7 @@ import { createWriteStream, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import amqplib from 'amqplib';
+import { topology } from '../../src/bus/topology.ts';
 import { StateStore, type WorkflowRow } from '../../src/state/store.ts';
 import { REPO, scratchDir } from './env.ts';
 
@@ -125,4 +126,17 @@ export async function waitForWorkflow(dbPath: string, id: string, match: (w: Wor
   }
   const why = last ? '' : openError ? `; the database did not open: ${openError}` : '; no such workflow';
   throw new Error(`workflow ${id} did not reach the expected state (last: ${last?.state}/${last?.status}${why})${agentLogTail()}`);
+}
+
+/** Removes what a test's agents declared under `prefix`: the dead queue, the hosts' queues, extra queues, every exchange. */
+export async function removeBusTopology(prefix: string, hosts: string[], extraQueues: string[] = []): Promise<void> {
+  const t = topology(prefix);
+  const conn = await amqplib.connect(BUS_URL);
+  try {
+    const ch = await conn.createChannel();
+    for (const q of [t.deadQueue, ...hosts.map((h) => t.hostQueue(h)), ...extraQueues.map((q) => `${prefix}${q}`)]) await ch.deleteQueue(q).catch(() => {});
+    for (const x of [t.commands, t.events, t.deadLetter, t.status]) await ch.deleteExchange(x).catch(() => {});
+  } finally {
+    await conn.close();
+  }
 }

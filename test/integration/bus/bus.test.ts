@@ -13,7 +13,7 @@ import { createNodetool } from '../../../src/cassandra/nodetool.ts';
 import { silentLogger } from '../../../src/log.ts';
 import { loadProfile, type Profile } from '../../../src/profile.ts';
 import { createSandbox, profilePath, removeSandbox } from '../../../src/sandbox/sandbox.ts';
-import { BUS_URL, publishRaw } from '../../helpers/bus.ts';
+import { BUS_URL, publishRaw, removeBusTopology } from '../../helpers/bus.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { cqlFor, dumpKeyspaces, seedData } from '../../helpers/data.ts';
 import { malformedCommands, validCommand } from '../../helpers/malformed.ts';
@@ -60,11 +60,7 @@ describe('the bus: agents driven by AMQP commands (real RabbitMQ, real nodes)', 
 
   after(async () => {
     for (const a of agents) await a.stop().catch(() => {});
-    const conn = await amqplib.connect(BUS_URL);
-    const ch = await conn.createChannel();
-    for (const q of ['cbr.dead', 'cbr.host.source', 'cbr.host.bus-target', 'cbr.host.signed', 'cbr.host.rmq', 'test.sub']) await ch.deleteQueue(`${prefix}${q}`).catch(() => {});
-    for (const x of ['cbr.commands', 'cbr.events', 'cbr.dead-letter', 'cbr.status']) await ch.deleteExchange(`${prefix}${x}`).catch(() => {});
-    await conn.close();
+    await removeBusTopology(prefix, ['source', 'bus-target', 'signed', 'rmq'], ['test.sub']);
   });
 
   it('backs up and restores end to end through the bus only', async () => {

@@ -3,13 +3,12 @@ import { randomUUID } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import amqplib from 'amqplib';
 import { listRecords } from '../../../src/catalog.ts';
 import { createNodetool } from '../../../src/cassandra/nodetool.ts';
 import { loadProfile, type Profile } from '../../../src/profile.ts';
 import { profilePath, sandboxesDir } from '../../../src/sandbox/sandbox.ts';
 import { createLocalStore } from '../../../src/storage/local.ts';
-import { BUS_URL, killHard, publishRaw, spawnAgent, stopGracefully, waitForAgentQueue, waitForWorkflow } from '../../helpers/bus.ts';
+import { killHard, publishRaw, spawnAgent, stopGracefully, waitForAgentQueue, waitForWorkflow, removeBusTopology } from '../../helpers/bus.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { cqlFor, dumpKeyspaces, seedData } from '../../helpers/data.ts';
 import { scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
@@ -52,11 +51,7 @@ describe('kill -9 of the agent in every state, then a restart', () => {
   });
 
   after(async () => {
-    const conn = await amqplib.connect(BUS_URL);
-    const ch = await conn.createChannel();
-    for (const q of ['cbr.dead', 'cbr.host.crash-src', 'cbr.host.crash-dst']) await ch.deleteQueue(`${prefix}${q}`).catch(() => {});
-    for (const x of ['cbr.commands', 'cbr.events', 'cbr.dead-letter', 'cbr.status']) await ch.deleteExchange(`${prefix}${x}`).catch(() => {});
-    await conn.close();
+    await removeBusTopology(prefix, ['crash-src', 'crash-dst']);
   });
 
   for (const state of BACKUP_STATES) {

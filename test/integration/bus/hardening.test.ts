@@ -8,7 +8,7 @@ import type { BusEvent } from '../../../src/bus/topology.ts';
 import { silentLogger } from '../../../src/log.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
 import { StateStore } from '../../../src/state/store.ts';
-import { BUS_URL, publishRaw } from '../../helpers/bus.ts';
+import { BUS_URL, publishRaw, removeBusTopology } from '../../helpers/bus.ts';
 import { scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
 
 const prefix = `h${process.pid}.`;
@@ -48,10 +48,8 @@ describe('hardening over the bus (real RabbitMQ, real node)', () => {
 
   after(async () => {
     await agent?.stop().catch(() => {});
-    const ch = await conn.createChannel();
-    for (const q of ['cbr.dead', 'cbr.host.hardened']) await ch.deleteQueue(`${prefix}${q}`).catch(() => {});
-    for (const x of ['cbr.commands', 'cbr.events', 'cbr.dead-letter', 'cbr.status']) await ch.deleteExchange(`${prefix}${x}`).catch(() => {});
     await conn.close();
+    await removeBusTopology(prefix, ['hardened']);
   });
 
   it('two restore.create commands published at once: one runs, the other is refused with CBR_ERR_WORKFLOW_CONFLICT', async () => {

@@ -11,7 +11,7 @@ import type { WorkflowStatus } from '../../../src/bus/commands.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
 import { StateStore } from '../../../src/state/store.ts';
 import { createLocalStore } from '../../../src/storage/local.ts';
-import { BUS_URL, spawnAgent, stopGracefully, waitForAgentQueue, waitForWorkflow } from '../../helpers/bus.ts';
+import { BUS_URL, spawnAgent, stopGracefully, waitForAgentQueue, waitForWorkflow, removeBusTopology } from '../../helpers/bus.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { REPO, scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
 
@@ -93,11 +93,7 @@ describe('broker outages in the middle of a bus-driven backup (real RabbitMQ, re
 
   after(async () => {
     if (agent) await stopGracefully(agent);
-    const conn = await amqplib.connect(BUS_URL);
-    const ch = await conn.createChannel();
-    for (const q of ['cbr.dead', `cbr.host.${HOST}`]) await ch.deleteQueue(`${prefix}${q}`).catch(() => {});
-    for (const x of ['cbr.commands', 'cbr.events', 'cbr.dead-letter', 'cbr.status']) await ch.deleteExchange(`${prefix}${x}`).catch(() => {});
-    await conn.close();
+    await removeBusTopology(prefix, [HOST]);
   });
 
   it('broker stopped ~20 s mid-backup: the CLI exits 0 with the real result, and a watch alongside sees the final completed state', async () => {

@@ -10,7 +10,7 @@ import { type Command, signCommand } from '../../../src/bus/commands.ts';
 import { type BusEvent, declareTopology, topology } from '../../../src/bus/topology.ts';
 import { silentLogger } from '../../../src/log.ts';
 import { StateStore } from '../../../src/state/store.ts';
-import { BUS_URL, publishRaw } from '../../helpers/bus.ts';
+import { BUS_URL, publishRaw, removeBusTopology } from '../../helpers/bus.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { scratchDir, testEnv } from '../../helpers/env.ts';
 import { validCommand } from '../../helpers/malformed.ts';
@@ -97,11 +97,7 @@ describe('signed bus commands cannot be replayed (real RabbitMQ)', () => {
 
   after(async () => {
     for (const a of agents) await a.stop().catch(() => {});
-    for (const p of [prefix, otherPrefix, crashPrefix]) {
-      await ch.deleteQueue(`${p}cbr.dead`).catch(() => {});
-      await ch.deleteQueue(`${p}cbr.host.${host}`).catch(() => {});
-      for (const x of ['cbr.commands', 'cbr.events', 'cbr.dead-letter', 'cbr.status']) await ch.deleteExchange(`${p}${x}`).catch(() => {});
-    }
+    for (const p of [prefix, otherPrefix, crashPrefix]) await removeBusTopology(p, [host]);
     await conn?.close().catch(() => {});
   });
 

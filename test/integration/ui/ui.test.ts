@@ -22,7 +22,7 @@ import { createLogger } from '../../../src/log.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
 import { startUi, type UiServer } from '../../../src/ui/server.ts';
 import { ARTIFACTS, launchBrowser } from '../../helpers/browser.ts';
-import { BUS_URL, spawnAgent, stopGracefully, waitForAgentQueue } from '../../helpers/bus.ts';
+import { BUS_URL, spawnAgent, stopGracefully, waitForAgentQueue, removeBusTopology } from '../../helpers/bus.ts';
 import { cqlFor, seedData } from '../../helpers/data.ts';
 import { REPO, scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
 
@@ -155,11 +155,7 @@ describe('cbr ui in headless Chromium, against a real agent, node and bus', () =
     await ui?.close();
     await probe?.conn.close().catch(() => {});
     if (agent) await stopGracefully(agent);
-    const conn = await amqplib.connect(BUS_URL);
-    const ch = await conn.createChannel();
-    for (const q of ['cbr.dead', `cbr.host.${HOST}`]) await ch.deleteQueue(`${prefix}${q}`).catch(() => {});
-    for (const x of ['cbr.commands', 'cbr.events', 'cbr.dead-letter', 'cbr.status']) await ch.deleteExchange(`${prefix}${x}`).catch(() => {});
-    await conn.close();
+    await removeBusTopology(prefix, [HOST]);
   });
 
   it('a backup started from the page moves the highlighted state through every step to completed, progress to 100%', async () => {
@@ -512,10 +508,8 @@ describe('cbr ui in headless Chromium, against a real agent, node and bus', () =
     } finally {
       await page.close();
       await stressUi.close();
-      const ch = await conn.createChannel();
-      for (const x of ['cbr.events', 'cbr.commands', 'cbr.dead-letter']) await ch.deleteExchange(`${stressPrefix}${x}`).catch(() => {});
-      await ch.deleteQueue(`${stressPrefix}cbr.dead`).catch(() => {});
       await conn.close();
+      await removeBusTopology(stressPrefix, []);
     }
   });
 });
