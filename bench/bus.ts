@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import amqplib, { type ConsumeMessage } from 'amqplib';
 import { Agent } from '../src/bus/agent.ts';
 import type { BusEvent } from '../src/bus/topology.ts';
-import { silentLogger } from '../src/log.ts';
+import { silentLogger } from '../src/core/log.ts';
 import { StateStore } from '../src/state/store.ts';
 import { instantSteps as steps } from '../test/fixtures/steps.ts';
 import { BENCH_DIR, table } from './lib.ts';

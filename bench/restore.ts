@@ -9,7 +9,7 @@ import { packArchive } from '../src/archive/pack.ts';
 import { connectCql } from '../src/cassandra/cql.ts';
 import { main } from '../src/cli/main.ts';
 import type { CliIO } from '../src/cli/io.ts';
-import { loadCredentials, loadProfile } from '../src/profile.ts';
+import { loadCredentials, loadProfile } from '../src/cassandra/profile.ts';
 import { profilePath, removeSandbox, startSandbox } from '../src/sandbox/sandbox.ts';
 import { best, BENCH_DIR, dataset, mibps, NODE, REPO, sh, table, timed } from './lib.ts';
 

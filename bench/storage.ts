@@ -5,10 +5,10 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { createLocalStore } from '../src/storage/local.ts';
-import { createS3Store } from '../src/storage/s3.ts';
-import { createSwiftStore } from '../src/storage/swift.ts';
-import type { ObjectStore } from '../src/storage/types.ts';
+import { createLocalStore } from '../src/storage/local/localStore.ts';
+import { createS3Store } from '../src/storage/s3/s3Store.ts';
+import { createSwiftStore } from '../src/storage/swift/swiftStore.ts';
+import type { ObjectStore } from '../src/storage/port.ts';
 import { BENCH_DIR, REPO, sh, table } from './lib.ts';
 
 const SIZE = Number(process.env['CBR_BENCH_STORAGE_MIB'] ?? 1024) * 2 ** 20;

@@ -4,7 +4,7 @@
 import { connectCql } from '../src/cassandra/cql.ts';
 import { main } from '../src/cli/main.ts';
 import { processIO } from '../src/cli/io.ts';
-import { loadCredentials, loadProfile } from '../src/profile.ts';
+import { loadCredentials, loadProfile } from '../src/cassandra/profile.ts';
 import { profilePath } from '../src/sandbox/sandbox.ts';
 
 const io = processIO();

@@ -1,7 +1,7 @@
 // Regenerates docs/errors.md from src/errors.ts (test/unit/errors.test.ts fails when they drift).
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ERRORS } from '../src/errors.ts';
+import { ERRORS } from '../src/core/errors.ts';
 
 const rows = Object.entries(ERRORS).map(([c, e]) => `| \`${c}\` | ${e.exit} | ${e.retryable ? 'yes' : 'no'} | ${e.summary} |`);
 const text = [

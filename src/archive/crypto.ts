@@ -1,7 +1,7 @@
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
-import { CbrError } from '../errors.ts';
+import { CbrError } from '../core/errors.ts';
 
 /**
  * Chunked authenticated encryption (AES-256-GCM), so a stream of any size is sealed without buffering it:

@@ -1,4 +1,4 @@
-import { CbrError } from '../errors.ts';
+import { CbrError } from '../core/errors.ts';
 
 /**
  * The one check of an archive entry name, run when a backup is packed and again when it is unpacked, so a

@@ -2,9 +2,9 @@ import { PassThrough, type Transform } from 'node:stream';
 import { promisify } from 'node:util';
 import { availableParallelism } from 'node:os';
 import { createGunzip, createZstdDecompress, gzip } from 'node:zlib';
-import { ZstdFramer } from './frames.ts';
-import { ZstdFrameSplitter } from './zstdFrames.ts';
-import { ParallelCompress } from './parallel.ts';
+import { ZstdFramer } from './compressFrames.ts';
+import { ZstdFrameSplitter } from './splitFrames.ts';
+import { ParallelCompress } from './parallelCompress.ts';
 
 const gzipAsync = promisify(gzip);
 /** 1 MiB blocks: the size of the tar writer's buffers. */

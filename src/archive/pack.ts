@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { SnapshotFile } from '../cassandra/layout.ts';
-import { CbrError } from '../errors.ts';
+import { CbrError } from '../core/errors.ts';
 import { EncryptStream } from './crypto.ts';
 import { type Compression, compressor } from './format.ts';
 import { tarStream } from './tarWriter.ts';

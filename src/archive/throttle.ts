@@ -1,5 +1,5 @@
 import { Transform, type TransformCallback } from 'node:stream';
-import { CbrError } from '../errors.ts';
+import { CbrError } from '../core/errors.ts';
 
 /**
  * Limits a stream to `bytesPerSecond` (token bucket, one second of burst), so a backup does not saturate the

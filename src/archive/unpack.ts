@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
-import { CbrError } from '../errors.ts';
+import { CbrError } from '../core/errors.ts';
 import { DecryptStream } from './crypto.ts';
 import { entryProblem } from './entries.ts';
 import { type Compression, decompressor } from './format.ts';

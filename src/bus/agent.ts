@@ -3,17 +3,17 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import amqplib, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type RecoveringChannelModel } from 'amqplib';
 import type { InspectionEvent, Observer } from 'xstate';
-import type { BackupContext } from '../../machines/backup.machine.ts';
-import type { RestoreContext } from '../../machines/restore.machine.ts';
-import { deleteBackup, readRecord } from '../catalog.ts';
-import { CbrError, toErrorInfo } from '../errors.ts';
-import { writeFileAtomic } from '../fsutil.ts';
-import { cbrHome } from '../home.ts';
-import type { Logger } from '../log.ts';
+import type { BackupContext } from '../machines/backup.machine.ts';
+import type { RestoreContext } from '../machines/restore.machine.ts';
+import { deleteBackup, readRecord } from '../catalog/catalog.ts';
+import { CbrError, toErrorInfo } from '../core/errors.ts';
+import { writeFileAtomic } from '../core/atomicWrite.ts';
+import { cbrHome } from '../core/paths.ts';
+import type { Logger } from '../core/log.ts';
 import { type StepsFactory, type WorkflowEvent, WorkflowRuntime } from '../runtime/runtime.ts';
 import { StateStore, type WorkflowRow } from '../state/store.ts';
-import { openStore } from '../storage/index.ts';
-import type { StorageConfig } from '../storage/types.ts';
+import { openStore } from '../storage/open.ts';
+import type { StorageConfig } from '../storage/port.ts';
 import {
   type Command,
   parseCommand,

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import amqplib, { type ChannelModel, type ConfirmChannel, type ConsumeMessage, type Message } from 'amqplib';
-import { CbrError } from '../errors.ts';
+import { CbrError } from '../core/errors.ts';
 import { type Command, parseStatusReply, STATUS_QUERY_TYPE, STATUS_REPLY_TYPE, type StatusQuery, type StatusReply, signCommand } from './commands.ts';
 import { type BusEvent, declareTopology, type Topology, topology } from './topology.ts';
 

@@ -1,5 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { CbrError } from '../errors.ts';
+import { CbrError } from '../core/errors.ts';
 import type { BusEvent } from './topology.ts';
 
 /**

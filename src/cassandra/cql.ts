@@ -1,5 +1,5 @@
 import cassandra from 'cassandra-driver';
-import { CbrError } from '../errors.ts';
+import { CbrError } from '../core/errors.ts';
 
 export interface CqlTarget {
   host: string;

@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { CbrError } from '../errors.ts';
+import { CbrError } from '../core/errors.ts';
 
 const run = promisify(execFile);
 

@@ -2,9 +2,9 @@ import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CbrError, type ErrorCode } from '../errors.ts';
-import { cbrCache } from '../home.ts';
-import type { Profile } from '../profile.ts';
+import { CbrError, type ErrorCode } from '../core/errors.ts';
+import { cbrCache } from '../core/paths.ts';
+import type { Profile } from './profile.ts';
 import { classpath, JDK17_MODULE_OPTIONS } from './java.ts';
 
 /** The nodetool commands cbr uses, on the node's JMX port. */

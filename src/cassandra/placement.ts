@@ -1,4 +1,4 @@
-import { CbrError } from '../errors.ts';
+import { CbrError } from '../core/errors.ts';
 
 /**
  * Which data directory takes each table directory of a restore. Cassandra reads a table's SSTables from every

@@ -1,6 +1,6 @@
 import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CbrError } from '../errors.ts';
+import { CbrError } from '../core/errors.ts';
 import { connectCql, type CqlTarget } from './cql.ts';
 
 const AUTH_FAILURE = /Authentication|password are incorrect|Username and\/or password/i;

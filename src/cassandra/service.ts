@@ -1,9 +1,8 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { CbrError } from '../errors.ts';
-import type { Profile } from '../profile.ts';
+import { CbrError } from '../core/errors.ts';
+import type { Profile } from './profile.ts';
 import { waitForCql } from './ready.ts';
-import { runningPid, startInstance, stopInstance } from '../sandbox/sandbox.ts';
 
 const run = promisify(execFile);
 
@@ -20,23 +19,10 @@ export interface ServiceControl {
   stop(signal?: AbortSignal): Promise<void>;
 }
 
-export function createServiceControl(profile: Profile): ServiceControl {
+/** A node run by systemd: `systemctl start|stop|is-active <unit>`, then wait until CQL answers. */
+export function createSystemdControl(profile: Profile): ServiceControl {
   const service = profile.service;
-  if (service.kind === 'sandbox') {
-    return {
-      isRunning: async () => runningPid(service.instanceDir) !== null,
-      start: async (_signal, endpoint) => {
-        try {
-          await startInstance(profile, { requireAuth: false, ...(endpoint ? { cql: endpoint } : {}) });
-        } catch (err) {
-          throw err instanceof CbrError && err.code === 'CBR_ERR_SANDBOX_START_FAILED'
-            ? new CbrError('CBR_ERR_SERVICE_CONTROL_FAILED', err.message)
-            : err;
-        }
-      },
-      stop: () => stopInstance(service.instanceDir),
-    };
-  }
+  if (service.kind !== 'systemd') throw new CbrError('CBR_ERR_CONFIG', `profile service kind ${service.kind} is not systemd`);
   const systemctl = async (verb: string, signal?: AbortSignal): Promise<string> => {
     try {
       const { stdout } = await run('systemctl', [verb, service.unit], signal ? { signal } : {});

@@ -1,5 +1,5 @@
 import { type Document, isMap, isNode, isScalar, parse, parseDocument, Scalar, YAMLMap } from 'yaml';
-import { CbrError } from '../errors.ts';
+import { CbrError } from '../core/errors.ts';
 import type { DataSettings } from './dataSettings.ts';
 
 /**

@@ -1,11 +1,11 @@
 import { join, resolve } from 'node:path';
-import { CbrError } from '../errors.ts';
-import { cbrHome } from '../home.ts';
-import { createLogger, type Logger } from '../log.ts';
+import { CbrError } from '../core/errors.ts';
+import { cbrHome } from '../core/paths.ts';
+import { createLogger, type Logger } from '../core/log.ts';
 import { type WorkflowEvent, WorkflowRuntime } from '../runtime/runtime.ts';
 import { StateStore } from '../state/store.ts';
-import { openStore } from '../storage/index.ts';
-import { DEFAULT_CONTAINER, type ObjectStore, type StorageConfig } from '../storage/types.ts';
+import { openStore } from '../storage/open.ts';
+import { DEFAULT_CONTAINER, type ObjectStore, type StorageConfig } from '../storage/port.ts';
 import type { CliIO } from './io.ts';
 import { ProgressBar } from './progress.ts';
 

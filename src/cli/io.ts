@@ -1,5 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { CbrError } from '../errors.ts';
+import { CbrError } from '../core/errors.ts';
 
 /** What a command may touch of the outside world; tests pass their own to run commands in-process. */
 export interface CliIO {

@@ -1,4 +1,4 @@
-import { CbrError, ERRORS, toErrorInfo } from '../errors.ts';
+import { CbrError, ERRORS, toErrorInfo } from '../core/errors.ts';
 import { type CliIO, type Command, processIO } from './io.ts';
 
 /** Commands load lazily: `cbr sandbox status` does not pay for the backup code. */

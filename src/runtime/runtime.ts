@@ -1,14 +1,14 @@
 import { type AnyActorRef, createActor, type InspectionEvent, type Observer } from 'xstate';
-import { BACKUP_MACHINE_VERSION, type BackupInput, backupMachine } from '../../machines/backup.machine.ts';
-import { RESTORE_MACHINE_VERSION, type RestoreInput, restoreMachine } from '../../machines/restore.machine.ts';
-import type { Progress } from '../../machines/common.ts';
-import { CbrError, type ErrorInfo } from '../errors.ts';
-import type { Logger } from '../log.ts';
-import { ownerAlive, ownerToken } from '../owner.ts';
+import { BACKUP_MACHINE_VERSION, type BackupInput, backupMachine } from '../machines/backup.machine.ts';
+import { RESTORE_MACHINE_VERSION, type RestoreInput, restoreMachine } from '../machines/restore.machine.ts';
+import type { Progress } from '../machines/common.ts';
+import { CbrError, type ErrorInfo } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
+import { ownerAlive, ownerToken } from './owner.ts';
 import type { StateStore, WorkflowKind, WorkflowRow, WorkflowStatus } from '../state/store.ts';
-import { createBackupSteps } from '../steps/backupSteps.ts';
-import { createRestoreSteps } from '../steps/restoreSteps.ts';
-import { buildBackupDeps, buildRestoreDeps } from './deps.ts';
+import { createBackupSteps } from '../steps/backup/steps.ts';
+import { createRestoreSteps } from '../steps/restore/steps.ts';
+import { buildBackupDeps, buildRestoreDeps } from './wiring.ts';
 
 const VERSIONS: Record<WorkflowKind, number> = { backup: BACKUP_MACHINE_VERSION, restore: RESTORE_MACHINE_VERSION };
 type InputOf<K extends WorkflowKind> = K extends 'backup' ? BackupInput : RestoreInput;

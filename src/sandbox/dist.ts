@@ -4,8 +4,8 @@ import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { CbrError } from '../errors.ts';
-import { cbrCache } from '../home.ts';
+import { CbrError } from '../core/errors.ts';
+import { cbrCache } from '../core/paths.ts';
 
 const run = promisify(execFile);
 

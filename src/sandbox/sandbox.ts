@@ -9,9 +9,9 @@ import { waitForCql } from '../cassandra/ready.ts';
 import { classpath, findJavaHome, JDK17_MODULE_OPTIONS } from '../cassandra/java.ts';
 import { connectCql } from '../cassandra/cql.ts';
 import { checkClusterName, parseSetting, sandboxYaml } from '../cassandra/yaml.ts';
-import { CbrError } from '../errors.ts';
-import { cbrHome } from '../home.ts';
-import { loadCredentials, loadProfile, type Profile } from '../profile.ts';
+import { CbrError } from '../core/errors.ts';
+import { cbrHome } from '../core/paths.ts';
+import { loadCredentials, loadProfile, type Profile } from '../cassandra/profile.ts';
 import { DEFAULT_CASSANDRA_VERSION, ensureDistribution } from './dist.ts';
 
 /**

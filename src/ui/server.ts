@@ -3,15 +3,15 @@ import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { type AddressInfo, isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import { backupMachine } from '../../machines/backup.machine.ts';
-import { restoreMachine } from '../../machines/restore.machine.ts';
+import { backupMachine } from '../machines/backup.machine.ts';
+import { restoreMachine } from '../machines/restore.machine.ts';
 import { type CommandDraft, publishCommand, redactUrl, watchEvents } from '../bus/client.ts';
 import { parseCommand } from '../bus/commands.ts';
 import type { BusEvent } from '../bus/topology.ts';
-import { diagram } from '../diagram.ts';
-import { toSvg } from '../diagramSvg.ts';
-import { CbrError, toErrorInfo } from '../errors.ts';
-import type { Logger } from '../log.ts';
+import { diagram } from '../diagram/graph.ts';
+import { toSvg } from '../diagram/svg.ts';
+import { CbrError, toErrorInfo } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
 import { MAX_HISTORY, UiModel } from './model.ts';
 
 /**

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import cassandra from 'cassandra-driver';
 import { connectCql, type CqlSession } from '../../src/cassandra/cql.ts';
-import { loadCredentials, type Profile } from '../../src/profile.ts';
+import { loadCredentials, type Profile } from '../../src/cassandra/profile.ts';
 
 export async function cqlFor(profile: Profile): Promise<CqlSession> {
   return connectCql({ ...profile.cql, credentials: await loadCredentials(profile.cql.credentialsFile) });

@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { listSandboxes, removeSandbox, startSandbox } from '../../src/sandbox/sandbox.ts';
-import { loadProfile, type Profile } from '../../src/profile.ts';
+import { loadProfile, type Profile } from '../../src/cassandra/profile.ts';
 import { profilePath } from '../../src/sandbox/sandbox.ts';
 
 export { REPO } from './paths.ts';

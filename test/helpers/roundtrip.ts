@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import type { Profile } from '../../src/profile.ts';
-import { loadProfile } from '../../src/profile.ts';
+import type { Profile } from '../../src/cassandra/profile.ts';
+import { loadProfile } from '../../src/cassandra/profile.ts';
 import { profilePath } from '../../src/sandbox/sandbox.ts';
 import { cbr } from './cli.ts';
 import { cqlFor, dumpKeyspaces } from './data.ts';

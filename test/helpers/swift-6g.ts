@@ -2,7 +2,7 @@
 // so its peak RSS is its own. Prints {sha256 up, sha256 down, size, maxRssMiB, seconds} as JSON.
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { createSwiftStore } from '../../src/storage/swift.ts';
+import { createSwiftStore } from '../../src/storage/swift/swiftStore.ts';
 
 const [credentialsFile, authUrl, container, gib] = process.argv.slice(2) as [string, string, string, string];
 const total = Number(gib) * 2 ** 30;

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
-import { checkId, deleteBackup, readRecord } from '../../catalog.ts';
-import { CbrError } from '../../errors.ts';
+import { checkId, deleteBackup, readRecord } from '../../catalog/catalog.ts';
+import { CbrError } from '../../core/errors.ts';
 import { StateStore } from '../../state/store.ts';
 import { busOptions, followOptions, runOverBus } from '../bus.ts';
 import { commonOptions, openStorage, stateDbPath } from '../context.ts';

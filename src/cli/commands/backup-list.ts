@@ -1,4 +1,4 @@
-import { listRecords } from '../../catalog.ts';
+import { listRecords } from '../../catalog/catalog.ts';
 import { StateStore } from '../../state/store.ts';
 import { commonOptions, openStorage, stateDbPath } from '../context.ts';
 import { type Command, parse, printJson } from '../io.ts';

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
-import { checkId, readRecord } from '../../catalog.ts';
+import { checkId, readRecord } from '../../catalog/catalog.ts';
 import { describeDataSettings } from '../../cassandra/dataSettings.ts';
-import { CbrError } from '../../errors.ts';
+import { CbrError } from '../../core/errors.ts';
 import { StateStore } from '../../state/store.ts';
 import { commonOptions, openStorage, stateDbPath } from '../context.ts';
 import { type Command, parse, printJson } from '../io.ts';

@@ -1,8 +1,8 @@
-import { backupMachine } from '../../../machines/backup.machine.ts';
-import { restoreMachine } from '../../../machines/restore.machine.ts';
-import { diagram, toMermaid } from '../../diagram.ts';
-import { toSvg } from '../../diagramSvg.ts';
-import { CbrError } from '../../errors.ts';
+import { backupMachine } from '../../machines/backup.machine.ts';
+import { restoreMachine } from '../../machines/restore.machine.ts';
+import { diagram, toMermaid } from '../../diagram/graph.ts';
+import { toSvg } from '../../diagram/svg.ts';
+import { CbrError } from '../../core/errors.ts';
 import { type Command, parse, printJson } from '../io.ts';
 
 const usage = 'cbr machines [backup|restore] [--format mermaid|svg|json]';

@@ -1,4 +1,4 @@
-import { CbrError } from '../../errors.ts';
+import { CbrError } from '../../core/errors.ts';
 import { ensureDistribution } from '../../sandbox/dist.ts';
 import {
   listSandboxes,

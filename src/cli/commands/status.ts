@@ -1,6 +1,6 @@
 import { queryStatus } from '../../bus/client.ts';
 import type { WorkflowStatus } from '../../bus/commands.ts';
-import { CbrError, fromErrorInfo, isErrorCode } from '../../errors.ts';
+import { CbrError, fromErrorInfo, isErrorCode } from '../../core/errors.ts';
 import { busOptions, busPrefix } from '../bus.ts';
 import { type Command, parse, printJson } from '../io.ts';
 import { formatBytes } from '../progress.ts';

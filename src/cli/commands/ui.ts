@@ -1,6 +1,6 @@
 import { redactUrl } from '../../bus/client.ts';
-import { CbrError } from '../../errors.ts';
-import { createLogger } from '../../log.ts';
+import { CbrError } from '../../core/errors.ts';
+import { createLogger } from '../../core/log.ts';
 import { startUi } from '../../ui/server.ts';
 import { busPrefix, signingKey } from '../bus.ts';
 import { cliLogger } from '../context.ts';

@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import amqplib from 'amqplib';
 import { Agent } from '../../../src/bus/agent.ts';
 import type { BusEvent } from '../../../src/bus/topology.ts';
-import { silentLogger } from '../../../src/log.ts';
+import { silentLogger } from '../../../src/core/log.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
 import { StateStore } from '../../../src/state/store.ts';
 import { BUS_URL, publishRaw, removeBusTopology } from '../../helpers/bus.ts';

@@ -8,7 +8,7 @@ import amqplib, { type GetMessage } from 'amqplib';
 import { Agent } from '../../../src/bus/agent.ts';
 import { type Command, signCommand } from '../../../src/bus/commands.ts';
 import { type BusEvent, declareTopology, topology } from '../../../src/bus/topology.ts';
-import { silentLogger } from '../../../src/log.ts';
+import { silentLogger } from '../../../src/core/log.ts';
 import { StateStore } from '../../../src/state/store.ts';
 import { BUS_URL, publishRaw, removeBusTopology } from '../../helpers/bus.ts';
 import { cbr } from '../../helpers/cli.ts';

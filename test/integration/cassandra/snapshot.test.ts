@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { connectCql, type CqlSession } from '../../../src/cassandra/cql.ts';
 import { listLiveFiles, listSnapshotFiles, listTableDirs } from '../../../src/cassandra/layout.ts';
 import { createNodetool } from '../../../src/cassandra/nodetool.ts';
-import { loadCredentials, type Profile } from '../../../src/profile.ts';
+import { loadCredentials, type Profile } from '../../../src/cassandra/profile.ts';
 import { sharedNode } from '../../helpers/env.ts';
 
 describe('Cassandra adapter on a real 5.0 node', () => {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createNodetool } from '../../../src/cassandra/nodetool.ts';
-import type { Profile } from '../../../src/profile.ts';
+import type { Profile } from '../../../src/cassandra/profile.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
 import { StateStore } from '../../../src/state/store.ts';
 import { cbr } from '../../helpers/cli.ts';

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createActor, fromPromise, type SnapshotFrom, toPromise, waitFor } from 'xstate';
-import { type BackupInput, backupMachine } from '../../../machines/backup.machine.ts';
-import { CbrError } from '../../../src/errors.ts';
+import { type BackupInput, backupMachine } from '../../../src/machines/backup.machine.ts';
+import { CbrError } from '../../../src/core/errors.ts';
 
 const input: BackupInput = {
   workflowId: 'b1',
@@ -117,12 +117,12 @@ describe('machines are pure', () => {
     const { readdir, readFile } = await import('node:fs/promises');
     const { join } = await import('node:path');
     const { REPO } = await import('../../helpers/paths.ts');
-    const dir = join(REPO, 'machines');
+    const dir = join(REPO, 'src', 'machines');
     for (const f of await readdir(dir)) {
       const text = await readFile(join(dir, f), 'utf8');
       const runtimeImports = [...text.matchAll(/^import (?!type )[^;]*from '([^']+)'/gm)].map((m) => m[1]);
       for (const spec of runtimeImports) {
-        assert.ok(spec === 'xstate' || spec === './common.ts' || spec === '../src/errors.ts', `${f} imports ${spec}`);
+        assert.ok(spec === 'xstate' || spec === './common.ts' || spec === '../core/errors.ts', `${f} imports ${spec}`);
       }
     }
   });

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createActor, fromPromise, type SnapshotFrom, toPromise, waitFor } from 'xstate';
-import { type RestoreInput, restoreMachine } from '../../../machines/restore.machine.ts';
-import { CbrError } from '../../../src/errors.ts';
+import { type RestoreInput, restoreMachine } from '../../../src/machines/restore.machine.ts';
+import { CbrError } from '../../../src/core/errors.ts';
 
 const input: RestoreInput = {
   workflowId: 'r1',

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { fromPromise } from 'xstate';
-import type { BackupInput } from '../../../machines/backup.machine.ts';
-import type { RestoreInput } from '../../../machines/restore.machine.ts';
-import { CbrError } from '../../../src/errors.ts';
-import { createLogger } from '../../../src/log.ts';
+import type { BackupInput } from '../../../src/machines/backup.machine.ts';
+import type { RestoreInput } from '../../../src/machines/restore.machine.ts';
+import { CbrError } from '../../../src/core/errors.ts';
+import { createLogger } from '../../../src/core/log.ts';
 import { WorkflowRuntime } from '../../../src/runtime/runtime.ts';
 import { StateStore } from '../../../src/state/store.ts';
 import { everyStep } from '../../fixtures/steps.ts';

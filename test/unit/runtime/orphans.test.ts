@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { createLogger } from '../../../src/log.ts';
-import { ownerToken } from '../../../src/owner.ts';
+import { createLogger } from '../../../src/core/log.ts';
+import { ownerToken } from '../../../src/runtime/owner.ts';
 import { WorkflowRuntime } from '../../../src/runtime/runtime.ts';
 import { StateStore } from '../../../src/state/store.ts';
 import { everyStep } from '../../fixtures/steps.ts';

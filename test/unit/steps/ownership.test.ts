@@ -5,13 +5,13 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { describe, it } from 'node:test';
-import type { RestoreStepInput } from '../../../machines/restore.machine.ts';
+import type { RestoreStepInput } from '../../../src/machines/restore.machine.ts';
 import { packArchive } from '../../../src/archive/pack.ts';
 import { unpackArchive } from '../../../src/archive/unpack.ts';
-import { removeTree } from '../../../src/fstree.ts';
-import type { Profile } from '../../../src/profile.ts';
-import { chownData } from '../../../src/steps/chownData.ts';
-import type { RestoreDeps } from '../../../src/steps/restoreDeps.ts';
+import { removeTree } from '../../../src/core/removeTree.ts';
+import type { Profile } from '../../../src/cassandra/profile.ts';
+import { chownData } from '../../../src/steps/restore/chownData.ts';
+import type { RestoreDeps } from '../../../src/steps/restore/restoreDeps.ts';
 
 const NOBODY = 65534;
 const asRoot = { skip: process.getuid?.() !== 0 ? 'needs root (chown)' : false };

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { describe, it } from 'node:test';
-import { createSwiftStore, objectStoreEndpoint } from '../../../src/storage/swift.ts';
+import { createSwiftStore, objectStoreEndpoint } from '../../../src/storage/swift/swiftStore.ts';
 
 /**
  * Keystone v3 could not be run here (see the closing note of the storage issue); this covers the v3 path against a

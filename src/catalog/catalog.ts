@@ -1,0 +1,101 @@
+import { buffer } from 'node:stream/consumers';
+import { Readable } from 'node:stream';
+import { CbrError } from '../core/errors.ts';
+import type { Compression } from '../archive/format.ts';
+import type { DataSettings } from '../cassandra/dataSettings.ts';
+import { parseRecord } from './record.ts';
+import type { ObjectStore } from '../storage/port.ts';
+
+/**
+ * A backup in storage is `<id>/archive.tar.*` plus `<id>/backup.json`, the record, written only after the
+ * archive is complete. Without a COMPLETED record nothing is listed as usable.
+ */
+export interface BackupRecord {
+  /** 1: before MACs and bindings; 2: an encrypted backup's record carries `mac` and its archive is bound. */
+  format: 1 | 2;
+  id: string;
+  name: string;
+  description: string;
+  state: 'COMPLETED';
+  datastore: 'cassandra';
+  sourceInstance: string;
+  hostId: string;
+  clusterName: string;
+  cassandraVersion: string;
+  created: string;
+  finished: string;
+  /** Key of the archive object. */
+  object: string;
+  size: number;
+  sha256: string;
+  compression: Compression;
+  encryption: { algorithm: 'aes-256-gcm-chunked'; keyFingerprint: string; bound?: true } | null;
+  rawBytes: number;
+  fileCount: number;
+  keyspaces: string[];
+  files: { path: string; size: number }[];
+  /** Settings the data depends on (tokens, partitioner, SSTable identifiers and format); absent in older records. */
+  settings?: DataSettings;
+  /** HMAC-SHA256 of the record, with a key derived from the archive key (encrypted backups, format 2). */
+  mac?: string;
+}
+
+export const RECORD_NAME = 'backup.json';
+export const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+
+export function recordKey(id: string): string {
+  return `${checkId(id)}/${RECORD_NAME}`;
+}
+
+export function checkId(id: string): string {
+  if (!ID_RE.test(id)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `invalid backup id ${JSON.stringify(id.slice(0, 80))}`);
+  return id;
+}
+
+export async function writeRecord(store: ObjectStore, record: BackupRecord, signal?: AbortSignal): Promise<void> {
+  const body = Readable.from([Buffer.from(`${JSON.stringify(record, null, 1)}\n`)]);
+  await store.put(recordKey(record.id), body, { contentType: 'application/json', ifAbsent: true, ...(signal ? { signal } : {}) });
+}
+
+export async function readRecord(store: ObjectStore, id: string, signal?: AbortSignal): Promise<BackupRecord> {
+  const key = recordKey(id);
+  let text: string;
+  try {
+    text = (await buffer(await store.get(key, signal ? { signal } : {}))).toString('utf8');
+  } catch (err) {
+    if (err instanceof CbrError && err.code === 'CBR_ERR_OBJECT_NOT_FOUND') throw new CbrError('CBR_ERR_BACKUP_NOT_FOUND', `no backup ${id}`);
+    throw err;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new CbrError('CBR_ERR_RECORD_INVALID', `the record of backup ${id} is not JSON`);
+  }
+  return parseRecord(parsed, id) as BackupRecord;
+}
+
+export async function listRecords(store: ObjectStore, signal?: AbortSignal): Promise<BackupRecord[]> {
+  const ids: string[] = [];
+  for await (const o of store.list('', signal ? { signal } : {})) {
+    const [id, name, ...rest] = o.key.split('/');
+    if (id && name === RECORD_NAME && rest.length === 0) ids.push(id);
+  }
+  const out: BackupRecord[] = [];
+  for (const id of ids) {
+    try {
+      out.push(await readRecord(store, id, signal));
+    } catch {
+      /* unreadable records are not usable backups */
+    }
+  }
+  return out.sort((a, b) => (a.created < b.created ? -1 : 1));
+}
+
+/** Removes the record first (so the backup stops being listed), then everything of the backup. Idempotent. */
+export async function deleteBackup(store: ObjectStore, id: string, signal?: AbortSignal): Promise<number> {
+  checkId(id);
+  const opts = signal ? { signal } : {};
+  await store.delete(recordKey(id), opts);
+  return store.purge(`${id}/`, opts);
+}

@@ -1,0 +1,37 @@
+import { backupMachine } from '../machines/backup.machine.ts';
+import { restoreMachine } from '../machines/restore.machine.ts';
+import { diagram, toMermaid } from './graph.ts';
+import { toSvg } from './svg.ts';
+
+/** docs/machines/*.svg (laid out by `cbr machines <m> --format svg`; the live view draws the same). */
+export function machineSvgs(): Record<string, string> {
+  return { 'backup.svg': toSvg(diagram(backupMachine)), 'restore.svg': toSvg(diagram(restoreMachine)) };
+}
+
+/** docs/machines.md: generated from the definitions, checked by a test. */
+export function machinesDoc(): string {
+  return [
+    '# The workflow machines',
+    '',
+    'Generated from `src/machines/*.machine.ts` by `node scripts/gen-machine-docs.ts` (also `npx cbr machines`, `--format svg`);',
+    '`test/unit/diagram/diagram.test.ts` fails when this file and the definitions drift apart. `done`/`error` are the',
+    "outcomes of the state's step, `CANCEL` a cancel command or signal, `[guard]` an eventless choice.",
+    '',
+    '## Backup',
+    '',
+    '![backup machine](machines/backup.svg)',
+    '',
+    '```mermaid',
+    toMermaid(diagram(backupMachine)).trimEnd(),
+    '```',
+    '',
+    '## Restore',
+    '',
+    '![restore machine](machines/restore.svg)',
+    '',
+    '```mermaid',
+    toMermaid(diagram(restoreMachine)).trimEnd(),
+    '```',
+    '',
+  ].join('\n');
+}

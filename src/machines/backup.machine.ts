@@ -1,0 +1,191 @@
+import { assign, setup } from 'xstate';
+import type { Compression } from '../archive/format.ts';
+import type { DataSettings } from '../cassandra/dataSettings.ts';
+import type { ErrorInfo } from '../core/errors.ts';
+import type { StorageConfig } from '../storage/port.ts';
+import { type CancelEvent, errorFrom, type Progress, type ProgressEvent, step, warningFrom } from './common.ts';
+
+/** Bumped whenever states or context change shape; stored with every persisted snapshot. */
+export const BACKUP_MACHINE_VERSION = 1;
+
+export interface BackupInput {
+  workflowId: string;
+  backupId: string;
+  name: string;
+  description: string;
+  profilePath: string;
+  storage: StorageConfig;
+  compression: Compression;
+  /** Where the encryption key comes from (a file path or an env var name), never the key. */
+  keySource: { file?: string; env?: string } | null;
+  startedAt: string;
+  /** Bytes per second of archive output, or null for no limit. */
+  rateLimit: number | null;
+  /** Refuse to snapshot when less than this share of the data filesystem is free. */
+  minFreePercent: number;
+}
+
+export interface BackupResult {
+  objectKey: string;
+  size: number;
+  sha256: string;
+  rawBytes: number;
+  files: number;
+}
+
+/** What the verify step learned of the source node. */
+export interface NodeFacts {
+  clusterName: string;
+  cassandraVersion: string;
+  /** Absent in workflows persisted before settings were recorded. */
+  settings?: DataSettings;
+}
+
+export interface BackupContext extends BackupInput {
+  node: NodeFacts | null;
+  progress: Progress | null;
+  result: BackupResult | null;
+  error: ErrorInfo | null;
+  warnings: string[];
+}
+
+export type StepInput = { ctx: BackupInput };
+
+export const backupMachine = setup({
+  types: {
+    context: {} as BackupContext,
+    input: {} as BackupInput,
+    events: {} as ProgressEvent | CancelEvent,
+  },
+  actors: {
+    verifyNode: step<NodeFacts, StepInput>('verifyNode'),
+    checkFreeSpace: step<{ freeBytes: number; freePercent: number }, StepInput>('checkFreeSpace'),
+    clearSnapshot: step<void, StepInput>('clearSnapshot'),
+    takeSnapshot: step<{ files: number; bytes: number }, StepInput>('takeSnapshot'),
+    streamArchive: step<BackupResult, StepInput>('streamArchive'),
+    writeRecord: step<void, StepInput & { node: BackupContext['node']; result: BackupResult }>('writeRecord'),
+    deleteBackupObjects: step<void, StepInput>('deleteBackupObjects'),
+  },
+  actions: {
+    recordError: assign({ error: (_, params: { error: unknown }) => errorFrom(params.error) }),
+    recordCancel: assign({
+      error: (_, params: { reason?: string | undefined }) => ({
+        code: 'CBR_ERR_ABORTED' as const,
+        message: `cancelled${params.reason ? `: ${params.reason}` : ''}`,
+        retryable: true,
+      }),
+    }),
+    recordWarning: assign({
+      warnings: ({ context }, params: { step: string; error: unknown }) => [...context.warnings, warningFrom(params.step, params.error)],
+    }),
+    recordProgress: assign({ progress: (_, params: { progress: Progress }) => params.progress }),
+  },
+}).createMachine({
+  id: 'backup',
+  context: ({ input }) => ({ ...input, node: null, progress: null, result: null, error: null, warnings: [] }),
+  initial: 'verifyingNode',
+  on: {
+    PROGRESS: { actions: { type: 'recordProgress', params: ({ event }) => ({ progress: event.progress }) } },
+  },
+  states: {
+    verifyingNode: {
+      on: { CANCEL: { target: 'failed', actions: { type: 'recordCancel', params: ({ event }) => ({ reason: event.reason }) } } },
+      invoke: {
+        src: 'verifyNode',
+        input: ({ context }) => ({ ctx: context }),
+        onDone: { target: 'checkingFreeSpace', actions: assign({ node: ({ event }) => event.output }) },
+        onError: { target: 'failed', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
+      },
+    },
+    checkingFreeSpace: {
+      on: { CANCEL: { target: 'failed', actions: { type: 'recordCancel', params: ({ event }) => ({ reason: event.reason }) } } },
+      invoke: {
+        src: 'checkFreeSpace',
+        input: ({ context }) => ({ ctx: context }),
+        onDone: 'clearingStaleSnapshot',
+        onError: { target: 'failed', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
+      },
+    },
+    clearingStaleSnapshot: {
+      on: { CANCEL: { target: 'failed', actions: { type: 'recordCancel', params: ({ event }) => ({ reason: event.reason }) } } },
+      invoke: {
+        src: 'clearSnapshot',
+        input: ({ context }) => ({ ctx: context }),
+        onDone: 'snapshotting',
+        onError: { target: 'failed', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
+      },
+    },
+    snapshotting: {
+      on: { CANCEL: { target: 'compensating', actions: { type: 'recordCancel', params: ({ event }) => ({ reason: event.reason }) } } },
+      invoke: {
+        src: 'takeSnapshot',
+        input: ({ context }) => ({ ctx: context }),
+        onDone: 'streaming',
+        onError: { target: 'compensating', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
+      },
+    },
+    streaming: {
+      on: { CANCEL: { target: 'compensating', actions: { type: 'recordCancel', params: ({ event }) => ({ reason: event.reason }) } } },
+      invoke: {
+        src: 'streamArchive',
+        input: ({ context }) => ({ ctx: context }),
+        onDone: { target: 'recording', actions: assign({ result: ({ event }) => event.output }) },
+        onError: { target: 'compensating', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
+      },
+    },
+    recording: {
+      on: { CANCEL: { target: 'compensating', actions: { type: 'recordCancel', params: ({ event }) => ({ reason: event.reason }) } } },
+      invoke: {
+        src: 'writeRecord',
+        input: ({ context }) => ({ ctx: context, node: context.node, result: context.result! }),
+        onDone: 'clearingSnapshot',
+        onError: { target: 'compensating', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
+      },
+    },
+    clearingSnapshot: {
+      invoke: {
+        src: 'clearSnapshot',
+        input: ({ context }) => ({ ctx: context }),
+        onDone: 'completed',
+        // The backup is complete and usable; a snapshot that could not be cleared is reported, not hidden.
+        onError: {
+          target: 'completed',
+          actions: { type: 'recordWarning', params: ({ event }) => ({ step: 'clearSnapshot', error: event.error }) },
+        },
+      },
+    },
+    compensating: {
+      initial: 'deletingObjects',
+      states: {
+        deletingObjects: {
+          invoke: {
+            src: 'deleteBackupObjects',
+            input: ({ context }) => ({ ctx: context }),
+            onDone: 'clearingSnapshot',
+            onError: {
+              target: 'clearingSnapshot',
+              actions: { type: 'recordWarning', params: ({ event }) => ({ step: 'deleteBackupObjects', error: event.error }) },
+            },
+          },
+        },
+        clearingSnapshot: {
+          invoke: {
+            src: 'clearSnapshot',
+            input: ({ context }) => ({ ctx: context }),
+            onDone: 'done',
+            onError: {
+              target: 'done',
+              actions: { type: 'recordWarning', params: ({ event }) => ({ step: 'clearSnapshot', error: event.error }) },
+            },
+          },
+        },
+        done: { type: 'final' },
+      },
+      onDone: 'failed',
+    },
+    completed: { type: 'final' },
+    failed: { type: 'final' },
+  },
+});
+
+export type BackupMachine = typeof backupMachine;

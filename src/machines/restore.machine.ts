@@ -1,0 +1,286 @@
+import { assign, setup } from 'xstate';
+import type { DataSettings } from '../cassandra/dataSettings.ts';
+import type { SettingChange } from '../cassandra/yaml.ts';
+import type { ErrorInfo } from '../core/errors.ts';
+import type { StorageConfig } from '../storage/port.ts';
+import { type CancelEvent, errorFrom, type Progress, type ProgressEvent, step, warningFrom } from './common.ts';
+
+/** Bumped whenever states or context change shape; stored with every persisted snapshot. */
+export const RESTORE_MACHINE_VERSION = 2;
+
+export interface RestoreInput {
+  workflowId: string;
+  backupId: string;
+  /** The new instance's name; also its new cluster_name unless clusterName is given. */
+  instanceName: string;
+  clusterName: string;
+  profilePath: string;
+  storage: StorageConfig;
+  /** A file (0600) holding the new superuser password; never the password itself. */
+  passwordFile: string;
+  superuser: string;
+  keySource: { file?: string; env?: string } | null;
+  force: boolean;
+  startedAt: string;
+}
+
+/** What the check step learned; plain JSON. */
+export interface RestorePlan {
+  sourceClusterName: string;
+  keyspaces: string[];
+  rawBytes: number;
+  fileCount: number;
+  wasRunning: boolean;
+  /** The source's settings the data depends on (null for records written before they were recorded). */
+  settings: DataSettings | null;
+  /** Which of the target's data directories (index into the profile's dataDirs) takes each `<ks>/<table>-<id>`. */
+  placement: Record<string, number>;
+}
+
+export interface RestoreContext extends RestoreInput {
+  plan: RestorePlan | null;
+  /** How many times this workflow started Cassandra (the blueprint's procedure needed 5). */
+  starts: number;
+  /** Set once the target node was stopped: before that, a rollback only discards the staging directory. */
+  touched: boolean;
+  progress: Progress | null;
+  error: ErrorInfo | null;
+  warnings: string[];
+  /** Every superuser role of the restored data, so an operator sees one they did not expect. */
+  superusers: string[];
+  /** cassandra.yaml settings the restore changed on the target so the restored data starts. */
+  settingChanges: SettingChange[];
+}
+
+export type RestoreStepInput = { ctx: RestoreInput; plan: RestorePlan };
+
+const fail = { type: 'recordError', params: ({ event }: { event: { error: unknown } }) => ({ error: event.error }) } as const;
+const cancel = { type: 'recordCancel', params: ({ event }: { event: CancelEvent }) => ({ reason: event.reason }) } as const;
+
+export const restoreMachine = setup({
+  types: {
+    context: {} as RestoreContext,
+    input: {} as RestoreInput,
+    events: {} as ProgressEvent | CancelEvent,
+  },
+  actors: {
+    checkRestore: step<RestorePlan, { ctx: RestoreInput }>('checkRestore'),
+    unpackBackup: step<{ files: number; bytes: number }, RestoreStepInput>('unpackBackup'),
+    stopNode: step<void, RestoreStepInput>('stopNode'),
+    swapDataDirs: step<void, RestoreStepInput>('swapDataDirs'),
+    chownData: step<void, RestoreStepInput>('chownData'),
+    startMaintenance: step<void, RestoreStepInput>('startMaintenance'),
+    resetIdentity: step<{ superusers: string[] }, RestoreStepInput>('resetIdentity'),
+    writeFinalConfig: step<{ changes: SettingChange[] }, RestoreStepInput>('writeFinalConfig'),
+    startNode: step<void, RestoreStepInput>('startNode'),
+    verifyRestore: step<void, RestoreStepInput>('verifyRestore'),
+    finalizeRestore: step<void, RestoreStepInput>('finalizeRestore'),
+    restoreConfig: step<void, RestoreStepInput>('restoreConfig'),
+    restoreDataDirs: step<void, RestoreStepInput>('restoreDataDirs'),
+    discardStaging: step<void, RestoreStepInput>('discardStaging'),
+  },
+  guards: {
+    touched: ({ context }) => context.touched,
+    restartNeeded: ({ context }) => context.touched && context.plan?.wasRunning === true,
+  },
+  actions: {
+    recordError: assign({ error: (_, params: { error: unknown }) => errorFrom(params.error) }),
+    recordCancel: assign({
+      error: (_, params: { reason?: string | undefined }) => ({
+        code: 'CBR_ERR_ABORTED' as const,
+        message: `cancelled${params.reason ? `: ${params.reason}` : ''}`,
+        retryable: true,
+      }),
+    }),
+    recordWarning: assign({
+      warnings: ({ context }, params: { step: string; error: unknown }) => [...context.warnings, warningFrom(params.step, params.error)],
+    }),
+    recordProgress: assign({ progress: (_, params: { progress: Progress }) => params.progress }),
+    countStart: assign({ starts: ({ context }) => context.starts + 1 }),
+  },
+}).createMachine({
+  id: 'restore',
+  context: ({ input }) => ({
+    ...input,
+    plan: null,
+    starts: 0,
+    touched: false,
+    progress: null,
+    error: null,
+    warnings: [],
+    superusers: [],
+    settingChanges: [],
+  }),
+  initial: 'checking',
+  on: {
+    PROGRESS: { actions: { type: 'recordProgress', params: ({ event }) => ({ progress: event.progress }) } },
+  },
+  states: {
+    // Read the record, check key, target and space. Nothing has been touched yet.
+    checking: {
+      on: { CANCEL: { target: 'failed', actions: cancel } },
+      invoke: {
+        src: 'checkRestore',
+        input: ({ context }) => ({ ctx: context }),
+        onDone: { target: 'unpacking', actions: assign({ plan: ({ event }) => event.output }) },
+        onError: { target: 'failed', actions: fail },
+      },
+    },
+    // Into a staging directory beside the data directory, while the target still runs; checksum verified.
+    unpacking: {
+      on: { CANCEL: { target: 'rollingBack', actions: cancel } },
+      invoke: {
+        src: 'unpackBackup',
+        input: ({ context }) => ({ ctx: context, plan: context.plan! }),
+        onDone: 'stoppingNode',
+        onError: { target: 'rollingBack', actions: fail },
+      },
+    },
+    stoppingNode: {
+      entry: assign({ touched: true }),
+      on: { CANCEL: { target: 'rollingBack', actions: cancel } },
+      invoke: {
+        src: 'stopNode',
+        input: ({ context }) => ({ ctx: context, plan: context.plan! }),
+        onDone: 'swappingDataDirs',
+        onError: { target: 'rollingBack', actions: fail },
+      },
+    },
+    // The old data, commitlog, hints and saved caches move aside (kept until the new node is proven good).
+    swappingDataDirs: {
+      on: { CANCEL: { target: 'rollingBack', actions: cancel } },
+      invoke: {
+        src: 'swapDataDirs',
+        input: ({ context }) => ({ ctx: context, plan: context.plan! }),
+        onDone: 'chowning',
+        onError: { target: 'rollingBack', actions: fail },
+      },
+    },
+    chowning: {
+      on: { CANCEL: { target: 'rollingBack', actions: cancel } },
+      invoke: {
+        src: 'chownData',
+        input: ({ context }) => ({ ctx: context, plan: context.plan! }),
+        onDone: 'startingMaintenance',
+        onError: { target: 'rollingBack', actions: fail },
+      },
+    },
+    // Start 1 of 2: the source's cluster_name, AllowAll authentication, loopback only.
+    startingMaintenance: {
+      entry: 'countStart',
+      on: { CANCEL: { target: 'rollingBack', actions: cancel } },
+      invoke: {
+        src: 'startMaintenance',
+        input: ({ context }) => ({ ctx: context, plan: context.plan! }),
+        onDone: 'resettingIdentity',
+        onError: { target: 'rollingBack', actions: fail },
+      },
+    },
+    // New cluster_name in system.local, peers cleared, superuser password set; flushed; node stopped.
+    resettingIdentity: {
+      on: { CANCEL: { target: 'rollingBack', actions: cancel } },
+      invoke: {
+        src: 'resetIdentity',
+        input: ({ context }) => ({ ctx: context, plan: context.plan! }),
+        onDone: { target: 'writingFinalConfig', actions: assign({ superusers: ({ event }) => event.output.superusers }) },
+        onError: { target: 'rollingBack', actions: fail },
+      },
+    },
+    writingFinalConfig: {
+      on: { CANCEL: { target: 'rollingBack', actions: cancel } },
+      invoke: {
+        src: 'writeFinalConfig',
+        input: ({ context }) => ({ ctx: context, plan: context.plan! }),
+        onDone: { target: 'startingNode', actions: assign({ settingChanges: ({ event }) => event.output.changes }) },
+        onError: { target: 'rollingBack', actions: fail },
+      },
+    },
+    // Start 2 of 2: the new cluster_name, authentication on, the normal addresses.
+    startingNode: {
+      entry: 'countStart',
+      on: { CANCEL: { target: 'rollingBack', actions: cancel } },
+      invoke: {
+        src: 'startNode',
+        input: ({ context }) => ({ ctx: context, plan: context.plan! }),
+        onDone: 'verifying',
+        onError: { target: 'rollingBack', actions: fail },
+      },
+    },
+    verifying: {
+      on: { CANCEL: { target: 'rollingBack', actions: cancel } },
+      invoke: {
+        src: 'verifyRestore',
+        input: ({ context }) => ({ ctx: context, plan: context.plan! }),
+        onDone: 'finalizing',
+        onError: { target: 'rollingBack', actions: fail },
+      },
+    },
+    // Proven good: the old data goes, the profile's credentials take the new password.
+    finalizing: {
+      invoke: {
+        src: 'finalizeRestore',
+        input: ({ context }) => ({ ctx: context, plan: context.plan! }),
+        onDone: 'completed',
+        onError: { target: 'completed', actions: { type: 'recordWarning', params: ({ event }) => ({ step: 'finalizeRestore', error: event.error }) } },
+      },
+    },
+    // Put everything back as it was: old data and config in place, and the node running if it was.
+    rollingBack: {
+      initial: 'start',
+      states: {
+        start: {
+          always: [{ guard: 'touched', target: 'stoppingNode' }, { target: 'discardingStaging' }],
+        },
+        stoppingNode: {
+          invoke: {
+            src: 'stopNode',
+            input: ({ context }) => ({ ctx: context, plan: context.plan! }),
+            onDone: 'restoringConfig',
+            onError: { target: 'restoringConfig', actions: { type: 'recordWarning', params: ({ event }) => ({ step: 'stopNode', error: event.error }) } },
+          },
+        },
+        restoringConfig: {
+          invoke: {
+            src: 'restoreConfig',
+            input: ({ context }) => ({ ctx: context, plan: context.plan! }),
+            onDone: 'restoringDataDirs',
+            onError: { target: 'restoringDataDirs', actions: { type: 'recordWarning', params: ({ event }) => ({ step: 'restoreConfig', error: event.error }) } },
+          },
+        },
+        restoringDataDirs: {
+          invoke: {
+            src: 'restoreDataDirs',
+            input: ({ context }) => ({ ctx: context, plan: context.plan! }),
+            onDone: 'discardingStaging',
+            onError: { target: 'discardingStaging', actions: { type: 'recordWarning', params: ({ event }) => ({ step: 'restoreDataDirs', error: event.error }) } },
+          },
+        },
+        discardingStaging: {
+          invoke: {
+            src: 'discardStaging',
+            input: ({ context }) => ({ ctx: context, plan: context.plan! }),
+            onDone: 'deciding',
+            onError: { target: 'deciding', actions: { type: 'recordWarning', params: ({ event }) => ({ step: 'discardStaging', error: event.error }) } },
+          },
+        },
+        deciding: {
+          always: [{ guard: 'restartNeeded', target: 'restartingNode' }, { target: 'done' }],
+        },
+        restartingNode: {
+          invoke: {
+            src: 'startNode',
+            input: ({ context }) => ({ ctx: context, plan: context.plan! }),
+            onDone: 'done',
+            onError: { target: 'done', actions: { type: 'recordWarning', params: ({ event }) => ({ step: 'startNode', error: event.error }) } },
+          },
+        },
+        done: { type: 'final' },
+      },
+      onDone: 'failed',
+    },
+    completed: { type: 'final' },
+    failed: { type: 'final' },
+  },
+});
+
+export type RestoreMachine = typeof restoreMachine;

@@ -1,0 +1,65 @@
+import { readFile, statfs } from 'node:fs/promises';
+import { loadKey } from '../archive/crypto.ts';
+import { connectCql } from '../cassandra/cql.ts';
+import { createNodetool } from '../cassandra/nodetool.ts';
+import { createSystemdControl } from '../cassandra/service.ts';
+import { createSandboxControl } from '../sandbox/serviceControl.ts';
+import { CbrError } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
+import { loadCredentials, loadProfile } from '../cassandra/profile.ts';
+import type { BackupDeps } from '../steps/nodeDeps.ts';
+import type { RestoreDeps } from '../steps/restore/restoreDeps.ts';
+import { openStore } from '../storage/open.ts';
+import type { BackupInput } from '../machines/backup.machine.ts';
+import type { Progress } from '../machines/common.ts';
+import type { RestoreInput } from '../machines/restore.machine.ts';
+
+/**
+ * The composition root's wiring: real dependencies built from a workflow's (persisted) input alone, so a
+ * workflow resumed after a crash gets the same ones.
+ */
+export interface DepsOptions {
+  env: NodeJS.ProcessEnv;
+  log: Logger;
+  onProgress: (step: string, p: Progress) => void;
+  stepDelayMs?: number;
+}
+
+async function nodeDeps(input: BackupInput | RestoreInput, opts: DepsOptions) {
+  const profile = await loadProfile(input.profilePath);
+  return {
+    profile,
+    nodetool: createNodetool(profile, opts.env),
+    service: profile.service.kind === 'sandbox' ? createSandboxControl(profile) : createSystemdControl(profile),
+    store: openStore(input.storage),
+    key: input.keySource ? await loadKey(input.keySource, opts.env) : null,
+    log: opts.log,
+    onProgress: opts.onProgress,
+    stepDelayMs: opts.stepDelayMs ?? 0,
+    diskSpace: async (path: string) => {
+      const s = await statfs(path);
+      return { free: s.bavail * s.bsize, total: s.blocks * s.bsize };
+    },
+  };
+}
+
+export async function buildBackupDeps(input: BackupInput, opts: DepsOptions): Promise<BackupDeps> {
+  const common = await nodeDeps(input, opts);
+  const { cql } = common.profile;
+  return { ...common, cql: async () => connectCql({ ...cql, credentials: await loadCredentials(cql.credentialsFile) }) };
+}
+
+export async function buildRestoreDeps(input: RestoreInput, opts: DepsOptions): Promise<RestoreDeps> {
+  const common = await nodeDeps(input, opts);
+  return {
+    ...common,
+    cql: (credentials, endpoint) => connectCql({ ...common.profile.cql, ...endpoint, credentials }),
+    readPassword: async () => {
+      try {
+        return (await readFile(input.passwordFile, 'utf8')).replace(/\r?\n$/, '');
+      } catch (err) {
+        throw new CbrError('CBR_ERR_CONFIG', `cannot read password file ${input.passwordFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+      }
+    },
+  };
+}

@@ -1,0 +1,23 @@
+import type { BackupContext, BackupResult, StepInput } from '../../machines/backup.machine.ts';
+import { bindStep } from '../bindStep.ts';
+import { checkFreeSpace } from './checkFreeSpace.ts';
+import { clearSnapshot } from './clearSnapshot.ts';
+import { deleteBackupObjects } from './deleteBackupObjects.ts';
+import type { BackupDeps } from '../nodeDeps.ts';
+import { streamArchive } from './streamArchive.ts';
+import { takeSnapshot } from './takeSnapshot.ts';
+import { verifyNode } from './verifyNode.ts';
+import { writeRecord } from './writeRecord.ts';
+
+/** The real backup steps, bound to one node's dependencies; passed to `backupMachine.provide({ actors })`. */
+export function createBackupSteps(deps: BackupDeps) {
+  return {
+    verifyNode: bindStep(deps, 'verifyNode', verifyNode),
+    checkFreeSpace: bindStep(deps, 'checkFreeSpace', checkFreeSpace),
+    clearSnapshot: bindStep(deps, 'clearSnapshot', clearSnapshot),
+    takeSnapshot: bindStep(deps, 'takeSnapshot', takeSnapshot),
+    streamArchive: bindStep<BackupDeps, StepInput, BackupResult>(deps, 'streamArchive', streamArchive),
+    writeRecord: bindStep<BackupDeps, StepInput & { node: BackupContext['node']; result: BackupResult }, void>(deps, 'writeRecord', writeRecord),
+    deleteBackupObjects: bindStep(deps, 'deleteBackupObjects', deleteBackupObjects),
+  };
+}

@@ -1,0 +1,31 @@
+import { readDataSettings } from '../../cassandra/dataSettings.ts';
+import { CbrError } from '../../core/errors.ts';
+import { checkRecordIdentity } from '../../catalog/record.ts';
+import { assertIdFree } from './assertIdFree.ts';
+import type { NodeFacts, StepInput } from '../../machines/backup.machine.ts';
+import type { BackupDeps } from '../nodeDeps.ts';
+
+/**
+ * The node must be running and answer both JMX (nodetool) and CQL before a snapshot is taken, the backup id
+ * must be free in storage and on the node, and the settings the node's data depends on travel with the backup.
+ */
+export async function verifyNode(deps: BackupDeps, input: StepInput, signal: AbortSignal): Promise<NodeFacts> {
+  if (!(await deps.service.isRunning())) throw new CbrError('CBR_ERR_NODE_NOT_RUNNING', `Cassandra on ${deps.profile.name} is not running`);
+  const status = await deps.nodetool.status(signal).catch((err: CbrError) => {
+    throw new CbrError('CBR_ERR_NODE_NOT_RUNNING', `JMX does not answer on ${deps.profile.name}: ${err.message}`);
+  });
+  if (!/^UN\s/m.test(status)) throw new CbrError('CBR_ERR_NODE_NOT_RUNNING', `node ${deps.profile.name} is not Up/Normal`);
+  checkRecordIdentity({ name: input.ctx.name, description: input.ctx.description, sourceInstance: deps.profile.name, hostId: deps.profile.hostId });
+  await assertIdFree(deps, input, signal);
+  const cql = await deps.cql();
+  try {
+    const [row] = await cql.execute('SELECT cluster_name, release_version FROM system.local');
+    return {
+      clusterName: String(row?.['cluster_name'] ?? ''),
+      cassandraVersion: String(row?.['release_version'] || deps.profile.cassandraVersion),
+      settings: await readDataSettings(cql),
+    };
+  } finally {
+    await cql.close();
+  }
+}

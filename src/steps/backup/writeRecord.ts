@@ -1,0 +1,60 @@
+import { keyFingerprint } from '../../archive/crypto.ts';
+import { type BackupRecord, readRecord, writeRecord as putRecord } from '../../catalog/catalog.ts';
+import { listSnapshotFiles } from '../../cassandra/layout.ts';
+import { CbrError } from '../../core/errors.ts';
+import { parseRecord, sealRecord } from '../../catalog/record.ts';
+import type { StepInput, BackupContext, BackupResult } from '../../machines/backup.machine.ts';
+import type { BackupDeps } from '../nodeDeps.ts';
+
+const SYSTEM_KEYSPACES = new Set(['system', 'system_schema', 'system_auth', 'system_distributed', 'system_traces', 'system_views', 'system_virtual_schema']);
+
+/** Writes the COMPLETED record after checking the stored object is whole; create-only, so it never replaces another. */
+export async function writeRecord(
+  deps: BackupDeps,
+  input: StepInput & { node: BackupContext['node']; result: BackupResult },
+  signal: AbortSignal,
+): Promise<void> {
+  const { ctx, result } = input;
+  const head = await deps.store.head(result.objectKey, { signal });
+  if (!head || head.size !== result.size) {
+    throw new CbrError('CBR_ERR_STORAGE_FAILED', `stored archive ${result.objectKey} has ${head?.size ?? 'no'} bytes, expected ${result.size}`);
+  }
+  const files = await listSnapshotFiles(deps.profile.dataDirs, ctx.backupId);
+  const unsealed: BackupRecord = {
+    format: 2,
+    id: ctx.backupId,
+    name: ctx.name,
+    description: ctx.description,
+    state: 'COMPLETED',
+    datastore: 'cassandra',
+    sourceInstance: deps.profile.name,
+    hostId: deps.profile.hostId,
+    clusterName: input.node?.clusterName ?? '',
+    cassandraVersion: input.node?.cassandraVersion ?? deps.profile.cassandraVersion,
+    created: ctx.startedAt,
+    finished: new Date().toISOString(),
+    object: result.objectKey,
+    size: result.size,
+    sha256: result.sha256,
+    compression: ctx.compression,
+    encryption: deps.key ? { algorithm: 'aes-256-gcm-chunked', keyFingerprint: keyFingerprint(deps.key), bound: true } : null,
+    rawBytes: result.rawBytes,
+    fileCount: files.length,
+    keyspaces: [...new Set(files.map((f) => f.keyspace))].filter((k) => !SYSTEM_KEYSPACES.has(k)).sort(),
+    files: files.map((f) => ({ path: f.archivePath, size: f.size })),
+    ...(input.node?.settings ? { settings: input.node.settings } : {}),
+  };
+  const record = deps.key ? (sealRecord(unsealed as unknown as Record<string, unknown>, deps.key) as unknown as BackupRecord) : unsealed;
+  // The schema every restore reads records with: a record it would refuse fails the backup now, never later.
+  parseRecord(JSON.parse(JSON.stringify(record)), record.id);
+  try {
+    await putRecord(deps.store, record, signal);
+  } catch (err) {
+    if (!(err instanceof CbrError && err.code === 'CBR_ERR_OBJECT_EXISTS')) throw err;
+    // Re-run after a crash right after the put: the record there is this one. Anything else is another backup's.
+    const there = await readRecord(deps.store, record.id, signal).catch(() => null);
+    if (!there || there.sha256 !== record.sha256 || there.object !== record.object || there.created !== record.created) {
+      throw new CbrError('CBR_ERR_BACKUP_EXISTS', `another backup's record is stored under ${record.id}; this one was not recorded`);
+    }
+  }
+}

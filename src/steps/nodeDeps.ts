@@ -1,0 +1,29 @@
+import type { Nodetool } from '../cassandra/nodetool.ts';
+import type { CqlSession } from '../cassandra/cql.ts';
+import type { ServiceControl } from '../cassandra/service.ts';
+import type { Logger } from '../core/log.ts';
+import type { Profile } from '../cassandra/profile.ts';
+import type { ObjectStore } from '../storage/port.ts';
+import type { Progress } from '../machines/common.ts';
+
+/** What every step needs of one node and its storage; the composition root builds it, tests fake it. */
+export interface NodeDeps {
+  profile: Profile;
+  nodetool: Nodetool;
+  service: ServiceControl;
+  store: ObjectStore;
+  /** The encryption key, when the archive is (to be) encrypted. */
+  key: Buffer | null;
+  log: Logger;
+  /** Fault-injection drills: wait this long before each step. */
+  stepDelayMs?: number;
+  onProgress: (step: string, progress: Progress) => void;
+  /** Free and total bytes of the filesystem holding `path`. */
+  diskSpace: (path: string) => Promise<{ free: number; total: number }>;
+}
+
+/** The backup steps' dependencies. */
+export interface BackupDeps extends NodeDeps {
+  /** A CQL session as the profile's user. */
+  cql: () => Promise<CqlSession>;
+}

@@ -1,0 +1,126 @@
+import { randomUUID } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { link, mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { dirname, join, relative, sep } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { CbrError } from '../../core/errors.ts';
+import { KEY_RE, type ObjectInfo, type ObjectStore } from '../port.ts';
+
+/**
+ * Local filesystem driver: `<root>/<container>/<key>`. A put streams into a hidden temporary file beside the
+ * target and renames it into place only when the whole stream arrived, so readers never see half an object.
+ */
+export function createLocalStore(root: string, container: string): ObjectStore {
+  const base = join(root, container);
+  const pathOf = (key: string): string => {
+    if (!KEY_RE.test(key) || key.split('/').some((p) => p === '..' || p === '.')) {
+      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `invalid object key ${JSON.stringify(key)}`);
+    }
+    return join(base, ...key.split('/'));
+  };
+  return {
+    description: `local:${base}`,
+    async put(key, body, opts = {}) {
+      const target = pathOf(key);
+      await mkdir(dirname(target), { recursive: true });
+      await removeStalePartials(dirname(target));
+      const tmp = join(dirname(target), `.partial-${randomUUID()}`);
+      try {
+        await pipeline(body, createWriteStream(tmp, { flags: 'wx' }), opts.signal ? { signal: opts.signal } : {});
+        // Create-only: link(2) fails when the name exists, atomically; rename would replace it.
+        if (opts.ifAbsent) await link(tmp, target).finally(() => rm(tmp, { force: true }));
+        else await rename(tmp, target);
+      } catch (err) {
+        await rm(tmp, { force: true });
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new CbrError('CBR_ERR_OBJECT_EXISTS', `${key} already exists`);
+        throw storageError('put', key, err);
+      }
+      return { size: (await stat(target)).size };
+    },
+    async get(key, opts = {}) {
+      const path = pathOf(key);
+      try {
+        await stat(path);
+      } catch (err) {
+        throw storageError('get', key, err);
+      }
+      return createReadStream(path, { highWaterMark: 1 << 20, ...(opts.signal ? { signal: opts.signal } : {}) });
+    },
+    async head(key) {
+      try {
+        const st = await stat(pathOf(key));
+        return { key, size: st.size, modified: st.mtime.toISOString() };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+        throw storageError('head', key, err);
+      }
+    },
+    async *list(prefix = '') {
+      const out: ObjectInfo[] = [];
+      await walk(base, async (path) => {
+        const key = relative(base, path).split(sep).join('/');
+        if (key.split('/').some((p) => p.startsWith('.partial-'))) return;
+        if (!key.startsWith(prefix)) return;
+        const st = await stat(path);
+        out.push({ key, size: st.size, modified: st.mtime.toISOString() });
+      });
+      out.sort((a, b) => (a.key < b.key ? -1 : 1));
+      yield* out;
+    },
+    async purge(prefix) {
+      if (!prefix.endsWith('/') || !KEY_RE.test(prefix.slice(0, -1))) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `invalid prefix ${JSON.stringify(prefix)}`);
+      const dir = join(base, ...prefix.slice(0, -1).split('/'));
+      let n = 0;
+      await walk(dir, async () => {
+        n++;
+      });
+      for (const name of await readdir(dir).catch(() => [] as string[])) if (name.startsWith('.partial-')) n++;
+      await rm(dir, { recursive: true, force: true });
+      return n;
+    },
+    async delete(key) {
+      const path = pathOf(key);
+      try {
+        await rm(path, { force: true });
+      } catch (err) {
+        throw storageError('delete', key, err);
+      }
+      // Remove leftovers of killed puts, and the key's directory when it became empty (one backup = one directory).
+      await removeStalePartials(dirname(path)).catch(() => {});
+      await rmdir(dirname(path)).catch(() => {});
+    },
+  };
+}
+
+/** A put killed with its process (kill -9) leaves its temporary file; the next put of that backup removes it. */
+async function removeStalePartials(dir: string): Promise<void> {
+  for (const name of await readdir(dir)) {
+    if (name.startsWith('.partial-')) await rm(join(dir, name), { force: true });
+  }
+}
+
+async function walk(dir: string, visit: (path: string) => Promise<void>): Promise<void> {
+  let entries: import('node:fs').Dirent[];
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch {
+    return;
+  }
+  for (const e of entries) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) await walk(p, visit);
+    else if (e.isFile()) await visit(p);
+  }
+}
+
+export function storageError(op: string, key: string, err: unknown): CbrError {
+  if (err instanceof CbrError) return err;
+  const e = err as NodeJS.ErrnoException;
+  if (e.name === 'AbortError') return new CbrError('CBR_ERR_ABORTED', `storage ${op} ${key} aborted`);
+  if (e.code === 'ENOENT' && op !== 'put') return new CbrError('CBR_ERR_OBJECT_NOT_FOUND', `no object ${key}`);
+  if (e.code === 'ENOSPC') return new CbrError('CBR_ERR_STORAGE_FAILED', `storage ${op} ${key}: no space left on the storage device`);
+  return new CbrError('CBR_ERR_STORAGE_FAILED', `storage ${op} ${key}: ${e.message}`);
+}
+
+export type { Readable };
