@@ -1,7 +1,7 @@
 // npm run bench:backup — cbr's archive pipeline beside the native tools, on the same files, in one run.
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { best, BENCH_DIR, dataset, mibps, NODE, REPO, sh, table, timed, warm } from './lib.ts';
+import { BENCH_DIR, best, dataset, mibps, NODE, REPO, sh, table, timed, warm } from './lib.ts';
 
 const RUNS = Number(process.env['CBR_BENCH_RUNS'] ?? 2);
 const sections: string[] = [];

@@ -19,7 +19,6 @@ const dir = join(BENCH_DIR, 'bus');
 rmSync(dir, { recursive: true, force: true });
 mkdirSync(dir, { recursive: true });
 
-
 const agents: Agent[] = [];
 for (let i = 0; i < AGENTS; i++) {
   const a = new Agent({

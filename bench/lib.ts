@@ -39,7 +39,9 @@ export function dataset(kind: 'mixed' | 'small'): { dir: string; files: Snapshot
     writeFileSync(marker, 'ok');
   }
   const files: SnapshotFile[] = [];
-  for (const ks of readdirSync(dir).filter((d) => d.startsWith('ks')).sort()) {
+  for (const ks of readdirSync(dir)
+    .filter((d) => d.startsWith('ks'))
+    .sort()) {
     for (const t of readdirSync(join(dir, ks)).sort()) {
       for (const f of readdirSync(join(dir, ks, t)).sort()) {
         const path = join(dir, ks, t, f);

@@ -1,9 +1,10 @@
 // One cbr pack run in its own process (so its peak RSS is its own): packs a dataset to /dev/null.
+
+import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
-import { randomBytes } from 'node:crypto';
-import { packArchive } from '../src/archive/pack.ts';
 import type { Compression } from '../src/archive/format.ts';
+import { packArchive } from '../src/archive/pack.ts';
 import { dataset } from './lib.ts';
 
 const [kind, compression, encrypt, out] = process.argv.slice(2) as ['mixed' | 'small', Compression, string, string | undefined];

@@ -7,11 +7,11 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { packArchive } from '../src/archive/pack.ts';
 import { connectCql } from '../src/cassandra/cql.ts';
-import { main } from '../src/cli/main.ts';
-import type { CliIO } from '../src/cli/io.ts';
 import { loadCredentials, loadProfile } from '../src/cassandra/profile.ts';
+import type { CliIO } from '../src/cli/io.ts';
+import { main } from '../src/cli/main.ts';
 import { profilePath, removeSandbox, startSandbox } from '../src/sandbox/sandbox.ts';
-import { best, BENCH_DIR, dataset, mibps, NODE, REPO, sh, table, timed } from './lib.ts';
+import { BENCH_DIR, best, dataset, mibps, NODE, REPO, sh, table, timed } from './lib.ts';
 
 const RUNS = Number(process.env['CBR_BENCH_RUNS'] ?? 2);
 const sections: string[] = [];
@@ -54,7 +54,12 @@ for (const kind of ['mixed', 'small'] as const) {
 const env = { ...process.env, CBR_HOME: join(BENCH_DIR, 'home') };
 const silent: CliIO = { stdout: () => {}, stderr: () => {}, env, isTTY: false };
 let captured = '';
-const capture: CliIO = { ...silent, stdout: (t) => { captured += t; } };
+const capture: CliIO = {
+  ...silent,
+  stdout: (t) => {
+    captured += t;
+  },
+};
 for (const n of ['bench-src', 'bench-dst']) await removeSandbox(n, env).catch(() => {});
 await startSandbox('bench-src', { env });
 const src = await loadProfile(profilePath('bench-src', env));
@@ -79,10 +84,13 @@ const restored = JSON.parse(captured) as { cassandraStarts: number };
 for (const n of ['bench-src', 'bench-dst']) await removeSandbox(n, env);
 sections.push(
   `### End to end on sandbox nodes (${ROWS} rows, ${(backup.rawBytes / 2 ** 20).toFixed(0)} MiB of SSTables, ${(backup.size / 2 ** 20).toFixed(0)} MiB stored)\n\n` +
-    table(['step', 'seconds', 'Cassandra starts'], [
-      ['backup-create (snapshot, stream, clear)', backupSeconds.toFixed(1), '0'],
-      ['create --backup --sandbox (command to restored node answering)', restoreSeconds.toFixed(1), String(restored.cassandraStarts)],
-    ]) +
+    table(
+      ['step', 'seconds', 'Cassandra starts'],
+      [
+        ['backup-create (snapshot, stream, clear)', backupSeconds.toFixed(1), '0'],
+        ['create --backup --sandbox (command to restored node answering)', restoreSeconds.toFixed(1), String(restored.cassandraStarts)],
+      ],
+    ) +
     '\n',
 );
 

@@ -6,9 +6,9 @@ import { createReadStream, createWriteStream, existsSync, mkdirSync, rmSync, wri
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createLocalStore } from '../src/storage/local/localStore.ts';
+import type { ObjectStore } from '../src/storage/port.ts';
 import { createS3Store } from '../src/storage/s3/s3Store.ts';
 import { createSwiftStore } from '../src/storage/swift/swiftStore.ts';
-import type { ObjectStore } from '../src/storage/port.ts';
 import { BENCH_DIR, REPO, sh, table } from './lib.ts';
 
 const SIZE = Number(process.env['CBR_BENCH_STORAGE_MIB'] ?? 1024) * 2 ** 20;
@@ -44,11 +44,34 @@ await run('cbr local driver', createLocalStore(join(dir, 'root'), 'database_back
 const cpUp = sh(`mkdir -p '${dir}/cp' && cp '${file}' '${dir}/cp/object' && sync`).seconds;
 const cpDown = sh(`cat '${dir}/cp/object' > /dev/null`).seconds;
 rows.push(['cp / cat (local)', cpUp.toFixed(2), mbps(cpUp), cpDown.toFixed(2), mbps(cpDown)]);
-await run('cbr swift driver (1 GiB segments)', createSwiftStore({ driver: 'swift', authUrl: 'http://127.0.0.1:8080/auth/v1.0', authVersion: 1, credentialsFile: creds, container: 'bench' }));
-await run('cbr swift driver (256 MiB segments, SLO)', createSwiftStore({ driver: 'swift', authUrl: 'http://127.0.0.1:8080/auth/v1.0', authVersion: 1, credentialsFile: creds, container: 'bench', segmentSize: 256 << 20 }));
+await run(
+  'cbr swift driver (1 GiB segments)',
+  createSwiftStore({ driver: 'swift', authUrl: 'http://127.0.0.1:8080/auth/v1.0', authVersion: 1, credentialsFile: creds, container: 'bench' }),
+);
+await run(
+  'cbr swift driver (256 MiB segments, SLO)',
+  createSwiftStore({
+    driver: 'swift',
+    authUrl: 'http://127.0.0.1:8080/auth/v1.0',
+    authVersion: 1,
+    credentialsFile: creds,
+    container: 'bench',
+    segmentSize: 256 << 20,
+  }),
+);
 const s3creds = join(dir, 's3.json');
 writeFileSync(s3creds, JSON.stringify({ accessKeyId: 'test:tester', secretAccessKey: 'testing' }), { mode: 0o600 });
-await run('cbr s3 driver (s3api, 16 MiB parts)', createS3Store({ driver: 's3', container: 'bench-s3', region: 'us-east-1', endpoint: 'http://127.0.0.1:8080', forcePathStyle: true, credentialsFile: s3creds }));
+await run(
+  'cbr s3 driver (s3api, 16 MiB parts)',
+  createS3Store({
+    driver: 's3',
+    container: 'bench-s3',
+    region: 'us-east-1',
+    endpoint: 'http://127.0.0.1:8080',
+    forcePathStyle: true,
+    credentialsFile: s3creds,
+  }),
+);
 sh(`curl -sf -X PUT -H 'X-Auth-Token: ${token}' '${url}/bench' -o /dev/null`);
 const curlUp = sh(`curl -sf -T '${file}' -H 'X-Auth-Token: ${token}' '${url}/bench/curl-object' -o /dev/null`).seconds;
 const curlDown = sh(`curl -sf -H 'X-Auth-Token: ${token}' '${url}/bench/curl-object' -o /dev/null`).seconds;

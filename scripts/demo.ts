@@ -2,9 +2,9 @@
 // Starts a node, writes some rows, backs it up, lists and shows the backup, restores it as a new independent
 // node, and reads the rows back there with the new superuser password.
 import { connectCql } from '../src/cassandra/cql.ts';
-import { main } from '../src/cli/main.ts';
-import { processIO } from '../src/cli/io.ts';
 import { loadCredentials, loadProfile } from '../src/cassandra/profile.ts';
+import { processIO } from '../src/cli/io.ts';
+import { main } from '../src/cli/main.ts';
 import { profilePath } from '../src/sandbox/sandbox.ts';
 
 const io = processIO();
@@ -15,7 +15,12 @@ const run = async (...argv: string[]) => {
   if (code !== 0) process.exit(code);
 };
 let out = '';
-const capture = { ...io, stdout: (t: string) => { out += t; } };
+const capture = {
+  ...io,
+  stdout: (t: string) => {
+    out += t;
+  },
+};
 
 say('a real Cassandra 5.0 node from Maven Central jars');
 for (const n of ['demo-restored', 'demo']) await main(['sandbox', 'rm', n], { ...io, stderr: () => {}, stdout: () => {} });

@@ -260,10 +260,7 @@ export class DecryptStream extends Transform {
     try {
       d.final();
     } catch {
-      throw new CbrError(
-        'CBR_ERR_DECRYPT_FAILED',
-        `chunk ${this.#index} failed authentication: wrong key, or the archive was altered or truncated`,
-      );
+      throw new CbrError('CBR_ERR_DECRYPT_FAILED', `chunk ${this.#index} failed authentication: wrong key, or the archive was altered or truncated`);
     }
     this.#index++;
     return body;

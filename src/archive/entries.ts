@@ -32,7 +32,10 @@ export function checkPackEntries(names: Iterable<string>): void {
   for (const name of names) {
     const problem = entryProblem(name) ?? (seen.has(name) ? 'two snapshot files map to the same archive path' : null);
     if (problem) {
-      throw new CbrError('CBR_ERR_BACKUP_UNRESTORABLE', `snapshot file ${JSON.stringify(name.slice(0, 200))} could not be restored (${problem}); nothing was recorded`);
+      throw new CbrError(
+        'CBR_ERR_BACKUP_UNRESTORABLE',
+        `snapshot file ${JSON.stringify(name.slice(0, 200))} could not be restored (${problem}); nothing was recorded`,
+      );
     }
     seen.add(name);
   }

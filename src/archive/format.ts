@@ -1,10 +1,10 @@
+import { availableParallelism } from 'node:os';
 import { PassThrough, type Transform } from 'node:stream';
 import { promisify } from 'node:util';
-import { availableParallelism } from 'node:os';
 import { createGunzip, createZstdDecompress, gzip } from 'node:zlib';
 import { ZstdFramer } from './compressFrames.ts';
-import { ZstdFrameSplitter } from './splitFrames.ts';
 import { ParallelCompress } from './parallelCompress.ts';
+import { ZstdFrameSplitter } from './splitFrames.ts';
 
 const gzipAsync = promisify(gzip);
 /** 1 MiB blocks: the size of the tar writer's buffers. */

@@ -11,8 +11,11 @@ export class ZstdFrameSplitter extends Transform {
   #parts: Buffer[] = [];
   #partsLen = 0;
   /** Bytes still to pass of the current frame's known part; -1 while a header has to be parsed. */
-  #state: { kind: 'frameHeader' } | { kind: 'blockHeader' } | { kind: 'body'; left: number; next: 'blockHeader' | 'checksum' | 'frameEnd' } | { kind: 'checksum' } =
-    { kind: 'frameHeader' };
+  #state:
+    | { kind: 'frameHeader' }
+    | { kind: 'blockHeader' }
+    | { kind: 'body'; left: number; next: 'blockHeader' | 'checksum' | 'frameEnd' }
+    | { kind: 'checksum' } = { kind: 'frameHeader' };
   #checksum = false;
 
   constructor() {

@@ -23,10 +23,7 @@ const SMALL = 256 << 10;
 /** Read size of large files: what the compressor takes as one block. */
 const READ = BATCH;
 
-export async function* tarStream(
-  sources: readonly TarSource[],
-  opts: { signal?: AbortSignal; onFile?: (bytes: number) => void } = {},
-): AsyncGenerator<Buffer> {
+export async function* tarStream(sources: readonly TarSource[], opts: { signal?: AbortSignal; onFile?: (bytes: number) => void } = {}): AsyncGenerator<Buffer> {
   // Headers, small files and padding are written straight into one 1 MiB batch buffer: no buffer per file,
   // no copies; a full batch is handed on and a new one started.
   let batch = Buffer.allocUnsafe(BATCH);

@@ -10,7 +10,6 @@ import { DecryptStream } from './crypto.ts';
 import { entryProblem } from './entries.ts';
 import { type Compression, decompressor } from './format.ts';
 
-
 export interface UnpackOptions {
   compression: Compression;
   key?: Buffer | undefined;
@@ -32,7 +31,11 @@ export interface UnpackOptions {
  * '..', links, devices, FIFOs and anything outside the data-dir layout; verifies the object's SHA-256 at the
  * end. On any failure the caller discards the target directories: nothing outside them was written.
  */
-export async function unpackArchive(source: Readable, target: string | ((entry: string) => string), opts: UnpackOptions): Promise<{ files: number; bytes: number }> {
+export async function unpackArchive(
+  source: Readable,
+  target: string | ((entry: string) => string),
+  opts: UnpackOptions,
+): Promise<{ files: number; bytes: number }> {
   const hash = createHash('sha256');
   let storedBytes = 0;
   const meter = new PassThrough({ highWaterMark: 1 << 20 });

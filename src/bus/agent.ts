@@ -3,13 +3,13 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import amqplib, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type RecoveringChannelModel } from 'amqplib';
 import type { InspectionEvent, Observer } from 'xstate';
+import { deleteBackup, readRecord } from '../catalog/catalog.ts';
+import { writeFileAtomic } from '../core/atomicWrite.ts';
+import { CbrError, toErrorInfo } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
+import { cbrHome } from '../core/paths.ts';
 import type { BackupContext } from '../machines/backup.machine.ts';
 import type { RestoreContext } from '../machines/restore.machine.ts';
-import { deleteBackup, readRecord } from '../catalog/catalog.ts';
-import { CbrError, toErrorInfo } from '../core/errors.ts';
-import { writeFileAtomic } from '../core/atomicWrite.ts';
-import { cbrHome } from '../core/paths.ts';
-import type { Logger } from '../core/log.ts';
 import { type StepsFactory, type WorkflowEvent, WorkflowRuntime } from '../runtime/runtime.ts';
 import { StateStore, type WorkflowRow } from '../state/store.ts';
 import { openStore } from '../storage/open.ts';
@@ -328,11 +328,21 @@ export class Agent {
         const store = openStore(this.#o.storage);
         const active = this.#store.get(c.payload.backupId);
         if (active?.status === 'active') throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `backup ${c.payload.backupId} is still running`);
-        const had = await readRecord(store, c.payload.backupId).then(() => true, () => false);
+        const had = await readRecord(store, c.payload.backupId).then(
+          () => true,
+          () => false,
+        );
         const removed = await deleteBackup(store, c.payload.backupId);
         if (!had && removed === 0) throw new CbrError('CBR_ERR_BACKUP_NOT_FOUND', `no backup ${c.payload.backupId}`);
         this.#publish({
-          type: 'result', host: this.#o.hostId, workflowId: c.id, kind: c.type, at: now(), state: 'completed', status: 'done', error: null,
+          type: 'result',
+          host: this.#o.hostId,
+          workflowId: c.id,
+          kind: c.type,
+          at: now(),
+          state: 'completed',
+          status: 'done',
+          error: null,
           result: { backupId: c.payload.backupId, deleted: true },
         });
         return;
@@ -341,7 +351,14 @@ export class Agent {
         const cancelled = this.#runtime.cancel(c.payload.workflowId, `cancelled by command ${c.id}`);
         if (!cancelled) throw new CbrError('CBR_ERR_WORKFLOW_NOT_FOUND', `no running workflow ${c.payload.workflowId} on ${this.#o.hostId}`);
         this.#publish({
-          type: 'result', host: this.#o.hostId, workflowId: c.id, kind: c.type, at: now(), state: 'completed', status: 'done', error: null,
+          type: 'result',
+          host: this.#o.hostId,
+          workflowId: c.id,
+          kind: c.type,
+          at: now(),
+          state: 'completed',
+          status: 'done',
+          error: null,
           result: { workflowId: c.payload.workflowId, cancelled: true },
         });
         return;
@@ -360,7 +377,14 @@ export class Agent {
     this.#publish({ type: 'state', host, workflowId: e.workflowId, kind: e.kind, at: e.at, state: e.state, status: e.status, error: e.error });
     if (e.status === 'done') {
       this.#publish({
-        type: 'result', host, workflowId: e.workflowId, kind: e.kind, at: e.at, state: e.state, status: 'done', error: e.error,
+        type: 'result',
+        host,
+        workflowId: e.workflowId,
+        kind: e.kind,
+        at: e.at,
+        state: e.state,
+        status: 'done',
+        error: e.error,
         result: summarize(e.kind, e.context ?? {}),
       });
     }

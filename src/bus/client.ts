@@ -172,7 +172,13 @@ function askStatus(ch: ConfirmChannel, t: Topology, replyTo: string, host: strin
  * Resynchronisation of one subscriber: `ask` sends a status query (again every STATUS_RETRY_MS until an agent
  * answers), `handle` takes the answers off the subscriber's queue (they arrive there beside the events).
  */
-function resyncer(o: { t: Topology; host?: string | undefined; workflowId?: string | undefined; onReply: (r: StatusReply) => void; onNotice?: ((n: BusNotice) => void) | undefined }) {
+function resyncer(o: {
+  t: Topology;
+  host?: string | undefined;
+  workflowId?: string | undefined;
+  onReply: (r: StatusReply) => void;
+  onNotice?: ((n: BusNotice) => void) | undefined;
+}) {
   const asked: string[] = [];
   let timer: NodeJS.Timeout | null = null;
   let answered = true;
@@ -205,7 +211,12 @@ function resyncer(o: { t: Topology; host?: string | undefined; workflowId?: stri
       if (!reply || !asked.includes(reply.queryId)) return true;
       answered = true;
       stop();
-      o.onNotice?.({ type: 'resynchronised', host: reply.host, workflows: reply.workflows.length, afterReconnectMs: readyAt === null ? null : Date.now() - readyAt });
+      o.onNotice?.({
+        type: 'resynchronised',
+        host: reply.host,
+        workflows: reply.workflows.length,
+        afterReconnectMs: readyAt === null ? null : Date.now() - readyAt,
+      });
       if (!reply.error) o.onReply(reply);
       return true;
     },
@@ -319,7 +330,10 @@ export async function runCommand(opts: {
     },
     onNotice: (n) => {
       if (n.type === 'disconnected' && !outage && !settled) {
-        outage = setTimeout(() => settle({ error: outcomeUnknown(host, id, prefix, `the broker has been unreachable for ${formatMs(deadlineMs)} (the deadline)`) }), deadlineMs);
+        outage = setTimeout(
+          () => settle({ error: outcomeUnknown(host, id, prefix, `the broker has been unreachable for ${formatMs(deadlineMs)} (the deadline)`) }),
+          deadlineMs,
+        );
       }
       opts.onNotice?.(n);
     },

@@ -74,7 +74,11 @@ const ROLE = /^[A-Za-z_][A-Za-z0-9_]{0,47}$/;
 /** Any one-line printable name (quoted in cassandra.yaml by the restore), as `cbr create --cluster-name` takes. */
 const CLUSTER = /^[^\u0000-\u001f\u007f-\u009f\u2028\u2029]{1,256}$/;
 
-type FieldSpec = { type: 'string'; re?: RegExp; max?: number; absPath?: boolean } | { type: 'number'; min: number; max: number } | { type: 'boolean' } | { type: 'enum'; values: readonly string[] };
+type FieldSpec =
+  | { type: 'string'; re?: RegExp; max?: number; absPath?: boolean }
+  | { type: 'number'; min: number; max: number }
+  | { type: 'boolean' }
+  | { type: 'enum'; values: readonly string[] };
 
 const PAYLOADS: Record<CommandType, { required: Record<string, FieldSpec>; optional: Record<string, FieldSpec> }> = {
   'backup.create': {
@@ -212,7 +216,9 @@ export function canonicalJson(value: unknown): string {
 
 /** The HMAC of an envelope (without its signature) for one bus prefix: what `v2:` signatures carry. */
 function mac(key: Buffer, prefix: string, rest: Record<string, unknown>): Buffer {
-  return createHmac('sha256', key).update(canonicalJson(['cbr.command.v2', prefix, rest])).digest();
+  return createHmac('sha256', key)
+    .update(canonicalJson(['cbr.command.v2', prefix, rest]))
+    .digest();
 }
 
 /**
@@ -228,7 +234,10 @@ function verifySignature(c: Record<string, unknown>, key: Buffer, prefix: string
   const sig = own(c, 'signature');
   if (typeof sig !== 'string') throw new CbrError('CBR_ERR_COMMAND_UNAUTHORIZED', 'command is not signed and this agent requires signed commands');
   if (!SIGNATURE_RE.test(sig)) {
-    throw new CbrError('CBR_ERR_COMMAND_UNAUTHORIZED', 'command carries a v1 signature (not bound to the bus prefix); this agent takes v2 only: upgrade the client that sent it');
+    throw new CbrError(
+      'CBR_ERR_COMMAND_UNAUTHORIZED',
+      'command carries a v1 signature (not bound to the bus prefix); this agent takes v2 only: upgrade the client that sent it',
+    );
   }
   const { signature: _drop, ...rest } = c;
   const want = mac(key, prefix, rest);
@@ -373,7 +382,8 @@ export function parseStatusReply(body: Buffer): StatusReply | null {
   }
   if (!v || typeof v !== 'object' || Array.isArray(v)) return null;
   const r = v as Record<string, unknown>;
-  if (r['type'] !== 'status.reply' || r['version'] !== 1 || typeof r['queryId'] !== 'string' || typeof r['host'] !== 'string' || !HOST.test(r['host'])) return null;
+  if (r['type'] !== 'status.reply' || r['version'] !== 1 || typeof r['queryId'] !== 'string' || typeof r['host'] !== 'string' || !HOST.test(r['host']))
+    return null;
   if (!Array.isArray(r['workflows'])) return null;
   const str = (x: unknown) => typeof x === 'string';
   const workflows = (r['workflows'] as unknown[]).filter((w): w is WorkflowStatus => {

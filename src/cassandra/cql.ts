@@ -30,15 +30,10 @@ export async function connectCql(target: CqlTarget, opts: { timeoutMs?: number }
     localDataCenter: target.localDc,
     protocolOptions: { port: target.port },
     policies: {
-      loadBalancing: new policies.loadBalancing.AllowListPolicy(
-        new policies.loadBalancing.DCAwareRoundRobinPolicy(target.localDc),
-        [address],
-      ),
+      loadBalancing: new policies.loadBalancing.AllowListPolicy(new policies.loadBalancing.DCAwareRoundRobinPolicy(target.localDc), [address]),
       reconnection: new policies.reconnection.ConstantReconnectionPolicy(500),
     },
-    ...(target.credentials
-      ? { authProvider: new auth.PlainTextAuthProvider(target.credentials.username, target.credentials.password) }
-      : {}),
+    ...(target.credentials ? { authProvider: new auth.PlainTextAuthProvider(target.credentials.username, target.credentials.password) } : {}),
     socketOptions: { connectTimeout: opts.timeoutMs ?? 5000, readTimeout: 60_000 },
     isMetadataSyncEnabled: false,
   });

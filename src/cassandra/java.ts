@@ -12,7 +12,9 @@ export async function findJavaHome(env: NodeJS.ProcessEnv = process.env): Promis
   if (env['CBR_JAVA_HOME']) candidates.push(env['CBR_JAVA_HOME']);
   if (env['JAVA_HOME']) candidates.push(env['JAVA_HOME']);
   if (existsSync('/usr/lib/jvm')) {
-    const dirs = readdirSync('/usr/lib/jvm').filter((d) => /17|11/.test(d)).sort((a, b) => rank(b) - rank(a));
+    const dirs = readdirSync('/usr/lib/jvm')
+      .filter((d) => /17|11/.test(d))
+      .sort((a, b) => rank(b) - rank(a));
     candidates.push(...dirs.map((d) => join('/usr/lib/jvm', d)));
   }
   for (const home of candidates) {

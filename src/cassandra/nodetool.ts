@@ -4,8 +4,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CbrError, type ErrorCode } from '../core/errors.ts';
 import { cbrCache } from '../core/paths.ts';
-import type { Profile } from './profile.ts';
 import { classpath, JDK17_MODULE_OPTIONS } from './java.ts';
+import type { Profile } from './profile.ts';
 
 /** The nodetool commands cbr uses, on the node's JMX port. */
 export interface Nodetool {

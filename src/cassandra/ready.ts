@@ -1,7 +1,7 @@
 import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CbrError } from '../core/errors.ts';
-import { connectCql, type CqlTarget } from './cql.ts';
+import { type CqlTarget, connectCql } from './cql.ts';
 
 const AUTH_FAILURE = /Authentication|password are incorrect|Username and\/or password/i;
 

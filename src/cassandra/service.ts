@@ -37,13 +37,16 @@ export function createSystemdControl(profile: Profile): ServiceControl {
     isRunning: async () => (await systemctl('is-active')) === 'active',
     start: async (signal, endpoint) => {
       await systemctl('start', signal);
-      await waitForCql({ ...profile.cql, ...endpoint }, {
-        timeoutMs: 300_000,
-        requireAuth: false,
-        alive: () => true,
-        diagnose: async () => `see journalctl -u ${service.unit}`,
-        ...(signal ? { signal } : {}),
-      }).catch((err: CbrError) => {
+      await waitForCql(
+        { ...profile.cql, ...endpoint },
+        {
+          timeoutMs: 300_000,
+          requireAuth: false,
+          alive: () => true,
+          diagnose: async () => `see journalctl -u ${service.unit}`,
+          ...(signal ? { signal } : {}),
+        },
+      ).catch((err: CbrError) => {
         throw new CbrError('CBR_ERR_SERVICE_CONTROL_FAILED', err.message);
       });
     },

@@ -127,7 +127,10 @@ export function applySettings(y: CassandraYaml, settings: readonly { path: strin
 /** A cluster name Cassandra, cqlsh and a YAML file all take: printable, one line, at most 256 characters. */
 export function checkClusterName(name: string): string {
   if (name.length === 0 || name.length > 256 || /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(name)) {
-    throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `cluster name ${JSON.stringify(name.slice(0, 80))} is empty, too long or holds a newline or control character`);
+    throw new CbrError(
+      'CBR_ERR_INVALID_ARGUMENT',
+      `cluster name ${JSON.stringify(name.slice(0, 80))} is empty, too long or holds a newline or control character`,
+    );
   }
   return name;
 }
@@ -224,10 +227,7 @@ const ALLOW_ALL: Record<string, string> = {
  * loopback only, on ports chosen for this start (never the configured ones, so no client finds the node
  * while it runs without authentication), itself as its only seed, no client TLS (cbr connects in plain).
  */
-export function maintenanceYaml(
-  original: string,
-  o: { clusterName: string; nativePort: number; storagePort: number; data: DataSettings | null },
-): string {
+export function maintenanceYaml(original: string, o: { clusterName: string; nativePort: number; storagePort: number; data: DataSettings | null }): string {
   const y = CassandraYaml.parse(original);
   y.setString('cluster_name', checkClusterName(o.clusterName));
   for (const [key, cls] of Object.entries(ALLOW_ALL)) {
@@ -281,13 +281,18 @@ export function applyDataSettings(y: CassandraYaml, d: DataSettings): SettingCha
   if (initial !== undefined && initial !== null && d.tokens.length > 0) {
     const tokens = d.tokens.join(',');
     if (String(initial).replace(/\s+/g, '') !== tokens) {
-      changes.push({ key: 'initial_token', from: String(initial).length > 60 ? `${String(initial).slice(0, 60)}…` : initial, to: `${d.tokens.length} tokens of the source` });
+      changes.push({
+        key: 'initial_token',
+        from: String(initial).length > 60 ? `${String(initial).slice(0, 60)}…` : initial,
+        to: `${d.tokens.length} tokens of the source`,
+      });
       y.set('initial_token', tokens);
     }
   }
   put('partitioner', d.partitioner, shortPartitioner(y.get('partitioner'), d.partitioner));
   // UUID identifiers: needed to read UUID-named SSTables; a target that already has them on keeps them.
-  if (d.uuidSstableIdentifiers) put('uuid_sstable_identifiers_enabled', true, y.get('uuid_sstable_identifiers_enabled') ?? DEFAULTS.uuid_sstable_identifiers_enabled);
+  if (d.uuidSstableIdentifiers)
+    put('uuid_sstable_identifiers_enabled', true, y.get('uuid_sstable_identifiers_enabled') ?? DEFAULTS.uuid_sstable_identifiers_enabled);
   put('sstable.selected_format', d.sstableFormat, y.get('sstable.selected_format') ?? DEFAULTS['sstable.selected_format']);
   put('storage_compatibility_mode', d.storageCompatibilityMode, y.get('storage_compatibility_mode') ?? DEFAULTS.storage_compatibility_mode);
   return changes;

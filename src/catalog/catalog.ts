@@ -1,10 +1,10 @@
-import { buffer } from 'node:stream/consumers';
 import { Readable } from 'node:stream';
-import { CbrError } from '../core/errors.ts';
+import { buffer } from 'node:stream/consumers';
 import type { Compression } from '../archive/format.ts';
 import type { DataSettings } from '../cassandra/dataSettings.ts';
-import { parseRecord } from './record.ts';
+import { CbrError } from '../core/errors.ts';
 import type { ObjectStore } from '../storage/port.ts';
+import { parseRecord } from './record.ts';
 
 /**
  * A backup in storage is `<id>/archive.tar.*` plus `<id>/backup.json`, the record, written only after the

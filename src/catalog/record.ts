@@ -40,7 +40,11 @@ const recordSchema = z
     sourceInstance: z.string().min(1).max(128).regex(ONE_LINE),
     hostId: z.string().min(1).max(128).regex(ONE_LINE),
     clusterName: z.string().min(1).max(256).regex(ONE_LINE),
-    cassandraVersion: z.string().min(1).max(64).regex(/^[0-9A-Za-z][0-9A-Za-z.+_-]*$/),
+    cassandraVersion: z
+      .string()
+      .min(1)
+      .max(64)
+      .regex(/^[0-9A-Za-z][0-9A-Za-z.+_-]*$/),
     created: z.iso.datetime(),
     finished: z.iso.datetime(),
     object: z.string().max(200),
@@ -74,7 +78,8 @@ const recordSchema = z
       sum += f.size;
     }
     if (sum !== r.rawBytes) problem(`file sizes sum to ${sum}, rawBytes says ${r.rawBytes}`);
-    if (r.settings && r.settings.tokens.length > 0 && r.settings.tokens.length !== r.settings.numTokens) problem('settings: token count differs from numTokens');
+    if (r.settings && r.settings.tokens.length > 0 && r.settings.tokens.length !== r.settings.numTokens)
+      problem('settings: token count differs from numTokens');
     if (r.format === 2 && r.encryption && !r.encryption.bound) problem('an encrypted format-2 record must be bound');
   });
 
@@ -114,7 +119,9 @@ export function parseRecord(value: unknown, id: string): RecordShape {
 function canonical(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
   if (value && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(',')}}`;
   }
   return JSON.stringify(value);
@@ -152,5 +159,7 @@ export function verifyRecord(record: Pick<RecordShape, 'id' | 'format' | 'mac'> 
  * kept in the record (id, creation time, source instance and host, compression).
  */
 export function recordBinding(r: { id: string; created: string; sourceInstance: string; hostId: string; compression: string }): Buffer {
-  return createHash('sha256').update(canonical(['cbr archive binding v1', r.id, r.created, r.sourceInstance, r.hostId, r.compression])).digest();
+  return createHash('sha256')
+    .update(canonical(['cbr archive binding v1', r.id, r.created, r.sourceInstance, r.hostId, r.compression]))
+    .digest();
 }

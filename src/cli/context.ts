@@ -1,7 +1,7 @@
 import { join, resolve } from 'node:path';
 import { CbrError } from '../core/errors.ts';
-import { cbrHome } from '../core/paths.ts';
 import { createLogger, type Logger } from '../core/log.ts';
+import { cbrHome } from '../core/paths.ts';
 import { type WorkflowEvent, WorkflowRuntime } from '../runtime/runtime.ts';
 import { StateStore } from '../state/store.ts';
 import { openStore } from '../storage/open.ts';
@@ -52,7 +52,8 @@ export function storageConfig(values: StorageValues, env: NodeJS.ProcessEnv): St
     const version = Number(values['swift-auth-version'] ?? env['CBR_SWIFT_AUTH_VERSION'] ?? (/\/v3\/?$/.test(authUrl) ? 3 : 1));
     if (version !== 1 && version !== 3) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--swift-auth-version must be 1 or 3');
     const iface = values['swift-interface'] ?? env['CBR_SWIFT_INTERFACE'];
-    if (iface && !['public', 'internal', 'admin'].includes(iface)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--swift-interface must be public, internal or admin');
+    if (iface && !['public', 'internal', 'admin'].includes(iface))
+      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--swift-interface must be public, internal or admin');
     const segment = values['segment-size'] ?? env['CBR_SWIFT_SEGMENT_SIZE'];
     const project = values['swift-project'] ?? env['CBR_SWIFT_PROJECT'];
     const region = values['swift-region'] ?? env['CBR_SWIFT_REGION'];

@@ -1,4 +1,4 @@
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { CbrError } from '../core/errors.ts';
 
 /** What a command may touch of the outside world; tests pass their own to run commands in-process. */

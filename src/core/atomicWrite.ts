@@ -31,7 +31,9 @@ export async function writeFileAtomic(path: string, content: string | Buffer, mo
         const now = await fh.stat();
         if (now.uid !== old.uid || now.gid !== old.gid) {
           await fh.chown(old.uid, old.gid).catch((err: NodeJS.ErrnoException) => {
-            throw Object.assign(new Error(`cannot keep the owner ${old.uid}:${old.gid} of ${path} (${err.code ?? err.message}): run as root or as its owner`), { code: err.code });
+            throw Object.assign(new Error(`cannot keep the owner ${old.uid}:${old.gid} of ${path} (${err.code ?? err.message}): run as root or as its owner`), {
+              code: err.code,
+            });
           });
         }
       }

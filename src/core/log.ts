@@ -27,9 +27,7 @@ export function redact(value: unknown, depth = 0): unknown {
   return out;
 }
 
-export function createLogger(
-  opts: { level?: Level; sink?: (line: string) => void; bindings?: Record<string, unknown> } = {},
-): Logger {
+export function createLogger(opts: { level?: Level; sink?: (line: string) => void; bindings?: Record<string, unknown> } = {}): Logger {
   const min = LEVELS[opts.level ?? ((process.env['CBR_LOG_LEVEL'] as Level) || 'info')] ?? LEVELS.info;
   const sink = opts.sink ?? ((line: string) => process.stderr.write(`${line}\n`));
   const bindings = opts.bindings ?? {};

@@ -56,7 +56,13 @@ export function diagram(machine: AnyStateMachine): Diagram {
 
 function label(event: string, guard: unknown): string {
   const g = typeof guard === 'string' ? guard : (guard as { type?: string } | undefined)?.type;
-  const base = event.startsWith('xstate.done.actor') ? 'done' : event.startsWith('xstate.error.actor') ? 'error' : event.startsWith('xstate.done.state') ? 'done' : event;
+  const base = event.startsWith('xstate.done.actor')
+    ? 'done'
+    : event.startsWith('xstate.error.actor')
+      ? 'error'
+      : event.startsWith('xstate.done.state')
+        ? 'done'
+        : event;
   return g ? `${base}${base ? ' ' : ''}[${g}]` : base || 'always';
 }
 

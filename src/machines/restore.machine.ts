@@ -244,7 +244,10 @@ export const restoreMachine = setup({
             src: 'restoreConfig',
             input: ({ context }) => ({ ctx: context, plan: context.plan! }),
             onDone: 'restoringDataDirs',
-            onError: { target: 'restoringDataDirs', actions: { type: 'recordWarning', params: ({ event }) => ({ step: 'restoreConfig', error: event.error }) } },
+            onError: {
+              target: 'restoringDataDirs',
+              actions: { type: 'recordWarning', params: ({ event }) => ({ step: 'restoreConfig', error: event.error }) },
+            },
           },
         },
         restoringDataDirs: {
@@ -252,7 +255,10 @@ export const restoreMachine = setup({
             src: 'restoreDataDirs',
             input: ({ context }) => ({ ctx: context, plan: context.plan! }),
             onDone: 'discardingStaging',
-            onError: { target: 'discardingStaging', actions: { type: 'recordWarning', params: ({ event }) => ({ step: 'restoreDataDirs', error: event.error }) } },
+            onError: {
+              target: 'discardingStaging',
+              actions: { type: 'recordWarning', params: ({ event }) => ({ step: 'restoreDataDirs', error: event.error }) },
+            },
           },
         },
         discardingStaging: {

@@ -1,13 +1,13 @@
 import { type AnyActorRef, createActor, type InspectionEvent, type Observer } from 'xstate';
-import { BACKUP_MACHINE_VERSION, type BackupInput, backupMachine } from '../machines/backup.machine.ts';
-import { RESTORE_MACHINE_VERSION, type RestoreInput, restoreMachine } from '../machines/restore.machine.ts';
-import type { Progress } from '../machines/common.ts';
 import { CbrError, type ErrorInfo } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
-import { ownerAlive, ownerToken } from './owner.ts';
+import { BACKUP_MACHINE_VERSION, type BackupInput, backupMachine } from '../machines/backup.machine.ts';
+import type { Progress } from '../machines/common.ts';
+import { RESTORE_MACHINE_VERSION, type RestoreInput, restoreMachine } from '../machines/restore.machine.ts';
 import type { StateStore, WorkflowKind, WorkflowRow, WorkflowStatus } from '../state/store.ts';
 import { createBackupSteps } from '../steps/backup/steps.ts';
 import { createRestoreSteps } from '../steps/restore/steps.ts';
+import { ownerAlive, ownerToken } from './owner.ts';
 import { buildBackupDeps, buildRestoreDeps } from './wiring.ts';
 
 const VERSIONS: Record<WorkflowKind, number> = { backup: BACKUP_MACHINE_VERSION, restore: RESTORE_MACHINE_VERSION };
@@ -97,21 +97,32 @@ export class WorkflowRuntime {
     const initial = actor.getPersistedSnapshot() as unknown as { value: unknown };
     // Check and insert in one transaction, after the last await: two commands handled at once (a double click,
     // two agents' messages) cannot both pass the check.
-    const created = store.create({
-      id: input.workflowId,
-      kind,
-      machineVersion: VERSIONS[kind],
-      status: 'active',
-      state: stateName(initial.value),
-      snapshot: initial,
-      input,
-      commandId: opts.commandId ?? null,
-      ownerPid: process.pid,
-      ownerToken: ownerToken(),
-    }, (active) => this.#refuseConflict(kind, input, active));
+    const created = store.create(
+      {
+        id: input.workflowId,
+        kind,
+        machineVersion: VERSIONS[kind],
+        status: 'active',
+        state: stateName(initial.value),
+        snapshot: initial,
+        input,
+        commandId: opts.commandId ?? null,
+        ownerPid: process.pid,
+        ownerToken: ownerToken(),
+      },
+      (active) => this.#refuseConflict(kind, input, active),
+    );
     if (!created) return null;
     // The first persisted transition (made by create) gets its event here; #run reports the ones after it.
-    this.#emit({ type: 'state', workflowId: input.workflowId, kind, state: stateName(initial.value), status: 'active', at: new Date().toISOString(), error: null });
+    this.#emit({
+      type: 'state',
+      workflowId: input.workflowId,
+      kind,
+      state: stateName(initial.value),
+      status: 'active',
+      at: new Date().toISOString(),
+      error: null,
+    });
     return this.#run(input.workflowId, kind, actor);
   }
 
@@ -272,5 +283,3 @@ export function stateName(value: unknown): string {
   }
   return String(value);
 }
-
-

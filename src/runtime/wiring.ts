@@ -2,17 +2,17 @@ import { readFile, statfs } from 'node:fs/promises';
 import { loadKey } from '../archive/crypto.ts';
 import { connectCql } from '../cassandra/cql.ts';
 import { createNodetool } from '../cassandra/nodetool.ts';
+import { loadCredentials, loadProfile } from '../cassandra/profile.ts';
 import { createSystemdControl } from '../cassandra/service.ts';
-import { createSandboxControl } from '../sandbox/serviceControl.ts';
 import { CbrError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
-import { loadCredentials, loadProfile } from '../cassandra/profile.ts';
-import type { BackupDeps } from '../steps/nodeDeps.ts';
-import type { RestoreDeps } from '../steps/restore/restoreDeps.ts';
-import { openStore } from '../storage/open.ts';
 import type { BackupInput } from '../machines/backup.machine.ts';
 import type { Progress } from '../machines/common.ts';
 import type { RestoreInput } from '../machines/restore.machine.ts';
+import { createSandboxControl } from '../sandbox/serviceControl.ts';
+import type { BackupDeps } from '../steps/nodeDeps.ts';
+import type { RestoreDeps } from '../steps/restore/restoreDeps.ts';
+import { openStore } from '../storage/open.ts';
 
 /**
  * The composition root's wiring: real dependencies built from a workflow's (persisted) input alone, so a

@@ -5,13 +5,13 @@ import { createServer } from 'node:net';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { waitForCql } from '../cassandra/ready.ts';
-import { classpath, findJavaHome, JDK17_MODULE_OPTIONS } from '../cassandra/java.ts';
 import { connectCql } from '../cassandra/cql.ts';
+import { classpath, findJavaHome, JDK17_MODULE_OPTIONS } from '../cassandra/java.ts';
+import { loadCredentials, loadProfile, type Profile } from '../cassandra/profile.ts';
+import { waitForCql } from '../cassandra/ready.ts';
 import { checkClusterName, parseSetting, sandboxYaml } from '../cassandra/yaml.ts';
 import { CbrError } from '../core/errors.ts';
 import { cbrHome } from '../core/paths.ts';
-import { loadCredentials, loadProfile, type Profile } from '../cassandra/profile.ts';
 import { DEFAULT_CASSANDRA_VERSION, ensureDistribution } from './dist.ts';
 
 /**
@@ -87,7 +87,8 @@ export async function createSandbox(name: string, opts: SandboxOptions = {}): Pr
   const settings = (opts.settings ?? []).map(parseSetting);
   const baseYaml = opts.yamlFile === undefined ? undefined : await readYamlFile(opts.yamlFile);
   const address = opts.address ?? '127.0.0.1';
-  if (!/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(address)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--address must be a loopback IPv4 address (got ${JSON.stringify(address)})`);
+  if (!/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(address))
+    throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--address must be a loopback IPv4 address (got ${JSON.stringify(address)})`);
   const dataDirCount = opts.dataDirs ?? 1;
   if (!Number.isInteger(dataDirCount) || dataDirCount < 1 || dataDirCount > 16) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--data-dirs must be 1 to 16');
   const clusterName = checkClusterName(opts.clusterName ?? name);
@@ -156,7 +157,10 @@ export async function startSandbox(name: string, opts: SandboxOptions = {}): Pro
   let profile: Profile;
   if (existsSync(path)) {
     if (opts.yamlFile !== undefined || opts.settings?.length || opts.dataDirs !== undefined || opts.address !== undefined) {
-      throw new CbrError('CBR_ERR_SANDBOX_EXISTS', `sandbox ${name} exists; --yaml, --set, --data-dirs and --address shape a new instance (rm it first, or edit ${join(instanceDir(name, env), 'conf', 'cassandra.yaml')})`);
+      throw new CbrError(
+        'CBR_ERR_SANDBOX_EXISTS',
+        `sandbox ${name} exists; --yaml, --set, --data-dirs and --address shape a new instance (rm it first, or edit ${join(instanceDir(name, env), 'conf', 'cassandra.yaml')})`,
+      );
     }
     profile = await loadProfile(path);
   } else {
@@ -272,10 +276,7 @@ export async function removeSandbox(name: string, env: NodeJS.ProcessEnv = proce
   await rm(dir, { recursive: true, force: true });
 }
 
-export async function sandboxStatus(
-  name: string,
-  opts: { env?: NodeJS.ProcessEnv; probe?: boolean } = {},
-): Promise<SandboxStatus> {
+export async function sandboxStatus(name: string, opts: { env?: NodeJS.ProcessEnv; probe?: boolean } = {}): Promise<SandboxStatus> {
   const env = opts.env ?? process.env;
   const path = profilePath(name, env);
   if (!existsSync(path)) throw new CbrError('CBR_ERR_SANDBOX_NOT_FOUND', `no sandbox named ${name}`);
@@ -364,7 +365,11 @@ async function logTail(dir: string, lines = 15): Promise<string> {
   for (const f of ['system.log', 'stdout.log']) {
     try {
       const text = await readFile(join(dir, 'logs', f), 'utf8');
-      const tail = text.trimEnd().split('\n').filter((l) => /ERROR|Exception|WARN|Caused|Error/.test(l)).slice(-lines);
+      const tail = text
+        .trimEnd()
+        .split('\n')
+        .filter((l) => /ERROR|Exception|WARN|Caused|Error/.test(l))
+        .slice(-lines);
       if (tail.length) out.push(`[${f}]`, ...tail);
     } catch {
       /* no such log yet */

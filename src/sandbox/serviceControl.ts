@@ -1,6 +1,6 @@
-import { CbrError } from '../core/errors.ts';
 import type { Profile } from '../cassandra/profile.ts';
 import type { ServiceControl } from '../cassandra/service.ts';
+import { CbrError } from '../core/errors.ts';
 import { runningPid, startInstance, stopInstance } from './sandbox.ts';
 
 /** A sandbox node behind the service port: started and stopped as cbr's own CassandraDaemon process. */

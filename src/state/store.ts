@@ -123,7 +123,20 @@ export class StateStore {
           `INSERT INTO workflows (id, kind, machine_version, status, state, snapshot, input, command_id, owner_pid, owner_token, created_at, updated_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
-        .run(row.id, row.kind, row.machineVersion, row.status, row.state, JSON.stringify(row.snapshot), JSON.stringify(row.input), row.commandId, row.ownerPid, row.ownerToken ?? null, now, now);
+        .run(
+          row.id,
+          row.kind,
+          row.machineVersion,
+          row.status,
+          row.state,
+          JSON.stringify(row.snapshot),
+          JSON.stringify(row.input),
+          row.commandId,
+          row.ownerPid,
+          row.ownerToken ?? null,
+          now,
+          now,
+        );
       this.addTransition(row.id, row.state, now);
       this.db.exec('COMMIT');
       return true;
@@ -235,7 +248,13 @@ export class StateStore {
   seenCommand(id: string): SeenCommand | null {
     const r = this.db.prepare('SELECT * FROM command_ids WHERE id = ?').get(id) as Record<string, unknown> | undefined;
     if (!r) return null;
-    return { id: String(r['id']), type: String(r['type']), outcome: r['outcome'] as CommandOutcome, seenAt: String(r['seen_at']), keepUntil: Number(r['keep_until']) };
+    return {
+      id: String(r['id']),
+      type: String(r['type']),
+      outcome: r['outcome'] as CommandOutcome,
+      seenAt: String(r['seen_at']),
+      keepUntil: Number(r['keep_until']),
+    };
   }
 
   close(): void {

@@ -1,10 +1,10 @@
-import type { Nodetool } from '../cassandra/nodetool.ts';
 import type { CqlSession } from '../cassandra/cql.ts';
+import type { Nodetool } from '../cassandra/nodetool.ts';
+import type { Profile } from '../cassandra/profile.ts';
 import type { ServiceControl } from '../cassandra/service.ts';
 import type { Logger } from '../core/log.ts';
-import type { Profile } from '../cassandra/profile.ts';
-import type { ObjectStore } from '../storage/port.ts';
 import type { Progress } from '../machines/common.ts';
+import type { ObjectStore } from '../storage/port.ts';
 
 /** What every step needs of one node and its storage; the composition root builds it, tests fake it. */
 export interface NodeDeps {

@@ -1,8 +1,8 @@
 import { CbrError } from '../core/errors.ts';
 import { createLocalStore } from './local/localStore.ts';
+import type { ObjectStore, StorageConfig } from './port.ts';
 import { createS3Store } from './s3/s3Store.ts';
 import { createSwiftStore } from './swift/swiftStore.ts';
-import type { ObjectStore, StorageConfig } from './port.ts';
 
 export function openStore(config: StorageConfig): ObjectStore {
   switch (config.driver) {

@@ -87,7 +87,12 @@ export class UiModel {
         if (!e.state) return null;
         const last = w.history[w.history.length - 1];
         if (!last || last.state !== e.state || last.status !== e.status) {
-          w.history.push({ state: e.state, status: e.status ?? 'active', at: e.at, ...(e.error ? { error: { code: e.error.code, message: e.error.message } } : {}) });
+          w.history.push({
+            state: e.state,
+            status: e.status ?? 'active',
+            at: e.at,
+            ...(e.error ? { error: { code: e.error.code, message: e.error.message } } : {}),
+          });
           if (w.history.length > MAX_HISTORY) w.history.splice(1, w.history.length - MAX_HISTORY);
         }
         if (e.error && !w.error) w.failedIn = last?.state ?? e.state;

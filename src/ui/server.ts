@@ -3,15 +3,15 @@ import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { type AddressInfo, isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import { backupMachine } from '../machines/backup.machine.ts';
-import { restoreMachine } from '../machines/restore.machine.ts';
 import { type CommandDraft, publishCommand, redactUrl, watchEvents } from '../bus/client.ts';
 import { parseCommand } from '../bus/commands.ts';
 import type { BusEvent } from '../bus/topology.ts';
-import { diagram } from '../diagram/graph.ts';
-import { toSvg } from '../diagram/svg.ts';
 import { CbrError, toErrorInfo } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
+import { diagram } from '../diagram/graph.ts';
+import { toSvg } from '../diagram/svg.ts';
+import { backupMachine } from '../machines/backup.machine.ts';
+import { restoreMachine } from '../machines/restore.machine.ts';
 import { MAX_HISTORY, UiModel } from './model.ts';
 
 /**
@@ -73,7 +73,8 @@ const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:
 
 export async function startUi(o: UiOptions): Promise<UiServer> {
   for (const h of o.publicHosts ?? []) {
-    if (!HOSTNAME.test(h) && !isIP(h)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--public-host ${JSON.stringify(h.slice(0, 64))} is not a host name or address`);
+    if (!HOSTNAME.test(h) && !isIP(h))
+      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--public-host ${JSON.stringify(h.slice(0, 64))} is not a host name or address`);
   }
   const model = new UiModel({ maxWorkflows: MAX_WORKFLOWS });
   const token = randomBytes(24).toString('base64url');
@@ -158,7 +159,10 @@ export async function startUi(o: UiOptions): Promise<UiServer> {
     // Before anything is read or served: a name that is not ours is a DNS-rebinding page (or a misdirected one).
     const host = String(req.headers.host ?? '').toLowerCase();
     if (!hosts?.accepts(host)) {
-      const info = new CbrError('CBR_ERR_INVALID_ARGUMENT', `this server does not answer to host ${JSON.stringify(host.slice(0, 100))}; open ${hosts?.url ?? 'it by its address'}`).toJSON();
+      const info = new CbrError(
+        'CBR_ERR_INVALID_ARGUMENT',
+        `this server does not answer to host ${JSON.stringify(host.slice(0, 100))}; open ${hosts?.url ?? 'it by its address'}`,
+      ).toJSON();
       sendJson(res, 421, { error: info });
       return;
     }
@@ -166,7 +170,10 @@ export async function startUi(o: UiOptions): Promise<UiServer> {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       const origin = req.headers.origin;
       if (origin?.toLowerCase() !== `http://${host}`) {
-        throw new CbrError('CBR_ERR_COMMAND_UNAUTHORIZED', origin === undefined ? 'a request without an Origin header cannot post' : `cross-origin request from ${JSON.stringify(origin.slice(0, 100))} refused`);
+        throw new CbrError(
+          'CBR_ERR_COMMAND_UNAUTHORIZED',
+          origin === undefined ? 'a request without an Origin header cannot post' : `cross-origin request from ${JSON.stringify(origin.slice(0, 100))} refused`,
+        );
       }
     }
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
@@ -202,7 +209,8 @@ export async function startUi(o: UiOptions): Promise<UiServer> {
       const got = Buffer.from(String(req.headers['x-cbr-token'] ?? ''));
       const want = Buffer.from(token);
       if (got.length !== want.length || !timingSafeEqual(got, want)) throw new CbrError('CBR_ERR_COMMAND_UNAUTHORIZED', 'missing or wrong page token');
-      if (!o.signingKey) throw new CbrError('CBR_ERR_COMMAND_UNAUTHORIZED', 'this view is read-only: start cbr ui with the command signing key to start workflows');
+      if (!o.signingKey)
+        throw new CbrError('CBR_ERR_COMMAND_UNAUTHORIZED', 'this view is read-only: start cbr ui with the command signing key to start workflows');
       const draft = await commandFrom(await readBody(req, 16 * 1024));
       // Validate exactly as the agent will, so a bad form gets the agent's reason before anything is sent.
       const probe = { ...draft, version: 1, id: draft.id, issuedAt: new Date().toISOString() };
@@ -216,7 +224,9 @@ export async function startUi(o: UiOptions): Promise<UiServer> {
   }
 
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) => reject(new CbrError('CBR_ERR_INVALID_ARGUMENT', `cannot listen on ${o.listen ?? '127.0.0.1'}:${o.port ?? 0} (${err.code})`)));
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new CbrError('CBR_ERR_INVALID_ARGUMENT', `cannot listen on ${o.listen ?? '127.0.0.1'}:${o.port ?? 0} (${err.code})`)),
+    );
     server.listen(o.port ?? 0, o.listen ?? '127.0.0.1', () => resolve());
   });
   const { port, address } = server.address() as AddressInfo;
@@ -288,7 +298,8 @@ async function commandFrom(body: Buffer): Promise<CommandDraft & { id: string }>
     throw new CbrError('CBR_ERR_COMMAND_INVALID', 'request body is not JSON');
   }
   const r = (v ?? {}) as { type?: unknown; host?: unknown; payload?: unknown };
-  if (r.type !== 'backup.create' && r.type !== 'restore.create') throw new CbrError('CBR_ERR_COMMAND_INVALID', 'the page can start backup.create or restore.create only');
+  if (r.type !== 'backup.create' && r.type !== 'restore.create')
+    throw new CbrError('CBR_ERR_COMMAND_INVALID', 'the page can start backup.create or restore.create only');
   if (typeof r.host !== 'string') throw new CbrError('CBR_ERR_COMMAND_INVALID', 'host is required');
   if (!r.payload || typeof r.payload !== 'object' || Array.isArray(r.payload)) throw new CbrError('CBR_ERR_COMMAND_INVALID', 'payload is required');
   const given = r.payload as Record<string, unknown>;

@@ -24,7 +24,14 @@ function agentLogTail(): string {
 }
 
 /** Runs `cbr agent` as its own process (so it can be killed -9), logging to a file in the scratch area. */
-export function spawnAgent(opts: { host: string; profilePath: string; env: NodeJS.ProcessEnv; prefix: string; stepDelayMs?: number; args?: string[] }): ChildProcess {
+export function spawnAgent(opts: {
+  host: string;
+  profilePath: string;
+  env: NodeJS.ProcessEnv;
+  prefix: string;
+  stepDelayMs?: number;
+  args?: string[];
+}): ChildProcess {
   const logFile = join(scratchDir('agent-logs'), `${opts.host}.log`);
   if (!agentLogs.includes(logFile)) agentLogs.push(logFile);
   const log = createWriteStream(logFile, { flags: 'a' });

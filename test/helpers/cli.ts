@@ -13,7 +13,16 @@ export interface CliResult {
 export async function cbr(args: string[], env: NodeJS.ProcessEnv = testEnv): Promise<CliResult> {
   let out = '';
   let err = '';
-  const io: CliIO = { stdout: (t) => { out += t; }, stderr: (t) => { err += t; }, env, isTTY: false };
+  const io: CliIO = {
+    stdout: (t) => {
+      out += t;
+    },
+    stderr: (t) => {
+      err += t;
+    },
+    env,
+    isTTY: false,
+  };
   const code = await main(args, io);
   return { code, out, err, json: () => JSON.parse(out) };
 }

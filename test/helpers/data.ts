@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import cassandra from 'cassandra-driver';
-import { connectCql, type CqlSession } from '../../src/cassandra/cql.ts';
+import { type CqlSession, connectCql } from '../../src/cassandra/cql.ts';
 import { loadCredentials, type Profile } from '../../src/cassandra/profile.ts';
 
 export async function cqlFor(profile: Profile): Promise<CqlSession> {
@@ -32,12 +32,7 @@ export async function seedData(cql: CqlSession, prefix: string, opts: { rows?: n
       { tier: i % 2 ? 'gold' : 'silver' },
     ]);
     await cql.execute(`UPDATE ${a}.page_views SET views = views + ? WHERE page = ?`, [cassandraLong(i + 1), `/p/${i % 50}`]);
-    await cql.execute(`INSERT INTO ${b}.samples (series, ts, value, payload) VALUES (?, ?, ?, ?)`, [
-      `s${i % 4}`,
-      i,
-      i * 1.5,
-      randomBytes(blobKiB * 1024),
-    ]);
+    await cql.execute(`INSERT INTO ${b}.samples (series, ts, value, payload) VALUES (?, ?, ?, ?)`, [`s${i % 4}`, i, i * 1.5, randomBytes(blobKiB * 1024)]);
   }
   return [a, b];
 }

@@ -1,10 +1,10 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { listSandboxes, removeSandbox, startSandbox } from '../../src/sandbox/sandbox.ts';
 import { loadProfile, type Profile } from '../../src/cassandra/profile.ts';
-import { profilePath } from '../../src/sandbox/sandbox.ts';
+import { listSandboxes, profilePath, removeSandbox, startSandbox } from '../../src/sandbox/sandbox.ts';
 
 export { REPO } from './paths.ts';
+
 import { REPO } from './paths.ts';
 
 /** One CBR_HOME for the whole test run, so started nodes are shared between test files. */

@@ -3,7 +3,15 @@
  * Shared by the unit test of the validator and the integration test against the real broker.
  */
 export function validCommand(host: string, over: Record<string, unknown> = {}): Record<string, unknown> {
-  return { version: 1, id: `ok-${Math.random().toString(36).slice(2)}`, type: 'backup.create', host, issuedAt: new Date().toISOString(), payload: { name: 'n' }, ...over };
+  return {
+    version: 1,
+    id: `ok-${Math.random().toString(36).slice(2)}`,
+    type: 'backup.create',
+    host,
+    issuedAt: new Date().toISOString(),
+    payload: { name: 'n' },
+    ...over,
+  };
 }
 
 export function malformedCommands(host: string): { label: string; body: Buffer; code: 'CBR_ERR_COMMAND_INVALID' | 'CBR_ERR_COMMAND_UNAUTHORIZED' }[] {

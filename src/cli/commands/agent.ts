@@ -2,11 +2,11 @@ import { resolve } from 'node:path';
 import { Agent } from '../../bus/agent.ts';
 import { redactUrl } from '../../bus/client.ts';
 import { loadProfile } from '../../cassandra/profile.ts';
+import { createLogger } from '../../core/log.ts';
+import { createInspection } from '../../runtime/inspect.ts';
 import { busOptions, busPrefix, signingKey } from '../bus.ts';
 import { cliLogger, stateDbPath, storageConfig, storageOptions } from '../context.ts';
 import { type Command, parse, requireOption } from '../io.ts';
-import { createLogger } from '../../core/log.ts';
-import { createInspection } from '../../runtime/inspect.ts';
 
 const usage =
   'cbr agent --config <profile> [--bus amqp://127.0.0.1:5672] [--host <host-id>] [--signing-key-file F] [--prefix P] [--storage-root DIR] [--step-delay-ms 0] [--inspect ws://host:port]';
@@ -17,7 +17,14 @@ export const command: Command = {
   async run(argv, io) {
     const { values } = parse(
       argv,
-      { ...busOptions, ...storageOptions, config: { type: 'string' }, 'step-delay-ms': { type: 'string' }, inspect: { type: 'string' }, json: { type: 'boolean', default: false } },
+      {
+        ...busOptions,
+        ...storageOptions,
+        config: { type: 'string' },
+        'step-delay-ms': { type: 'string' },
+        inspect: { type: 'string' },
+        json: { type: 'boolean', default: false },
+      },
       usage,
     );
     const profilePath = resolve(requireOption(values.config, '--config', usage));

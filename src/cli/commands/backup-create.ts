@@ -2,9 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import { COMPRESSIONS, type Compression } from '../../archive/format.ts';
 import { parseRate } from '../../archive/throttle.ts';
+import { loadProfile } from '../../cassandra/profile.ts';
 import { checkId } from '../../catalog/catalog.ts';
 import { CbrError, fromErrorInfo } from '../../core/errors.ts';
-import { loadProfile } from '../../cassandra/profile.ts';
 import type { BackupContext } from '../../machines/backup.machine.ts';
 import { busOptions, followOptions, runOverBus } from '../bus.ts';
 import { commonOptions, localRuntime, storageConfig } from '../context.ts';
@@ -38,11 +38,14 @@ export const command: Command = {
     const name = positionals[0];
     if (!name || positionals.length > 1) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `backup-create takes one <name>\nusage: ${usage}`);
     // The record's schema, checked before anything runs (a record it would refuse is never written).
-    if (name.length > 128 || /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(name)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'the backup name must be one line of at most 128 characters');
-    if (values.description.length > 1024 || /[\u0000-\u0008\u000b-\u001f\u007f]/.test(values.description)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'the description must be text of at most 1,024 characters');
+    if (name.length > 128 || /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(name))
+      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'the backup name must be one line of at most 128 characters');
+    if (values.description.length > 1024 || /[\u0000-\u0008\u000b-\u001f\u007f]/.test(values.description))
+      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'the description must be text of at most 1,024 characters');
     const compression = values.compression as Compression;
     if (!COMPRESSIONS.includes(compression)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--compression must be one of ${COMPRESSIONS.join(', ')}`);
-    if (values['encrypt-key-file'] && values['encrypt-key-env']) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'give one of --encrypt-key-file and --encrypt-key-env');
+    if (values['encrypt-key-file'] && values['encrypt-key-env'])
+      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'give one of --encrypt-key-file and --encrypt-key-env');
     const minFree = Number(values['min-free-percent'] ?? io.env['CBR_MIN_FREE_PERCENT'] ?? 10);
     if (!Number.isFinite(minFree) || minFree < 0 || minFree > 100) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--min-free-percent must be 0..100');
     const id = values.id ? checkId(values.id) : randomUUID();

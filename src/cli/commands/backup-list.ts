@@ -1,14 +1,14 @@
+import { existsSync } from 'node:fs';
 import { listRecords } from '../../catalog/catalog.ts';
 import { StateStore } from '../../state/store.ts';
 import { commonOptions, openStorage, stateDbPath } from '../context.ts';
 import { type Command, parse, printJson } from '../io.ts';
 import { formatBytes } from '../progress.ts';
-import { existsSync } from 'node:fs';
 
 const usage = 'cbr backup-list [--all] [--storage-root DIR] [--json]';
 
 export const command: Command = {
-  summary: 'List COMPLETED backups in storage (--all adds this host\'s unfinished and failed workflows).',
+  summary: "List COMPLETED backups in storage (--all adds this host's unfinished and failed workflows).",
   usage,
   async run(argv, io) {
     const { values } = parse(argv, { ...commonOptions, all: { type: 'boolean', default: false } }, usage);
@@ -31,7 +31,13 @@ export const command: Command = {
         for (const w of db.list({ kind: 'backup' })) {
           if (records.some((r) => r.id === w.id)) continue;
           const failed = w.status === 'done';
-          unfinished.push({ id: w.id, name: String((w.input as { name?: string }).name ?? ''), state: failed ? 'FAILED' : 'BUILDING', created: w.createdAt, step: w.state });
+          unfinished.push({
+            id: w.id,
+            name: String((w.input as { name?: string }).name ?? ''),
+            state: failed ? 'FAILED' : 'BUILDING',
+            created: w.createdAt,
+            step: w.state,
+          });
         }
       } finally {
         db.close();
@@ -51,5 +57,12 @@ export const command: Command = {
 
 export function table(lines: string[][]): string {
   const widths = lines[0]!.map((_, i) => Math.max(...lines.map((l) => (l[i] ?? '').length)));
-  return `${lines.map((l) => l.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')}\n`;
+  return `${lines
+    .map((l) =>
+      l
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n')}\n`;
 }

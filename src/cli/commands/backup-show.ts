@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
-import { checkId, readRecord } from '../../catalog/catalog.ts';
 import { describeDataSettings } from '../../cassandra/dataSettings.ts';
+import { checkId, readRecord } from '../../catalog/catalog.ts';
 import { CbrError } from '../../core/errors.ts';
 import { StateStore } from '../../state/store.ts';
 import { commonOptions, openStorage, stateDbPath } from '../context.ts';

@@ -2,17 +2,17 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { checkId } from '../../catalog/catalog.ts';
-import { checkClusterName } from '../../cassandra/yaml.ts';
-import { CbrError, fromErrorInfo } from '../../core/errors.ts';
-import { writeFileAtomic } from '../../core/atomicWrite.ts';
-import { cbrHome } from '../../core/paths.ts';
-import { loadProfile } from '../../cassandra/profile.ts';
 import { listKeyspaces } from '../../cassandra/layout.ts';
+import { loadProfile } from '../../cassandra/profile.ts';
+import { checkClusterName } from '../../cassandra/yaml.ts';
+import { checkId } from '../../catalog/catalog.ts';
+import { writeFileAtomic } from '../../core/atomicWrite.ts';
+import { CbrError, fromErrorInfo } from '../../core/errors.ts';
+import { cbrHome } from '../../core/paths.ts';
+import type { RestoreContext } from '../../machines/restore.machine.ts';
 import { createSandbox, removeSandbox, runningPid, profilePath as sandboxProfilePath } from '../../sandbox/sandbox.ts';
 import { StateStore } from '../../state/store.ts';
 import { SYSTEM_KEYSPACES } from '../../steps/restore/checkRestore.ts';
-import type { RestoreContext } from '../../machines/restore.machine.ts';
 import { busOptions, followOptions, runOverBus } from '../bus.ts';
 import { commonOptions, localRuntime, stateDbPath, storageConfig } from '../context.ts';
 import { type Command, parse, printJson } from '../io.ts';
@@ -71,12 +71,17 @@ export const command: Command = {
         values.json,
       );
       if (values.json) printJson(io, { instance, backupId, state: 'COMPLETED', host: values.host, workflowId: result.commandId, ...result.result });
-      else io.stdout(`instance ${instance} restored on ${values.host} from backup ${backupId}; password file ${String(result.result?.['passwordFile'])} on that host\n`);
+      else
+        io.stdout(
+          `instance ${instance} restored on ${values.host} from backup ${backupId}; password file ${String(result.result?.['passwordFile'])} on that host\n`,
+        );
       return 0;
     }
-    if (Boolean(values.config) === values.sandbox) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `give exactly one of --config and --sandbox\nusage: ${usage}`);
+    if (Boolean(values.config) === values.sandbox)
+      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `give exactly one of --config and --sandbox\nusage: ${usage}`);
     if (!/^[A-Za-z_][A-Za-z0-9_]{0,47}$/.test(values.superuser)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--superuser must be a plain role name');
-    if (values['decrypt-key-file'] && values['decrypt-key-env']) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'give one of --decrypt-key-file and --decrypt-key-env');
+    if (values['decrypt-key-file'] && values['decrypt-key-env'])
+      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'give one of --decrypt-key-file and --decrypt-key-env');
     const clusterName = values['cluster-name'] ?? instance;
     checkClusterName(clusterName);
 
@@ -122,7 +127,11 @@ export const command: Command = {
         storage: storageConfig(values, io.env),
         passwordFile,
         superuser: values.superuser,
-        keySource: values['decrypt-key-file'] ? { file: resolve(values['decrypt-key-file']) } : values['decrypt-key-env'] ? { env: values['decrypt-key-env'] } : null,
+        keySource: values['decrypt-key-file']
+          ? { file: resolve(values['decrypt-key-file']) }
+          : values['decrypt-key-env']
+            ? { env: values['decrypt-key-env'] }
+            : null,
         force: values.force,
         startedAt: new Date().toISOString(),
       });
@@ -165,7 +174,8 @@ export const command: Command = {
         io.stdout(`instance ${instance} restored from backup ${backupId}: cluster ${clusterName}, ${ctx.starts} Cassandra starts\n`);
         io.stdout(`profile   ${profilePath}\npassword  ${passwordFile}${generated ? ' (generated, mode 0600)' : ''}\n`);
         io.stdout(`superusers ${ctx.superusers.join(', ') || '(none)'} (every superuser role of the restored data)\n`);
-        for (const c of ctx.settingChanges) io.stdout(`changed   ${c.key}: ${JSON.stringify(c.from)} -> ${JSON.stringify(c.to)} (the restored data needs it)\n`);
+        for (const c of ctx.settingChanges)
+          io.stdout(`changed   ${c.key}: ${JSON.stringify(c.from)} -> ${JSON.stringify(c.to)} (the restored data needs it)\n`);
         for (const w of ctx.warnings) io.stderr(`warning: ${w}\n`);
       }
       return 0;
@@ -178,7 +188,8 @@ export const command: Command = {
 /** Refuses an existing sandbox unless it is the stopped, empty leftover of an earlier `create --sandbox`. */
 async function takeOverSandbox(instance: string, profilePath: string, env: NodeJS.ProcessEnv): Promise<void> {
   const profile = await loadProfile(profilePath);
-  const taken = (why: string) => new CbrError('CBR_ERR_SANDBOX_EXISTS', `sandbox ${instance} already exists and ${why}; remove it with cbr sandbox rm ${instance}`);
+  const taken = (why: string) =>
+    new CbrError('CBR_ERR_SANDBOX_EXISTS', `sandbox ${instance} already exists and ${why}; remove it with cbr sandbox rm ${instance}`);
   if (profile.service.kind !== 'sandbox' || runningPid(profile.service.instanceDir) !== null) throw taken('is running');
   const userData = (await listKeyspaces(profile.dataDirs)).filter((k) => !SYSTEM_KEYSPACES.has(k));
   if (userData.length) throw taken(`holds keyspaces ${userData.slice(0, 5).join(', ')}`);

@@ -1,8 +1,8 @@
-import { backupMachine } from '../../machines/backup.machine.ts';
-import { restoreMachine } from '../../machines/restore.machine.ts';
+import { CbrError } from '../../core/errors.ts';
 import { diagram, toMermaid } from '../../diagram/graph.ts';
 import { toSvg } from '../../diagram/svg.ts';
-import { CbrError } from '../../core/errors.ts';
+import { backupMachine } from '../../machines/backup.machine.ts';
+import { restoreMachine } from '../../machines/restore.machine.ts';
 import { type Command, parse, printJson } from '../io.ts';
 
 const usage = 'cbr machines [backup|restore] [--format mermaid|svg|json]';
@@ -18,12 +18,15 @@ export const command: Command = {
     const format = values.json ? 'json' : values.format;
     if (format !== 'mermaid' && format !== 'json' && format !== 'svg') throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--format must be mermaid, svg or json');
     const selected = which ? [which as keyof typeof machines] : (Object.keys(machines) as (keyof typeof machines)[]);
-    if (format === 'json') printJson(io, selected.map((k) => diagram(machines[k])));
+    if (format === 'json')
+      printJson(
+        io,
+        selected.map((k) => diagram(machines[k])),
+      );
     else if (format === 'svg') {
       if (selected.length !== 1) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'an SVG holds one machine: cbr machines backup --format svg');
       io.stdout(toSvg(diagram(machines[selected[0]!])));
-    }
-    else io.stdout(selected.map((k) => toMermaid(diagram(machines[k]))).join('\n'));
+    } else io.stdout(selected.map((k) => toMermaid(diagram(machines[k]))).join('\n'));
     return 0;
   },
 };

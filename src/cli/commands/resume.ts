@@ -19,7 +19,12 @@ export const command: Command = {
       }
       bar?.end();
       if (values.json) printJson(io, outcomes);
-      else io.stdout(outcomes.length ? `${outcomes.map((o) => `${o.kind} ${o.id}: ${o.from} -> ${o.state}${o.error ? ` (${o.error.code})` : ''}`).join('\n')}\n` : 'nothing to resume\n');
+      else
+        io.stdout(
+          outcomes.length
+            ? `${outcomes.map((o) => `${o.kind} ${o.id}: ${o.from} -> ${o.state}${o.error ? ` (${o.error.code})` : ''}`).join('\n')}\n`
+            : 'nothing to resume\n',
+        );
       return outcomes.every((o) => o.state === 'completed') ? 0 : 1;
     } finally {
       state.close();

@@ -1,13 +1,6 @@
 import { CbrError } from '../../core/errors.ts';
 import { ensureDistribution } from '../../sandbox/dist.ts';
-import {
-  listSandboxes,
-  removeSandbox,
-  type SandboxStatus,
-  sandboxStatus,
-  startSandbox,
-  stopSandbox,
-} from '../../sandbox/sandbox.ts';
+import { listSandboxes, removeSandbox, type SandboxStatus, sandboxStatus, startSandbox, stopSandbox } from '../../sandbox/sandbox.ts';
 import { type CliIO, type Command, parse, printJson } from '../io.ts';
 
 const usage =

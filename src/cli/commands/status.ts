@@ -18,7 +18,8 @@ export const command: Command = {
     );
     const url = values.bus ?? io.env['CBR_BUS_URL'] ?? 'amqp://guest:guest@127.0.0.1:5672';
     const limit = values.limit === undefined ? undefined : Number(values.limit);
-    if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1 && limit <= 200)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--limit must be 1..200');
+    if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1 && limit <= 200))
+      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--limit must be 1..200');
     const timeoutMs = values['timeout-ms'] === undefined ? undefined : Number(values['timeout-ms']);
     if (timeoutMs !== undefined && !(timeoutMs > 0)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--timeout-ms must be a positive number');
     const replies = await queryStatus({
@@ -31,12 +32,16 @@ export const command: Command = {
     });
     if (replies.length === 0) throw new CbrError('CBR_ERR_BUS_UNAVAILABLE', `no agent${values.host ? ` for host ${values.host}` : ''} answered on the bus`);
     const refused = replies.find((r) => r.error);
-    if (refused?.error) throw isErrorCode(refused.error.code) ? fromErrorInfo({ ...refused.error, code: refused.error.code }) : new CbrError('CBR_ERR_INTERNAL', refused.error.message);
+    if (refused?.error)
+      throw isErrorCode(refused.error.code)
+        ? fromErrorInfo({ ...refused.error, code: refused.error.code })
+        : new CbrError('CBR_ERR_INTERNAL', refused.error.message);
     const rows = replies.flatMap((r) => r.workflows.map((w) => ({ host: r.host, ...w })));
     if (values.workflow && rows.length === 0) {
       throw new CbrError('CBR_ERR_WORKFLOW_NOT_FOUND', `no agent that answered (${replies.map((r) => r.host).join(', ')}) knows workflow ${values.workflow}`);
     }
-    if (values.json) printJson(io, values.workflow ? rows[0] : { hosts: replies.map((r) => ({ host: r.host, at: r.at, truncated: r.truncated, workflows: r.workflows })) });
+    if (values.json)
+      printJson(io, values.workflow ? rows[0] : { hosts: replies.map((r) => ({ host: r.host, at: r.at, truncated: r.truncated, workflows: r.workflows })) });
     else for (const w of rows) io.stdout(`${line(w)}\n`);
     return 0;
   },
@@ -44,7 +49,10 @@ export const command: Command = {
 
 function line(w: WorkflowStatus & { host: string }): string {
   const p = w.progress;
-  const progress = p && w.status === 'active' ? ` ${p.totalBytes ? ((p.bytes / p.totalBytes) * 100).toFixed(0) : '?'}% ${formatBytes(p.bytes)}/${formatBytes(p.totalBytes)}` : '';
+  const progress =
+    p && w.status === 'active'
+      ? ` ${p.totalBytes ? ((p.bytes / p.totalBytes) * 100).toFixed(0) : '?'}% ${formatBytes(p.bytes)}/${formatBytes(p.totalBytes)}`
+      : '';
   const error = w.error ? ` ${w.error.code}: ${w.error.message}` : '';
   return `${w.updatedAt} ${w.host} ${w.kind} ${w.workflowId} ${w.state} ${w.status}${progress}${error}`;
 }

@@ -30,7 +30,15 @@ export const command: Command = {
     const url = values.bus ?? io.env['CBR_BUS_URL'] ?? 'amqp://guest:guest@127.0.0.1:5672';
     const log = io.env['CBR_LOG_LEVEL'] ? cliLogger(io) : createLogger({ level: 'info', sink: (l) => io.stderr(`${l}\n`) });
     const key = await signingKey(values, io.env);
-    const ui = await startUi({ url, prefix: busPrefix(values, io.env), port, listen: values.listen, publicHosts: values['public-host'] ?? [], signingKey: key, log });
+    const ui = await startUi({
+      url,
+      prefix: busPrefix(values, io.env),
+      port,
+      listen: values.listen,
+      publicHosts: values['public-host'] ?? [],
+      signingKey: key,
+      log,
+    });
     if (values.json) io.stdout(`${JSON.stringify({ url: ui.url, bus: redactUrl(url), readOnly: !key })}\n`);
     else io.stdout(`cbr ui on ${ui.url} (bus ${redactUrl(url)}, ${key ? 'commands enabled' : 'read-only'}); Ctrl-C stops it\n`);
     await new Promise<void>((done) => {

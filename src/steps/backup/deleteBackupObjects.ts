@@ -7,7 +7,11 @@ import type { BackupDeps } from '../nodeDeps.ts';
  * the id turned out to be another backup's (it was taken while this one ran), nothing is removed: those objects
  * are not this workflow's.
  */
-export async function deleteBackupObjects(deps: BackupDeps, { ctx }: StepInput & { ctx: { error?: { code: string } | null } }, signal: AbortSignal): Promise<void> {
+export async function deleteBackupObjects(
+  deps: BackupDeps,
+  { ctx }: StepInput & { ctx: { error?: { code: string } | null } },
+  signal: AbortSignal,
+): Promise<void> {
   if (ctx.error?.code === 'CBR_ERR_BACKUP_EXISTS') {
     deps.log.warn('backup id taken by another backup: its objects are left alone', { backupId: ctx.backupId });
     return;

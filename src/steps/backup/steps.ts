@@ -1,9 +1,9 @@
 import type { BackupContext, BackupResult, StepInput } from '../../machines/backup.machine.ts';
 import { bindStep } from '../bindStep.ts';
+import type { BackupDeps } from '../nodeDeps.ts';
 import { checkFreeSpace } from './checkFreeSpace.ts';
 import { clearSnapshot } from './clearSnapshot.ts';
 import { deleteBackupObjects } from './deleteBackupObjects.ts';
-import type { BackupDeps } from '../nodeDeps.ts';
 import { streamArchive } from './streamArchive.ts';
 import { takeSnapshot } from './takeSnapshot.ts';
 import { verifyNode } from './verifyNode.ts';

@@ -1,10 +1,10 @@
-import { packArchive } from '../../archive/pack.ts';
 import { checkPackEntries } from '../../archive/entries.ts';
 import { archiveName } from '../../archive/format.ts';
+import { packArchive } from '../../archive/pack.ts';
 import { listSnapshotFiles } from '../../cassandra/layout.ts';
-import { CbrError } from '../../core/errors.ts';
 import { recordKey } from '../../catalog/catalog.ts';
 import { recordBinding } from '../../catalog/record.ts';
+import { CbrError } from '../../core/errors.ts';
 import type { BackupResult, StepInput } from '../../machines/backup.machine.ts';
 import type { BackupDeps } from '../nodeDeps.ts';
 
@@ -31,7 +31,13 @@ export async function streamArchive(deps: BackupDeps, { ctx }: StepInput, signal
     key: deps.key ?? undefined,
     // The record will carry the same identity (writeRecord): the archive opens only under it.
     binding: deps.key
-      ? recordBinding({ id: ctx.backupId, created: ctx.startedAt, sourceInstance: deps.profile.name, hostId: deps.profile.hostId, compression: ctx.compression })
+      ? recordBinding({
+          id: ctx.backupId,
+          created: ctx.startedAt,
+          sourceInstance: deps.profile.name,
+          hostId: deps.profile.hostId,
+          compression: ctx.compression,
+        })
       : undefined,
     rateLimit: ctx.rateLimit,
     signal,

@@ -1,9 +1,9 @@
 import { readDataSettings } from '../../cassandra/dataSettings.ts';
-import { CbrError } from '../../core/errors.ts';
 import { checkRecordIdentity } from '../../catalog/record.ts';
-import { assertIdFree } from './assertIdFree.ts';
+import { CbrError } from '../../core/errors.ts';
 import type { NodeFacts, StepInput } from '../../machines/backup.machine.ts';
 import type { BackupDeps } from '../nodeDeps.ts';
+import { assertIdFree } from './assertIdFree.ts';
 
 /**
  * The node must be running and answer both JMX (nodetool) and CQL before a snapshot is taken, the backup id

@@ -1,9 +1,9 @@
 import { keyFingerprint } from '../../archive/crypto.ts';
-import { type BackupRecord, readRecord, writeRecord as putRecord } from '../../catalog/catalog.ts';
 import { listSnapshotFiles } from '../../cassandra/layout.ts';
-import { CbrError } from '../../core/errors.ts';
+import { type BackupRecord, writeRecord as putRecord, readRecord } from '../../catalog/catalog.ts';
 import { parseRecord, sealRecord } from '../../catalog/record.ts';
-import type { StepInput, BackupContext, BackupResult } from '../../machines/backup.machine.ts';
+import { CbrError } from '../../core/errors.ts';
+import type { BackupContext, BackupResult, StepInput } from '../../machines/backup.machine.ts';
 import type { BackupDeps } from '../nodeDeps.ts';
 
 const SYSTEM_KEYSPACES = new Set(['system', 'system_schema', 'system_auth', 'system_distributed', 'system_traces', 'system_views', 'system_virtual_schema']);

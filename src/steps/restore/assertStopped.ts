@@ -15,7 +15,10 @@ export async function assertStopped(deps: NodeDeps, what: string): Promise<void>
   // A sandbox's processes are found by their command line (runningPid scans /proc), whatever pid file a crash
   // left; a service manager's unit can report inactive while a process still holds the ports.
   if (p.service?.kind === 'sandbox') return;
-  for (const [host, port, name] of [[p.cql.host, p.cql.port, 'CQL'], [p.jmx.host, p.jmx.port, 'JMX']] as const) {
+  for (const [host, port, name] of [
+    [p.cql.host, p.cql.port, 'CQL'],
+    [p.jmx.host, p.jmx.port, 'JMX'],
+  ] as const) {
     if (await portOpen(host, port)) {
       throw new CbrError('CBR_ERR_SERVICE_CONTROL_FAILED', `something still answers on ${name} ${host}:${port} of ${p.name}: ${what} left alone`);
     }

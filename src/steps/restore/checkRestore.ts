@@ -1,11 +1,11 @@
 import { readFile, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { keyFingerprint } from '../../archive/crypto.ts';
-import { readRecord } from '../../catalog/catalog.ts';
 import { tableKey } from '../../archive/entries.ts';
 import { listKeyspaces } from '../../cassandra/layout.ts';
 import { placeTables } from '../../cassandra/placement.ts';
 import { finalYaml, maintenanceYaml } from '../../cassandra/yaml.ts';
+import { readRecord } from '../../catalog/catalog.ts';
 import { verifyRecord } from '../../catalog/record.ts';
 import { CbrError } from '../../core/errors.ts';
 import type { RestoreInput, RestorePlan } from '../../machines/restore.machine.ts';
@@ -32,7 +32,10 @@ export async function checkRestore(deps: RestoreDeps, { ctx }: { ctx: RestoreInp
   const head = await deps.store.head(rec.object, { signal });
   if (!head) throw new CbrError('CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH', `the archive of backup ${rec.id} is missing from storage`);
   if (head.size !== rec.size) {
-    throw new CbrError('CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH', `the archive of backup ${rec.id} has ${head.size} bytes, the record says ${rec.size} (truncated or replaced)`);
+    throw new CbrError(
+      'CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH',
+      `the archive of backup ${rec.id} has ${head.size} bytes, the record says ${rec.size} (truncated or replaced)`,
+    );
   }
   if (deps.key && !rec.encryption) {
     // A key was given, so the operator expects a sealed backup: an unsealed record in its place is what someone
@@ -59,7 +62,10 @@ export async function checkRestore(deps: RestoreDeps, { ctx }: { ctx: RestoreInp
 
   const userData = (await listKeyspaces(deps.profile.dataDirs)).filter((k) => !SYSTEM_KEYSPACES.has(k));
   if (userData.length > 0 && !ctx.force) {
-    throw new CbrError('CBR_ERR_TARGET_NOT_EMPTY', `target ${deps.profile.name} holds keyspaces ${userData.slice(0, 5).join(', ')}; pass --force to replace them`);
+    throw new CbrError(
+      'CBR_ERR_TARGET_NOT_EMPTY',
+      `target ${deps.profile.name} holds keyspaces ${userData.slice(0, 5).join(', ')}; pass --force to replace them`,
+    );
   }
   // Each table goes whole into one of the target's data directories, spread by free space. Directories on one
   // filesystem share its free space, so each filesystem's share is split between its directories.
@@ -69,7 +75,10 @@ export async function checkRestore(deps: RestoreDeps, { ctx }: { ctx: RestoreInp
   for (const { live } of moves) {
     const [dir, parent] = await Promise.all([stat(live).catch(() => null), stat(dirname(live)).catch(() => null)]);
     if (dir && parent && dir.dev !== parent.dev) {
-      throw new CbrError('CBR_ERR_CONFIG', `${live} is a mount point; a restore moves the node's directories aside by renaming them: point cassandra.yaml and the profile at a directory inside the mount (e.g. ${live}/data)`);
+      throw new CbrError(
+        'CBR_ERR_CONFIG',
+        `${live} is a mount point; a restore moves the node's directories aside by renaming them: point cassandra.yaml and the profile at a directory inside the mount (e.g. ${live}/data)`,
+      );
     }
   }
   const devices = await Promise.all(stagings.map(async (s) => String((await stat(s.parent)).dev)));
@@ -83,7 +92,10 @@ export async function checkRestore(deps: RestoreDeps, { ctx }: { ctx: RestoreInp
   const need = Math.ceil(rec.rawBytes * 1.05) + reserve;
   const freeTotal = [...new Map(spaces.map((s, i) => [devices[i]!, s.free])).values()].reduce((a, b) => a + b, 0);
   if (freeTotal < need) {
-    throw new CbrError('CBR_ERR_INSUFFICIENT_SPACE', `restore needs ${Math.round(need / 2 ** 20)} MiB beside the data directories, ${Math.round(freeTotal / 2 ** 20)} MiB are free`);
+    throw new CbrError(
+      'CBR_ERR_INSUFFICIENT_SPACE',
+      `restore needs ${Math.round(need / 2 ** 20)} MiB beside the data directories, ${Math.round(freeTotal / 2 ** 20)} MiB are free`,
+    );
   }
   const placement = placeTables(tables, room);
   return {

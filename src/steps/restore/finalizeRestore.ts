@@ -1,6 +1,6 @@
 import { rm } from 'node:fs/promises';
-import { removeTree, syncFilesystems } from '../../core/removeTree.ts';
 import { writeFileAtomic } from '../../core/atomicWrite.ts';
+import { removeTree, syncFilesystems } from '../../core/removeTree.ts';
 import type { RestoreStepInput } from '../../machines/restore.machine.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
 

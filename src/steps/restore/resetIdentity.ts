@@ -62,12 +62,15 @@ async function resetOnce(deps: RestoreDeps, { ctx }: RestoreStepInput, signal: A
     for (const row of await cql.execute('SELECT peer, peer_port FROM system.peers_v2')) {
       await cql.execute('DELETE FROM system.peers_v2 WHERE peer = ? AND peer_port = ?', [row['peer'], row['peer_port']]);
     }
-    await cql.execute(
-      'INSERT INTO system_auth.roles (role, is_superuser, can_login, salted_hash) VALUES (?, true, true, ?)',
-      [ctx.superuser, jbcryptHash(password)],
-    );
+    await cql.execute('INSERT INTO system_auth.roles (role, is_superuser, can_login, salted_hash) VALUES (?, true, true, ?)', [
+      ctx.superuser,
+      jbcryptHash(password),
+    ]);
     const roles = await cql.execute('SELECT role, is_superuser FROM system_auth.roles');
-    superusers = roles.filter((r) => r['is_superuser'] === true).map((r) => String(r['role'])).sort();
+    superusers = roles
+      .filter((r) => r['is_superuser'] === true)
+      .map((r) => String(r['role']))
+      .sort();
   } finally {
     await cql.close();
   }

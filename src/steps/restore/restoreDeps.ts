@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import type { CqlSession, CqlTarget } from '../../cassandra/cql.ts';
-import type { Endpoint } from '../../cassandra/service.ts';
 import type { Profile } from '../../cassandra/profile.ts';
+import type { Endpoint } from '../../cassandra/service.ts';
 import type { NodeDeps } from '../nodeDeps.ts';
 
 /** The restore steps' dependencies. */

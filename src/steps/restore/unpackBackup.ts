@@ -1,9 +1,9 @@
 import { mkdir } from 'node:fs/promises';
-import { readRecord } from '../../catalog/catalog.ts';
-import { removeTree } from '../../core/removeTree.ts';
-import { recordBinding, verifyRecord } from '../../catalog/record.ts';
 import { tableKey } from '../../archive/entries.ts';
 import { unpackArchive } from '../../archive/unpack.ts';
+import { readRecord } from '../../catalog/catalog.ts';
+import { recordBinding, verifyRecord } from '../../catalog/record.ts';
+import { removeTree } from '../../core/removeTree.ts';
 import type { RestoreStepInput } from '../../machines/restore.machine.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
 

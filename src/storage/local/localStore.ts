@@ -69,7 +69,8 @@ export function createLocalStore(root: string, container: string): ObjectStore {
       yield* out;
     },
     async purge(prefix) {
-      if (!prefix.endsWith('/') || !KEY_RE.test(prefix.slice(0, -1))) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `invalid prefix ${JSON.stringify(prefix)}`);
+      if (!prefix.endsWith('/') || !KEY_RE.test(prefix.slice(0, -1)))
+        throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `invalid prefix ${JSON.stringify(prefix)}`);
       const dir = join(base, ...prefix.slice(0, -1).split('/'));
       let n = 0;
       await walk(dir, async () => {

@@ -36,7 +36,10 @@ export function createS3Store(config: S3Config): ObjectStore {
         const c = JSON.parse(await readFile(config.credentialsFile, 'utf8')) as { accessKeyId: string; secretAccessKey: string };
         return { accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey };
       } catch (err) {
-        throw new CbrError('CBR_ERR_CONFIG', `cannot read S3 credentials file ${config.credentialsFile} (${(err as NodeJS.ErrnoException).code ?? 'invalid JSON'})`);
+        throw new CbrError(
+          'CBR_ERR_CONFIG',
+          `cannot read S3 credentials file ${config.credentialsFile} (${(err as NodeJS.ErrnoException).code ?? 'invalid JSON'})`,
+        );
       }
     },
   });
@@ -89,7 +92,10 @@ export function createS3Store(config: S3Config): ObjectStore {
           // No conditional PUT here: HEAD, then PUT. Not atomic against a writer racing in between; the store
           // offers nothing better (README, storage drivers).
           if (await this.head(key, o)) throw new CbrError('CBR_ERR_OBJECT_EXISTS', `${key} already exists`);
-          await client.send(new PutObjectCommand({ Bucket, Key: key, Body: Buffer.concat(small), ...(o.contentType ? { ContentType: o.contentType } : {}) }), opts(o.signal));
+          await client.send(
+            new PutObjectCommand({ Bucket, Key: key, Body: Buffer.concat(small), ...(o.contentType ? { ContentType: o.contentType } : {}) }),
+            opts(o.signal),
+          );
           return { size };
         }
         throw err instanceof CbrError ? err : s3Error('upload', key, err);
@@ -126,7 +132,8 @@ export function createS3Store(config: S3Config): ObjectStore {
           if (status(err) === 404) return;
           throw s3Error('list', prefix, err);
         }
-        for (const c of res.Contents ?? []) yield { key: c.Key!, size: Number(c.Size ?? 0), modified: (c.LastModified ?? new Date(0)).toISOString() } satisfies ObjectInfo;
+        for (const c of res.Contents ?? [])
+          yield { key: c.Key!, size: Number(c.Size ?? 0), modified: (c.LastModified ?? new Date(0)).toISOString() } satisfies ObjectInfo;
         token = res.IsTruncated ? res.NextContinuationToken : undefined;
       } while (token);
     },

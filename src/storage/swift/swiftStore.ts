@@ -1,10 +1,10 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import http from 'node:http';
 import https from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -43,7 +43,10 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
     try {
       creds = JSON.parse(await readFile(config.credentialsFile, 'utf8'));
     } catch (err) {
-      throw new CbrError('CBR_ERR_CONFIG', `cannot read Swift credentials file ${config.credentialsFile} (${(err as NodeJS.ErrnoException).code ?? 'invalid JSON'})`);
+      throw new CbrError(
+        'CBR_ERR_CONFIG',
+        `cannot read Swift credentials file ${config.credentialsFile} (${(err as NodeJS.ErrnoException).code ?? 'invalid JSON'})`,
+      );
     }
     const res =
       config.authVersion === 1
@@ -131,12 +134,17 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
       signal?.throwIfAborted();
       try {
         session ??= await authenticate(signal);
-        const { status, etag } = await putStream(`${session.storageUrl}${target}`, path, {
-          'X-Auth-Token': session.token,
-          'Content-Length': String(size),
-          ETag: md5,
-          ...(ifAbsent ? { 'If-None-Match': '*' } : {}),
-        }, signal);
+        const { status, etag } = await putStream(
+          `${session.storageUrl}${target}`,
+          path,
+          {
+            'X-Auth-Token': session.token,
+            'Content-Length': String(size),
+            ETag: md5,
+            ...(ifAbsent ? { 'If-None-Match': '*' } : {}),
+          },
+          signal,
+        );
         if (status === 401 && !reauthed) {
           session = null;
           reauthed = true;
@@ -246,14 +254,20 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
     },
     async get(key, opts = {}) {
       checkKey(key);
-      const res = await request('GET', `/${enc(config.container)}/${encPath(key)}`, { ...(opts.signal ? { signal: opts.signal } : {}), what: `download ${key}` });
+      const res = await request('GET', `/${enc(config.container)}/${encPath(key)}`, {
+        ...(opts.signal ? { signal: opts.signal } : {}),
+        what: `download ${key}`,
+      });
       if (!res.body) throw new CbrError('CBR_ERR_STORAGE_FAILED', `download ${key}: empty response`);
       return Readable.fromWeb(res.body as import('node:stream/web').ReadableStream, { highWaterMark: 1 << 20 });
     },
     async head(key, opts = {}) {
       checkKey(key);
       try {
-        const res = await request('HEAD', `/${enc(config.container)}/${encPath(key)}`, { ...(opts.signal ? { signal: opts.signal } : {}), what: `head ${key}` });
+        const res = await request('HEAD', `/${enc(config.container)}/${encPath(key)}`, {
+          ...(opts.signal ? { signal: opts.signal } : {}),
+          what: `head ${key}`,
+        });
         return { key, size: Number(res.headers.get('content-length') ?? 0), modified: new Date(res.headers.get('last-modified') ?? 0).toISOString() };
       } catch (err) {
         if (err instanceof CbrError && err.code === 'CBR_ERR_OBJECT_NOT_FOUND') return null;
@@ -347,10 +361,9 @@ export function keystoneBody(config: SwiftConfig, creds: { username: string; pas
 export function objectStoreEndpoint(body: KeystoneTokenResponse, config: Pick<SwiftConfig, 'region' | 'interface'>): string {
   const service = body.token.catalog?.find((s) => s.type === 'object-store');
   const wanted = config.interface ?? 'public';
-  const ep = service?.endpoints.find(
-    (e) => e.interface === wanted && (!config.region || e.region_id === config.region || e.region === config.region),
-  );
-  if (!ep) throw new CbrError('CBR_ERR_CONFIG', `no ${wanted} object-store endpoint${config.region ? ` in region ${config.region}` : ''} in the Keystone catalog`);
+  const ep = service?.endpoints.find((e) => e.interface === wanted && (!config.region || e.region_id === config.region || e.region === config.region));
+  if (!ep)
+    throw new CbrError('CBR_ERR_CONFIG', `no ${wanted} object-store endpoint${config.region ? ` in region ${config.region}` : ''} in the Keystone catalog`);
   return ep.url.replace(/\/$/, '');
 }
 

@@ -180,7 +180,12 @@ function renderDetail() {
       el('div', { id: 'wf-diagram', class: 'diagram' }),
       el('label', { class: 'follow' }, el('input', { type: 'checkbox', id: 'follow' }), ' follow the newest workflow'),
       el('h3', {}, 'History'),
-      el('table', { id: 'wf-history' }, el('thead', {}, el('tr', {}, el('th', {}, 'at'), el('th', {}, 'state'), el('th', {}, 'status'), el('th', {}, '+ms'), el('th', {}, 'error'))), el('tbody')),
+      el(
+        'table',
+        { id: 'wf-history' },
+        el('thead', {}, el('tr', {}, el('th', {}, 'at'), el('th', {}, 'state'), el('th', {}, 'status'), el('th', {}, '+ms'), el('th', {}, 'error'))),
+        el('tbody'),
+      ),
     );
     $('#wf-diagram').innerHTML = svgText[w.kind] ?? '';
     const f = $('#follow');
@@ -209,7 +214,8 @@ function renderDetail() {
     const g = w.progress;
     const rate = g.rate ? `${bytes(g.rate)}/s` : '—';
     const eta = g.etaSeconds == null ? '—' : g.etaSeconds === 0 ? 'done' : `${Math.ceil(g.etaSeconds)} s`;
-    $('#wf-progress .label').textContent = `${g.step}: ${p}% · ${bytes(g.bytes)} of ${bytes(g.totalBytes)} · ${g.files}/${g.totalFiles} files · ${rate} · ETA ${eta}`;
+    $('#wf-progress .label').textContent =
+      `${g.step}: ${p}% · ${bytes(g.bytes)} of ${bytes(g.totalBytes)} · ${g.files}/${g.totalFiles} files · ${rate} · ETA ${eta}`;
   }
   highlight(w);
   const tbody = $('#wf-history tbody');
@@ -217,7 +223,17 @@ function renderDetail() {
   w.history.slice(have).forEach((h, i) => {
     const prev = w.history[have + i - 1];
     const dt = prev ? Date.parse(h.at) - Date.parse(prev.at) : 0;
-    tbody.append(el('tr', { dataset: { state: h.state } }, el('td', {}, time(h.at)), el('td', {}, h.state), el('td', {}, h.status), el('td', {}, String(dt)), el('td', { class: 'error' }, h.error?.code ?? '')));
+    tbody.append(
+      el(
+        'tr',
+        { dataset: { state: h.state } },
+        el('td', {}, time(h.at)),
+        el('td', {}, h.state),
+        el('td', {}, h.status),
+        el('td', {}, String(dt)),
+        el('td', { class: 'error' }, h.error?.code ?? ''),
+      ),
+    );
   });
 }
 
@@ -262,7 +278,10 @@ function showRejected(list) {
     box = el('aside', { id: 'rejected' });
     $('#hosts').before(box);
   }
-  box.replaceChildren(el('h3', {}, 'Rejected commands'), ...list.map((r) => el('p', { class: 'error' }, `${time(r.at)} ${r.host} ${r.id.slice(0, 8)} ${r.error?.code ?? ''}: ${r.error?.message ?? ''}`)));
+  box.replaceChildren(
+    el('h3', {}, 'Rejected commands'),
+    ...list.map((r) => el('p', { class: 'error' }, `${time(r.at)} ${r.host} ${r.id.slice(0, 8)} ${r.error?.code ?? ''}: ${r.error?.message ?? ''}`)),
+  );
 }
 
 function plural(n, word) {

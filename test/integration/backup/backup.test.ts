@@ -5,14 +5,14 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { unpackArchive } from '../../../src/archive/unpack.ts';
 import type { CqlSession } from '../../../src/cassandra/cql.ts';
 import { listLiveFiles, listSnapshotFiles, listTableDirs } from '../../../src/cassandra/layout.ts';
 import { createNodetool } from '../../../src/cassandra/nodetool.ts';
-import type { BackupRecord } from '../../../src/catalog/catalog.ts';
 import type { Profile } from '../../../src/cassandra/profile.ts';
+import type { BackupRecord } from '../../../src/catalog/catalog.ts';
 import { recordBinding } from '../../../src/catalog/record.ts';
 import { StateStore } from '../../../src/state/store.ts';
 import { cbr } from '../../helpers/cli.ts';
@@ -71,7 +71,10 @@ describe('backup on a real node (local storage)', () => {
     assert.equal(rec.sha256, createHash('sha256').update(stored).digest('hex'), 'checksum');
     assert.equal(rec.state, 'COMPLETED');
     assert.equal(rec.clusterName, 'source');
-    assert.deepEqual(rec.keyspaces.filter((k) => k.startsWith(prefix)), [...keyspaces].sort());
+    assert.deepEqual(
+      rec.keyspaces.filter((k) => k.startsWith(prefix)),
+      [...keyspaces].sort(),
+    );
 
     const human = await cbr(['backup-show', id], env);
     assert.match(human.out, new RegExp(`checksum\\s+sha256:${rec.sha256}`));
@@ -83,7 +86,10 @@ describe('backup on a real node (local storage)', () => {
     assert.equal(tables.length, 3);
     for (const t of tables) {
       const live = (await listLiveFiles(t)).map((p) => p.slice(t.path.length + 1));
-      assert.ok(live.some((f) => f.endsWith('-Data.db')), `${t.dirName} has SSTables`);
+      assert.ok(
+        live.some((f) => f.endsWith('-Data.db')),
+        `${t.dirName} has SSTables`,
+      );
       const inArchive = rec.files
         .map((f) => f.path)
         .filter((p) => p.startsWith(`${t.keyspace}/${t.dirName}/`))
@@ -94,9 +100,18 @@ describe('backup on a real node (local storage)', () => {
         assert.deepEqual(await readFile(join(unpacked, t.keyspace, t.dirName, f)), await readFile(join(t.path, f)), `${t.dirName}/${f}`);
       }
     }
-    assert.ok(rec.files.some((f) => /\/\.users_city\/.*-Data\.db$/.test(f.path)), 'secondary index SSTables');
-    assert.ok(rec.files.some((f) => f.path.startsWith('system_schema/')), 'schema keyspace');
-    assert.ok(rec.files.some((f) => f.path.startsWith('system_auth/roles-')), 'roles');
+    assert.ok(
+      rec.files.some((f) => /\/\.users_city\/.*-Data\.db$/.test(f.path)),
+      'secondary index SSTables',
+    );
+    assert.ok(
+      rec.files.some((f) => f.path.startsWith('system_schema/')),
+      'schema keyspace',
+    );
+    assert.ok(
+      rec.files.some((f) => f.path.startsWith('system_auth/roles-')),
+      'roles',
+    );
 
     const list = await cbr(['backup-list', '--json'], env);
     assert.ok((list.json() as unknown as { id: string; state: string }[]).some((b) => b.id === id && b.state === 'COMPLETED'));
@@ -107,7 +122,10 @@ describe('backup on a real node (local storage)', () => {
     const keyFile = join(dir, 'backup.key');
     const key = randomBytes(32);
     writeFileSync(keyFile, key.toString('hex'), { mode: 0o600 });
-    const res = await cbr(['backup-create', 'sealed', '--config', profilePathOf(profile), '--encrypt-key-file', keyFile, '--compression', 'gzip', '--json'], env);
+    const res = await cbr(
+      ['backup-create', 'sealed', '--config', profilePathOf(profile), '--encrypt-key-file', keyFile, '--compression', 'gzip', '--json'],
+      env,
+    );
     assert.equal(res.code, 0, res.err);
     assert.ok(!res.out.includes(key.toString('hex')) && !res.err.includes(key.toString('hex')), 'key never printed');
     const rec = (await cbr(['backup-show', String(res.json()['id']), '--files', '--json'], env)).json() as unknown as BackupRecord;
@@ -162,7 +180,20 @@ describe('backup on a real node (local storage)', () => {
     const id = randomUUID();
     const child = spawn(
       join(REPO, 'node_modules', '.bin', 'node'),
-      [join(REPO, 'bin', 'cbr.js'), 'backup-create', 'killed', '--config', profilePathOf(profile), '--id', id, '--rate-limit', '300K', '--compression', 'none', '--json'],
+      [
+        join(REPO, 'bin', 'cbr.js'),
+        'backup-create',
+        'killed',
+        '--config',
+        profilePathOf(profile),
+        '--id',
+        id,
+        '--rate-limit',
+        '300K',
+        '--compression',
+        'none',
+        '--json',
+      ],
       { env, stdio: 'ignore' },
     );
     // Wait until the persisted state says it is streaming and has reported progress, then kill -9.
@@ -200,13 +231,21 @@ describe('backup on a real node (local storage)', () => {
     const recordFile = join(storageRoot, 'database_backups', id, 'backup.json');
     const recordBefore = readFileSync(recordFile, 'utf8');
     const rec = JSON.parse(recordBefore) as BackupRecord;
-    const archiveBefore = createHash('sha256').update(readFileSync(archivePath(rec))).digest('hex');
+    const archiveBefore = createHash('sha256')
+      .update(readFileSync(archivePath(rec)))
+      .digest('hex');
     // Another host's state database: nothing there knows the id, only storage does.
     const otherHost = { ...env, CBR_STATE_DB: join(scratchDir('state-other'), 'state.db') };
     const again = await cbr(['backup-create', 'intruder', '--config', profilePathOf(profile), '--id', id, '--json'], otherHost);
     assert.equal(again.json().error?.code, 'CBR_ERR_BACKUP_EXISTS', again.out);
     assert.equal(readFileSync(recordFile, 'utf8'), recordBefore, 'the stored record is untouched');
-    assert.equal(createHash('sha256').update(readFileSync(archivePath(rec))).digest('hex'), archiveBefore, 'the archive is untouched');
+    assert.equal(
+      createHash('sha256')
+        .update(readFileSync(archivePath(rec)))
+        .digest('hex'),
+      archiveBefore,
+      'the archive is untouched',
+    );
 
     const nodetool = createNodetool(profile);
     await nodetool.snapshot('operator-tag');
@@ -235,4 +274,3 @@ function profilePathOf(p: Profile): string {
   if (p.service.kind !== 'sandbox') throw new Error('sandbox profile expected');
   return join(p.service.instanceDir, 'profile.json');
 }
-

@@ -10,14 +10,14 @@ import { Agent } from '../../../src/bus/agent.ts';
 import type { BusEvent } from '../../../src/bus/topology.ts';
 import { connectCql } from '../../../src/cassandra/cql.ts';
 import { createNodetool } from '../../../src/cassandra/nodetool.ts';
-import { silentLogger } from '../../../src/core/log.ts';
 import { loadProfile, type Profile } from '../../../src/cassandra/profile.ts';
+import { silentLogger } from '../../../src/core/log.ts';
 import { createSandbox, profilePath, removeSandbox } from '../../../src/sandbox/sandbox.ts';
 import { BUS_URL, publishRaw, removeBusTopology } from '../../helpers/bus.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { cqlFor, dumpKeyspaces, seedData } from '../../helpers/data.ts';
-import { malformedCommands, validCommand } from '../../helpers/malformed.ts';
 import { scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
+import { malformedCommands, validCommand } from '../../helpers/malformed.ts';
 
 const prefix = `t${process.pid}.`;
 
@@ -121,7 +121,10 @@ describe('the bus: agents driven by AMQP commands (real RabbitMQ, real nodes)', 
     const codes = dead.map((m) => String(m.properties.headers?.['x-cbr-error-code']));
     assert.equal(codes.filter((c) => c === 'CBR_ERR_COMMAND_INVALID').length, cases.length);
     assert.equal(codes.filter((c) => c === 'CBR_ERR_COMMAND_UNAUTHORIZED').length, 1);
-    assert.ok(dead.every((m) => String(m.properties.headers?.['x-cbr-error-message']).length > 5), 'each says why');
+    assert.ok(
+      dead.every((m) => String(m.properties.headers?.['x-cbr-error-message']).length > 5),
+      'each says why',
+    );
 
     // The agent still works: a signed command goes through the signed agent, a plain one through the other.
     const keyFile = join(scratchDir('signing'), 'k.hex');

@@ -3,12 +3,12 @@ import { randomUUID } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { listRecords } from '../../../src/catalog/catalog.ts';
 import { createNodetool } from '../../../src/cassandra/nodetool.ts';
 import { loadProfile, type Profile } from '../../../src/cassandra/profile.ts';
+import { listRecords } from '../../../src/catalog/catalog.ts';
 import { profilePath, sandboxesDir } from '../../../src/sandbox/sandbox.ts';
 import { createLocalStore } from '../../../src/storage/local/localStore.ts';
-import { killHard, publishRaw, spawnAgent, stopGracefully, waitForAgentQueue, waitForWorkflow, removeBusTopology } from '../../helpers/bus.ts';
+import { killHard, publishRaw, removeBusTopology, spawnAgent, stopGracefully, waitForAgentQueue, waitForWorkflow } from '../../helpers/bus.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { cqlFor, dumpKeyspaces, seedData } from '../../helpers/data.ts';
 import { scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
@@ -73,11 +73,18 @@ describe('kill -9 of the agent in every state, then a restart', () => {
         assert.ok(!(await createNodetool(source).listSnapshots()).includes(id), 'no snapshot left');
         const records = await listRecords(createLocalStore(storageRoot, 'database_backups'));
         if (end.state === 'completed') {
-          assert.ok(records.some((r) => r.id === id), 'a completed backup is listed');
+          assert.ok(
+            records.some((r) => r.id === id),
+            'a completed backup is listed',
+          );
           completedBackups.push(id);
         } else {
           assert.ok(!records.some((r) => r.id === id), 'a failed backup is not listed');
-          assert.deepEqual(readdirSync(join(storageRoot, 'database_backups')).filter((d) => d === id), [], 'and leaves no object');
+          assert.deepEqual(
+            readdirSync(join(storageRoot, 'database_backups')).filter((d) => d === id),
+            [],
+            'and leaves no object',
+          );
         }
       } finally {
         assert.equal(await stopGracefully(second), 0, 'the agent stops gracefully on SIGTERM');
@@ -105,7 +112,11 @@ describe('kill -9 of the agent in every state, then a restart', () => {
       const first = spawnAgent(opts);
       try {
         await waitForAgentQueue(prefix, 'crash-dst');
-        await publishRaw(prefix, 'crash-dst', validCommand('crash-dst', { id, type: 'restore.create', payload: { backupId, instanceName: 'crash-dst', force: true } }));
+        await publishRaw(
+          prefix,
+          'crash-dst',
+          validCommand('crash-dst', { id, type: 'restore.create', payload: { backupId, instanceName: 'crash-dst', force: true } }),
+        );
         await waitForWorkflow(stateDb, id, (w) => w.state === state, 120_000);
       } finally {
         await killHard(first);

@@ -6,12 +6,12 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import amqplib, { type ConsumeMessage } from 'amqplib';
-import { readRecord } from '../../../src/catalog/catalog.ts';
 import type { WorkflowStatus } from '../../../src/bus/commands.ts';
+import { readRecord } from '../../../src/catalog/catalog.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
 import { StateStore } from '../../../src/state/store.ts';
 import { createLocalStore } from '../../../src/storage/local/localStore.ts';
-import { BUS_URL, spawnAgent, stopGracefully, waitForAgentQueue, waitForWorkflow, removeBusTopology } from '../../helpers/bus.ts';
+import { BUS_URL, removeBusTopology, spawnAgent, stopGracefully, waitForAgentQueue, waitForWorkflow } from '../../helpers/bus.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { REPO, scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
 
@@ -134,7 +134,11 @@ describe('broker outages in the middle of a bus-driven backup (real RabbitMQ, re
         assert.match(c.out.stderr, /reconnected to the broker after/);
       };
       await check(cli, end, id);
-      await until('the watch to see the final completed state', () => jsonLines(watch.out.stdout).some((e) => e['workflowId'] === id && e['type'] === 'state' && e['state'] === 'completed'), 30_000);
+      await until(
+        'the watch to see the final completed state',
+        () => jsonLines(watch.out.stdout).some((e) => e['workflowId'] === id && e['type'] === 'state' && e['state'] === 'completed'),
+        30_000,
+      );
       const watchSawAt = Date.now();
       const outbox = () => {
         const db = new StateStore(stateDb, { readOnly: true });
@@ -158,7 +162,11 @@ describe('broker outages in the middle of a bus-driven backup (real RabbitMQ, re
       const fresh = cbrChild(['watch', ...bus, '--host', HOST, '--workflow', lateId, '--json'], env);
       const freshAt = Date.now();
       try {
-        await until('a new watch to show the finished backup', () => jsonLines(fresh.out.stdout).some((e) => e['type'] === 'result' && e['state'] === 'completed' && e['resync'] === true), 15_000);
+        await until(
+          'a new watch to show the finished backup',
+          () => jsonLines(fresh.out.stdout).some((e) => e['type'] === 'result' && e['state'] === 'completed' && e['resync'] === true),
+          15_000,
+        );
       } finally {
         fresh.child.kill('SIGTERM');
       }

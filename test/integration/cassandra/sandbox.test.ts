@@ -1,15 +1,19 @@
 import assert from 'node:assert/strict';
 import { existsSync, statSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { main } from '../../../src/cli/main.ts';
 import type { CliIO } from '../../../src/cli/io.ts';
+import { main } from '../../../src/cli/main.ts';
 import { instanceDir } from '../../../src/sandbox/sandbox.ts';
 import { testEnv } from '../../helpers/env.ts';
 
 function io(): CliIO & { out: string; err: string } {
   const o = { out: '', err: '', env: testEnv, isTTY: false } as CliIO & { out: string; err: string };
-  o.stdout = (t) => { o.out += t; };
-  o.stderr = (t) => { o.err += t; };
+  o.stdout = (t) => {
+    o.out += t;
+  };
+  o.stderr = (t) => {
+    o.err += t;
+  };
   return o;
 }
 

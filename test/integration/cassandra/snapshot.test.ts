@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { connectCql, type CqlSession } from '../../../src/cassandra/cql.ts';
+import { type CqlSession, connectCql } from '../../../src/cassandra/cql.ts';
 import { listLiveFiles, listSnapshotFiles, listTableDirs } from '../../../src/cassandra/layout.ts';
 import { createNodetool } from '../../../src/cassandra/nodetool.ts';
 import { loadCredentials, type Profile } from '../../../src/cassandra/profile.ts';
@@ -49,10 +49,16 @@ describe('Cassandra adapter on a real 5.0 node', () => {
     assert.ok(names.includes(`${ks}/${table.dirName}/manifest.json`), 'manifest.json in snapshot');
     assert.ok(names.includes(`${ks}/${table.dirName}/schema.cql`), 'schema.cql in snapshot');
     for (const component of ['Data.db', 'Statistics.db', 'TOC.txt', 'Digest.crc32', 'Filter.db']) {
-      assert.ok(names.some((n) => n.endsWith(component) && !n.includes('/.')), `${component} in snapshot`);
+      assert.ok(
+        names.some((n) => n.endsWith(component) && !n.includes('/.')),
+        `${component} in snapshot`,
+      );
     }
     // The secondary index has its own SSTables in a '.users_city' subdirectory.
-    assert.ok(names.some((n) => n.startsWith(`${ks}/${table.dirName}/.users_city/`) && n.endsWith('Data.db')), 'index SSTables');
+    assert.ok(
+      names.some((n) => n.startsWith(`${ks}/${table.dirName}/.users_city/`) && n.endsWith('Data.db')),
+      'index SSTables',
+    );
     // System keyspaces come along (schema and roles are needed to restore).
     assert.ok(files.some((f) => f.keyspace === 'system_schema'));
 
@@ -77,7 +83,7 @@ describe('Cassandra adapter on a real 5.0 node', () => {
     assert.equal((await listSnapshotFiles(profile.dataDirs, tag)).length, 0);
   });
 
-  it('turns a nodetool failure into a coded error with nodetool\'s reason', async () => {
+  it("turns a nodetool failure into a coded error with nodetool's reason", async () => {
     const nodetool = createNodetool(profile);
     await nodetool.snapshot(tag);
     await assert.rejects(nodetool.snapshot(tag), (err: { code: string; message: string }) => {

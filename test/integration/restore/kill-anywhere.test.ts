@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { CqlSession } from '../../../src/cassandra/cql.ts';
 import { createNodetool } from '../../../src/cassandra/nodetool.ts';
 import type { Profile } from '../../../src/cassandra/profile.ts';
@@ -161,7 +161,10 @@ describe(`kill -9 at any instant, then resume (seed ${SEED})`, () => {
       if (row) {
         assert.equal(row.state, 'completed', `killed ${at}`);
         const listed = (await cbr(['backup-list', '--json'], env)).json() as unknown as { id: string }[];
-        assert.ok(listed.some((b) => b.id === id), `killed ${at}: the backup is listed`);
+        assert.ok(
+          listed.some((b) => b.id === id),
+          `killed ${at}: the backup is listed`,
+        );
       }
       assert.ok(!(await createNodetool(source).listSnapshots()).includes(id), `killed ${at}: no snapshot left`);
     }

@@ -7,8 +7,8 @@ import { after, before, describe, it } from 'node:test';
 import { parse } from 'yaml';
 import type { CqlSession } from '../../../src/cassandra/cql.ts';
 import { connectCql } from '../../../src/cassandra/cql.ts';
-import type { BackupRecord } from '../../../src/catalog/catalog.ts';
 import { loadProfile, type Profile } from '../../../src/cassandra/profile.ts';
+import type { BackupRecord } from '../../../src/catalog/catalog.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
 import { StateStore } from '../../../src/state/store.ts';
 import { cbr } from '../../helpers/cli.ts';
@@ -40,7 +40,12 @@ async function indexAnswers(cql: CqlSession): Promise<string[]> {
   const out: string[] = [];
   for (const q of INDEX_QUERIES) {
     const rows = await cql.execute(q);
-    out.push(`${q} -> ${rows.map((r) => JSON.stringify(Object.values(r))).sort().join(',')}`);
+    out.push(
+      `${q} -> ${rows
+        .map((r) => JSON.stringify(Object.values(r)))
+        .sort()
+        .join(',')}`,
+    );
   }
   return out;
 }
@@ -116,10 +121,28 @@ describe('restore on operators’ real nodes: SAI, 2i, BTI, UUID ids, MV, severa
     };
     const started = await cbr(
       [
-        'sandbox', 'start', 'rn-src', '--address', '127.0.0.2', '--data-dirs', '2', '--cluster-name', 'Real Source',
-        '--set', 'storage_compatibility_mode=NONE', '--set', 'sstable.selected_format=bti',
-        '--set', 'uuid_sstable_identifiers_enabled=true', '--set', 'num_tokens=256',
-        '--set', 'materialized_views_enabled=true', '--set', 'auto_snapshot=true', '--json',
+        'sandbox',
+        'start',
+        'rn-src',
+        '--address',
+        '127.0.0.2',
+        '--data-dirs',
+        '2',
+        '--cluster-name',
+        'Real Source',
+        '--set',
+        'storage_compatibility_mode=NONE',
+        '--set',
+        'sstable.selected_format=bti',
+        '--set',
+        'uuid_sstable_identifiers_enabled=true',
+        '--set',
+        'num_tokens=256',
+        '--set',
+        'materialized_views_enabled=true',
+        '--set',
+        'auto_snapshot=true',
+        '--json',
       ],
       env,
     );
@@ -142,8 +165,20 @@ describe('restore on operators’ real nodes: SAI, 2i, BTI, UUID ids, MV, severa
     await c.execute("CREATE INDEX notes_body ON rn_two.notes (body) USING 'sai'");
     await c.execute('CREATE TABLE rn.gone (k int PRIMARY KEY, v text)');
     for (let i = 0; i < 1500; i++) {
-      await c.execute('INSERT INTO rn.users (id, email, city, age, name) VALUES (?, ?, ?, ?, ?)', [i, `user-${i}@example.com`, `city-${i % 11}`, 18 + (i % 60), `User ${i}`]);
-      if (i < 600) await c.execute('INSERT INTO rn.events (day, ts, kind, payload) VALUES (?, ?, ?, ?)', [`d${i % 7}`, i, ['click', 'view', 'buy'][i % 3], randomBytes(512)]);
+      await c.execute('INSERT INTO rn.users (id, email, city, age, name) VALUES (?, ?, ?, ?, ?)', [
+        i,
+        `user-${i}@example.com`,
+        `city-${i % 11}`,
+        18 + (i % 60),
+        `User ${i}`,
+      ]);
+      if (i < 600)
+        await c.execute('INSERT INTO rn.events (day, ts, kind, payload) VALUES (?, ?, ?, ?)', [
+          `d${i % 7}`,
+          i,
+          ['click', 'view', 'buy'][i % 3],
+          randomBytes(512),
+        ]);
       if (i < 300) await c.execute('INSERT INTO rn."MixedCase" ("Id", "Label") VALUES (?, ?)', [i, `label-${i % 20}`]);
       if (i < 200) await c.execute('INSERT INTO rn_two.notes (k, body) VALUES (?, ?)', [i, `note-${i % 9}`]);
       if (i < 50) await c.execute('INSERT INTO rn.gone (k, v) VALUES (?, ?)', [i, `bye-${i}`]);
@@ -175,7 +210,11 @@ describe('restore on operators’ real nodes: SAI, 2i, BTI, UUID ids, MV, severa
 
   it('the backup holds every 5.0 component and the settings the data depends on', async () => {
     const paths = record.files.map((f) => f.path);
-    const has = (re: RegExp, what: string) => assert.ok(paths.some((p) => re.test(p)), `${what} in the archive`);
+    const has = (re: RegExp, what: string) =>
+      assert.ok(
+        paths.some((p) => re.test(p)),
+        `${what} in the archive`,
+      );
     has(/-bti-Partitions\.db$/, 'BTI Partitions.db');
     has(/-bti-Rows\.db$/, 'BTI Rows.db');
     has(/^rn\/users-[0-9a-f]{32}\/da-[0-9a-z]{4}_[0-9a-z]{4}_[0-9a-z]{18}-bti-Data\.db$/, 'a UUID-named SSTable');
@@ -197,14 +236,29 @@ describe('restore on operators’ real nodes: SAI, 2i, BTI, UUID ids, MV, severa
     });
     assert.deepEqual([...(record.settings?.tokens ?? [])].sort(), sourceTokens);
     const shown = await cbr(['backup-show', backupId], env);
-    assert.match(shown.out, /settings\s+num_tokens 256, partitioner Murmur3Partitioner, uuid_sstable_identifiers_enabled true, sstable.selected_format bti, storage_compatibility_mode NONE/);
+    assert.match(
+      shown.out,
+      /settings\s+num_tokens 256, partitioner Murmur3Partitioner, uuid_sstable_identifiers_enabled true, sstable.selected_format bti, storage_compatibility_mode NONE/,
+    );
   });
 
   it('restores onto a node running an operator cassandra.yaml: block authenticators, 16 tokens, 3 data dirs, CQL on 127.0.0.3', async () => {
     const started = await cbr(
       [
-        'sandbox', 'start', 'rn-ops', '--yaml', FIXTURE_YAML, '--data-dirs', '3', '--address', '127.0.0.3',
-        '--set', 'authenticator.class_name=PasswordAuthenticator', '--set', 'authorizer.class_name=CassandraAuthorizer', '--json',
+        'sandbox',
+        'start',
+        'rn-ops',
+        '--yaml',
+        FIXTURE_YAML,
+        '--data-dirs',
+        '3',
+        '--address',
+        '127.0.0.3',
+        '--set',
+        'authenticator.class_name=PasswordAuthenticator',
+        '--set',
+        'authorizer.class_name=CassandraAuthorizer',
+        '--json',
       ],
       env,
     );
@@ -218,7 +272,10 @@ describe('restore on operators’ real nodes: SAI, 2i, BTI, UUID ids, MV, severa
     const password = `ops-${randomBytes(8).toString('hex')}`;
     writeFileSync(pwFile, `${password}\n`, { mode: 0o600 });
     const probing = probeMaintenance(String(env['CBR_STATE_DB']), target);
-    const res = await cbr(['create', 'rn-ops', '--backup', backupId, '--config', profileFile('rn-ops'), '--password-file', pwFile, '--cluster-name', "Ops 'Restored'", '--json'], env);
+    const res = await cbr(
+      ['create', 'rn-ops', '--backup', backupId, '--config', profileFile('rn-ops'), '--password-file', pwFile, '--cluster-name', "Ops 'Restored'", '--json'],
+      env,
+    );
     assert.equal(res.code, 0, res.err + res.out);
     // While the node ran without authentication it listened on loopback only, on ports picked for that start.
     const probe = await probing;
@@ -244,7 +301,9 @@ describe('restore on operators’ real nodes: SAI, 2i, BTI, UUID ids, MV, severa
     assert.equal(after.native_transport_port, target.cql.port);
     assert.equal(after.num_tokens, 256);
     assert.equal(after.allocate_tokens_for_local_replication_factor, before.allocate_tokens_for_local_replication_factor);
-    const fixtureComments = readFileSync(FIXTURE_YAML, 'utf8').split('\n').filter((l) => /^\s*#/.test(l));
+    const fixtureComments = readFileSync(FIXTURE_YAML, 'utf8')
+      .split('\n')
+      .filter((l) => /^\s*#/.test(l));
     const lost = fixtureComments.filter((c) => !text.includes(c.trim()));
     assert.deepEqual(lost, [], 'every comment of the operator file is kept');
 

@@ -8,9 +8,9 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { zstdCompressSync } from 'node:zlib';
 import tar from 'tar-stream';
-import { connectCql, type CqlSession } from '../../../src/cassandra/cql.ts';
-import type { BackupRecord } from '../../../src/catalog/catalog.ts';
+import { type CqlSession, connectCql } from '../../../src/cassandra/cql.ts';
 import { loadCredentials, type Profile } from '../../../src/cassandra/profile.ts';
+import type { BackupRecord } from '../../../src/catalog/catalog.ts';
 import { sandboxesDir } from '../../../src/sandbox/sandbox.ts';
 import { StateStore } from '../../../src/state/store.ts';
 import { cbr } from '../../helpers/cli.ts';
@@ -162,10 +162,30 @@ describe('restore: a backup becomes a new, independent single-node instance', ()
     const moved = copyBackup(sealedId, () => {});
     assert.equal(await refused(moved, ['--decrypt-key-file', keyFile]), 'CBR_ERR_RECORD_INVALID');
     // Plain backups have no MAC, but a record that does not hold together is refused all the same.
-    assert.equal(await refused(copyBackup(backupId, (_a, rec) => { rec.rawBytes += 1; })), 'CBR_ERR_RECORD_INVALID');
-    assert.equal(await refused(copyBackup(backupId, (_a, rec) => { rec.clusterName = 'x\nauthenticator: AllowAllAuthenticator'; })), 'CBR_ERR_RECORD_INVALID');
+    assert.equal(
+      await refused(
+        copyBackup(backupId, (_a, rec) => {
+          rec.rawBytes += 1;
+        }),
+      ),
+      'CBR_ERR_RECORD_INVALID',
+    );
+    assert.equal(
+      await refused(
+        copyBackup(backupId, (_a, rec) => {
+          rec.clusterName = 'x\nauthenticator: AllowAllAuthenticator';
+        }),
+      ),
+      'CBR_ERR_RECORD_INVALID',
+    );
     // An unsealed backup where the operator expects a sealed one (a key is given): not authenticated, refused.
-    assert.equal(await refused(copyBackup(backupId, () => {}), ['--decrypt-key-file', keyFile]), 'CBR_ERR_RECORD_INVALID');
+    assert.equal(
+      await refused(
+        copyBackup(backupId, () => {}),
+        ['--decrypt-key-file', keyFile],
+      ),
+      'CBR_ERR_RECORD_INVALID',
+    );
     await targetIntact();
   });
 
@@ -183,7 +203,12 @@ describe('restore: a backup becomes a new, independent single-node instance', ()
     });
     assert.match(await refused(id), /^CBR_ERR_ARCHIVE_(CORRUPT|CHECKSUM_MISMATCH)$/);
     // A sealed backup's record is bound to its id, so this one is damaged in place (and mended after).
-    const sealedArchive = join(storageRoot, 'database_backups', sealedId, readdirSync(join(storageRoot, 'database_backups', sealedId)).find((f) => f.startsWith('archive'))!);
+    const sealedArchive = join(
+      storageRoot,
+      'database_backups',
+      sealedId,
+      readdirSync(join(storageRoot, 'database_backups', sealedId)).find((f) => f.startsWith('archive'))!,
+    );
     const whole = readFileSync(sealedArchive);
     const flipped = Buffer.from(whole);
     flipped[Math.floor(flipped.length / 2)]! ^= 0x01;

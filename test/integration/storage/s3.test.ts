@@ -5,8 +5,8 @@ import { before, describe, it } from 'node:test';
 import type { Profile } from '../../../src/cassandra/profile.ts';
 import { createS3Store } from '../../../src/storage/s3/s3Store.ts';
 import { cqlFor, seedData } from '../../helpers/data.ts';
-import { storageRoundTrip } from '../../helpers/roundtrip.ts';
 import { scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
+import { storageRoundTrip } from '../../helpers/roundtrip.ts';
 import { swiftUp } from '../../helpers/swift.ts';
 
 describe('S3 storage (Swift s3api on loopback)', () => {
@@ -45,7 +45,14 @@ describe('S3 storage (Swift s3api on loopback)', () => {
         assert.ok(Number(made['size']) > 5 * 2 ** 20, 'large enough for a multipart upload');
       },
       afterDelete: async (id) => {
-        const store = createS3Store({ driver: 's3', container: bucket, region: 'us-east-1', endpoint: 'http://127.0.0.1:8080', forcePathStyle: true, credentialsFile: creds });
+        const store = createS3Store({
+          driver: 's3',
+          container: bucket,
+          region: 'us-east-1',
+          endpoint: 'http://127.0.0.1:8080',
+          forcePathStyle: true,
+          credentialsFile: creds,
+        });
         const left: string[] = [];
         for await (const o of store.list(`${id}/`)) left.push(o.key);
         assert.deepEqual(left, []);

@@ -11,8 +11,8 @@ import { profilePath } from '../../../src/sandbox/sandbox.ts';
 import { StateStore } from '../../../src/state/store.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { cqlFor, seedData } from '../../helpers/data.ts';
-import { storageRoundTrip } from '../../helpers/roundtrip.ts';
 import { REPO, scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
+import { storageRoundTrip } from '../../helpers/roundtrip.ts';
 import { killProxy, SWIFT_AUTH_URL, swiftEnv, swiftList, swiftUp } from '../../helpers/swift.ts';
 
 describe('Swift storage (a real Swift all-in-one on loopback)', () => {
@@ -52,7 +52,20 @@ describe('Swift storage (a real Swift all-in-one on loopback)', () => {
     const id = randomUUID();
     const child = spawn(
       join(REPO, 'node_modules', '.bin', 'node'),
-      [join(REPO, 'bin', 'cbr.js'), 'backup-create', 'proxy-dies', '--config', profilePath('source', testEnv), '--id', id, '--compression', 'none', '--rate-limit', '512K', '--json'],
+      [
+        join(REPO, 'bin', 'cbr.js'),
+        'backup-create',
+        'proxy-dies',
+        '--config',
+        profilePath('source', testEnv),
+        '--id',
+        id,
+        '--compression',
+        'none',
+        '--rate-limit',
+        '512K',
+        '--json',
+      ],
       { env, stdio: ['ignore', 'pipe', 'ignore'] },
     );
     let out = '';
@@ -105,4 +118,3 @@ describe('Swift storage (a real Swift all-in-one on loopback)', () => {
     process.stdout.write(`# 6 GiB through Swift: ${r.seconds.toFixed(0)} s up and down, peak RSS ${r.maxRssMiB.toFixed(0)} MiB\n`);
   });
 });
-

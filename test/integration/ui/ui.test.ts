@@ -3,9 +3,9 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
-import { createServer as createHttpServer, type IncomingHttpHeaders, request as httpRequest } from 'node:http';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
@@ -13,16 +13,16 @@ import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import amqplib from 'amqplib';
 import type { Browser, Page } from 'playwright-core';
-import { restoreMachine } from '../../../src/machines/restore.machine.ts';
 import { parseKey } from '../../../src/archive/crypto.ts';
 import { type Command, parseCommand } from '../../../src/bus/commands.ts';
+import { createLogger } from '../../../src/core/log.ts';
 import { diagram } from '../../../src/diagram/graph.ts';
 import { toSvg } from '../../../src/diagram/svg.ts';
-import { createLogger } from '../../../src/core/log.ts';
+import { restoreMachine } from '../../../src/machines/restore.machine.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
 import { startUi, type UiServer } from '../../../src/ui/server.ts';
 import { ARTIFACTS, launchBrowser } from '../../helpers/browser.ts';
-import { BUS_URL, spawnAgent, stopGracefully, waitForAgentQueue, removeBusTopology } from '../../helpers/bus.ts';
+import { BUS_URL, removeBusTopology, spawnAgent, stopGracefully, waitForAgentQueue } from '../../helpers/bus.ts';
 import { cqlFor, seedData } from '../../helpers/data.ts';
 import { REPO, scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
 
@@ -83,21 +83,24 @@ interface RawResponse {
 /** A request with any Host header (fetch cannot set one); an event stream is closed once its headers are in. */
 function raw(port: number, o: { host: string; path?: string; method?: string; headers?: Record<string, string>; body?: string }): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, method: o.method ?? 'GET', path: o.path ?? '/', headers: { ...o.headers, host: o.host }, agent: false }, (res) => {
-      const head = { status: res.statusCode!, headers: res.headers };
-      if (String(res.headers['content-type']).startsWith('text/event-stream')) {
-        res.destroy();
-        resolve({ ...head, body: '' });
-        return;
-      }
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => {
-        body += c;
-      });
-      res.on('end', () => resolve({ ...head, body }));
-      res.on('error', reject);
-    });
+    const req = httpRequest(
+      { host: '127.0.0.1', port, method: o.method ?? 'GET', path: o.path ?? '/', headers: { ...o.headers, host: o.host }, agent: false },
+      (res) => {
+        const head = { status: res.statusCode!, headers: res.headers };
+        if (String(res.headers['content-type']).startsWith('text/event-stream')) {
+          res.destroy();
+          resolve({ ...head, body: '' });
+          return;
+        }
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => {
+          body += c;
+        });
+        res.on('end', () => resolve({ ...head, body }));
+        res.on('error', reject);
+      },
+    );
     req.on('error', reject);
     req.end(o.body);
   });
@@ -123,7 +126,8 @@ describe('cbr ui in headless Chromium, against a real agent, node and bus', () =
   /** Every command the ui published to PROBE since the last call. */
   async function published(): Promise<Command[]> {
     const out: Command[] = [];
-    for (let m = await probe.ch.get(probe.queue, { noAck: true }); m; m = await probe.ch.get(probe.queue, { noAck: true })) out.push(JSON.parse(m.content.toString('utf8')) as Command);
+    for (let m = await probe.ch.get(probe.queue, { noAck: true }); m; m = await probe.ch.get(probe.queue, { noAck: true }))
+      out.push(JSON.parse(m.content.toString('utf8')) as Command);
     return out;
   }
 
@@ -242,7 +246,11 @@ describe('cbr ui in headless Chromium, against a real agent, node and bus', () =
   it('a request naming a host the ui does not listen as (DNS rebinding) is refused on every route, without the token', async () => {
     const token = await tokenOf(ui.port);
     const origin = `http://${ATTACKER}:${ui.port}`;
-    const post = { method: 'POST', headers: { 'content-type': 'application/json', 'x-cbr-token': token, origin }, body: JSON.stringify({ type: 'backup.create', host: PROBE, payload: { name: 'rebound' } }) };
+    const post = {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-cbr-token': token, origin },
+      body: JSON.stringify({ type: 'backup.create', host: PROBE, payload: { name: 'rebound' } }),
+    };
     for (const host of [`${ATTACKER}:${ui.port}`, ATTACKER, `127.0.0.1.${ATTACKER}:${ui.port}`, `localhost:${ui.port + 1}`, `[::1]:${ui.port}`]) {
       const routes: { path: string; method?: string; headers?: Record<string, string>; body?: string }[] = [
         { path: '/' },
@@ -270,7 +278,14 @@ describe('cbr ui in headless Chromium, against a real agent, node and bus', () =
     const token = await tokenOf(ui.port);
     const host = `127.0.0.1:${ui.port}`;
     const body = JSON.stringify({ type: 'backup.create', host: PROBE, payload: { name: 'no-origin' } });
-    for (const origin of [undefined, 'null', `http://${ATTACKER}:${ui.port}`, `http://localhost:${ui.port}`, `https://127.0.0.1:${ui.port}`, `http://127.0.0.1:${ui.port + 1}`]) {
+    for (const origin of [
+      undefined,
+      'null',
+      `http://${ATTACKER}:${ui.port}`,
+      `http://localhost:${ui.port}`,
+      `https://127.0.0.1:${ui.port}`,
+      `http://127.0.0.1:${ui.port + 1}`,
+    ]) {
       const headers: Record<string, string> = { 'content-type': 'application/json', 'x-cbr-token': token, ...(origin === undefined ? {} : { origin }) };
       const res = await raw(ui.port, { host, method: 'POST', path: '/api/commands', headers, body });
       assert.equal(res.status, 403, `Origin ${origin} is refused`);
@@ -291,7 +306,11 @@ describe('cbr ui in headless Chromium, against a real agent, node and bus', () =
       const cross = await page.evaluate(
         async ({ url, token, command }) => {
           try {
-            const res = await fetch(`${url}api/commands`, { method: 'POST', headers: { 'x-cbr-token': token, 'content-type': 'application/json' }, body: JSON.stringify(command) });
+            const res = await fetch(`${url}api/commands`, {
+              method: 'POST',
+              headers: { 'x-cbr-token': token, 'content-type': 'application/json' },
+              body: JSON.stringify(command),
+            });
             return `status ${res.status}`;
           } catch (err) {
             return String(err);
@@ -310,8 +329,18 @@ describe('cbr ui in headless Chromium, against a real agent, node and bus', () =
           const home = await fetch('/');
           const html = await home.text();
           const state = await fetch('/api/state');
-          const post = await fetch('/api/commands', { method: 'POST', headers: { 'x-cbr-token': token, 'content-type': 'application/json' }, body: JSON.stringify(command) });
-          return { home: home.status, sawToken: html.includes(token), state: state.status, post: post.status, code: ((await post.json()) as { error?: { code: string } }).error?.code };
+          const post = await fetch('/api/commands', {
+            method: 'POST',
+            headers: { 'x-cbr-token': token, 'content-type': 'application/json' },
+            body: JSON.stringify(command),
+          });
+          return {
+            home: home.status,
+            sawToken: html.includes(token),
+            state: state.status,
+            post: post.status,
+            code: ((await post.json()) as { error?: { code: string } }).error?.code,
+          };
         },
         { token, command },
       );
@@ -341,7 +370,16 @@ describe('cbr ui in headless Chromium, against a real agent, node and bus', () =
     const backup = await postCommand(ui.url, token, {
       type: 'backup.create',
       host: PROBE,
-      payload: { name: 'extra-fields', compression: 'gzip', force: true, encryptKeyFile: '/root/enc.key', description: 'd', rateLimit: 4096, minFreePercent: 1, ...extra },
+      payload: {
+        name: 'extra-fields',
+        compression: 'gzip',
+        force: true,
+        encryptKeyFile: '/root/enc.key',
+        description: 'd',
+        rateLimit: 4096,
+        minFreePercent: 1,
+        ...extra,
+      },
     });
     assert.equal(backup.status, 202, await backup.clone().text());
     const [backupSent] = await published();
@@ -379,14 +417,14 @@ describe('cbr ui in headless Chromium, against a real agent, node and bus', () =
     const any = await startUi({ url: BUS_URL, prefix, port: 0, listen: '0.0.0.0', publicHosts: ['cbr-ui.test'], signingKey: null, log: quiet });
     try {
       const status = async (port: number, host: string, ip = '127.0.0.1') =>
-        (await new Promise<number>((resolve, reject) => {
+        await new Promise<number>((resolve, reject) => {
           const req = httpRequest({ host: ip, port, path: '/api/state', headers: { host }, agent: false }, (res) => {
             res.resume();
             resolve(res.statusCode!);
           });
           req.on('error', reject);
           req.end();
-        }));
+        });
       assert.equal(v6.url, `http://[::1]:${v6.port}/`);
       assert.equal(await status(v6.port, `[::1]:${v6.port}`, '::1'), 200);
       assert.equal(await status(v6.port, `localhost:${v6.port}`, '::1'), 200);
@@ -397,22 +435,30 @@ describe('cbr ui in headless Chromium, against a real agent, node and bus', () =
         .filter((i) => i?.family === 'IPv4')
         .map((i) => i!.address);
       for (const h of [...own, 'localhost', 'cbr-ui.test', 'CBR-UI.test', '0.0.0.0']) assert.equal(await status(any.port, `${h}:${any.port}`), 200, h);
-      for (const h of [`${ATTACKER}:${any.port}`, `cbr-ui.test:${any.port + 1}`, `cbr-ui.test.${ATTACKER}:${any.port}`, `[::1]:${any.port}`]) assert.equal(await status(any.port, h), 421, h);
+      for (const h of [`${ATTACKER}:${any.port}`, `cbr-ui.test:${any.port + 1}`, `cbr-ui.test.${ATTACKER}:${any.port}`, `[::1]:${any.port}`])
+        assert.equal(await status(any.port, h), 421, h);
     } finally {
       await v6.close();
       await any.close();
     }
-    await assert.rejects(async () => {
-      const bad = await startUi({ url: BUS_URL, prefix, port: 0, signingKey: null, log: quiet, publicHosts: ['bad name/x'] });
-      await bad.close();
-    }, { code: 'CBR_ERR_INVALID_ARGUMENT' });
+    await assert.rejects(
+      async () => {
+        const bad = await startUi({ url: BUS_URL, prefix, port: 0, signingKey: null, log: quiet, publicHosts: ['bad name/x'] });
+        await bad.close();
+      },
+      { code: 'CBR_ERR_INVALID_ARGUMENT' },
+    );
   });
 
   it('`cbr ui` as a process: prints its address, serves the generated diagrams, stops on SIGTERM', async () => {
-    const child = spawn(join(REPO, 'node_modules', '.bin', 'node'), [join(REPO, 'bin', 'cbr.js'), 'ui', '--bus', BUS_URL, '--prefix', prefix, '--port', '0', '--public-host', 'cbr-ui.test', '--json'], {
-      env: { ...testEnv, CBR_LOG_LEVEL: 'error' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      join(REPO, 'node_modules', '.bin', 'node'),
+      [join(REPO, 'bin', 'cbr.js'), 'ui', '--bus', BUS_URL, '--prefix', prefix, '--port', '0', '--public-host', 'cbr-ui.test', '--json'],
+      {
+        env: { ...testEnv, CBR_LOG_LEVEL: 'error' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     try {
       const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
       const info = JSON.parse(line) as { url: string; readOnly: boolean; bus: string };
@@ -467,7 +513,12 @@ describe('cbr ui in headless Chromium, against a real agent, node and bus', () =
             what === 'result'
               ? { ...head, type: 'result', state: 'completed', status: 'done', error: null, result: { backupId: workflowId } }
               : what === 'progress'
-                ? { ...head, type: 'progress', step: 'streaming', progress: { bytes: (round - 4) * 1e8, totalBytes: 3e8, files: round - 4, totalFiles: 3, storedBytes: 0 } }
+                ? {
+                    ...head,
+                    type: 'progress',
+                    step: 'streaming',
+                    progress: { bytes: (round - 4) * 1e8, totalBytes: 3e8, files: round - 4, totalFiles: 3, storedBytes: 0 },
+                  }
                 : { ...head, type: 'state', state: what, status: what === 'completed' ? 'done' : 'active', error: null };
           ch.publish(exchange, `${host}.${workflowId}.${event.type}`, Buffer.from(JSON.stringify(event)));
         }
@@ -477,7 +528,9 @@ describe('cbr ui in headless Chromium, against a real agent, node and bus', () =
       await page.waitForFunction(
         () => {
           const w = (window as unknown as { __cbr: { workflows: Map<string, { status: string }> } }).__cbr.workflows;
-          return w.size === 500 && [...w.values()].every((x) => x.status === 'done') && document.querySelectorAll('li.wf[data-state="completed"]').length === 500;
+          return (
+            w.size === 500 && [...w.values()].every((x) => x.status === 'done') && document.querySelectorAll('li.wf[data-state="completed"]').length === 500
+          );
         },
         undefined,
         { timeout: 60_000, polling: 50 },

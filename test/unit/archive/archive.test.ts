@@ -87,10 +87,9 @@ describe('archive pack and unpack', () => {
     const flipped = Buffer.from(bytes);
     flipped[1024 + 10]! ^= 1; // inside the first file's content
     const target = await mkdtemp(join(tmpdir(), 'cbr-bad-'));
-    await assert.rejects(
-      unpackArchive(Readable.from([flipped]), target, { compression: 'none', sha256: result.sha256 }),
-      { code: 'CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH' },
-    );
+    await assert.rejects(unpackArchive(Readable.from([flipped]), target, { compression: 'none', sha256: result.sha256 }), {
+      code: 'CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH',
+    });
   });
 
   async function craft(entries: Entry[]): Promise<Buffer> {
@@ -152,11 +151,14 @@ describe('chunked encryption', () => {
     assert.deepEqual(parseKey(k, 'f'), k);
     assert.deepEqual(parseKey(Buffer.from(`${k.toString('hex')}\n`), 'f'), k);
     assert.deepEqual(parseKey(Buffer.from(k.toString('base64')), 'f'), k);
-    assert.throws(() => parseKey(Buffer.from('hunter2-not-a-key'), 'keyfile'), (err: Error & { code: string }) => {
-      assert.equal(err.code, 'CBR_ERR_KEY_INVALID');
-      assert.ok(!err.message.includes('hunter2'));
-      return true;
-    });
+    assert.throws(
+      () => parseKey(Buffer.from('hunter2-not-a-key'), 'keyfile'),
+      (err: Error & { code: string }) => {
+        assert.equal(err.code, 'CBR_ERR_KEY_INVALID');
+        assert.ok(!err.message.includes('hunter2'));
+        return true;
+      },
+    );
   });
 
   it('takes exactly hex, base64 (standard or URL-safe, padded or not) or 32 non-text bytes as a key; refuses passphrases', () => {
@@ -219,7 +221,10 @@ describe('parallel block compression', () => {
     const { compressor } = await import('../../../src/archive/format.ts');
     // 11 MiB: three 4 MiB blocks, mixed compressible and random content.
     const data = Buffer.concat([randomBytes(3 << 20), Buffer.alloc(5 << 20, 'cassandra '), randomBytes(3 << 20)]);
-    for (const [compression, tool] of [['zstd', ['zstd', '-dc']], ['gzip', ['gzip', '-dc']]] as const) {
+    for (const [compression, tool] of [
+      ['zstd', ['zstd', '-dc']],
+      ['gzip', ['gzip', '-dc']],
+    ] as const) {
       const packed = await buffer(Readable.from([data]).pipe(compressor(compression)));
       assert.ok(packed.length < data.length, `${compression} compresses`);
       const out = execFileSync(tool[0], [tool[1]], { input: packed, maxBuffer: 64 << 20 });

@@ -45,7 +45,10 @@ describe('archive entry names: one check at pack and unpack time', () => {
 
   it('at pack time a refused or duplicate name stops the backup with its own code', () => {
     assert.doesNotThrow(() => checkPackEntries([`${T}/nb-1-big-Data.db`, `${T}/manifest.json`]));
-    assert.throws(() => checkPackEntries([`${T}/a b`]), (e: Error & { code?: string }) => e.code === 'CBR_ERR_BACKUP_UNRESTORABLE');
+    assert.throws(
+      () => checkPackEntries([`${T}/a b`]),
+      (e: Error & { code?: string }) => e.code === 'CBR_ERR_BACKUP_UNRESTORABLE',
+    );
     assert.throws(() => checkPackEntries([`${T}/x.db`, `${T}/x.db`]), /same archive path/);
   });
 });
@@ -56,13 +59,26 @@ describe('placing tables in data directories', () => {
     const placement = placeTables(tables, [1e6, 1e6, 1e6]);
     const load = [0, 0, 0];
     for (const [k, d] of Object.entries(placement)) load[d]! += tables.get(k)!;
-    assert.ok(load.every((l) => l > 0), `all three used: ${load}`);
+    assert.ok(
+      load.every((l) => l > 0),
+      `all three used: ${load}`,
+    );
     assert.ok(Math.max(...load) - Math.min(...load) <= 2900, `balanced: ${load}`);
-    const uneven = placeTables(new Map([['a', 500], ['b', 400], ['c', 300]]), [600, 10_000]);
+    const uneven = placeTables(
+      new Map([
+        ['a', 500],
+        ['b', 400],
+        ['c', 300],
+      ]),
+      [600, 10_000],
+    );
     assert.equal(uneven['a'], 1, 'the largest table to the roomiest directory');
   });
 
   it('refuses a table that fits nowhere', () => {
-    assert.throws(() => placeTables(new Map([['big', 5000]]), [1000, 2000]), (e: Error & { code?: string }) => e.code === 'CBR_ERR_INSUFFICIENT_SPACE');
+    assert.throws(
+      () => placeTables(new Map([['big', 5000]]), [1000, 2000]),
+      (e: Error & { code?: string }) => e.code === 'CBR_ERR_INSUFFICIENT_SPACE',
+    );
   });
 });

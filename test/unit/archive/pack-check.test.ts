@@ -5,12 +5,12 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { describe, it } from 'node:test';
-import type { StepInput } from '../../../src/machines/backup.machine.ts';
-import { createLogger } from '../../../src/core/log.ts';
 import type { Profile } from '../../../src/cassandra/profile.ts';
-import type { BackupDeps } from '../../../src/steps/nodeDeps.ts';
+import { createLogger } from '../../../src/core/log.ts';
+import type { StepInput } from '../../../src/machines/backup.machine.ts';
 import { deleteBackupObjects } from '../../../src/steps/backup/deleteBackupObjects.ts';
 import { streamArchive } from '../../../src/steps/backup/streamArchive.ts';
+import type { BackupDeps } from '../../../src/steps/nodeDeps.ts';
 import { openStore } from '../../../src/storage/open.ts';
 
 /** A data directory on disk holding snapshot `tag` of one table, with the given extra file names in it. */

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { canonicalJson, parseCommand, signCommand, type Command } from '../../../src/bus/commands.ts';
+import { type Command, canonicalJson, parseCommand, signCommand } from '../../../src/bus/commands.ts';
 import { malformedCommands, validCommand } from '../../helpers/malformed.ts';
 
 const host = 'node-1';

@@ -4,20 +4,28 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fromPromise } from 'xstate';
-import type { BackupInput } from '../../../src/machines/backup.machine.ts';
 import { Agent } from '../../../src/bus/agent.ts';
 import { statusEvents } from '../../../src/bus/client.ts';
 import { parseStatusQuery, parseStatusReply, type StatusReply, statusReplyTo } from '../../../src/bus/commands.ts';
 import { outageDeadline, parseDuration } from '../../../src/cli/bus.ts';
 import { CbrError } from '../../../src/core/errors.ts';
 import { silentLogger } from '../../../src/core/log.ts';
+import type { BackupInput } from '../../../src/machines/backup.machine.ts';
 import { WorkflowRuntime } from '../../../src/runtime/runtime.ts';
 import { StateStore } from '../../../src/state/store.ts';
 import { instantSteps } from '../../fixtures/steps.ts';
 
 const host = 'node-1';
 const j = (v: unknown) => Buffer.from(JSON.stringify(v));
-const query = (over: Record<string, unknown> = {}) => ({ version: 1, id: 'q-1', type: 'status.query', host, issuedAt: new Date().toISOString(), payload: {}, ...over });
+const query = (over: Record<string, unknown> = {}) => ({
+  version: 1,
+  id: 'q-1',
+  type: 'status.query',
+  host,
+  issuedAt: new Date().toISOString(),
+  payload: {},
+  ...over,
+});
 
 describe('status queries: the parser', () => {
   it('accepts a query for one workflow, for recent workflows with a limit, and one addressed to every agent', () => {
@@ -65,14 +73,23 @@ describe('status queries: the parser', () => {
 
   it('answers only into server-named queues (never into a command queue)', () => {
     assert.equal(statusReplyTo('amq.gen-JzTY20BRgKO-HjmUJj0wLg'), 'amq.gen-JzTY20BRgKO-HjmUJj0wLg');
-    for (const bad of ['cbr.host.node-1', 't1.cbr.dead', '', 'amq.rabbitmq.reply-to', 'amq.gen-', 42, undefined, null]) assert.equal(statusReplyTo(bad), null, String(bad));
+    for (const bad of ['cbr.host.node-1', 't1.cbr.dead', '', 'amq.rabbitmq.reply-to', 'amq.gen-', 42, undefined, null])
+      assert.equal(statusReplyTo(bad), null, String(bad));
   });
 
   it('reads replies by shape and drops malformed entries', () => {
     assert.equal(parseStatusReply(Buffer.from('nope')), null);
     assert.equal(parseStatusReply(j({ type: 'status.reply', version: 1, queryId: 'q', host: 'a b', workflows: [] })), null);
     const r = parseStatusReply(
-      j({ type: 'status.reply', version: 1, queryId: 'q', host, at: 'now', truncated: false, workflows: [{ workflowId: 'w', kind: 'backup', state: 's', status: 'active', updatedAt: 't' }, { workflowId: 5 }] }),
+      j({
+        type: 'status.reply',
+        version: 1,
+        queryId: 'q',
+        host,
+        at: 'now',
+        truncated: false,
+        workflows: [{ workflowId: 'w', kind: 'backup', state: 's', status: 'active', updatedAt: 't' }, { workflowId: 5 }],
+      }),
     );
     assert.equal(r?.workflows.length, 1);
   });
@@ -83,8 +100,12 @@ describe('the outage deadline of a CLI following its command', () => {
     assert.equal(outageDeadline({}, {}), 300_000);
     assert.equal(outageDeadline({}, { CBR_BUS_OUTAGE_DEADLINE: '5s' }), 5000);
     assert.equal(outageDeadline({ 'bus-outage-deadline': '300s' }, { CBR_BUS_OUTAGE_DEADLINE: '5s' }), 300_000);
-    assert.deepEqual(['90', '1.5m', '2h', '750ms'].map((t) => parseDuration(t, 'd')), [90_000, 90_000, 7_200_000, 750]);
-    for (const bad of ['', 'soon', '-5s', '5 days', '5d']) assert.throws(() => parseDuration(bad, '--bus-outage-deadline'), { code: 'CBR_ERR_INVALID_ARGUMENT' });
+    assert.deepEqual(
+      ['90', '1.5m', '2h', '750ms'].map((t) => parseDuration(t, 'd')),
+      [90_000, 90_000, 7_200_000, 750],
+    );
+    for (const bad of ['', 'soon', '-5s', '5 days', '5d'])
+      assert.throws(() => parseDuration(bad, '--bus-outage-deadline'), { code: 'CBR_ERR_INVALID_ARGUMENT' });
   });
 });
 
@@ -152,7 +173,16 @@ describe('status queries: the answer', () => {
       assert.equal(w.state, 'completed');
       assert.equal(w.status, 'done');
       assert.equal(w.error, null);
-      assert.deepEqual(w.result, { backupId: 'done-1', name: 'name-done-1', objectKey: 'done-1/archive.tar.zst', size: 100, sha256: '0'.repeat(64), rawBytes: 1000, files: 10, warnings: [] });
+      assert.deepEqual(w.result, {
+        backupId: 'done-1',
+        name: 'name-done-1',
+        objectKey: 'done-1/archive.tar.zst',
+        size: 100,
+        sha256: '0'.repeat(64),
+        rawBytes: 1000,
+        files: 10,
+        warnings: [],
+      });
       assert.equal(w.progress, undefined, 'no progress once done');
 
       const failed = agent.statusOf({ workflowId: 'failing' }).workflows[0]!;
@@ -176,11 +206,17 @@ describe('status queries: the answer', () => {
       const reply: StatusReply = { version: 1, type: 'status.reply', queryId: 'q', host, at: new Date().toISOString(), ...recent };
       const events = statusEvents(reply);
       const forDone = events.filter((e) => e.workflowId === 'done-1');
-      assert.deepEqual(forDone.map((e) => e.type), ['state', 'result']);
+      assert.deepEqual(
+        forDone.map((e) => e.type),
+        ['state', 'result'],
+      );
       assert.ok(forDone.every((e) => e.resync === true && e.host === host && !e.eventId));
       assert.deepEqual(forDone[1]!.result, w.result);
       assert.equal(forDone[1]!.state, 'completed');
-      assert.deepEqual(events.filter((e) => e.workflowId === 'running').map((e) => `${e.type}:${e.state}:${e.status}`), ['state:streaming:active']);
+      assert.deepEqual(
+        events.filter((e) => e.workflowId === 'running').map((e) => `${e.type}:${e.state}:${e.status}`),
+        ['state:streaming:active'],
+      );
       assert.deepEqual(events.find((e) => e.workflowId === 'failing' && e.type === 'result')?.error?.code, 'CBR_ERR_STORAGE_FAILED');
       release();
       await running.done;

@@ -2,14 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
 import type { DataSettings } from '../../../src/cassandra/dataSettings.ts';
-import {
-  CassandraYaml,
-  finalYaml,
-  maintenanceEndpoint,
-  maintenanceYaml,
-  parseSetting,
-  sandboxYaml,
-} from '../../../src/cassandra/yaml.ts';
+import { CassandraYaml, finalYaml, maintenanceEndpoint, maintenanceYaml, parseSetting, sandboxYaml } from '../../../src/cassandra/yaml.ts';
 
 /** The shapes of the stock 5.0 file: block components, a parameters key holding only comments, comments between. */
 const OPERATOR = `# Operator's cassandra.yaml
@@ -81,7 +74,12 @@ describe('cassandra.yaml: structural edits', () => {
   });
 
   it('flat components stay flat', () => {
-    const out = maintenanceYaml('authenticator: PasswordAuthenticator\nauthorizer: CassandraAuthorizer\n', { clusterName: 'x', nativePort: 1, storagePort: 2, data: null });
+    const out = maintenanceYaml('authenticator: PasswordAuthenticator\nauthorizer: CassandraAuthorizer\n', {
+      clusterName: 'x',
+      nativePort: 1,
+      storagePort: 2,
+      data: null,
+    });
     assert.match(out, /^authenticator: AllowAllAuthenticator$/m);
     assert.match(out, /^authorizer: AllowAllAuthorizer$/m);
     assert.doesNotMatch(out, /network_authorizer/, 'no component the operator did not configure');
@@ -138,8 +136,14 @@ describe('cassandra.yaml: structural edits', () => {
   });
 
   it('refuses a file that is not YAML with a coded error', () => {
-    assert.throws(() => CassandraYaml.parse('a: [\n', 'x.yaml'), (e: Error & { code?: string }) => e.code === 'CBR_ERR_CONFIG');
-    assert.throws(() => CassandraYaml.parse('- a\n- b\n', 'x.yaml'), (e: Error & { code?: string }) => e.code === 'CBR_ERR_CONFIG');
+    assert.throws(
+      () => CassandraYaml.parse('a: [\n', 'x.yaml'),
+      (e: Error & { code?: string }) => e.code === 'CBR_ERR_CONFIG',
+    );
+    assert.throws(
+      () => CassandraYaml.parse('- a\n- b\n', 'x.yaml'),
+      (e: Error & { code?: string }) => e.code === 'CBR_ERR_CONFIG',
+    );
   });
 });
 

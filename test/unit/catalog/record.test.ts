@@ -55,14 +55,21 @@ describe('backup records: a schema for everything read from storage', () => {
       ['a negative size', { size: -1 }],
       ['another id than its key', { id: 'b-2', object: 'b-2/archive.tar.zst' }],
       ['a sha256 that is not one', { sha256: 'zz' }],
-      ['an encrypted format-2 record that is not bound', { encryption: { algorithm: 'aes-256-gcm-chunked', keyFingerprint: '0'.repeat(16) }, object: 'b-1/archive.tar.zst.enc' }],
+      [
+        'an encrypted format-2 record that is not bound',
+        { encryption: { algorithm: 'aes-256-gcm-chunked', keyFingerprint: '0'.repeat(16) }, object: 'b-1/archive.tar.zst.enc' },
+      ],
     ];
     for (const [why, change] of bad) assert.throws(() => parseRecord({ ...base, ...change }, 'b-1'), code, why);
   });
 
   it('an encrypted record is authenticated with a key derived from the archive key', () => {
     const key = randomBytes(32);
-    const enc = { ...base, encryption: { algorithm: 'aes-256-gcm-chunked', keyFingerprint: '0'.repeat(16), bound: true }, object: 'b-1/archive.tar.zst.enc' } as Record<string, unknown>;
+    const enc = {
+      ...base,
+      encryption: { algorithm: 'aes-256-gcm-chunked', keyFingerprint: '0'.repeat(16), bound: true },
+      object: 'b-1/archive.tar.zst.enc',
+    } as Record<string, unknown>;
     const sealed = parseRecord(sealRecord(enc, key), 'b-1');
     verifyRecord(sealed, key);
     assert.throws(() => verifyRecord(sealed, randomBytes(32)), code, 'another key');

@@ -2,17 +2,18 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { diagram, toMermaid } from '../../../src/diagram/graph.ts';
+import { machineSvgs, machinesDoc } from '../../../src/diagram/machinesDoc.ts';
+import { toSvg } from '../../../src/diagram/svg.ts';
 import { backupMachine } from '../../../src/machines/backup.machine.ts';
 import { restoreMachine } from '../../../src/machines/restore.machine.ts';
-import { diagram, toMermaid } from '../../../src/diagram/graph.ts';
-import { toSvg } from '../../../src/diagram/svg.ts';
-import { machineSvgs, machinesDoc } from '../../../src/diagram/machinesDoc.ts';
 import { REPO } from '../../helpers/paths.ts';
 
 describe('machine diagrams', () => {
   it('docs/machines.md is what the definitions generate (no drift)', async () => {
     assert.equal(await readFile(join(REPO, 'docs', 'machines.md'), 'utf8'), machinesDoc());
-    for (const [name, svg] of Object.entries(machineSvgs())) assert.equal(await readFile(join(REPO, 'docs', 'machines', name), 'utf8'), svg, `docs/machines/${name}`);
+    for (const [name, svg] of Object.entries(machineSvgs()))
+      assert.equal(await readFile(join(REPO, 'docs', 'machines', name), 'utf8'), svg, `docs/machines/${name}`);
   });
 
   it('SVG: one group per state with the dotted path the events carry, an arrow per transition pair', () => {
@@ -44,8 +45,7 @@ describe('machine diagrams', () => {
 
   it('draws every step, the compensation and rollback paths, and eventless choices', () => {
     const b = diagram(backupMachine);
-    const has = (d: typeof b, from: string, to: string, label: string) =>
-      d.edges.some((e) => e.from.endsWith(from) && e.to.endsWith(to) && e.label === label);
+    const has = (d: typeof b, from: string, to: string, label: string) => d.edges.some((e) => e.from.endsWith(from) && e.to.endsWith(to) && e.label === label);
     assert.ok(has(b, 'backup.streaming', 'backup.compensating', 'error'));
     assert.ok(has(b, 'backup.streaming', 'backup.compensating', 'CANCEL'));
     assert.ok(has(b, 'compensating.deletingObjects', 'compensating.clearingSnapshot', 'done'));

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createActor, fromPromise, type SnapshotFrom, toPromise, waitFor } from 'xstate';
-import { type BackupInput, backupMachine } from '../../../src/machines/backup.machine.ts';
 import { CbrError } from '../../../src/core/errors.ts';
+import { type BackupInput, backupMachine } from '../../../src/machines/backup.machine.ts';
 
 const input: BackupInput = {
   workflowId: 'b1',

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createActor, fromPromise, type SnapshotFrom, toPromise, waitFor } from 'xstate';
-import { type RestoreInput, restoreMachine } from '../../../src/machines/restore.machine.ts';
 import { CbrError } from '../../../src/core/errors.ts';
+import { type RestoreInput, restoreMachine } from '../../../src/machines/restore.machine.ts';
 
 const input: RestoreInput = {
   workflowId: 'r1',
@@ -28,10 +28,26 @@ function fakes(opts: { fail?: string; wasRunning?: boolean; gate?: { step: strin
       if (opts.fail === name) throw new CbrError('CBR_ERR_ARCHIVE_CORRUPT', `${name} broke`);
       return out;
     });
-  const plan = { sourceClusterName: 'alpha', keyspaces: ['ks'], rawBytes: 10, fileCount: 2, wasRunning: opts.wasRunning ?? true, settings: null, placement: {} };
+  const plan = {
+    sourceClusterName: 'alpha',
+    keyspaces: ['ks'],
+    rawBytes: 10,
+    fileCount: 2,
+    wasRunning: opts.wasRunning ?? true,
+    settings: null,
+    placement: {},
+  };
   const steps = [
-    'stopNode', 'swapDataDirs', 'chownData', 'startMaintenance', 'startNode',
-    'verifyRestore', 'finalizeRestore', 'restoreConfig', 'restoreDataDirs', 'discardStaging',
+    'stopNode',
+    'swapDataDirs',
+    'chownData',
+    'startMaintenance',
+    'startNode',
+    'verifyRestore',
+    'finalizeRestore',
+    'restoreConfig',
+    'restoreDataDirs',
+    'discardStaging',
   ] as const;
   const actors = Object.fromEntries(steps.map((s) => [s, mk<void>(s, undefined)]));
   const machine = restoreMachine.provide({
@@ -55,8 +71,17 @@ describe('restore machine', () => {
     assert.deepEqual(actor.getSnapshot().context.superusers, ['cassandra', 'ops'], 'the superusers found travel to the result');
     assert.deepEqual(actor.getSnapshot().context.settingChanges, [{ key: 'num_tokens', from: 16, to: 256 }]);
     assert.deepEqual(calls, [
-      'checkRestore', 'unpackBackup', 'stopNode', 'swapDataDirs', 'chownData', 'startMaintenance', 'resetIdentity',
-      'writeFinalConfig', 'startNode', 'verifyRestore', 'finalizeRestore',
+      'checkRestore',
+      'unpackBackup',
+      'stopNode',
+      'swapDataDirs',
+      'chownData',
+      'startMaintenance',
+      'resetIdentity',
+      'writeFinalConfig',
+      'startNode',
+      'verifyRestore',
+      'finalizeRestore',
     ]);
     assert.equal(actor.getSnapshot().context.starts, 2);
   });
@@ -76,7 +101,12 @@ describe('restore machine', () => {
     await toPromise(actor);
     assert.equal(actor.getSnapshot().value, 'failed');
     assert.deepEqual(calls.slice(calls.indexOf('verifyRestore')), [
-      'verifyRestore', 'stopNode', 'restoreConfig', 'restoreDataDirs', 'discardStaging', 'startNode',
+      'verifyRestore',
+      'stopNode',
+      'restoreConfig',
+      'restoreDataDirs',
+      'discardStaging',
+      'startNode',
     ]);
   });
 

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { fromPromise } from 'xstate';
-import type { BackupInput } from '../../../src/machines/backup.machine.ts';
-import type { RestoreInput } from '../../../src/machines/restore.machine.ts';
 import { CbrError } from '../../../src/core/errors.ts';
 import { createLogger } from '../../../src/core/log.ts';
+import type { BackupInput } from '../../../src/machines/backup.machine.ts';
+import type { RestoreInput } from '../../../src/machines/restore.machine.ts';
 import { WorkflowRuntime } from '../../../src/runtime/runtime.ts';
 import { StateStore } from '../../../src/state/store.ts';
 import { everyStep } from '../../fixtures/steps.ts';
@@ -23,10 +23,30 @@ const steps = everyStep(held);
 
 const storage = { driver: 'local' as const, root: '/nonexistent', container: 'c' };
 const backup = (id: string, profilePath: string): BackupInput => ({
-  workflowId: id, backupId: id, name: id, description: '', profilePath, storage, compression: 'zstd', keySource: null, minFreePercent: 10, rateLimit: null, startedAt: new Date().toISOString(),
+  workflowId: id,
+  backupId: id,
+  name: id,
+  description: '',
+  profilePath,
+  storage,
+  compression: 'zstd',
+  keySource: null,
+  minFreePercent: 10,
+  rateLimit: null,
+  startedAt: new Date().toISOString(),
 });
 const restore = (id: string, profilePath: string): RestoreInput => ({
-  workflowId: id, backupId: 'b', instanceName: 'i', clusterName: 'i', profilePath, storage, passwordFile: '/nonexistent/pw', superuser: 'cassandra', keySource: null, force: true, startedAt: new Date().toISOString(),
+  workflowId: id,
+  backupId: 'b',
+  instanceName: 'i',
+  clusterName: 'i',
+  profilePath,
+  storage,
+  passwordFile: '/nonexistent/pw',
+  superuser: 'cassandra',
+  keySource: null,
+  force: true,
+  startedAt: new Date().toISOString(),
 });
 
 describe('one node, one restore', () => {

@@ -11,7 +11,18 @@ describe('orphan detection survives reboots and reused pids', () => {
   it('a workflow whose owner pid is alive but belongs to another boot or a newer process is an orphan', () => {
     const store = new StateStore(':memory:');
     const row = (id: string, ownerPid: number, token: string | null) =>
-      store.create({ id, kind: 'backup', machineVersion: 1, status: 'active', state: 'streaming', snapshot: {}, input: { profilePath: `/p/${id}` }, commandId: null, ownerPid, ownerToken: token });
+      store.create({
+        id,
+        kind: 'backup',
+        machineVersion: 1,
+        status: 'active',
+        state: 'streaming',
+        snapshot: {},
+        input: { profilePath: `/p/${id}` },
+        commandId: null,
+        ownerPid,
+        ownerToken: token,
+      });
     const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
     const parent = process.ppid;
     const [, , parentStart] = ownerToken(parent).split(':');
@@ -21,7 +32,13 @@ describe('orphan detection survives reboots and reused pids', () => {
     row('owner-alive', parent, ownerToken(parent));
     row('old-row-alive-pid', parent, null);
     const runtime = new WorkflowRuntime({ store, env: {}, log: createLogger({ level: 'error', sink: () => {} }), steps: everyStep(null as never) });
-    assert.deepEqual(runtime.orphans().map((r) => r.id).sort(), ['after-reboot', 'pid-reused']);
+    assert.deepEqual(
+      runtime
+        .orphans()
+        .map((r) => r.id)
+        .sort(),
+      ['after-reboot', 'pid-reused'],
+    );
   });
 
   it('migrates a database written before owner tokens', () => {

@@ -5,11 +5,11 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { describe, it } from 'node:test';
-import type { RestoreStepInput } from '../../../src/machines/restore.machine.ts';
 import { packArchive } from '../../../src/archive/pack.ts';
 import { unpackArchive } from '../../../src/archive/unpack.ts';
-import { removeTree } from '../../../src/core/removeTree.ts';
 import type { Profile } from '../../../src/cassandra/profile.ts';
+import { removeTree } from '../../../src/core/removeTree.ts';
+import type { RestoreStepInput } from '../../../src/machines/restore.machine.ts';
 import { chownData } from '../../../src/steps/restore/chownData.ts';
 import type { RestoreDeps } from '../../../src/steps/restore/restoreDeps.ts';
 
@@ -18,11 +18,13 @@ const asRoot = { skip: process.getuid?.() !== 0 ? 'needs root (chown)' : false }
 
 function tree(): { root: string; files: { path: string; archivePath: string; size: number; keyspace: string; table: string }[] } {
   const root = mkdtempSync(join(tmpdir(), 'cbr-own-src-'));
-  const files = ['ks/t-0123456789abcdef0123456789abcdef/nb-1-big-Data.db', 'ks/t-0123456789abcdef0123456789abcdef/.t_idx/nb-1-big-Data.db'].map((archivePath) => {
-    const path = join(root, archivePath.replace(/\//g, '_'));
-    writeFileSync(path, 'x'.repeat(100));
-    return { path, archivePath, size: 100, keyspace: 'ks', table: 't' };
-  });
+  const files = ['ks/t-0123456789abcdef0123456789abcdef/nb-1-big-Data.db', 'ks/t-0123456789abcdef0123456789abcdef/.t_idx/nb-1-big-Data.db'].map(
+    (archivePath) => {
+      const path = join(root, archivePath.replace(/\//g, '_'));
+      writeFileSync(path, 'x'.repeat(100));
+      return { path, archivePath, size: 100, keyspace: 'ks', table: 't' };
+    },
+  );
   return { root, files };
 }
 
@@ -33,7 +35,8 @@ describe('ownership is set as files are created, never by following the tree', (
     const archive = await buffer(stream);
     const staging = mkdtempSync(join(tmpdir(), 'cbr-own-staging-'));
     await unpackArchive(Readable.from([archive]), staging, { compression: 'zstd', sha256: (await result).sha256, owner: { uid: NOBODY, gid: NOBODY } });
-    const walk = (dir: string): string[] => readdirSync(dir).flatMap((n) => [join(dir, n), ...(statSync(join(dir, n)).isDirectory() ? walk(join(dir, n)) : [])]);
+    const walk = (dir: string): string[] =>
+      readdirSync(dir).flatMap((n) => [join(dir, n), ...(statSync(join(dir, n)).isDirectory() ? walk(join(dir, n)) : [])]);
     const all = walk(staging);
     assert.equal(all.length, 5, 'ks, table dir, index dir and two files');
     for (const p of all) assert.equal(lstatSync(p).uid, NOBODY, `${p} owned by the node user`);
@@ -49,7 +52,13 @@ describe('ownership is set as files are created, never by following the tree', (
     // The node's user swapped the fresh hints directory for a link to a directory of root's.
     const hints = join(root, 'hints');
     symlinkSync(victim, hints);
-    const profile = { dataDirs: [dirs[0]], commitlogDir: dirs[1], savedCachesDir: dirs[2], hintsDir: hints, owner: { uid: NOBODY, gid: NOBODY } } as unknown as Profile;
+    const profile = {
+      dataDirs: [dirs[0]],
+      commitlogDir: dirs[1],
+      savedCachesDir: dirs[2],
+      hintsDir: hints,
+      owner: { uid: NOBODY, gid: NOBODY },
+    } as unknown as Profile;
     await chownData({ profile } as RestoreDeps, {} as RestoreStepInput, new AbortController().signal);
     assert.equal(statSync(join(victim, 'shadow')).uid, 0, 'the file behind the link is still root’s');
     assert.equal(statSync(victim).uid, 0, 'the directory behind the link is still root’s');

@@ -4,11 +4,11 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import type { RestoreStepInput } from '../../../src/machines/restore.machine.ts';
-import { createLogger } from '../../../src/core/log.ts';
 import type { Profile } from '../../../src/cassandra/profile.ts';
-import type { RestoreDeps } from '../../../src/steps/restore/restoreDeps.ts';
+import { createLogger } from '../../../src/core/log.ts';
+import type { RestoreStepInput } from '../../../src/machines/restore.machine.ts';
 import { restoreDataDirs } from '../../../src/steps/restore/restoreDataDirs.ts';
+import type { RestoreDeps } from '../../../src/steps/restore/restoreDeps.ts';
 import { swapDataDirs } from '../../../src/steps/restore/swapDataDirs.ts';
 
 /** A node's directories mid-restore on disk: live data (the restored files) and the old data moved aside. */

@@ -51,7 +51,12 @@ describe('Swift driver with Keystone v3 (recorded token response)', () => {
     let expireNext = false;
     const server = createServer(async (req: IncomingMessage, res) => {
       const body = await buffer(req);
-      requests.push({ method: req.method!, url: req.url!, ...(req.headers['x-auth-token'] ? { token: String(req.headers['x-auth-token']) } : {}), ...(req.url === '/v3/auth/tokens' ? { body: JSON.parse(body.toString()) } : {}) });
+      requests.push({
+        method: req.method!,
+        url: req.url!,
+        ...(req.headers['x-auth-token'] ? { token: String(req.headers['x-auth-token']) } : {}),
+        ...(req.url === '/v3/auth/tokens' ? { body: JSON.parse(body.toString()) } : {}),
+      });
       if (req.url === '/v3/auth/tokens') {
         tokens++;
         res.writeHead(201, { 'X-Subject-Token': `tok-${tokens}`, 'Content-Type': 'application/json' });
@@ -89,7 +94,9 @@ describe('Swift driver with Keystone v3 (recorded token response)', () => {
       expireNext = true; // the token "expires": the next request gets 401, the driver re-authenticates once
       const back = await buffer(await store.get('b1/backup.json'));
       assert.equal(back.toString(), '{"a":1}');
-      const auth = requests.find((r) => r.url === '/v3/auth/tokens')!.body as { auth: { identity: { password: { user: { name: string } } }; scope: { project: { name: string } } } };
+      const auth = requests.find((r) => r.url === '/v3/auth/tokens')!.body as {
+        auth: { identity: { password: { user: { name: string } } }; scope: { project: { name: string } } };
+      };
       assert.equal(auth.auth.identity.password.user.name, 'cbr');
       assert.equal(auth.auth.scope.project.name, 'backups');
       assert.equal(tokens, 2, 're-authenticated once');

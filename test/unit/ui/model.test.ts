@@ -19,7 +19,9 @@ describe('the live view model', () => {
     m.apply(ev({ type: 'state', state: 'verifyingNode', status: 'active', error: null }, 0, 1));
     m.apply(ev({ type: 'state', state: 'streaming', status: 'active', error: null }, 1, 2));
     m.apply(ev({ type: 'progress', step: 'streaming', progress: { bytes: 0, files: 0, totalBytes: 1000, totalFiles: 4, storedBytes: 0 } }, 1, 3));
-    const mid = m.apply(ev({ type: 'progress', step: 'streaming', progress: { bytes: 400, files: 2, totalBytes: 1000, totalFiles: 4, storedBytes: 100 } }, 3, 4))!;
+    const mid = m.apply(
+      ev({ type: 'progress', step: 'streaming', progress: { bytes: 400, files: 2, totalBytes: 1000, totalFiles: 4, storedBytes: 100 } }, 3, 4),
+    )!;
     assert.equal(mid.progress!.rate, 200, '400 bytes in 2 s');
     assert.equal(mid.progress!.etaSeconds, 3, '600 bytes left at 200 B/s');
     m.apply(ev({ type: 'progress', step: 'streaming', progress: { bytes: 1000, files: 4, totalBytes: 1000, totalFiles: 4, storedBytes: 300 } }, 4, 5));
@@ -55,7 +57,10 @@ describe('the live view model', () => {
     const first = ev({ type: 'state', state: 'verifyingNode', status: 'active', error: null }, 0, 1);
     assert.ok(m.apply(first));
     assert.equal(m.apply(first), null, 'same eventId twice');
-    assert.equal(m.apply(ev({ type: 'rejected', workflowId: 'c9', kind: 'command', error: { code: 'CBR_ERR_COMMAND_INVALID', message: 'x', retryable: false } }, 1, 2)), null);
+    assert.equal(
+      m.apply(ev({ type: 'rejected', workflowId: 'c9', kind: 'command', error: { code: 'CBR_ERR_COMMAND_INVALID', message: 'x', retryable: false } }, 1, 2)),
+      null,
+    );
     assert.equal(m.apply(ev({ type: 'result', workflowId: 'c10', kind: 'backup.delete', state: 'completed', status: 'done' }, 1, 3)), null);
     const s = m.snapshot();
     assert.equal(s.workflows.length, 1);
