@@ -7,7 +7,7 @@ import amqplib, { type ConsumeMessage } from 'amqplib';
 import { Agent } from '../src/bus/agent.ts';
 import type { BusEvent } from '../src/bus/topology.ts';
 import { silentLogger } from '../src/core/log.ts';
-import { StateStore } from '../src/state/store.ts';
+import { StateDb } from '../src/state/stateDb.ts';
 import { instantSteps as steps } from '../test/fixtures/steps.ts';
 import { BENCH_DIR, table } from './lib.ts';
 
@@ -65,11 +65,11 @@ await ch.consume(
 
 const pub = await conn.createConfirmChannel();
 
-// Phase 1, per-step overhead: one agent, one workflow at a time. Persist = StateStore.save (snapshot + transition
+// Phase 1, per-step overhead: one agent, one workflow at a time. Persist = StateDb.save (snapshot + transition
 // row, synchronous SQLite); persist + publish = transition persisted -> event received by a subscriber.
 const saveTimes: number[] = [];
-const save = StateStore.prototype.save;
-StateStore.prototype.save = function (this: StateStore, ...args: Parameters<typeof save>) {
+const save = StateDb.prototype.save;
+StateDb.prototype.save = function (this: StateDb, ...args: Parameters<typeof save>) {
   const t = process.hrtime.bigint();
   try {
     return save.apply(this, args);
@@ -85,7 +85,7 @@ for (let j = 0; j < SEQUENTIAL; j++) {
   await pub.waitForConfirms();
   while (!results.has(id)) await new Promise((r) => setTimeout(r, 2));
 }
-StateStore.prototype.save = save;
+StateDb.prototype.save = save;
 const seqLatencies = [...latencies].sort((a, b) => a - b);
 latencies.length = 0;
 saveTimes.sort((a, b) => a - b);

@@ -11,7 +11,7 @@ import { cbrHome } from '../core/paths.ts';
 import type { BackupContext } from '../machines/backup.machine.ts';
 import type { RestoreContext } from '../machines/restore.machine.ts';
 import { type StepsFactory, type WorkflowEvent, WorkflowRuntime } from '../runtime/runtime.ts';
-import { StateStore, type WorkflowRow } from '../state/store.ts';
+import { StateDb, type WorkflowRow } from '../state/stateDb.ts';
 import { openStore } from '../storage/open.ts';
 import type { StorageConfig } from '../storage/port.ts';
 import {
@@ -62,7 +62,7 @@ export interface AgentOptions {
 export class Agent {
   readonly #o: AgentOptions;
   readonly #t: Topology;
-  readonly #store: StateStore;
+  readonly #stateDb: StateDb;
   readonly #runtime: WorkflowRuntime;
   #conn: RecoveringChannelModel | null = null;
   #consumeCh: Channel | null = null;
@@ -82,9 +82,9 @@ export class Agent {
   constructor(opts: AgentOptions) {
     this.#o = opts;
     this.#t = topology(opts.prefix);
-    this.#store = new StateStore(opts.stateDb);
+    this.#stateDb = new StateDb(opts.stateDb);
     this.#runtime = new WorkflowRuntime({
-      store: this.#store,
+      stateDb: this.#stateDb,
       env: opts.env,
       log: opts.log,
       stepDelayMs: opts.stepDelayMs ?? 0,
@@ -94,8 +94,8 @@ export class Agent {
     });
   }
 
-  get store(): StateStore {
-    return this.#store;
+  get store(): StateDb {
+    return this.#stateDb;
   }
 
   /** Resumes unfinished workflows at once (the broker may be down), then connects and consumes. */
@@ -166,12 +166,12 @@ export class Agent {
     if (this.#consumeCh && this.#consumerTag) await this.#consumeCh.cancel(this.#consumerTag).catch(() => {});
     this.#runtime.stopAll();
     const deadline = Date.now() + 5000;
-    while (this.#store.countEvents() > 0 && this.#pubCh && Date.now() < deadline) {
+    while (this.#stateDb.countEvents() > 0 && this.#pubCh && Date.now() < deadline) {
       await this.#drainOutbox();
       await new Promise((r) => setTimeout(r, 50));
     }
     await this.#conn?.close().catch(() => {});
-    this.#store.close();
+    this.#stateDb.close();
   }
 
   /** Resolves when every workflow this agent runs has ended (tests and graceful drains). */
@@ -196,7 +196,7 @@ export class Agent {
     if (signed) {
       // The signature is good and fresh: remember its id past the end of its window (twice the window after its
       // issue time, slack for clock steps), before anything runs. A second message with it is a replay.
-      const seen = this.#store.recordCommand(command.id, command.type, Date.parse(command.issuedAt) + 2 * SIGNATURE_WINDOW_MS);
+      const seen = this.#stateDb.recordCommand(command.id, command.type, Date.parse(command.issuedAt) + 2 * SIGNATURE_WINDOW_MS);
       if (seen) {
         // The broker sets `redelivered`, a publisher cannot: only a redelivery of a message this queue already
         // delivered (the agent died or the channel closed before the ack) is handled or dropped quietly.
@@ -222,13 +222,13 @@ export class Agent {
     const handling = (async () => {
       try {
         await this.#handle(command);
-        if (signed) this.#store.settleCommand(command.id, 'accepted');
+        if (signed) this.#stateDb.settleCommand(command.id, 'accepted');
       } catch (err) {
         // Nothing was persisted: report the failure as the command's result and consume it.
         const error = toErrorInfo(err);
         this.#o.log.warn('command failed to start', { commandId: command.id, type: command.type, code: error.code });
         this.#publish({ type: 'result', host: this.#o.hostId, workflowId: command.id, kind: command.type, at: now(), state: 'failed', status: 'done', error });
-        if (signed) this.#store.settleCommand(command.id, 'failed');
+        if (signed) this.#stateDb.settleCommand(command.id, 'failed');
       }
     })();
     if (signed) this.#handling.set(command.id, handling);
@@ -270,7 +270,7 @@ export class Agent {
   }
 
   async #handle(c: Command): Promise<void> {
-    if (this.#store.byCommandId(c.id) || this.#store.get(c.id)) {
+    if (this.#stateDb.byCommandId(c.id) || this.#stateDb.get(c.id)) {
       this.#o.log.info('duplicate command ignored', { commandId: c.id });
       return;
     }
@@ -326,7 +326,7 @@ export class Agent {
       }
       case 'backup.delete': {
         const store = openStore(this.#o.storage);
-        const active = this.#store.get(c.payload.backupId);
+        const active = this.#stateDb.get(c.payload.backupId);
         if (active?.status === 'active') throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `backup ${c.payload.backupId} is still running`);
         const had = await readRecord(store, c.payload.backupId).then(
           () => true,
@@ -400,7 +400,7 @@ export class Agent {
       this.#outcomes.set(event.workflowId, event);
       if (this.#outcomes.size > STATUS_MAX_WORKFLOWS) this.#outcomes.delete(this.#outcomes.keys().next().value!);
     }
-    this.#store.addEvent(routingKey(event), JSON.stringify(event));
+    this.#stateDb.addEvent(routingKey(event), JSON.stringify(event));
     void this.#drainOutbox();
   }
 
@@ -443,7 +443,7 @@ export class Agent {
    */
   statusOf(q: StatusQuery['payload']): { workflows: WorkflowStatus[]; truncated: boolean } {
     if (q.workflowId) {
-      const row = this.#store.get(q.workflowId) ?? this.#store.byCommandId(q.workflowId);
+      const row = this.#stateDb.get(q.workflowId) ?? this.#stateDb.byCommandId(q.workflowId);
       if (row) return { workflows: [this.#statusEntry(row)], truncated: false };
       const e = this.#outcomes.get(q.workflowId);
       if (!e) return { workflows: [], truncated: false };
@@ -460,7 +460,7 @@ export class Agent {
       return { workflows: [entry], truncated: false };
     }
     const limit = Math.min(q.limit ?? STATUS_MAX_WORKFLOWS, STATUS_MAX_WORKFLOWS);
-    const { rows, more } = this.#store.recent(limit, new Date(Date.now() - STATUS_RECENT_MS).toISOString());
+    const { rows, more } = this.#stateDb.recent(limit, new Date(Date.now() - STATUS_RECENT_MS).toISOString());
     return { workflows: rows.map((r) => this.#statusEntry(r)), truncated: more };
   }
 
@@ -495,7 +495,7 @@ export class Agent {
         for (;;) {
           const ch = this.#pubCh;
           if (!ch) return;
-          const batch = this.#store.pendingEvents(200);
+          const batch = this.#stateDb.pendingEvents(200);
           if (batch.length === 0) break;
           for (const e of batch) {
             const body = JSON.parse(e.body) as BusEvent;
@@ -507,7 +507,7 @@ export class Agent {
             });
           }
           await ch.waitForConfirms();
-          this.#store.deleteEvents(batch.map((e) => e.seq));
+          this.#stateDb.deleteEvents(batch.map((e) => e.seq));
         }
       } while (this.#publishAgain);
     } catch (err) {

@@ -3,7 +3,7 @@ import { CbrError } from '../core/errors.ts';
 import { createLogger, type Logger } from '../core/log.ts';
 import { cbrHome } from '../core/paths.ts';
 import { type WorkflowEvent, WorkflowRuntime } from '../runtime/runtime.ts';
-import { StateStore } from '../state/store.ts';
+import { StateDb } from '../state/stateDb.ts';
 import { openStore } from '../storage/open.ts';
 import { DEFAULT_CONTAINER, type ObjectStore, type StorageConfig } from '../storage/port.ts';
 import type { CliIO } from './io.ts';
@@ -109,14 +109,14 @@ export function cliLogger(io: CliIO): Logger {
 }
 
 /** A runtime for local mode: the workflow runs in this process; progress goes to a bar on a TTY. */
-export function localRuntime(io: CliIO, json: boolean): { runtime: WorkflowRuntime; state: StateStore; bar: ProgressBar | null } {
-  const state = new StateStore(stateDbPath(io.env));
+export function localRuntime(io: CliIO, json: boolean): { runtime: WorkflowRuntime; state: StateDb; bar: ProgressBar | null } {
+  const state = new StateDb(stateDbPath(io.env));
   const bar = io.isTTY && !json ? new ProgressBar(io.stderr) : null;
   const onEvent = (e: WorkflowEvent) => {
     if (!bar) return;
     if (e.type === 'state') bar.step(e.state);
     else bar.update(e.progress.bytes, e.progress.totalBytes);
   };
-  const runtime = new WorkflowRuntime({ store: state, env: io.env, log: cliLogger(io), onEvent });
+  const runtime = new WorkflowRuntime({ stateDb: state, env: io.env, log: cliLogger(io), onEvent });
   return { runtime, state, bar };
 }

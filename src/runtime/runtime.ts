@@ -4,7 +4,7 @@ import type { Logger } from '../core/log.ts';
 import { BACKUP_MACHINE_VERSION, type BackupInput, backupMachine } from '../machines/backup.machine.ts';
 import type { Progress } from '../machines/common.ts';
 import { RESTORE_MACHINE_VERSION, type RestoreInput, restoreMachine } from '../machines/restore.machine.ts';
-import type { StateStore, WorkflowKind, WorkflowRow, WorkflowStatus } from '../state/store.ts';
+import type { StateDb, WorkflowKind, WorkflowRow, WorkflowStatus } from '../state/stateDb.ts';
 import { createBackupSteps } from '../steps/backup/steps.ts';
 import { createRestoreSteps } from '../steps/restore/steps.ts';
 import { ownerAlive, ownerToken } from './owner.ts';
@@ -38,7 +38,7 @@ export interface WorkflowOutcome {
 }
 
 export interface RuntimeOptions {
-  store: StateStore;
+  stateDb: StateDb;
   env: NodeJS.ProcessEnv;
   log: Logger;
   onEvent?: (event: WorkflowEvent) => void;
@@ -62,7 +62,7 @@ interface Running {
 }
 
 /**
- * Runs persisted workflows: creates or restores the actor, writes every snapshot to the state store before
+ * Runs persisted workflows: creates or restores the actor, writes every snapshot to the state database before
  * reporting it, and resolves when the machine reaches a final state.
  */
 export class WorkflowRuntime {
@@ -73,8 +73,8 @@ export class WorkflowRuntime {
     this.#opts = opts;
   }
 
-  get store(): StateStore {
-    return this.#opts.store;
+  get stateDb(): StateDb {
+    return this.#opts.stateDb;
   }
 
   /** Starts a backup; returns null when a workflow with this command id (or workflow id) already exists. */
@@ -88,7 +88,7 @@ export class WorkflowRuntime {
   }
 
   async start<K extends WorkflowKind>(kind: K, input: InputOf<K>, opts: { commandId?: string } = {}): Promise<Running | null> {
-    const { store } = this.#opts;
+    const { stateDb: store } = this.#opts;
     // Early refusal without building anything; the binding check runs again with the insert below.
     this.#refuseConflict(kind, input, store.list({ status: 'active' }));
     const { machine, attach } = await this.#prepare(kind, input);
@@ -145,7 +145,7 @@ export class WorkflowRuntime {
   async resume(id: string): Promise<Running> {
     const existing = this.#running.get(id);
     if (existing) return existing;
-    const row = this.#opts.store.get(id);
+    const row = this.#opts.stateDb.get(id);
     if (!row) throw new CbrError('CBR_ERR_WORKFLOW_NOT_FOUND', `no workflow ${id}`);
     if (row.machineVersion !== VERSIONS[row.kind]) {
       throw new CbrError(
@@ -157,7 +157,7 @@ export class WorkflowRuntime {
     const { machine, attach } = await this.#prepare(row.kind, input);
     const actor = createActor(machine, { snapshot: row.snapshot, input, ...this.#inspect() } as never) as AnyActorRef;
     attach(actor);
-    this.#opts.store.claim(id, process.pid, ownerToken());
+    this.#opts.stateDb.claim(id, process.pid, ownerToken());
     return this.#run(id, row.kind, actor);
   }
 
@@ -167,7 +167,7 @@ export class WorkflowRuntime {
 
   /** Workflows left active by a process that is gone (crash, kill -9, reboot). */
   orphans(): WorkflowRow[] {
-    return this.#opts.store
+    return this.#opts.stateDb
       .list({ status: 'active' })
       .filter((r) => !this.#running.has(r.id) && (r.ownerPid === null || r.ownerPid === process.pid || !ownerAlive(r.ownerToken ?? null, r.ownerPid)));
   }
@@ -221,7 +221,7 @@ export class WorkflowRuntime {
   }
 
   #run(id: string, kind: WorkflowKind, actor: AnyActorRef): Running {
-    const { store } = this.#opts;
+    const { stateDb: store } = this.#opts;
     const done = new Promise<WorkflowOutcome>((resolve, reject) => {
       actor.subscribe({
         next: (snap: { status: string; value: unknown; context: { error?: ErrorInfo | null } }) => {

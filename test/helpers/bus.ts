@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import amqplib from 'amqplib';
 import { topology } from '../../src/bus/topology.ts';
-import { StateStore, type WorkflowRow } from '../../src/state/store.ts';
+import { StateDb, type WorkflowRow } from '../../src/state/stateDb.ts';
 import { REPO, scratchDir } from './env.ts';
 
 export const BUS_URL = process.env['CBR_TEST_BUS_URL'] ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -118,7 +118,7 @@ export async function waitForWorkflow(dbPath: string, id: string, match: (w: Wor
   let openError = '';
   while (Date.now() < deadline) {
     try {
-      const db = new StateStore(dbPath, { readOnly: true });
+      const db = new StateDb(dbPath, { readOnly: true });
       try {
         last = db.get(id);
       } finally {

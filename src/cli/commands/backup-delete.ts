@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { checkId, deleteBackup, readRecord } from '../../catalog/catalog.ts';
 import { CbrError } from '../../core/errors.ts';
-import { StateStore } from '../../state/store.ts';
+import { StateDb } from '../../state/stateDb.ts';
 import { busOptions, followOptions, runOverBus } from '../bus.ts';
 import { commonOptions, openStorage, stateDbPath } from '../context.ts';
 import { type Command, parse, printJson } from '../io.ts';
@@ -21,7 +21,7 @@ export const command: Command = {
       return 0;
     }
     if (existsSync(stateDbPath(io.env))) {
-      const db = new StateStore(stateDbPath(io.env));
+      const db = new StateDb(stateDbPath(io.env));
       const w = db.get(id);
       db.close();
       if (w && w.status === 'active') throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `backup ${id} is still running (${w.state}); cancel it first`);

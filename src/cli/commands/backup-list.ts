@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { listRecords } from '../../catalog/catalog.ts';
-import { StateStore } from '../../state/store.ts';
+import { StateDb } from '../../state/stateDb.ts';
 import { commonOptions, openStorage, stateDbPath } from '../context.ts';
 import { type Command, parse, printJson } from '../io.ts';
 import { formatBytes } from '../progress.ts';
@@ -26,7 +26,7 @@ export const command: Command = {
     }));
     const unfinished: { id: string; name: string; state: string; created: string; step: string }[] = [];
     if (values.all && existsSync(stateDbPath(io.env))) {
-      const db = new StateStore(stateDbPath(io.env));
+      const db = new StateDb(stateDbPath(io.env));
       try {
         for (const w of db.list({ kind: 'backup' })) {
           if (records.some((r) => r.id === w.id)) continue;

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { describeDataSettings } from '../../cassandra/dataSettings.ts';
 import { checkId, readRecord } from '../../catalog/catalog.ts';
 import { CbrError } from '../../core/errors.ts';
-import { StateStore } from '../../state/store.ts';
+import { StateDb } from '../../state/stateDb.ts';
 import { commonOptions, openStorage, stateDbPath } from '../context.ts';
 import { type Command, parse, printJson } from '../io.ts';
 import { formatBytes } from '../progress.ts';
@@ -44,7 +44,7 @@ export const command: Command = {
       if (!(err instanceof CbrError && err.code === 'CBR_ERR_BACKUP_NOT_FOUND')) throw err;
       // Not in storage: maybe this host knows it as an unfinished or failed workflow.
       if (!existsSync(stateDbPath(io.env))) throw err;
-      const db = new StateStore(stateDbPath(io.env));
+      const db = new StateDb(stateDbPath(io.env));
       const w = db.get(id);
       db.close();
       if (w?.kind !== 'backup' || w.state === 'completed') throw err;

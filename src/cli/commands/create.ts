@@ -11,7 +11,7 @@ import { CbrError, fromErrorInfo } from '../../core/errors.ts';
 import { cbrHome } from '../../core/paths.ts';
 import type { RestoreContext } from '../../machines/restore.machine.ts';
 import { createSandbox, removeSandbox, runningPid, profilePath as sandboxProfilePath } from '../../sandbox/sandbox.ts';
-import { StateStore } from '../../state/store.ts';
+import { StateDb } from '../../state/stateDb.ts';
 import { SYSTEM_KEYSPACES } from '../../steps/restore/checkRestore.ts';
 import { busOptions, followOptions, runOverBus } from '../bus.ts';
 import { commonOptions, localRuntime, stateDbPath, storageConfig } from '../context.ts';
@@ -194,7 +194,7 @@ async function takeOverSandbox(instance: string, profilePath: string, env: NodeJ
   const userData = (await listKeyspaces(profile.dataDirs)).filter((k) => !SYSTEM_KEYSPACES.has(k));
   if (userData.length) throw taken(`holds keyspaces ${userData.slice(0, 5).join(', ')}`);
   if (existsSync(stateDbPath(env))) {
-    const db = new StateStore(stateDbPath(env));
+    const db = new StateDb(stateDbPath(env));
     try {
       const active = db.list({ status: 'active' }).find((w) => (w.input as { profilePath?: string }).profilePath === profilePath);
       if (active) throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `${active.kind} ${active.id} is still unfinished on sandbox ${instance}: run cbr resume`);

@@ -14,7 +14,7 @@ import { createNodetool } from '../../../src/cassandra/nodetool.ts';
 import type { Profile } from '../../../src/cassandra/profile.ts';
 import type { BackupRecord } from '../../../src/catalog/catalog.ts';
 import { recordBinding } from '../../../src/catalog/record.ts';
-import { StateStore } from '../../../src/state/store.ts';
+import { StateDb } from '../../../src/state/stateDb.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { cqlFor, seedData } from '../../helpers/data.ts';
 import { REPO, scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
@@ -197,7 +197,7 @@ describe('backup on a real node (local storage)', () => {
       { env, stdio: 'ignore' },
     );
     // Wait until the persisted state says it is streaming and has reported progress, then kill -9.
-    const db = new StateStore(String(env['CBR_STATE_DB']));
+    const db = new StateDb(String(env['CBR_STATE_DB']));
     const deadline = Date.now() + 60_000;
     for (;;) {
       const w = db.get(id);

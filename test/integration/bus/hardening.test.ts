@@ -7,7 +7,7 @@ import { Agent } from '../../../src/bus/agent.ts';
 import type { BusEvent } from '../../../src/bus/topology.ts';
 import { silentLogger } from '../../../src/core/log.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
-import { StateStore } from '../../../src/state/store.ts';
+import { StateDb } from '../../../src/state/stateDb.ts';
 import { BUS_URL, publishRaw, removeBusTopology } from '../../helpers/bus.ts';
 import { scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
 
@@ -67,7 +67,7 @@ describe('hardening over the bus (real RabbitMQ, real node)', () => {
     const deadline = Date.now() + 30_000;
     const outcome = (id: string) => events.find((e) => e.workflowId === id && (e.status === 'done' || e.type === 'result'));
     while (Date.now() < deadline && !ids.every(outcome)) await new Promise((r) => setTimeout(r, 100));
-    const db = new StateStore(stateDb, { readOnly: true });
+    const db = new StateDb(stateDb, { readOnly: true });
     const started = ids.filter((id) => db.get(id));
     db.close();
     assert.equal(started.length, 1, `exactly one of the two restores was admitted (admitted: ${started.length})`);

@@ -9,7 +9,7 @@ import amqplib, { type ConsumeMessage } from 'amqplib';
 import type { WorkflowStatus } from '../../../src/bus/commands.ts';
 import { readRecord } from '../../../src/catalog/catalog.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
-import { StateStore } from '../../../src/state/store.ts';
+import { StateDb } from '../../../src/state/stateDb.ts';
 import { createLocalStore } from '../../../src/storage/local/localStore.ts';
 import { BUS_URL, removeBusTopology, spawnAgent, stopGracefully, waitForAgentQueue, waitForWorkflow } from '../../helpers/bus.ts';
 import { cbr } from '../../helpers/cli.ts';
@@ -141,7 +141,7 @@ describe('broker outages in the middle of a bus-driven backup (real RabbitMQ, re
       );
       const watchSawAt = Date.now();
       const outbox = () => {
-        const db = new StateStore(stateDb, { readOnly: true });
+        const db = new StateDb(stateDb, { readOnly: true });
         try {
           return db.countEvents();
         } finally {

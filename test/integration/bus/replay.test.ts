@@ -9,7 +9,7 @@ import { Agent } from '../../../src/bus/agent.ts';
 import { type Command, signCommand } from '../../../src/bus/commands.ts';
 import { type BusEvent, declareTopology, topology } from '../../../src/bus/topology.ts';
 import { silentLogger } from '../../../src/core/log.ts';
-import { StateStore } from '../../../src/state/store.ts';
+import { StateDb } from '../../../src/state/stateDb.ts';
 import { BUS_URL, publishRaw, removeBusTopology } from '../../helpers/bus.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { scratchDir, testEnv } from '../../helpers/env.ts';
@@ -157,7 +157,7 @@ describe('signed bus commands cannot be replayed (real RabbitMQ)', () => {
     const db = join(scratchDir('state-replay-crash'), 'state.db');
     const unfinished = signed('backup.delete', { backupId: 'cut-short' }, crashPrefix);
     const handled = signed('workflow.cancel', { workflowId: 'done-before' }, crashPrefix);
-    const store = new StateStore(db);
+    const store = new StateDb(db);
     for (const c of [unfinished, handled]) assert.equal(store.recordCommand(c.id, c.type, Date.now() + 600_000), null);
     store.settleCommand(handled.id, 'accepted');
     store.close();

@@ -8,7 +8,7 @@ import type { CqlSession } from '../../../src/cassandra/cql.ts';
 import { createNodetool } from '../../../src/cassandra/nodetool.ts';
 import type { Profile } from '../../../src/cassandra/profile.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
-import { StateStore } from '../../../src/state/store.ts';
+import { StateDb } from '../../../src/state/stateDb.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { cqlFor, dumpKeyspaces, seedData } from '../../helpers/data.ts';
 import { REPO, scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
@@ -38,7 +38,7 @@ function activeState(env: NodeJS.ProcessEnv, kind: 'backup' | 'restore'): string
   const path = String(env['CBR_STATE_DB']);
   if (!existsSync(path)) return undefined;
   try {
-    const db = new StateStore(path, { readOnly: true });
+    const db = new StateDb(path, { readOnly: true });
     try {
       return db.list({ kind, status: 'active' })[0]?.state;
     } finally {
@@ -51,7 +51,7 @@ function activeState(env: NodeJS.ProcessEnv, kind: 'backup' | 'restore'): string
 
 function restoreOf(env: NodeJS.ProcessEnv, instance: string): boolean {
   if (!existsSync(String(env['CBR_STATE_DB']))) return false;
-  const db = new StateStore(String(env['CBR_STATE_DB']), { readOnly: true });
+  const db = new StateDb(String(env['CBR_STATE_DB']), { readOnly: true });
   try {
     return db.list({ kind: 'restore' }).some((w) => (w.input as { instanceName?: string }).instanceName === instance);
   } finally {
@@ -155,7 +155,7 @@ describe(`kill -9 at any instant, then resume (seed ${SEED})`, () => {
       const at = await killAt(child, env, { ms: 300 + Math.floor(random() * 6000) });
       const resumed = await cbr(['resume', '--json'], env);
       assert.equal(resumed.code, 0, `killed ${at}; resume: ${resumed.err}${resumed.out}`);
-      const db = new StateStore(String(env['CBR_STATE_DB']), { readOnly: true });
+      const db = new StateDb(String(env['CBR_STATE_DB']), { readOnly: true });
       const row = db.get(id);
       db.close();
       if (row) {

@@ -10,7 +10,7 @@ import { connectCql } from '../../../src/cassandra/cql.ts';
 import { loadProfile, type Profile } from '../../../src/cassandra/profile.ts';
 import type { BackupRecord } from '../../../src/catalog/catalog.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
-import { StateStore } from '../../../src/state/store.ts';
+import { StateDb } from '../../../src/state/stateDb.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { cqlFor, tableChecksums } from '../../helpers/data.ts';
 import { REPO, scratchDir, testEnv } from '../../helpers/env.ts';
@@ -70,7 +70,7 @@ function portOpen(host: string, port: number): Promise<boolean> {
 async function probeMaintenance(stateDb: string, target: Profile) {
   const state = () => {
     if (!existsSync(stateDb)) return undefined;
-    const db = new StateStore(stateDb, { readOnly: true });
+    const db = new StateDb(stateDb, { readOnly: true });
     try {
       return db.list({ kind: 'restore', status: 'active' })[0]?.state;
     } finally {

@@ -12,7 +12,7 @@ import { type CqlSession, connectCql } from '../../../src/cassandra/cql.ts';
 import { loadCredentials, type Profile } from '../../../src/cassandra/profile.ts';
 import type { BackupRecord } from '../../../src/catalog/catalog.ts';
 import { sandboxesDir } from '../../../src/sandbox/sandbox.ts';
-import { StateStore } from '../../../src/state/store.ts';
+import { StateDb } from '../../../src/state/stateDb.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { cqlFor, dumpKeyspaces, seedData } from '../../helpers/data.ts';
 import { REPO, scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
@@ -299,7 +299,7 @@ async function waitForState(env: NodeJS.ProcessEnv, kind: string, match: (state:
   const deadline = Date.now() + 120_000;
   while (Date.now() < deadline) {
     if (existsSync(String(env['CBR_STATE_DB']))) {
-      const db = new StateStore(String(env['CBR_STATE_DB']));
+      const db = new StateDb(String(env['CBR_STATE_DB']));
       // Earlier restores have ended, so the one active restore is the spawned one.
       const state = db.list({ kind: kind as 'restore', status: 'active' })[0]?.state;
       db.close();

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createNodetool } from '../../../src/cassandra/nodetool.ts';
 import type { Profile } from '../../../src/cassandra/profile.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
-import { StateStore } from '../../../src/state/store.ts';
+import { StateDb } from '../../../src/state/stateDb.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { cqlFor, seedData } from '../../helpers/data.ts';
 import { REPO, scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
@@ -77,7 +77,7 @@ describe('Swift storage (a real Swift all-in-one on loopback)', () => {
     for (;;) {
       let stored = 0;
       try {
-        const db = new StateStore(stateDb);
+        const db = new StateDb(stateDb);
         const w = db.get(id);
         db.close();
         stored = (w?.snapshot as { context?: { progress?: { storedBytes: number } | null } })?.context?.progress?.storedBytes ?? 0;

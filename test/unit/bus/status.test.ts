@@ -12,7 +12,7 @@ import { CbrError } from '../../../src/core/errors.ts';
 import { silentLogger } from '../../../src/core/log.ts';
 import type { BackupInput } from '../../../src/machines/backup.machine.ts';
 import { WorkflowRuntime } from '../../../src/runtime/runtime.ts';
-import { StateStore } from '../../../src/state/store.ts';
+import { StateDb } from '../../../src/state/stateDb.ts';
 import { instantSteps } from '../../fixtures/steps.ts';
 
 const host = 'node-1';
@@ -145,7 +145,7 @@ describe('status queries: the answer', () => {
       throw new CbrError('CBR_ERR_ABORTED', 'released');
     });
     const runtime = new WorkflowRuntime({
-      store: new StateStore(db),
+      stateDb: new StateDb(db),
       env: {},
       log: silentLogger,
       steps: {

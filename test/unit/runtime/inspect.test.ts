@@ -7,7 +7,7 @@ import type { CbrError } from '../../../src/core/errors.ts';
 import { createLogger } from '../../../src/core/log.ts';
 import { createInspection } from '../../../src/runtime/inspect.ts';
 import { WorkflowRuntime } from '../../../src/runtime/runtime.ts';
-import { StateStore } from '../../../src/state/store.ts';
+import { StateDb } from '../../../src/state/stateDb.ts';
 import { instantSteps as steps } from '../../fixtures/steps.ts';
 
 describe('--inspect: XState inspection events to a Stately inspector over WebSocket', () => {
@@ -19,7 +19,7 @@ describe('--inspect: XState inspection events to a Stately inspector over WebSoc
     const inspection = createInspection(`ws://127.0.0.1:${(server.address() as AddressInfo).port}`);
     try {
       const runtime = new WorkflowRuntime({
-        store: new StateStore(':memory:'),
+        stateDb: new StateDb(':memory:'),
         env: {},
         log: createLogger({ level: 'error', sink: () => {} }),
         steps,

@@ -4,12 +4,12 @@ import { describe, it } from 'node:test';
 import { createLogger } from '../../../src/core/log.ts';
 import { ownerToken } from '../../../src/runtime/owner.ts';
 import { WorkflowRuntime } from '../../../src/runtime/runtime.ts';
-import { StateStore } from '../../../src/state/store.ts';
+import { StateDb } from '../../../src/state/stateDb.ts';
 import { everyStep } from '../../fixtures/steps.ts';
 
 describe('orphan detection survives reboots and reused pids', () => {
   it('a workflow whose owner pid is alive but belongs to another boot or a newer process is an orphan', () => {
-    const store = new StateStore(':memory:');
+    const store = new StateDb(':memory:');
     const row = (id: string, ownerPid: number, token: string | null) =>
       store.create({
         id,
@@ -31,7 +31,7 @@ describe('orphan detection survives reboots and reused pids', () => {
     row('pid-reused', parent, `${boot}:${parent}:${Number(parentStart) + 12345}`);
     row('owner-alive', parent, ownerToken(parent));
     row('old-row-alive-pid', parent, null);
-    const runtime = new WorkflowRuntime({ store, env: {}, log: createLogger({ level: 'error', sink: () => {} }), steps: everyStep(null as never) });
+    const runtime = new WorkflowRuntime({ stateDb: store, env: {}, log: createLogger({ level: 'error', sink: () => {} }), steps: everyStep(null as never) });
     assert.deepEqual(
       runtime
         .orphans()
@@ -42,9 +42,9 @@ describe('orphan detection survives reboots and reused pids', () => {
   });
 
   it('migrates a database written before owner tokens', () => {
-    const store = new StateStore(':memory:');
+    const store = new StateDb(':memory:');
     store.db.exec('ALTER TABLE workflows DROP COLUMN owner_token');
-    const again = Object.create(StateStore.prototype) as StateStore;
+    const again = Object.create(StateDb.prototype) as StateDb;
     Object.assign(again, { db: store.db });
     (again as unknown as { migrate(): void }).migrate();
     const cols = (store.db.prepare('PRAGMA table_info(workflows)').all() as { name: string }[]).map((c) => c.name);

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { StateStore } from '../../../src/state/store.ts';
+import { StateDb } from '../../../src/state/stateDb.ts';
 
 describe('state store: signed command ids (replay protection)', () => {
   it('records an id once, survives a reopen, settles it, and prunes it only once its time has passed', () => {
@@ -11,7 +11,7 @@ describe('state store: signed command ids (replay protection)', () => {
     try {
       const path = join(dir, 'state.db');
       const t0 = Date.parse('2026-01-01T00:00:00Z');
-      let store = new StateStore(path);
+      let store = new StateDb(path);
       assert.equal(store.recordCommand('c-1', 'backup.delete', t0 + 600_000, t0), null, 'new id');
       const again = store.recordCommand('c-1', 'backup.delete', t0 + 600_000, t0 + 1000);
       assert.equal(again?.outcome, 'pending');
@@ -19,7 +19,7 @@ describe('state store: signed command ids (replay protection)', () => {
       store.settleCommand('c-1', 'failed');
       store.close();
 
-      store = new StateStore(path);
+      store = new StateDb(path);
       assert.equal(store.recordCommand('c-1', 'backup.delete', t0 + 600_000, t0 + 599_999)?.outcome, 'failed', 'kept across a reopen');
       // At its keep-until time it is still there; after it, another record prunes it.
       assert.ok(store.recordCommand('c-1', 'backup.delete', t0 + 600_000, t0 + 600_000));

@@ -44,7 +44,7 @@ export interface TransitionRow {
   at: string;
 }
 
-export class StateStore {
+export class StateDb {
   readonly db: DatabaseSync;
 
   /** `readOnly` opens an existing database for watching (tests, tools) without taking any write lock. */
