@@ -8,9 +8,9 @@ import { writeFileAtomic } from '../core/atomicWrite.ts';
 import { CbrError, toErrorInfo } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { cbrHome } from '../core/paths.ts';
-import type { BackupContext } from '../machines/backup.machine.ts';
-import type { RestoreContext } from '../machines/restore.machine.ts';
-import { type StepsFactory, type WorkflowEvent, WorkflowRuntime } from '../runtime/runtime.ts';
+import type { BackupOutput } from '../machines/backup.machine.ts';
+import type { RestoreOutput } from '../machines/restore.machine.ts';
+import { outputOf, type StepsFactory, type WorkflowEvent, WorkflowRuntime } from '../runtime/runtime.ts';
 import { StateDb, type WorkflowRow } from '../state/stateDb.ts';
 import { openStore } from '../storage/open.ts';
 import type { StorageConfig } from '../storage/port.ts';
@@ -385,7 +385,7 @@ export class Agent {
         state: e.state,
         status: 'done',
         error: e.error,
-        result: summarize(e.kind, e.context ?? {}),
+        result: e.output ? busResult(e.output) : {},
       });
     }
   }
@@ -477,7 +477,7 @@ export class Agent {
       status: row.status,
       error: (ctx['error'] as WorkflowStatus['error'] | undefined) ?? null,
       ...(live ? { step: live.step, progress: live.progress } : saved ? { progress: saved } : {}),
-      ...(row.status === 'done' ? { result: summarize(row.kind, ctx) } : {}),
+      ...(row.status === 'done' ? { result: busResult(outputOf(row.kind, ctx)) } : {}),
       createdAt: row.createdAt,
       updatedAt: row.updatedAt,
     };
@@ -518,23 +518,12 @@ export class Agent {
   }
 }
 
-function summarize(kind: string, ctx: Record<string, unknown>): Record<string, unknown> {
-  if (kind === 'backup') {
-    const c = ctx as unknown as BackupContext;
-    return { backupId: c.backupId, name: c.name, ...(c.result ?? {}), warnings: c.warnings };
-  }
-  const c = ctx as unknown as RestoreContext;
-  return {
-    backupId: c.backupId,
-    instance: c.instanceName,
-    clusterName: c.clusterName,
-    passwordFile: c.passwordFile,
-    profilePath: c.profilePath,
-    cassandraStarts: c.starts,
-    superusers: c.superusers,
-    settingChanges: c.settingChanges,
-    warnings: c.warnings,
-  };
+/** A workflow's output as the bus's result event carries it: a backup's archive fields at the top level, no error (the event has its own). */
+function busResult(output: BackupOutput | RestoreOutput): Record<string, unknown> {
+  const { error: _error, ...rest } = output;
+  if ('instance' in rest) return rest;
+  const { result, ...backup } = rest;
+  return { ...backup, ...(result ?? {}) };
 }
 
 function now(): string {

@@ -51,10 +51,26 @@ export interface BackupContext extends BackupInput {
 
 export type StepInput = { ctx: BackupInput };
 
+/** What a finished backup tells its caller (the CLI's output, the bus's result event, a status reply). */
+export interface BackupOutput {
+  backupId: string;
+  name: string;
+  /** The stored archive; null when the backup failed. */
+  result: BackupResult | null;
+  warnings: string[];
+  error: ErrorInfo | null;
+}
+
+/** The output of a backup context: the machine's own `output`, and the summary of a persisted one. */
+export function backupOutput(c: BackupContext): BackupOutput {
+  return { backupId: c.backupId, name: c.name, result: c.result, warnings: c.warnings, error: c.error };
+}
+
 export const backupMachine = setup({
   types: {
     context: {} as BackupContext,
     input: {} as BackupInput,
+    output: {} as BackupOutput,
     events: {} as ProgressEvent | CancelEvent,
   },
   actors: {
@@ -83,6 +99,7 @@ export const backupMachine = setup({
 }).createMachine({
   id: 'backup',
   context: ({ input }) => ({ ...input, node: null, progress: null, result: null, error: null, warnings: [] }),
+  output: ({ context }) => backupOutput(context),
   initial: 'verifyingNode',
   on: {
     PROGRESS: { actions: { type: 'recordProgress', params: ({ event }) => ({ progress: event.progress }) } },

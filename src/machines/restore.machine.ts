@@ -54,6 +54,41 @@ export interface RestoreContext extends RestoreInput {
 
 export type RestoreStepInput = { ctx: RestoreInput; plan: RestorePlan };
 
+/** What a finished restore tells its caller (the CLI's output, the bus's result event, a status reply). */
+export interface RestoreOutput {
+  backupId: string;
+  instance: string;
+  clusterName: string;
+  passwordFile: string;
+  profilePath: string;
+  superuser: string;
+  /** How many times the workflow started Cassandra. */
+  cassandraStarts: number;
+  keyspaces: string[];
+  superusers: string[];
+  settingChanges: SettingChange[];
+  warnings: string[];
+  error: ErrorInfo | null;
+}
+
+/** The output of a restore context: the machine's own `output`, and the summary of a persisted one. */
+export function restoreOutput(c: RestoreContext): RestoreOutput {
+  return {
+    backupId: c.backupId,
+    instance: c.instanceName,
+    clusterName: c.clusterName,
+    passwordFile: c.passwordFile,
+    profilePath: c.profilePath,
+    superuser: c.superuser,
+    cassandraStarts: c.starts,
+    keyspaces: c.plan?.keyspaces ?? [],
+    superusers: c.superusers,
+    settingChanges: c.settingChanges,
+    warnings: c.warnings,
+    error: c.error,
+  };
+}
+
 const fail = { type: 'recordError', params: ({ event }: { event: { error: unknown } }) => ({ error: event.error }) } as const;
 const cancel = { type: 'recordCancel', params: ({ event }: { event: CancelEvent }) => ({ reason: event.reason }) } as const;
 
@@ -61,6 +96,7 @@ export const restoreMachine = setup({
   types: {
     context: {} as RestoreContext,
     input: {} as RestoreInput,
+    output: {} as RestoreOutput,
     events: {} as ProgressEvent | CancelEvent,
   },
   actors: {
@@ -111,6 +147,7 @@ export const restoreMachine = setup({
     superusers: [],
     settingChanges: [],
   }),
+  output: ({ context }) => restoreOutput(context),
   initial: 'checking',
   on: {
     PROGRESS: { actions: { type: 'recordProgress', params: ({ event }) => ({ progress: event.progress }) } },

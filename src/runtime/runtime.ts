@@ -1,9 +1,9 @@
 import { type AnyActorRef, createActor, type InspectionEvent, type Observer } from 'xstate';
 import { CbrError, type ErrorInfo } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
-import { BACKUP_MACHINE_VERSION, type BackupInput, backupMachine } from '../machines/backup.machine.ts';
+import { BACKUP_MACHINE_VERSION, type BackupInput, type BackupOutput, backupMachine, backupOutput } from '../machines/backup.machine.ts';
 import type { Progress } from '../machines/common.ts';
-import { RESTORE_MACHINE_VERSION, type RestoreInput, restoreMachine } from '../machines/restore.machine.ts';
+import { RESTORE_MACHINE_VERSION, type RestoreInput, type RestoreOutput, restoreMachine, restoreOutput } from '../machines/restore.machine.ts';
 import type { StateDb, WorkflowKind, WorkflowRow, WorkflowStatus } from '../state/stateDb.ts';
 import { createBackupSteps } from '../steps/backup/steps.ts';
 import { createRestoreSteps } from '../steps/restore/steps.ts';
@@ -12,6 +12,12 @@ import { buildBackupDeps, buildRestoreDeps } from './wiring.ts';
 
 const VERSIONS: Record<WorkflowKind, number> = { backup: BACKUP_MACHINE_VERSION, restore: RESTORE_MACHINE_VERSION };
 type InputOf<K extends WorkflowKind> = K extends 'backup' ? BackupInput : RestoreInput;
+export type OutputOf<K extends WorkflowKind> = K extends 'backup' ? BackupOutput : RestoreOutput;
+
+/** The output of a persisted workflow's context (a status reply, a workflow resumed after it finished). */
+export function outputOf<K extends WorkflowKind>(kind: K, context: unknown): OutputOf<K> {
+  return (kind === 'backup' ? backupOutput(context as never) : restoreOutput(context as never)) as OutputOf<K>;
+}
 
 /** What a workflow tells the world: every state change and progress. The bus publishes these; the CLI draws them. */
 export type WorkflowEvent =
@@ -23,17 +29,17 @@ export type WorkflowEvent =
       status: WorkflowStatus;
       at: string;
       error: ErrorInfo | null;
-      /** The final context, on the last event of a workflow (status 'done'); plain JSON without secrets. */
-      context?: Record<string, unknown>;
+      /** The machine's output, on the last event of a workflow (status 'done'); plain JSON without secrets. */
+      output?: BackupOutput | RestoreOutput;
     }
   | { type: 'progress'; workflowId: string; kind: WorkflowKind; step: string; progress: Progress; at: string };
 
-export interface WorkflowOutcome {
+export interface WorkflowOutcome<K extends WorkflowKind = WorkflowKind> {
   workflowId: string;
-  kind: WorkflowKind;
+  kind: K;
   /** 'completed' or 'failed' (final state name). */
   state: string;
-  context: Record<string, unknown>;
+  output: OutputOf<K>;
   error: ErrorInfo | null;
 }
 
@@ -56,9 +62,9 @@ export type StepsFactory = {
   restore: (input: RestoreInput) => Parameters<typeof restoreMachine.provide>[0]['actors'];
 };
 
-interface Running {
+export interface Running<K extends WorkflowKind = WorkflowKind> {
   actor: AnyActorRef;
-  done: Promise<WorkflowOutcome>;
+  done: Promise<WorkflowOutcome<K>>;
 }
 
 /**
@@ -78,16 +84,16 @@ export class WorkflowRuntime {
   }
 
   /** Starts a backup; returns null when a workflow with this command id (or workflow id) already exists. */
-  startBackup(input: BackupInput, opts: { commandId?: string } = {}): Promise<Running | null> {
+  startBackup(input: BackupInput, opts: { commandId?: string } = {}): Promise<Running<'backup'> | null> {
     return this.start('backup', input, opts);
   }
 
   /** Starts a restore; returns null when a workflow with this command id (or workflow id) already exists. */
-  startRestore(input: RestoreInput, opts: { commandId?: string } = {}): Promise<Running | null> {
+  startRestore(input: RestoreInput, opts: { commandId?: string } = {}): Promise<Running<'restore'> | null> {
     return this.start('restore', input, opts);
   }
 
-  async start<K extends WorkflowKind>(kind: K, input: InputOf<K>, opts: { commandId?: string } = {}): Promise<Running | null> {
+  async start<K extends WorkflowKind>(kind: K, input: InputOf<K>, opts: { commandId?: string } = {}): Promise<Running<K> | null> {
     const { stateDb: store } = this.#opts;
     // Early refusal without building anything; the binding check runs again with the insert below.
     this.#refuseConflict(kind, input, store.list({ status: 'active' }));
@@ -220,11 +226,11 @@ export class WorkflowRuntime {
     };
   }
 
-  #run(id: string, kind: WorkflowKind, actor: AnyActorRef): Running {
+  #run<K extends WorkflowKind>(id: string, kind: K, actor: AnyActorRef): Running<K> {
     const { stateDb: store } = this.#opts;
-    const done = new Promise<WorkflowOutcome>((resolve, reject) => {
+    const done = new Promise<WorkflowOutcome<K>>((resolve, reject) => {
       actor.subscribe({
-        next: (snap: { status: string; value: unknown; context: { error?: ErrorInfo | null } }) => {
+        next: (snap: { status: string; value: unknown; context: { error?: ErrorInfo | null }; output?: OutputOf<K> }) => {
           const status = snap.status as WorkflowStatus;
           // A stopped actor (graceful shutdown) keeps its last persisted state, so it resumes on the next start.
           if (status === 'stopped') return;
@@ -245,12 +251,12 @@ export class WorkflowRuntime {
               status,
               at: new Date().toISOString(),
               error: snap.context.error ?? null,
-              ...(status === 'done' ? { context: snap.context as Record<string, unknown> } : {}),
+              ...(status === 'done' ? { output: snap.output ?? outputOf(kind, snap.context) } : {}),
             });
           }
           if (status === 'done') {
             this.#running.delete(id);
-            resolve({ workflowId: id, kind, state, context: snap.context as unknown as Record<string, unknown>, error: snap.context.error ?? null });
+            resolve({ workflowId: id, kind, state, output: snap.output ?? outputOf(kind, snap.context), error: snap.context.error ?? null });
           }
         },
         error: (err: unknown) => {

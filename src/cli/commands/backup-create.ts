@@ -5,7 +5,6 @@ import { parseRate } from '../../archive/throttle.ts';
 import { loadProfile } from '../../cassandra/profile.ts';
 import { checkId } from '../../catalog/catalog.ts';
 import { CbrError, fromErrorInfo } from '../../core/errors.ts';
-import type { BackupContext } from '../../machines/backup.machine.ts';
 import { busOptions, followOptions, runOverBus } from '../bus.ts';
 import { commonOptions, localRuntime, storageConfig } from '../context.ts';
 import { type Command, parse, printJson, requireOption } from '../io.ts';
@@ -107,14 +106,14 @@ export const command: Command = {
         process.off('SIGTERM', onSignal);
         bar?.end();
       });
-      const ctx = outcome.context as unknown as BackupContext;
+      const out = outcome.output;
       if (outcome.state !== 'completed') throw fromErrorInfo(outcome.error ?? { code: 'CBR_ERR_INTERNAL', message: 'backup failed', retryable: false });
       if (values.json) {
-        printJson(io, { id, name, state: 'COMPLETED', ...ctx.result, warnings: ctx.warnings });
+        printJson(io, { id, name, state: 'COMPLETED', ...out.result, warnings: out.warnings });
       } else {
         io.stdout(`${id}\n`);
-        io.stderr(`backup ${id} COMPLETED: ${ctx.result?.files} files, ${formatBytes(ctx.result?.rawBytes ?? 0)} -> ${formatBytes(ctx.result?.size ?? 0)}\n`);
-        for (const w of ctx.warnings) io.stderr(`warning: ${w}\n`);
+        io.stderr(`backup ${id} COMPLETED: ${out.result?.files} files, ${formatBytes(out.result?.rawBytes ?? 0)} -> ${formatBytes(out.result?.size ?? 0)}\n`);
+        for (const w of out.warnings) io.stderr(`warning: ${w}\n`);
       }
       return 0;
     } finally {

@@ -9,7 +9,6 @@ import { checkId } from '../../catalog/catalog.ts';
 import { writeFileAtomic } from '../../core/atomicWrite.ts';
 import { CbrError, fromErrorInfo } from '../../core/errors.ts';
 import { cbrHome } from '../../core/paths.ts';
-import type { RestoreContext } from '../../machines/restore.machine.ts';
 import { createSandbox, removeSandbox, runningPid, profilePath as sandboxProfilePath } from '../../sandbox/sandbox.ts';
 import { StateDb } from '../../state/stateDb.ts';
 import { SYSTEM_KEYSPACES } from '../../steps/restore/checkRestore.ts';
@@ -145,7 +144,7 @@ export const command: Command = {
         process.off('SIGTERM', onSignal);
         bar?.end();
       });
-      const ctx = outcome.context as unknown as RestoreContext;
+      const restored = outcome.output;
       if (outcome.state !== 'completed' && createdSandbox) {
         // The instance was made for this restore and holds nothing else: a failed restore leaves no stopped node behind.
         await removeSandbox(instance, io.env).catch(() => {});
@@ -163,20 +162,20 @@ export const command: Command = {
         passwordFile,
         passwordGenerated: generated,
         profilePath,
-        cassandraStarts: ctx.starts,
-        keyspaces: ctx.plan?.keyspaces ?? [],
-        superusers: ctx.superusers,
-        settingChanges: ctx.settingChanges,
-        warnings: ctx.warnings,
+        cassandraStarts: restored.cassandraStarts,
+        keyspaces: restored.keyspaces,
+        superusers: restored.superusers,
+        settingChanges: restored.settingChanges,
+        warnings: restored.warnings,
       };
       if (values.json) printJson(io, out);
       else {
-        io.stdout(`instance ${instance} restored from backup ${backupId}: cluster ${clusterName}, ${ctx.starts} Cassandra starts\n`);
+        io.stdout(`instance ${instance} restored from backup ${backupId}: cluster ${clusterName}, ${out.cassandraStarts} Cassandra starts\n`);
         io.stdout(`profile   ${profilePath}\npassword  ${passwordFile}${generated ? ' (generated, mode 0600)' : ''}\n`);
-        io.stdout(`superusers ${ctx.superusers.join(', ') || '(none)'} (every superuser role of the restored data)\n`);
-        for (const c of ctx.settingChanges)
+        io.stdout(`superusers ${out.superusers.join(', ') || '(none)'} (every superuser role of the restored data)\n`);
+        for (const c of out.settingChanges)
           io.stdout(`changed   ${c.key}: ${JSON.stringify(c.from)} -> ${JSON.stringify(c.to)} (the restored data needs it)\n`);
-        for (const w of ctx.warnings) io.stderr(`warning: ${w}\n`);
+        for (const w of out.warnings) io.stderr(`warning: ${w}\n`);
       }
       return 0;
     } finally {

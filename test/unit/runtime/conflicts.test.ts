@@ -5,7 +5,7 @@ import { CbrError } from '../../../src/core/errors.ts';
 import { createLogger } from '../../../src/core/log.ts';
 import type { BackupInput } from '../../../src/machines/backup.machine.ts';
 import type { RestoreInput } from '../../../src/machines/restore.machine.ts';
-import { WorkflowRuntime } from '../../../src/runtime/runtime.ts';
+import { type Running, WorkflowRuntime } from '../../../src/runtime/runtime.ts';
 import { StateDb } from '../../../src/state/stateDb.ts';
 import { everyStep } from '../../fixtures/steps.ts';
 
@@ -52,7 +52,7 @@ const restore = (id: string, profilePath: string): RestoreInput => ({
 describe('one node, one restore', () => {
   it('refuses a restore or backup while a restore is active on the node; backups run side by side; other nodes are free', async () => {
     const runtime = new WorkflowRuntime({ stateDb: new StateDb(':memory:'), env: {}, log: createLogger({ level: 'error', sink: () => {} }), steps });
-    const runs = [(await runtime.startBackup(backup('b1', '/n1/profile.json')))!, (await runtime.startBackup(backup('b2', '/n1/profile.json')))!];
+    const runs: Running[] = [(await runtime.startBackup(backup('b1', '/n1/profile.json')))!, (await runtime.startBackup(backup('b2', '/n1/profile.json')))!];
     assert.equal(runs.length, 2, 'two backups of one node at once');
     await assert.rejects(runtime.startRestore(restore('r0', '/n1/profile.json')), (err: CbrError) => {
       assert.equal(err.code, 'CBR_ERR_WORKFLOW_CONFLICT');
