@@ -1,6 +1,6 @@
 import { assign, setup } from 'xstate';
+import type { SettingChange } from '../cassandra/configFiles.ts';
 import type { DataSettings } from '../cassandra/dataSettings.ts';
-import type { SettingChange } from '../cassandra/yaml.ts';
 import type { ErrorInfo } from '../core/errors.ts';
 import type { StorageConfig } from '../storage/port.ts';
 import { type CancelEvent, errorFrom, type Progress, type ProgressEvent, step, warningFrom } from './common.ts';

@@ -3,10 +3,11 @@ import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises
 import { createServer } from 'node:net';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
+import { sandboxYaml } from '../cassandra/configFiles.ts';
 import { connectCql } from '../cassandra/cql.ts';
 import { findJavaHome } from '../cassandra/java.ts';
 import { loadCredentials, loadProfile, type Profile } from '../cassandra/profile.ts';
-import { checkClusterName, parseSetting, sandboxYaml } from '../cassandra/yaml.ts';
+import { checkClusterName, parseSetting } from '../cassandra/yaml.ts';
 import { CbrError } from '../core/errors.ts';
 import { cbrHome } from '../core/paths.ts';
 import { DEFAULT_CASSANDRA_VERSION, ensureDistribution } from './dist.ts';

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import bcrypt from 'bcryptjs';
-import { CassandraYaml, maintenanceEndpoint } from '../../cassandra/yaml.ts';
+import { maintenanceEndpoint } from '../../cassandra/configFiles.ts';
+import { CassandraYaml } from '../../cassandra/yaml.ts';
 import { writeFileAtomic } from '../../core/atomicWrite.ts';
 import { CbrError } from '../../core/errors.ts';
 import type { RestoreStepInput } from '../../machines/restore.machine.ts';

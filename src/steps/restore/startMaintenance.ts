@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
+import { maintenanceYaml } from '../../cassandra/configFiles.ts';
 import { freeLoopbackPorts } from '../../cassandra/ports.ts';
-import { maintenanceYaml } from '../../cassandra/yaml.ts';
 import { writeFileAtomic } from '../../core/atomicWrite.ts';
 import type { RestoreStepInput } from '../../machines/restore.machine.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';

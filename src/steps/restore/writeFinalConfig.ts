@@ -1,5 +1,5 @@
 import { readFile, stat } from 'node:fs/promises';
-import { finalYaml, type SettingChange } from '../../cassandra/yaml.ts';
+import { finalYaml, type SettingChange } from '../../cassandra/configFiles.ts';
 import { writeFileAtomic } from '../../core/atomicWrite.ts';
 import type { RestoreStepInput } from '../../machines/restore.machine.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
+import { finalYaml, maintenanceEndpoint, maintenanceYaml, sandboxYaml } from '../../../src/cassandra/configFiles.ts';
 import type { DataSettings } from '../../../src/cassandra/dataSettings.ts';
-import { CassandraYaml, finalYaml, maintenanceEndpoint, maintenanceYaml, parseSetting, sandboxYaml } from '../../../src/cassandra/yaml.ts';
+import { CassandraYaml, parseSetting } from '../../../src/cassandra/yaml.ts';
 
 /** The shapes of the stock 5.0 file: block components, a parameters key holding only comments, comments between. */
 const OPERATOR = `# Operator's cassandra.yaml
