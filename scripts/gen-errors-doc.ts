@@ -1,4 +1,4 @@
-// Regenerates docs/errors.md from src/errors.ts (test/unit/errors.test.ts fails when they drift).
+// Regenerates docs/errors.md from src/core/errors.ts (test/unit/core/errors.test.ts fails when they drift).
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ERRORS } from '../src/core/errors.ts';
@@ -8,7 +8,7 @@ const text = [
   '# Error codes',
   '',
   'Every failure cbr reports carries one of these codes, unchanged in events, `--json` output and exit statuses.',
-  'This table is checked against `src/errors.ts` by `test/unit/errors.test.ts`; `node scripts/gen-errors-doc.ts` rewrites it.',
+  'This table is checked against `src/core/errors.ts` by `test/unit/core/errors.test.ts`; `node scripts/gen-errors-doc.ts` rewrites it.',
   '',
   '| code | exit status | retryable | meaning |',
   '| --- | --- | --- | --- |',

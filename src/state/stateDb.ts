@@ -21,7 +21,7 @@ export interface WorkflowRow {
   input: unknown;
   commandId: string | null;
   ownerPid: number | null;
-  /** `<boot id>:<pid>:<start time>` of the owning process (see src/owner.ts); null in rows of older versions. */
+  /** `<boot id>:<pid>:<start time>` of the owning process (see src/runtime/owner.ts); null in rows of older versions. */
   ownerToken?: string | null;
   createdAt: string;
   updatedAt: string;

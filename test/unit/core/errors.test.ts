@@ -6,7 +6,7 @@ import { CbrError, ERRORS, toErrorInfo } from '../../../src/core/errors.ts';
 import { REPO } from '../../helpers/paths.ts';
 
 describe('error catalogue', () => {
-  it('docs/errors.md lists exactly the codes of src/errors.ts, with the same exit status and retryability', async () => {
+  it('docs/errors.md lists exactly the codes of src/core/errors.ts, with the same exit status and retryability', async () => {
     const doc = await readFile(join(REPO, 'docs', 'errors.md'), 'utf8');
     const rows = [...doc.matchAll(/^\| `(CBR_ERR_[A-Z_]+)` \| (\d+) \| (yes|no) \| (.+) \|$/gm)];
     const documented = new Map(rows.map((m) => [m[1], { exit: Number(m[2]), retryable: m[3] === 'yes', summary: m[4] }]));
