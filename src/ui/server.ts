@@ -2,17 +2,18 @@ import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { type AddressInfo, isIP } from 'node:net';
-import { networkInterfaces } from 'node:os';
 import { type CommandDraft, publishCommand, redactUrl, watchEvents } from '../bus/client.ts';
-import { parseCommand } from '../bus/commands.ts';
-import type { BusEvent } from '../bus/topology.ts';
+import { parseCommand } from '../bus/schemas/commands.ts';
+import type { BusEvent } from '../bus/schemas/events.ts';
 import { CbrError, toErrorInfo } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { diagram } from '../diagram/graph.ts';
 import { toSvg } from '../diagram/svg.ts';
 import { backupMachine } from '../machines/backup.machine.ts';
 import { restoreMachine } from '../machines/restore.machine.ts';
+import { type HostNames, hostNames } from './hostNames.ts';
 import { MAX_HISTORY, UiModel } from './model.ts';
+import { page } from './page.ts';
 
 /**
  * `cbr ui`: a local web page over the event exchange. Every asset is served from here (no internet), updates
@@ -249,46 +250,6 @@ export async function startUi(o: UiOptions): Promise<UiServer> {
   };
 }
 
-interface HostNames {
-  accepts(host: string): boolean;
-  url: string;
-}
-
-/**
- * The Host header values the server answers to: the names it listens as, with its port (port 80 also without).
- * On 0.0.0.0/:: the interface addresses are read again when a name is not found (an address may come later).
- */
-function hostNames(address: string, port: number, publicHosts: readonly string[], url: string): HostNames {
-  const wildcard = address === '0.0.0.0' || address === '::';
-  const build = () => {
-    const names = new Set<string>();
-    const add = (h: string) => {
-      const n = (isIP(h) === 6 ? `[${h}]` : h).toLowerCase();
-      names.add(`${n}:${port}`);
-      if (port === 80) names.add(n);
-    };
-    add(address);
-    if (address === '127.0.0.1' || address === '::1' || wildcard) add('localhost');
-    if (wildcard) {
-      for (const list of Object.values(networkInterfaces())) {
-        for (const i of list ?? []) if (address === '::' || i.family === 'IPv4') add(i.address);
-      }
-    }
-    for (const h of publicHosts) add(h);
-    return names;
-  };
-  let names = build();
-  return {
-    url,
-    accepts(host) {
-      if (names.has(host)) return true;
-      if (!wildcard || host === '') return false;
-      names = build();
-      return names.has(host);
-    },
-  };
-}
-
 /** Only the two workflow-starting commands, with only the fields the forms have (FORM_FIELDS). */
 async function commandFrom(body: Buffer): Promise<CommandDraft & { id: string }> {
   let v: unknown;
@@ -329,52 +290,4 @@ function status(code: string): number {
 function sendJson(res: ServerResponse, code: number, body: unknown): void {
   res.writeHead(code, { 'Content-Type': 'application/json; charset=utf-8' });
   res.end(JSON.stringify(body));
-}
-
-function page(token: string, canCommand: boolean): string {
-  return `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="cbr-token" content="${token}">
-<meta name="cbr-can-command" content="${canCommand}">
-<title>cbr — workflows</title>
-<link rel="stylesheet" href="/assets/app.css">
-<script type="module" src="/assets/app.js"></script>
-</head>
-<body>
-<header>
-  <h1>cbr</h1>
-  <span id="bus" class="badge" data-connected="false">bus: connecting…</span>
-  <span id="counts" class="muted"></span>
-  <span id="mode" class="badge">${canCommand ? 'commands enabled (signed)' : 'read-only'}</span>
-</header>
-<main>
-  <section id="hosts" aria-label="hosts and workflows"><p class="muted" id="empty">No workflow events yet. Events appear as agents publish them.</p></section>
-  <section id="detail" aria-label="selected workflow"><p class="muted">Select a workflow.</p></section>
-</main>
-<section id="start" ${canCommand ? '' : 'hidden'} aria-label="start a workflow">
-  <form id="start-backup">
-    <h2>Start a backup</h2>
-    <label>host <input name="host" required list="host-list" autocomplete="off"></label>
-    <label>name <input name="name" required></label>
-    <label>compression <select name="compression"><option>zstd</option><option>gzip</option><option>none</option></select></label>
-    <button type="submit">backup-create</button>
-  </form>
-  <form id="start-restore">
-    <h2>Restore a backup</h2>
-    <label>host <input name="host" required list="host-list" autocomplete="off"></label>
-    <label>backup id <input name="backupId" required></label>
-    <label>instance <input name="instanceName" required></label>
-    <label>cluster name <input name="clusterName" placeholder="the instance name"></label>
-    <label><input type="checkbox" name="force"> replace existing data</label>
-    <button type="submit">create --backup</button>
-  </form>
-  <datalist id="host-list"></datalist>
-  <p id="start-result" role="status"></p>
-</section>
-</body>
-</html>
-`;
 }
