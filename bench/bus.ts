@@ -5,7 +5,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import amqplib, { type ConsumeMessage } from 'amqplib';
 import { Agent } from '../src/bus/agent.ts';
-import type { BusEvent } from '../src/bus/topology.ts';
+import type { BusEvent } from '../src/bus/schemas/events.ts';
 import { silentLogger } from '../src/core/log.ts';
 import { StateDb } from '../src/state/stateDb.ts';
 import { instantSteps as steps } from '../test/fixtures/steps.ts';

@@ -14,11 +14,10 @@ import { outputOf, type StepsFactory, type WorkflowEvent, WorkflowRuntime } from
 import { StateDb, type WorkflowRow } from '../state/stateDb.ts';
 import { openStore } from '../storage/open.ts';
 import type { StorageConfig } from '../storage/port.ts';
+import { type Command, parseCommand } from './schemas/commands.ts';
+import type { BusEvent } from './schemas/events.ts';
 import {
-  type Command,
-  parseCommand,
   parseStatusQuery,
-  SIGNATURE_WINDOW_MS,
   STATUS_MAX_WORKFLOWS,
   STATUS_RECENT_MS,
   STATUS_REPLY_TYPE,
@@ -26,8 +25,9 @@ import {
   type StatusReply,
   statusReplyTo,
   type WorkflowStatus,
-} from './commands.ts';
-import { type BusEvent, declareTopology, routingKey, type Topology, topology } from './topology.ts';
+} from './schemas/status.ts';
+import { SIGNATURE_WINDOW_MS } from './signing.ts';
+import { declareTopology, routingKey, type Topology, topology } from './topology.ts';
 
 export interface AgentOptions {
   url: string;
@@ -405,7 +405,7 @@ export class Agent {
   }
 
   /**
-   * Answers a status query (see src/bus/commands.ts) into the asker's server-named queue; a query without one is
+   * Answers a status query (see src/bus/schemas/status.ts) into the asker's server-named queue; a query without one is
    * dropped, a malformed one is answered with its coded error. Read-only, so not signed even where commands are.
    */
   #onStatusQuery(ch: Channel, msg: ConsumeMessage): void {

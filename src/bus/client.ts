@@ -1,8 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import amqplib, { type ChannelModel, type ConfirmChannel, type ConsumeMessage, type Message } from 'amqplib';
 import { CbrError } from '../core/errors.ts';
-import { type Command, parseStatusReply, STATUS_QUERY_TYPE, STATUS_REPLY_TYPE, type StatusQuery, type StatusReply, signCommand } from './commands.ts';
-import { type BusEvent, declareTopology, type Topology, topology } from './topology.ts';
+import type { Command } from './schemas/commands.ts';
+import { type BusEvent, parseEvent } from './schemas/events.ts';
+import { parseStatusReply, STATUS_QUERY_TYPE, STATUS_REPLY_TYPE, type StatusQuery, type StatusReply } from './schemas/status.ts';
+import { signCommand } from './signing.ts';
+import { declareTopology, type Topology, topology } from './topology.ts';
 
 /** amqp://user:password@host → amqp://user:***@host, for any message that names the broker. */
 export function redactUrl(url: string): string {
@@ -154,7 +157,7 @@ async function subscribe(o: {
   };
 }
 
-/** Publishes one status query (see src/bus/commands.ts): to one host's agent, or to every agent (host '*'). */
+/** Publishes one status query (see src/bus/schemas/status.ts): to one host's agent, or to every agent (host '*'). */
 function askStatus(ch: ConfirmChannel, t: Topology, replyTo: string, host: string | undefined, payload: StatusQuery['payload']): string {
   const query: StatusQuery = { version: 1, id: randomUUID(), type: STATUS_QUERY_TYPE, host: host ?? '*', issuedAt: new Date().toISOString(), payload };
   ch.publish(t.status, host ?? '', Buffer.from(JSON.stringify(query)), {
@@ -249,15 +252,6 @@ export function statusEvents(reply: StatusReply): BusEvent[] {
   return out;
 }
 
-function parseEvent(msg: ConsumeMessage): BusEvent | null {
-  try {
-    const e = JSON.parse(msg.content.toString('utf8')) as unknown;
-    return e && typeof e === 'object' && !Array.isArray(e) ? (e as BusEvent) : null;
-  } catch {
-    return null;
-  }
-}
-
 function outcomeUnknown(host: string, id: string, prefix: string, why: string): CbrError {
   const p = prefix ? ` --prefix ${prefix}` : '';
   return new CbrError(
@@ -315,7 +309,7 @@ export async function runCommand(opts: {
     reconnect: opts.reconnect ?? true,
     onMessage: (msg) => {
       if (resync.handle(msg)) return;
-      const e = parseEvent(msg);
+      const e = parseEvent(msg.content);
       if (e) deliver(e);
     },
     onReturn: (msg) => {
@@ -418,7 +412,7 @@ export async function watchEvents(opts: {
     reconnect: opts.reconnect ?? false,
     onMessage: (msg) => {
       if (resync.handle(msg)) return;
-      const e = parseEvent(msg);
+      const e = parseEvent(msg.content);
       if (e) emit(e);
     },
     onReturn: (msg) => resync.onReturn(msg, t),

@@ -1,4 +1,5 @@
 import type { Channel } from 'amqplib';
+import type { BusEvent } from './schemas/events.ts';
 
 /**
  * The AMQP topology, declared by this one function on every (re)connect of the agent and the CLI. A prefix
@@ -8,6 +9,7 @@ import type { Channel } from 'amqplib';
  *   <p>cbr.commands     direct exchange; routing key = host id
  *   <p>cbr.host.<host>  quorum queue per host, dead-lettering to <p>cbr.dead-letter, delivery limit 20
  *   <p>cbr.events       topic exchange; routing key = <host>.<workflow id>.<state|progress|result|rejected>
+ *                       (the events: src/bus/schemas/events.ts)
  *   <p>cbr.dead-letter  fanout exchange -> <p>cbr.dead (rejected commands, with the reason in headers)
  *   <p>cbr.status       direct exchange for read-only status queries; each agent binds a private queue with its
  *                       host id and with '' (a query for every agent); replies go to the asker's replyTo queue
@@ -47,30 +49,6 @@ export async function declareTopology(ch: Channel, t: Topology, hostId?: string)
     });
     await ch.bindQueue(q, t.commands, hostId);
   }
-}
-
-/** What travels on the events exchange. */
-export interface BusEvent {
-  /** `<host>:<outbox seq>` — unique, and ordered per host. */
-  eventId?: string;
-  type: 'state' | 'progress' | 'result' | 'rejected';
-  host: string;
-  workflowId: string;
-  /** 'backup' | 'restore' for workflows; the command type otherwise. */
-  kind: string;
-  at: string;
-  state?: string;
-  status?: string;
-  error?: { code: string; message: string; retryable: boolean } | null;
-  /** For progress: the state whose work it measures (streaming, unpacking). */
-  step?: string;
-  progress?: { bytes: number; files: number; totalBytes: number; totalFiles: number; storedBytes: number };
-  result?: Record<string, unknown>;
-  /**
-   * Not from the outbox: made by a subscriber from an agent's status answer after it (re)connected, to replay what
-   * it may have missed (the present state, and the result of a finished workflow). Has no eventId.
-   */
-  resync?: true;
 }
 
 export function routingKey(e: Pick<BusEvent, 'host' | 'workflowId' | 'type'>): string {

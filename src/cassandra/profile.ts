@@ -1,44 +1,56 @@
 import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
 import { CbrError } from '../core/errors.ts';
 
 /**
  * A profile tells every cbr command how to reach one Cassandra node and where its files are.
  * The sandbox writes one per instance; production nodes use the same format with a systemd unit.
  * Secrets are never inline: credentials live in files (mode 0600) that the profile points to.
+ * Fields it does not know are ignored (and dropped).
  */
-export interface Profile {
-  /** Format version of this file. */
-  version: 1;
-  /** Instance name; also the default cluster_name of a sandbox. */
-  name: string;
-  /** Host id used on the bus; defaults to `name`. */
-  hostId: string;
-  cassandraVersion: string;
-  cql: {
-    host: string;
-    port: number;
-    localDc: string;
-    /** JSON file {"username","password"}, mode 0600. */
-    credentialsFile: string;
-  };
-  jmx: {
-    host: string;
-    port: number;
-    /** Optional JMX username; the password comes from passwordFile ("user password" per line, nodetool's -pwf format). */
-    user?: string;
-    passwordFile?: string;
-  };
-  /** Java and classpath for nodetool (the sandbox: the cached Cassandra jars). */
-  java: { home: string; libDir: string };
-  dataDirs: string[];
-  commitlogDir: string;
-  savedCachesDir: string;
-  hintsDir: string;
-  cassandraYaml: string;
-  /** OS user and group that own the data directories. */
-  owner: { user: string; group: string; uid: number; gid: number };
-  service: { kind: 'sandbox'; instanceDir: string } | { kind: 'systemd'; unit: string };
-}
+const nonEmpty = z.string().min(1);
+const port = z.number().int().min(1).max(65535);
+
+export const profileSchema = z
+  .object({
+    /** Format version of this file. */
+    version: z.literal(1),
+    /** Instance name; also the default cluster_name of a sandbox. */
+    name: z.string().min(1),
+    /** Host id used on the bus; defaults to `name`. */
+    hostId: z.string().optional(),
+    cassandraVersion: z.string(),
+    cql: z.object({
+      host: z.string(),
+      port,
+      localDc: z.string(),
+      /** JSON file {"username","password"}, mode 0600. */
+      credentialsFile: z.string(),
+    }),
+    jmx: z.object({
+      host: z.string(),
+      port,
+      /** Optional JMX username; the password comes from passwordFile ("user password" per line, nodetool's -pwf format). */
+      user: z.string().optional(),
+      passwordFile: z.string().optional(),
+    }),
+    /** Java and classpath for nodetool (the sandbox: the cached Cassandra jars). */
+    java: z.object({ home: z.string(), libDir: z.string() }),
+    dataDirs: z.array(nonEmpty).min(1),
+    commitlogDir: nonEmpty,
+    savedCachesDir: nonEmpty,
+    hintsDir: nonEmpty,
+    cassandraYaml: nonEmpty,
+    /** OS user and group that own the data directories. */
+    owner: z.object({ user: z.string(), group: z.string(), uid: z.number().int().nonnegative(), gid: z.number().int().nonnegative() }),
+    service: z.discriminatedUnion('kind', [
+      z.object({ kind: z.literal('sandbox'), instanceDir: z.string() }),
+      z.object({ kind: z.literal('systemd'), unit: z.string() }),
+    ]),
+  })
+  .transform((p) => ({ ...p, hostId: p.hostId || p.name }));
+
+export type Profile = z.output<typeof profileSchema>;
 
 export async function loadProfile(path: string): Promise<Profile> {
   let text: string;
@@ -56,23 +68,18 @@ export async function loadProfile(path: string): Promise<Profile> {
   return validateProfile(parsed, path);
 }
 
+/** A profile's fields as the refusal names them: `cql.port`, `dataDirs.0`; the version says what it must be. */
+function fieldName(path: readonly PropertyKey[]): string {
+  const name = path.map(String).join('.');
+  return name === 'version' ? 'version (must be 1)' : name;
+}
+
 export function validateProfile(value: unknown, source = 'profile'): Profile {
-  const p = value as Partial<Profile> | null;
-  const missing: string[] = [];
-  if (!p || typeof p !== 'object') throw new CbrError('CBR_ERR_CONFIG', `${source} is not an object`);
-  if (p.version !== 1) missing.push('version (must be 1)');
-  for (const key of ['name', 'cassandraYaml', 'commitlogDir', 'savedCachesDir', 'hintsDir'] as const) {
-    if (typeof p[key] !== 'string' || !p[key]) missing.push(key);
-  }
-  if (!Array.isArray(p.dataDirs) || p.dataDirs.length === 0) missing.push('dataDirs');
-  if (!p.cql || typeof p.cql.port !== 'number' || typeof p.cql.host !== 'string') missing.push('cql.host/port');
-  if (!p.cql || typeof p.cql.credentialsFile !== 'string') missing.push('cql.credentialsFile');
-  if (!p.jmx || typeof p.jmx.port !== 'number') missing.push('jmx.port');
-  if (!p.java || typeof p.java.libDir !== 'string') missing.push('java.libDir');
-  if (!p.owner || typeof p.owner.uid !== 'number') missing.push('owner');
-  if (!p.service || (p.service.kind !== 'sandbox' && p.service.kind !== 'systemd')) missing.push('service.kind');
-  if (missing.length) throw new CbrError('CBR_ERR_CONFIG', `${source} is missing or has invalid: ${missing.join(', ')}`);
-  return { ...(p as Profile), hostId: p.hostId || p.name! };
+  if (!value || typeof value !== 'object' || Array.isArray(value)) throw new CbrError('CBR_ERR_CONFIG', `${source} is not an object`);
+  const parsed = profileSchema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  const fields = [...new Set(parsed.error.issues.map((i) => fieldName(i.path)))];
+  throw new CbrError('CBR_ERR_CONFIG', `${source} is missing or has invalid: ${fields.join(', ')}`);
 }
 
 export interface Credentials {

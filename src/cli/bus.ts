@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { parseKey } from '../archive/crypto.ts';
 import { type BusNotice, type CommandDraft, DEFAULT_OUTAGE_DEADLINE_MS, runCommand } from '../bus/client.ts';
-import type { BusEvent } from '../bus/topology.ts';
+import type { BusEvent } from '../bus/schemas/events.ts';
 import { CbrError, fromErrorInfo, isErrorCode } from '../core/errors.ts';
 import type { CliIO } from './io.ts';
 import { ProgressBar } from './progress.ts';

@@ -1,4 +1,5 @@
-import type { BusEvent } from '../bus/topology.ts';
+import type { BusEvent } from '../bus/schemas/events.ts';
+import type { Progress } from '../machines/common.ts';
 
 /**
  * What the live view knows, folded from bus events: each host, each workflow on it, its current state, the
@@ -6,13 +7,8 @@ import type { BusEvent } from '../bus/topology.ts';
  * failure. Pure (no I/O): the UI server feeds it events and ships views to browsers.
  */
 
-export interface ProgressView {
+export interface ProgressView extends Progress {
   step: string;
-  bytes: number;
-  totalBytes: number;
-  files: number;
-  totalFiles: number;
-  storedBytes: number;
   /** Bytes per second, smoothed over the recent samples; null until two samples are in. */
   rate: number | null;
   /** Seconds left at the current rate; null when unknown. */
@@ -64,9 +60,8 @@ export class UiModel {
     this.#maxWorkflows = opts.maxWorkflows ?? 2000;
   }
 
-  /** Applies one event; returns the workflow it changed, or null when it changed none. */
+  /** Applies one event (parsed off the bus: src/bus/schemas/events.ts); returns the workflow it changed, or null when it changed none. */
   apply(e: BusEvent): WorkflowView | null {
-    if (!e || typeof e !== 'object' || typeof e.host !== 'string' || typeof e.workflowId !== 'string') return null;
     if (e.eventId) {
       if (this.#seen.has(e.eventId)) return null;
       this.#seen.add(e.eventId);
@@ -89,7 +84,7 @@ export class UiModel {
         if (!last || last.state !== e.state || last.status !== e.status) {
           w.history.push({
             state: e.state,
-            status: e.status ?? 'active',
+            status: e.status,
             at: e.at,
             ...(e.error ? { error: { code: e.error.code, message: e.error.message } } : {}),
           });
@@ -101,7 +96,6 @@ export class UiModel {
       }
       case 'progress': {
         const p = e.progress;
-        if (!p) return null;
         const step = e.step ?? w.state;
         const t = Date.parse(e.at);
         const prev = this.#samples.get(w.id);
@@ -144,7 +138,7 @@ export class UiModel {
     return { workflows: [...this.#workflows.values()], rejected: [...this.#rejected] };
   }
 
-  #setState(w: WorkflowView, e: BusEvent): void {
+  #setState(w: WorkflowView, e: Extract<BusEvent, { type: 'state' | 'result' }>): void {
     if (e.state) w.state = e.state;
     if (e.status) w.status = e.status;
     if (e.error) w.error = { code: e.error.code, message: e.error.message, retryable: e.error.retryable };

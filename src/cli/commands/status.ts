@@ -1,5 +1,5 @@
 import { queryStatus } from '../../bus/client.ts';
-import type { WorkflowStatus } from '../../bus/commands.ts';
+import type { WorkflowStatus } from '../../bus/schemas/status.ts';
 import { CbrError, fromErrorInfo, isErrorCode } from '../../core/errors.ts';
 import { busOptions, busPrefix } from '../bus.ts';
 import { type Command, parse, printJson } from '../io.ts';

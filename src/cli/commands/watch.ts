@@ -1,5 +1,5 @@
 import { watchEvents } from '../../bus/client.ts';
-import type { BusEvent } from '../../bus/topology.ts';
+import type { BusEvent } from '../../bus/schemas/events.ts';
 import { busOptions, busPrefix, noticeLine } from '../bus.ts';
 import { type Command, parse } from '../io.ts';
 import { formatBytes } from '../progress.ts';

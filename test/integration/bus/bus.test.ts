@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import amqplib, { type ConsumeMessage, type GetMessage } from 'amqplib';
 import { Agent } from '../../../src/bus/agent.ts';
-import type { BusEvent } from '../../../src/bus/topology.ts';
+import type { BusEvent } from '../../../src/bus/schemas/events.ts';
 import { connectCql } from '../../../src/cassandra/cql.ts';
 import { createNodetool } from '../../../src/cassandra/nodetool.ts';
 import { loadProfile, type Profile } from '../../../src/cassandra/profile.ts';

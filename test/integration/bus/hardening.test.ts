@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import amqplib from 'amqplib';
 import { Agent } from '../../../src/bus/agent.ts';
-import type { BusEvent } from '../../../src/bus/topology.ts';
+import type { BusEvent } from '../../../src/bus/schemas/events.ts';
 import { silentLogger } from '../../../src/core/log.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
 import { StateDb } from '../../../src/state/stateDb.ts';

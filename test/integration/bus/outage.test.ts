@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import amqplib, { type ConsumeMessage } from 'amqplib';
-import type { WorkflowStatus } from '../../../src/bus/commands.ts';
+import type { WorkflowStatus } from '../../../src/bus/schemas/status.ts';
 import { readRecord } from '../../../src/catalog/catalog.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
 import { StateDb } from '../../../src/state/stateDb.ts';
@@ -221,7 +221,7 @@ describe('broker outages in the middle of a bus-driven backup (real RabbitMQ, re
     // Loaded here, not at the top, so that tests 1 and 2 also run against a tree without the status query (they
     // fail there: that is how they were shown to test the change).
     const { queryStatus } = await import('../../../src/bus/client.ts');
-    const { parseStatusReply, STATUS_REPLY_TYPE } = await import('../../../src/bus/commands.ts');
+    const { parseStatusReply, STATUS_REPLY_TYPE } = await import('../../../src/bus/schemas/status.ts');
     const [one] = await queryStatus({ url: BUS_URL, prefix, host: HOST });
     assert.ok(one, 'the agent answered');
     assert.equal(one.host, HOST);

@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import amqplib from 'amqplib';
 import type { Browser, Page } from 'playwright-core';
 import { parseKey } from '../../../src/archive/crypto.ts';
-import { type Command, parseCommand } from '../../../src/bus/commands.ts';
+import { type Command, parseCommand } from '../../../src/bus/schemas/commands.ts';
 import { createLogger } from '../../../src/core/log.ts';
 import { diagram } from '../../../src/diagram/graph.ts';
 import { toSvg } from '../../../src/diagram/svg.ts';

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { type Command, canonicalJson, parseCommand, signCommand } from '../../../src/bus/commands.ts';
+import { type Command, parseCommand } from '../../../src/bus/schemas/commands.ts';
+import { canonicalJson, signCommand } from '../../../src/bus/signing.ts';
 import { malformedCommands, validCommand } from '../../helpers/malformed.ts';
 
 const host = 'node-1';

@@ -6,7 +6,7 @@ import { after, describe, it } from 'node:test';
 import { fromPromise } from 'xstate';
 import { Agent } from '../../../src/bus/agent.ts';
 import { statusEvents } from '../../../src/bus/client.ts';
-import { parseStatusQuery, parseStatusReply, type StatusReply, statusReplyTo } from '../../../src/bus/commands.ts';
+import { parseStatusQuery, parseStatusReply, type StatusReply, statusReplyTo } from '../../../src/bus/schemas/status.ts';
 import { outageDeadline, parseDuration } from '../../../src/cli/bus.ts';
 import { CbrError } from '../../../src/core/errors.ts';
 import { silentLogger } from '../../../src/core/log.ts';

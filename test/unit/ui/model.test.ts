@@ -1,17 +1,18 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { BusEvent } from '../../../src/bus/topology.ts';
+import type { BusEvent } from '../../../src/bus/schemas/events.ts';
 import { UiModel } from '../../../src/ui/model.ts';
 
 const at = (s: number) => new Date(Date.UTC(2026, 10, 26, 12, 0, s)).toISOString();
-const ev = (e: Partial<BusEvent> & { type: BusEvent['type'] }, s: number, seq: number): BusEvent => ({
-  host: 'h1',
-  workflowId: 'w1',
-  kind: 'backup',
-  at: at(s),
-  eventId: `h1:${seq}`,
-  ...e,
-});
+const ev = (e: Partial<BusEvent> & { type: BusEvent['type'] }, s: number, seq: number): BusEvent =>
+  ({
+    host: 'h1',
+    workflowId: 'w1',
+    kind: 'backup',
+    at: at(s),
+    eventId: `h1:${seq}`,
+    ...e,
+  }) as BusEvent;
 
 describe('the live view model', () => {
   it('folds states into a history, progress into rate and ETA, and a result into the final state', () => {

@@ -1,0 +1,121 @@
+import { z } from 'zod';
+import { verifySignature } from '../signing.ts';
+import { CLUSTER, count, ENV, firstIssue, flag, HOST, ID, invalid, NAME, oneOf, quoted, ROLE, readJson, text } from './fields.ts';
+
+/**
+ * Commands on the bus: one JSON envelope, a payload per command type, validated by one strict schema per type
+ * (unknown fields are refused, so a typo never silently drops an option; only a message's own keys count, so
+ * `constructor` or `__proto__` are unknown too). The schema words every refusal: CBR_ERR_COMMAND_INVALID with
+ * the field it is about. Signatures: src/bus/signing.ts.
+ */
+
+export const COMMAND_TYPES = ['backup.create', 'backup.delete', 'restore.create', 'workflow.cancel'] as const;
+export type CommandType = (typeof COMMAND_TYPES)[number];
+export const MAX_COMMAND_BYTES = 64 * 1024;
+
+const envelope = {
+  version: z.literal(1, { error: 'version must be 1' }),
+  /** Unique per command; a workflow started by it has this id, and a redelivery with it starts nothing. */
+  id: z.string({ error: 'id must match [A-Za-z0-9][A-Za-z0-9_-]{0,63}' }).regex(ID, { error: 'id must match [A-Za-z0-9][A-Za-z0-9_-]{0,63}' }),
+  type: z.enum(COMMAND_TYPES, { error: (iss) => `unknown command type ${quoted(iss.input)}` }),
+  /** The host id of the agent that must run it. */
+  host: z.string({ error: 'host must be a host id' }).regex(HOST, { error: 'host must be a host id' }),
+  issuedAt: z.string({ error: 'issuedAt must be an ISO date' }).refine((s) => !Number.isNaN(Date.parse(s)), { error: 'issuedAt must be an ISO date' }),
+  payload: z.record(z.string(), z.unknown(), { error: 'payload must be an object' }),
+  /** `v2:<hex>` (see signCommand); required when the agent has a signing key. A v1 one (bare hex) parses, to be refused by name. */
+  signature: z
+    .string({ error: 'signature must be "v2:" followed by 64 hex characters' })
+    .regex(/^(v2:)?[0-9a-f]{64}$/, { error: 'signature must be "v2:" followed by 64 hex characters' })
+    .optional(),
+};
+const ENVELOPE_ORDER = Object.keys(envelope);
+
+const objectError = (iss: z.core.$ZodRawIssue) => (iss.code === 'unrecognized_keys' ? `unknown field ${quoted(iss.keys[0])}` : 'command must be a JSON object');
+/** The envelope alone (any payload object), to word a refusal in the order the fields are read. */
+const envelopeSchema = z.strictObject(envelope, { error: objectError });
+
+function payload<T extends CommandType, S extends z.core.$ZodLooseShape>(type: T, shape: (where: (key: string) => string) => S) {
+  return z.strictObject(
+    shape((key) => `${type}: payload.${key}`),
+    {
+      error: (iss) => (iss.code === 'unrecognized_keys' ? `${type}: unknown payload field ${quoted(iss.keys[0])}` : `${type}: payload must be an object`),
+    },
+  );
+}
+
+/** At most one key source: `<file>` or `<env>`, never both. */
+function oneKeySource(type: CommandType, file: string, env: string) {
+  return (p: Record<string, unknown>, ctx: z.core.$RefinementCtx) => {
+    if (p[file] && p[env]) ctx.addIssue({ code: 'custom', message: `${type}: give ${file} or ${env}, not both` });
+  };
+}
+
+export const backupCreatePayload = payload('backup.create', (at) => ({
+  name: text(at('name'), { max: 128, re: /^[^\u0000-\u001f]+$/ }),
+  description: text(at('description'), { max: 1024, re: /^[^\u0000-\u0008\u000b-\u001f]*$/ }).optional(),
+  compression: oneOf(at('compression'), ['zstd', 'gzip', 'none']).optional(),
+  encryptKeyFile: text(at('encryptKeyFile'), { absPath: true, max: 4096 }).optional(),
+  encryptKeyEnv: text(at('encryptKeyEnv'), { re: ENV }).optional(),
+  minFreePercent: count(at('minFreePercent'), 0, 100).optional(),
+  /** Bytes per second of stored output. */
+  rateLimit: count(at('rateLimit'), 1024, 2 ** 40).optional(),
+})).superRefine(oneKeySource('backup.create', 'encryptKeyFile', 'encryptKeyEnv'));
+
+export const backupDeletePayload = payload('backup.delete', (at) => ({ backupId: text(at('backupId'), { re: ID }) }));
+
+export const restoreCreatePayload = payload('restore.create', (at) => ({
+  backupId: text(at('backupId'), { re: ID }),
+  instanceName: text(at('instanceName'), { re: NAME }),
+  clusterName: text(at('clusterName'), { re: CLUSTER }).optional(),
+  passwordFile: text(at('passwordFile'), { absPath: true, max: 4096 }).optional(),
+  superuser: text(at('superuser'), { re: ROLE }).optional(),
+  decryptKeyFile: text(at('decryptKeyFile'), { absPath: true, max: 4096 }).optional(),
+  decryptKeyEnv: text(at('decryptKeyEnv'), { re: ENV }).optional(),
+  force: flag(at('force')).optional(),
+})).superRefine(oneKeySource('restore.create', 'decryptKeyFile', 'decryptKeyEnv'));
+
+export const workflowCancelPayload = payload('workflow.cancel', (at) => ({ workflowId: text(at('workflowId'), { re: ID }) }));
+
+function command<T extends CommandType, P extends z.ZodType<Record<string, unknown>>>(type: T, payloadSchema: P) {
+  return z.strictObject({ ...envelope, type: z.literal(type), payload: payloadSchema }, { error: objectError });
+}
+
+export const commandSchema = z.discriminatedUnion('type', [
+  command('backup.create', backupCreatePayload),
+  command('backup.delete', backupDeletePayload),
+  command('restore.create', restoreCreatePayload),
+  command('workflow.cancel', workflowCancelPayload),
+]);
+
+export type Command = z.infer<typeof commandSchema>;
+export type BackupCreatePayload = z.infer<typeof backupCreatePayload>;
+export type BackupDeletePayload = z.infer<typeof backupDeletePayload>;
+export type RestoreCreatePayload = z.infer<typeof restoreCreatePayload>;
+export type WorkflowCancelPayload = z.infer<typeof workflowCancelPayload>;
+
+/**
+ * Parses and validates a raw message body; throws CBR_ERR_COMMAND_INVALID or CBR_ERR_COMMAND_UNAUTHORIZED. With a
+ * signing key, the signature is checked against `prefix`, the bus prefix this agent consumes under (default '').
+ */
+export function parseCommand(body: Buffer, opts: { hostId: string; signingKey?: Buffer | null; prefix?: string; now?: number }): Command {
+  const value = readJson(body, 'command', MAX_COMMAND_BYTES);
+  const parsed = commandSchema.safeParse(value);
+  if (!parsed.success) throw invalid(refusal(value, parsed.error, opts.hostId));
+  if (parsed.data.host !== opts.hostId) throw invalid(`command is for host ${parsed.data.host}, this is ${opts.hostId}`);
+  if (opts.signingKey) verifySignature(value as Record<string, unknown>, opts.signingKey, opts.prefix ?? '', opts.now ?? Date.now());
+  return parsed.data;
+}
+
+/**
+ * The reason for a refused command, in the order the fields are read: the envelope (unknown fields first, then
+ * version, id, type, host, whether the host is this one, issuedAt, payload, signature), then the payload.
+ */
+function refusal(value: unknown, error: z.ZodError, hostId: string): string {
+  const env = envelopeSchema.safeParse(value);
+  const host = (value as { host?: unknown } | null)?.host;
+  const otherHost = typeof host === 'string' && HOST.test(host) && host !== hostId ? `command is for host ${host}, this is ${hostId}` : null;
+  if (env.success) return otherHost ?? firstIssue(error).message;
+  const first = firstIssue(env.error);
+  const field = first.code === 'unrecognized_keys' ? -1 : ENVELOPE_ORDER.indexOf(String(first.path[0]));
+  return otherHost && field > ENVELOPE_ORDER.indexOf('host') ? otherHost : first.message;
+}
