@@ -4,6 +4,7 @@ import { maintenanceEndpoint } from '../../cassandra/configFiles.ts';
 import { CassandraYaml } from '../../cassandra/yaml.ts';
 import { writeFileAtomic } from '../../core/atomicWrite.ts';
 import { CbrError } from '../../core/errors.ts';
+import { retry } from '../../core/retry.ts';
 import type { RestoreStepInput } from '../../machines/restore.machine.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
 
@@ -16,17 +17,18 @@ import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
 export async function resetIdentity(deps: RestoreDeps, input: RestoreStepInput, signal: AbortSignal): Promise<{ superusers: string[] }> {
   // Re-run after a crash, the node this step finds may be up, booting, or draining on its way down (the crash
   // came during the stop at the end): one that does not answer as it should is stopped and started afresh, once.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await resetOnce(deps, input, signal);
-    } catch (err) {
-      const transient = err instanceof CbrError && RESTARTABLE.has(err.code);
-      if (attempt >= 2 || signal.aborted || !transient) throw err;
+  return retry(() => resetOnce(deps, input, signal), {
+    attempts: 2,
+    baseMs: 0,
+    signal,
+    retryable: (err) => err instanceof CbrError && RESTARTABLE.has(err.code),
+    onRetry: async ({ error }) => {
+      const err = error as CbrError;
       deps.log.warn('the maintenance node did not answer as expected; restarting it once', { code: err.code, error: err.message.split('\n')[0] });
       await deps.service.stop(signal);
       await matchSavedClusterName(deps, input, err.message);
-    }
-  }
+    },
+  });
 }
 
 const RESTARTABLE = new Set<string>(['CBR_ERR_CQL_FAILED', 'CBR_ERR_NODETOOL_FAILED', 'CBR_ERR_SERVICE_CONTROL_FAILED']);

@@ -7,8 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { CbrError } from '../../core/errors.ts';
+import { retry } from '../../core/retry.ts';
 import { KEY_RE, type ObjectInfo, type ObjectStore, type SwiftConfig } from '../port.ts';
 
 /**
@@ -30,6 +30,9 @@ interface Session {
 type RequestBody = NonNullable<RequestInit['body']>;
 
 const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
+
+/** A failure worth another attempt; its message ends up in the error thrown when the attempts are spent. */
+class Transient extends Error {}
 
 export function createSwiftStore(config: SwiftConfig): ObjectStore {
   const segmentSize = config.segmentSize ?? 1 << 30;
@@ -74,17 +77,39 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
     return { token, storageUrl: objectStoreEndpoint(body, config) };
   };
 
-  /** One request with re-authentication on 401 (once) and retries with backoff on 5xx and network errors. */
+  /**
+   * Runs `once` again, after a backoff, when it meets a retryable status or a network error (both become
+   * Transient); a coded error ends it at once, and an abort ends it as CBR_ERR_ABORTED.
+   */
+  const withRetries = async <T>(what: string, signal: AbortSignal | undefined, once: () => Promise<T>): Promise<T> => {
+    try {
+      return await retry(
+        async () => {
+          try {
+            return await once();
+          } catch (err) {
+            if (err instanceof CbrError || err instanceof Transient) throw err;
+            if ((err as Error).name === 'AbortError' || signal?.aborted) throw new CbrError('CBR_ERR_ABORTED', `${what} aborted`);
+            throw new Transient(describeFetchError(err));
+          }
+        },
+        { attempts, baseMs: 200, maxMs: 5000, retryable: (err) => err instanceof Transient, ...(signal ? { signal } : {}) },
+      );
+    } catch (err) {
+      if (err instanceof Transient) throw new CbrError('CBR_ERR_STORAGE_FAILED', `${what} failed after ${attempts} attempts (${err.message})`);
+      throw err;
+    }
+  };
+
+  /** One request with re-authentication on 401 (once, not counted as an attempt) and retries with backoff on 5xx and network errors. */
   const request = async (
     method: string,
     path: string,
     opts: { body?: () => RequestBody; headers?: Record<string, string>; signal?: AbortSignal; ok?: number[]; what: string },
   ): Promise<Response> => {
     let reauthed = false;
-    let last = '';
-    for (let attempt = 1; attempt <= attempts; attempt++) {
-      opts.signal?.throwIfAborted();
-      try {
+    return withRetries(opts.what, opts.signal, async () => {
+      for (;;) {
         session ??= await authenticate(opts.signal);
         const res = await fetch(`${session.storageUrl}${path}`, {
           method,
@@ -96,22 +121,15 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
           await res.body?.cancel();
           session = null;
           reauthed = true;
-          attempt--;
           continue;
         }
         if (res.ok || opts.ok?.includes(res.status)) return res;
         await res.body?.cancel();
-        last = `HTTP ${res.status}`;
         if (res.status === 404) throw new CbrError('CBR_ERR_OBJECT_NOT_FOUND', `${opts.what}: not found`);
         if (!RETRYABLE_STATUS.has(res.status)) throw new CbrError('CBR_ERR_STORAGE_FAILED', `${opts.what}: Swift answered ${res.status}`);
-      } catch (err) {
-        if (err instanceof CbrError) throw err;
-        if ((err as Error).name === 'AbortError' || opts.signal?.aborted) throw new CbrError('CBR_ERR_ABORTED', `${opts.what} aborted`);
-        last = describeFetchError(err);
+        throw new Transient(`HTTP ${res.status}`);
       }
-      if (attempt < attempts) await sleep(Math.min(200 * 2 ** (attempt - 1), 5000), undefined, opts.signal ? { signal: opts.signal } : {}).catch(() => {});
-    }
-    throw new CbrError('CBR_ERR_STORAGE_FAILED', `${opts.what} failed after ${attempts} attempts (${last})`);
+    });
   };
 
   const ensureContainers = async (signal?: AbortSignal) => {
@@ -129,10 +147,8 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
    */
   const uploadFile = async (path: string, size: number, md5: string, target: string, signal?: AbortSignal, ifAbsent = false) => {
     let reauthed = false;
-    let last = '';
-    for (let attempt = 1; attempt <= attempts; attempt++) {
-      signal?.throwIfAborted();
-      try {
+    await withRetries(`upload ${target}`, signal, async () => {
+      for (;;) {
         session ??= await authenticate(signal);
         const { status, etag } = await putStream(
           `${session.storageUrl}${target}`,
@@ -148,7 +164,6 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
         if (status === 401 && !reauthed) {
           session = null;
           reauthed = true;
-          attempt--;
           continue;
         }
         if (status === 412 && ifAbsent) throw new CbrError('CBR_ERR_OBJECT_EXISTS', `${target} already exists`);
@@ -156,16 +171,10 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
           if (etag && etag !== md5) throw new CbrError('CBR_ERR_STORAGE_FAILED', `upload ${target}: ETag ${etag} differs from the MD5 sent (${md5})`);
           return;
         }
-        last = `HTTP ${status}`;
         if (!RETRYABLE_STATUS.has(status)) throw new CbrError('CBR_ERR_STORAGE_FAILED', `upload ${target}: Swift answered ${status}`);
-      } catch (err) {
-        if (err instanceof CbrError) throw err;
-        if ((err as Error).name === 'AbortError' || signal?.aborted) throw new CbrError('CBR_ERR_ABORTED', `upload ${target} aborted`);
-        last = describeFetchError(err);
+        throw new Transient(`HTTP ${status}`);
       }
-      if (attempt < attempts) await sleep(Math.min(200 * 2 ** (attempt - 1), 5000), undefined, signal ? { signal } : {}).catch(() => {});
-    }
-    throw new CbrError('CBR_ERR_STORAGE_FAILED', `upload ${target} failed after ${attempts} attempts (${last})`);
+    });
   };
 
   return {
