@@ -6,7 +6,8 @@ import type { BackupDeps } from '../nodeDeps.ts';
  * A snapshot pins every SSTable it links while compaction goes on writing new ones, so a node short of disk
  * can fill up during a long backup. Refuse before the snapshot when free space is under the threshold.
  */
-export async function checkFreeSpace(deps: BackupDeps, { ctx }: StepInput) {
+export async function checkFreeSpace(deps: BackupDeps, { ctx }: StepInput, signal: AbortSignal) {
+  signal.throwIfAborted();
   let worst = { freeBytes: Number.POSITIVE_INFINITY, freePercent: 100 };
   for (const dir of deps.profile.dataDirs) {
     const { free, total } = await deps.diskSpace(dir);

@@ -12,6 +12,7 @@ import { assertIdFree } from './assertIdFree.ts';
 export async function verifyNode(deps: BackupDeps, input: StepInput, signal: AbortSignal): Promise<NodeFacts> {
   if (!(await deps.service.isRunning())) throw new CbrError('CBR_ERR_NODE_NOT_RUNNING', `Cassandra on ${deps.profile.name} is not running`);
   const status = await deps.nodetool.status(signal).catch((err: CbrError) => {
+    if (signal.aborted) throw err;
     throw new CbrError('CBR_ERR_NODE_NOT_RUNNING', `JMX does not answer on ${deps.profile.name}: ${err.message}`);
   });
   if (!/^UN\s/m.test(status)) throw new CbrError('CBR_ERR_NODE_NOT_RUNNING', `node ${deps.profile.name} is not Up/Normal`);

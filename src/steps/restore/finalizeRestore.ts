@@ -5,7 +5,8 @@ import type { RestoreStepInput } from '../../machines/restore.machine.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
 
 /** The restored node is proven good: the old directories and the kept yaml go; the profile's credentials take the new password. */
-export async function finalizeRestore(deps: RestoreDeps, { ctx }: RestoreStepInput): Promise<void> {
+export async function finalizeRestore(deps: RestoreDeps, { ctx }: RestoreStepInput, signal: AbortSignal): Promise<void> {
+  signal.throwIfAborted();
   const paths = restorePaths(deps.profile, ctx.workflowId);
   const password = await deps.readPassword();
   await writeFileAtomic(deps.profile.cql.credentialsFile, JSON.stringify({ username: ctx.superuser, password }), 0o600);

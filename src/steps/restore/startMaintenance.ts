@@ -12,6 +12,7 @@ import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
  * address and ports the profile names) and starts the node on it.
  */
 export async function startMaintenance(deps: RestoreDeps, { ctx, plan }: RestoreStepInput, signal: AbortSignal): Promise<void> {
+  signal.throwIfAborted();
   const paths = restorePaths(deps.profile, ctx.workflowId);
   if (!existsSync(paths.yamlOrig)) {
     await writeFileAtomic(paths.yamlOrig, await readFile(paths.yaml), (await stat(paths.yaml)).mode & 0o777);

@@ -20,10 +20,12 @@ export async function swapDataDirs(deps: RestoreDeps, { ctx }: RestoreStepInput,
   }
   for (const { live, staging } of paths.stagings) {
     signal.throwIfAborted();
-    if (!existsSync(staging)) continue;
-    if (existsSync(live)) throw new Error(`${live} exists while its staging directory is not yet moved`);
-    await rename(staging, live);
-    // The staging directory was 0700; the data directory gets the mode the old one had (chownData owns it).
+    if (existsSync(staging)) {
+      if (existsSync(live)) throw new Error(`${live} exists while its staging directory is not yet moved`);
+      await rename(staging, live);
+    } else if (!existsSync(live)) continue;
+    // The staging directory was 0700; the data directory gets the mode the old one had (chownData owns it), also
+    // when a crash came between the rename and this chmod.
     const old = paths.moves.find((m) => m.live === live)!.old;
     await chmod(live, existsSync(old) ? (await stat(old)).mode & 0o7777 : 0o750);
   }

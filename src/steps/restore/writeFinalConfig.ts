@@ -9,7 +9,8 @@ import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
  * cluster_name and the settings the restored data needs (num_tokens, partitioner, SSTable identifiers and
  * format, storage compatibility mode); what changed is returned for the result.
  */
-export async function writeFinalConfig(deps: RestoreDeps, { ctx, plan }: RestoreStepInput): Promise<{ changes: SettingChange[] }> {
+export async function writeFinalConfig(deps: RestoreDeps, { ctx, plan }: RestoreStepInput, signal: AbortSignal): Promise<{ changes: SettingChange[] }> {
+  signal.throwIfAborted();
   const paths = restorePaths(deps.profile, ctx.workflowId);
   const original = await readFile(paths.yamlOrig, 'utf8');
   const { text, changes } = finalYaml(original, ctx.clusterName, plan.settings);
