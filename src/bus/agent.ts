@@ -1,19 +1,18 @@
-import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
 import amqplib, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type RecoveringChannelModel } from 'amqplib';
 import type { InspectionEvent, Observer } from 'xstate';
 import { deleteBackup, readRecord } from '../catalog/catalog.ts';
-import { writeFileAtomic } from '../core/atomicWrite.ts';
 import { CbrError, toErrorInfo } from '../core/errors.ts';
+import { ID_RE } from '../core/ids.ts';
 import type { Logger } from '../core/log.ts';
-import { cbrHome } from '../core/paths.ts';
 import type { BackupOutput } from '../machines/backup.machine.ts';
 import type { RestoreOutput } from '../machines/restore.machine.ts';
 import { outputOf, type StepsFactory, type WorkflowEvent, WorkflowRuntime } from '../runtime/runtime.ts';
 import { StateDb, type WorkflowRow } from '../state/stateDb.ts';
 import { openStore } from '../storage/open.ts';
 import type { StorageConfig } from '../storage/port.ts';
+import { backupInput } from '../workflows/backupRequest.ts';
+import { restoreInput } from '../workflows/restoreRequest.ts';
 import { type Command, parseCommand } from './schemas/commands.ts';
 import type { BusEvent } from './schemas/events.ts';
 import {
@@ -276,51 +275,14 @@ export class Agent {
     }
     switch (c.type) {
       case 'backup.create': {
-        const p = c.payload;
-        const running = await this.#runtime.startBackup(
-          {
-            workflowId: c.id,
-            backupId: c.id,
-            name: p.name,
-            description: p.description ?? '',
-            profilePath: this.#o.profilePath,
-            storage: this.#o.storage,
-            compression: p.compression ?? 'zstd',
-            keySource: p.encryptKeyFile ? { file: p.encryptKeyFile } : p.encryptKeyEnv ? { env: p.encryptKeyEnv } : null,
-            minFreePercent: p.minFreePercent ?? 10,
-            rateLimit: p.rateLimit ?? null,
-            startedAt: now(),
-          },
-          { commandId: c.id },
-        );
+        const input = backupInput(c.payload, { id: c.id, profilePath: this.#o.profilePath, storage: this.#o.storage });
+        const running = await this.#runtime.startBackup(input, { commandId: c.id });
         if (running) this.#watch(running.done);
         return;
       }
       case 'restore.create': {
-        const p = c.payload;
-        let passwordFile = p.passwordFile;
-        if (!passwordFile) {
-          const dir = join(cbrHome(this.#o.env), 'secrets');
-          await mkdir(dir, { recursive: true, mode: 0o700 });
-          passwordFile = join(dir, `${p.instanceName}-${p.superuser ?? 'cassandra'}-${c.id}.password`);
-          await writeFileAtomic(passwordFile, `${randomBytes(18).toString('base64url')}\n`, 0o600);
-        }
-        const running = await this.#runtime.startRestore(
-          {
-            workflowId: c.id,
-            backupId: p.backupId,
-            instanceName: p.instanceName,
-            clusterName: p.clusterName ?? p.instanceName,
-            profilePath: this.#o.profilePath,
-            storage: this.#o.storage,
-            passwordFile,
-            superuser: p.superuser ?? 'cassandra',
-            keySource: p.decryptKeyFile ? { file: p.decryptKeyFile } : p.decryptKeyEnv ? { env: p.decryptKeyEnv } : null,
-            force: p.force ?? false,
-            startedAt: now(),
-          },
-          { commandId: c.id },
-        );
+        const { input } = await restoreInput(c.payload, { id: c.id, profilePath: this.#o.profilePath, storage: this.#o.storage }, this.#o.env);
+        const running = await this.#runtime.startRestore(input, { commandId: c.id });
         if (running) this.#watch(running.done);
         return;
       }
@@ -534,10 +496,10 @@ function now(): string {
 function safeId(msg: ConsumeMessage): string {
   try {
     const id = (JSON.parse(msg.content.toString('utf8')) as { id?: unknown }).id;
-    if (typeof id === 'string' && /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/.test(id)) return id;
+    if (typeof id === 'string' && ID_RE.test(id)) return id;
   } catch {
     /* not JSON */
   }
   const mid = msg.properties.messageId;
-  return typeof mid === 'string' && /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/.test(mid) ? mid : `unknown-${randomUUID()}`;
+  return typeof mid === 'string' && ID_RE.test(mid) ? mid : `unknown-${randomUUID()}`;
 }

@@ -3,6 +3,7 @@ import { buffer } from 'node:stream/consumers';
 import type { Compression } from '../archive/format.ts';
 import type { DataSettings } from '../cassandra/dataSettings.ts';
 import { CbrError } from '../core/errors.ts';
+import { ID_RE } from '../core/ids.ts';
 import type { ObjectStore } from '../storage/port.ts';
 import { parseRecord } from './record.ts';
 
@@ -41,7 +42,6 @@ export interface BackupRecord {
 }
 
 export const RECORD_NAME = 'backup.json';
-export const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
 
 export function recordKey(id: string): string {
   return `${checkId(id)}/${RECORD_NAME}`;

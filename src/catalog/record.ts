@@ -4,6 +4,7 @@ import { recordMacKey } from '../archive/crypto.ts';
 import { entryProblem } from '../archive/entries.ts';
 import { archiveName, COMPRESSIONS } from '../archive/format.ts';
 import { CbrError } from '../core/errors.ts';
+import { ID_RE } from '../core/ids.ts';
 
 /**
  * The schema of a backup record, and its authentication. Records live in storage, where anyone with write
@@ -31,7 +32,7 @@ const settingsSchema = z
 const recordSchema = z
   .object({
     format: z.union([z.literal(1), z.literal(2)]),
-    id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/),
+    id: z.string().regex(ID_RE),
     name: z.string().min(1).max(128).regex(ONE_LINE),
     description: z.string().max(1024).regex(TEXT),
     state: z.literal('COMPLETED'),

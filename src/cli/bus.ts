@@ -3,21 +3,56 @@ import { parseKey } from '../archive/crypto.ts';
 import { type BusNotice, type CommandDraft, DEFAULT_OUTAGE_DEADLINE_MS, runCommand } from '../bus/client.ts';
 import type { BusEvent } from '../bus/schemas/events.ts';
 import { CbrError, fromErrorInfo, isErrorCode } from '../core/errors.ts';
+import { optionGroup } from './command.ts';
 import type { CliIO } from './io.ts';
 import { ProgressBar } from './progress.ts';
 
-/** Options of every command that can go over the bus instead of running locally. */
-export const busOptions = {
-  bus: { type: 'string' },
-  host: { type: 'string' },
-  prefix: { type: 'string' },
-  'signing-key-file': { type: 'string' },
+/** The broker a command talks to when neither --bus nor $CBR_BUS_URL names one: RabbitMQ's defaults on this host. */
+export const DEFAULT_BUS_URL = 'amqp://guest:guest@127.0.0.1:5672';
+
+/** The bus option groups share it: agents, clients and the web view on one prefix see each other. */
+const prefix = {
+  type: 'string',
+  placeholder: '<prefix>',
+  env: 'CBR_BUS_PREFIX',
+  default: '',
+  description: 'the prefix of the exchange and queue names (several deployments on one broker)',
 } as const;
 
-/** Options of the commands that follow a workflow over the bus until its result. */
-export const followOptions = {
-  'bus-outage-deadline': { type: 'string' },
-} as const;
+/** Commands that listen to the bus (agent, status, watch, ui): the broker, defaulting to this host's. */
+export const busConnectionOptions = optionGroup('bus options', {
+  bus: {
+    type: 'string',
+    placeholder: '<url>',
+    env: 'CBR_BUS_URL',
+    default: DEFAULT_BUS_URL,
+    description: 'the broker, amqp[s]://user:password@host:port (printed with the password hidden)',
+  },
+  prefix,
+});
+
+/** Commands that run on a host's agent over the bus when --bus is given, and here otherwise. */
+export const busOptions = optionGroup('bus options', {
+  bus: { type: 'string', placeholder: '<url>', description: "run on a host's agent over this broker instead of here" },
+  host: { type: 'string', placeholder: '<host-id>', description: 'the host id of the agent that runs it (required with --bus)' },
+  prefix,
+  'signing-key-file': {
+    type: 'string',
+    placeholder: '<file>',
+    env: 'CBR_SIGNING_KEY_FILE',
+    description: "sign the command with this key (the agents' --signing-key-file)",
+  },
+});
+
+/** Commands that follow their workflow over the bus until its result. */
+export const followOptions = optionGroup('bus options', {
+  'bus-outage-deadline': {
+    type: 'string',
+    placeholder: '<duration>',
+    env: 'CBR_BUS_OUTAGE_DEADLINE',
+    description: `how long the broker may stay away before the outcome is reported unknown (exit 75), e.g. 90s, 5m (default ${DEFAULT_OUTAGE_DEADLINE_MS / 60_000}m)`,
+  },
+});
 
 export type BusValues = {
   bus?: string | undefined;
@@ -35,9 +70,9 @@ export function parseDuration(text: string, what: string): number {
   return Math.round(Number(m[1]) * unit);
 }
 
-/** --bus-outage-deadline, else $CBR_BUS_OUTAGE_DEADLINE, else 5 minutes. */
+/** --bus-outage-deadline, else its environment variable (for callers that did not parse options), else 5 minutes. */
 export function outageDeadline(values: BusValues, env: NodeJS.ProcessEnv): number {
-  const v = values['bus-outage-deadline'] ?? env['CBR_BUS_OUTAGE_DEADLINE'];
+  const v = values['bus-outage-deadline'] ?? env[followOptions['bus-outage-deadline'].env];
   return v === undefined ? DEFAULT_OUTAGE_DEADLINE_MS : parseDuration(v, '--bus-outage-deadline');
 }
 
@@ -55,12 +90,8 @@ export function noticeLine(n: BusNotice, deadlineMs?: number): string {
   }
 }
 
-export function busPrefix(values: BusValues, env: NodeJS.ProcessEnv): string {
-  return values.prefix ?? env['CBR_BUS_PREFIX'] ?? '';
-}
-
-export async function signingKey(values: BusValues, env: NodeJS.ProcessEnv): Promise<Buffer | null> {
-  const file = values['signing-key-file'] ?? env['CBR_SIGNING_KEY_FILE'];
+/** The key in --signing-key-file (or $CBR_SIGNING_KEY_FILE, applied by the parser), or null for unsigned. */
+export async function signingKey(file: string | undefined): Promise<Buffer | null> {
   if (!file) return null;
   let raw: Buffer;
   try {
@@ -81,9 +112,9 @@ export async function runOverBus(io: CliIO, values: BusValues, draft: Omit<Comma
   const deadlineMs = outageDeadline(values, io.env);
   const result = await runCommand({
     url: values.bus!,
-    prefix: busPrefix(values, io.env),
+    prefix: values.prefix ?? '',
     draft: { ...draft, host: values.host } as CommandDraft,
-    signingKey: await signingKey(values, io.env),
+    signingKey: await signingKey(values['signing-key-file']),
     outageDeadlineMs: deadlineMs,
     onNotice: (n) => io.stderr(`cbr: ${noticeLine(n, deadlineMs)}\n`),
     onEvent: (e) => {

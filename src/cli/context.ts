@@ -2,61 +2,98 @@ import { join, resolve } from 'node:path';
 import { CbrError } from '../core/errors.ts';
 import { createLogger, type Logger } from '../core/log.ts';
 import { cbrHome } from '../core/paths.ts';
-import { type WorkflowEvent, WorkflowRuntime } from '../runtime/runtime.ts';
-import { StateDb } from '../state/stateDb.ts';
+import { type Running, type WorkflowEvent, type WorkflowOutcome, WorkflowRuntime } from '../runtime/runtime.ts';
+import { StateDb, type WorkflowKind } from '../state/stateDb.ts';
 import { openStore } from '../storage/open.ts';
 import { DEFAULT_CONTAINER, type ObjectStore, type StorageConfig } from '../storage/port.ts';
+import { optionGroup, type Values } from './command.ts';
 import type { CliIO } from './io.ts';
 import { ProgressBar } from './progress.ts';
+import { onInterrupt } from './signals.ts';
 
-/** Options every storage-touching command takes. */
-export const storageOptions = {
-  storage: { type: 'string' },
-  'storage-root': { type: 'string' },
-  container: { type: 'string' },
-  'swift-auth-url': { type: 'string' },
-  'swift-auth-version': { type: 'string' },
-  'swift-credentials-file': { type: 'string' },
-  'swift-project': { type: 'string' },
-  'swift-region': { type: 'string' },
-  'swift-interface': { type: 'string' },
-  'segment-size': { type: 'string' },
-  's3-endpoint': { type: 'string' },
-  's3-region': { type: 'string' },
-  's3-credentials-file': { type: 'string' },
-  's3-part-size': { type: 'string' },
-} as const;
+/** Where backups are kept: every command that reads or writes them (and the agent, for the workflows it runs). */
+export const storageOptions = optionGroup('storage options', {
+  storage: { type: 'string', placeholder: 'local|swift|s3', env: 'CBR_STORAGE', default: 'local', description: 'the storage driver' },
+  'storage-root': {
+    type: 'string',
+    placeholder: '<dir>',
+    env: 'CBR_STORAGE_ROOT',
+    description: 'local: the folder backups are kept under (default $CBR_HOME/storage)',
+  },
+  container: {
+    type: 'string',
+    placeholder: '<name>',
+    env: 'CBR_CONTAINER',
+    default: DEFAULT_CONTAINER,
+    description: 'the Swift container, S3 bucket or folder under the local root',
+  },
+  'swift-auth-url': {
+    type: 'string',
+    placeholder: '<url>',
+    env: 'CBR_SWIFT_AUTH_URL',
+    description: 'Swift: the auth URL (tempauth .../auth/v1.0 or Keystone .../v3)',
+  },
+  'swift-auth-version': {
+    type: 'string',
+    placeholder: '1|3',
+    env: 'CBR_SWIFT_AUTH_VERSION',
+    description: 'Swift: 1 (tempauth) or 3 (Keystone); default 3 when the auth URL ends in /v3, else 1',
+  },
+  'swift-credentials-file': {
+    type: 'string',
+    placeholder: '<file>',
+    env: 'CBR_SWIFT_CREDENTIALS_FILE',
+    description: 'Swift: JSON {"username", "password"}, mode 0600 (v1: the username is account:user)',
+  },
+  'swift-project': { type: 'string', placeholder: '<name>', env: 'CBR_SWIFT_PROJECT', description: 'Swift (Keystone): the project' },
+  'swift-region': { type: 'string', placeholder: '<region>', env: 'CBR_SWIFT_REGION', description: "Swift (Keystone): the catalog's region" },
+  'swift-interface': {
+    type: 'string',
+    placeholder: 'public|internal|admin',
+    env: 'CBR_SWIFT_INTERFACE',
+    description: "Swift (Keystone): the catalog's interface",
+  },
+  'segment-size': {
+    type: 'string',
+    placeholder: '<size>',
+    env: 'CBR_SWIFT_SEGMENT_SIZE',
+    description: 'Swift: the segment size of large archives, e.g. 1G (default 1G)',
+  },
+  's3-endpoint': { type: 'string', placeholder: '<url>', env: 'CBR_S3_ENDPOINT', description: 'S3: an S3-compatible endpoint (requests go path-style)' },
+  's3-region': { type: 'string', placeholder: '<region>', env: 'CBR_S3_REGION', default: 'us-east-1', description: 'S3: the region' },
+  's3-credentials-file': {
+    type: 'string',
+    placeholder: '<file>',
+    env: 'CBR_S3_CREDENTIALS_FILE',
+    description: 'S3: JSON {"accessKeyId", "secretAccessKey"}, mode 0600',
+  },
+  's3-part-size': { type: 'string', placeholder: '<size>', env: 'CBR_S3_PART_SIZE', description: 'S3: the multipart part size, at least 5M (default 16M)' },
+});
 
-type StorageValues = { [K in keyof typeof storageOptions]?: string | undefined };
-
-export const commonOptions = {
-  json: { type: 'boolean', default: false },
-  ...storageOptions,
-} as const;
+type StorageValues = Values<typeof storageOptions>;
 
 /**
- * --storage local (default) keeps backups under --storage-root (default $CBR_STORAGE_ROOT or
- * $CBR_HOME/storage); --storage swift talks to Swift (--swift-auth-url, --swift-credentials-file, ... or the
- * CBR_SWIFT_* variables). The container is `database_backups` unless --container says otherwise.
+ * The storage the options name (each option's environment variable already applied by the parser, see
+ * storageOptions). Local storage lives under $CBR_HOME/storage unless --storage-root says otherwise.
  */
 export function storageConfig(values: StorageValues, env: NodeJS.ProcessEnv): StorageConfig {
-  const driver = values.storage ?? env['CBR_STORAGE'] ?? 'local';
-  const container = values.container ?? env['CBR_CONTAINER'] ?? DEFAULT_CONTAINER;
+  const driver = values.storage;
+  const container = values.container;
   if (driver === 'local') {
-    return { driver: 'local', root: values['storage-root'] ?? env['CBR_STORAGE_ROOT'] ?? join(cbrHome(env), 'storage'), container };
+    return { driver: 'local', root: values['storage-root'] ?? join(cbrHome(env), 'storage'), container };
   }
   if (driver === 'swift') {
-    const authUrl = values['swift-auth-url'] ?? env['CBR_SWIFT_AUTH_URL'];
-    const credentialsFile = values['swift-credentials-file'] ?? env['CBR_SWIFT_CREDENTIALS_FILE'];
+    const authUrl = values['swift-auth-url'];
+    const credentialsFile = values['swift-credentials-file'];
     if (!authUrl || !credentialsFile) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--storage swift needs --swift-auth-url and --swift-credentials-file');
-    const version = Number(values['swift-auth-version'] ?? env['CBR_SWIFT_AUTH_VERSION'] ?? (/\/v3\/?$/.test(authUrl) ? 3 : 1));
+    const version = Number(values['swift-auth-version'] ?? (/\/v3\/?$/.test(authUrl) ? 3 : 1));
     if (version !== 1 && version !== 3) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--swift-auth-version must be 1 or 3');
-    const iface = values['swift-interface'] ?? env['CBR_SWIFT_INTERFACE'];
+    const iface = values['swift-interface'];
     if (iface && !['public', 'internal', 'admin'].includes(iface))
       throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--swift-interface must be public, internal or admin');
-    const segment = values['segment-size'] ?? env['CBR_SWIFT_SEGMENT_SIZE'];
-    const project = values['swift-project'] ?? env['CBR_SWIFT_PROJECT'];
-    const region = values['swift-region'] ?? env['CBR_SWIFT_REGION'];
+    const segment = values['segment-size'];
+    const project = values['swift-project'];
+    const region = values['swift-region'];
     return {
       driver: 'swift',
       authUrl,
@@ -70,16 +107,16 @@ export function storageConfig(values: StorageValues, env: NodeJS.ProcessEnv): St
     };
   }
   if (driver === 's3') {
-    const credentialsFile = values['s3-credentials-file'] ?? env['CBR_S3_CREDENTIALS_FILE'];
+    const credentialsFile = values['s3-credentials-file'];
     if (!credentialsFile) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--storage s3 needs --s3-credentials-file');
-    const endpoint = values['s3-endpoint'] ?? env['CBR_S3_ENDPOINT'];
-    const part = values['s3-part-size'] ?? env['CBR_S3_PART_SIZE'];
+    const endpoint = values['s3-endpoint'];
+    const part = values['s3-part-size'];
     const partSize = part ? parseSize(part) : undefined;
     if (partSize !== undefined && partSize < 5 * 2 ** 20) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--s3-part-size must be at least 5M');
     return {
       driver: 's3',
       container,
-      region: values['s3-region'] ?? env['CBR_S3_REGION'] ?? 'us-east-1',
+      region: values['s3-region'],
       credentialsFile: resolve(credentialsFile),
       ...(endpoint ? { endpoint, forcePathStyle: true } : {}),
       ...(partSize ? { partSize } : {}),
@@ -119,4 +156,28 @@ export function localRuntime(io: CliIO, json: boolean): { runtime: WorkflowRunti
   };
   const runtime = new WorkflowRuntime({ stateDb: state, env: io.env, log: cliLogger(io), onEvent });
   return { runtime, state, bar };
+}
+
+/**
+ * Runs one workflow in this process to its end, drawing its progress on a TTY. Ctrl-C or SIGTERM cancels it: the
+ * machine compensates (backup) or rolls the target back (restore) before it ends.
+ */
+export async function runLocally<K extends WorkflowKind>(
+  io: CliIO,
+  json: boolean,
+  workflowId: string,
+  start: (runtime: WorkflowRuntime) => Promise<Running<K> | null>,
+): Promise<WorkflowOutcome<K>> {
+  const { runtime, state, bar } = localRuntime(io, json);
+  try {
+    const running = await start(runtime);
+    if (!running) throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `a workflow with id ${workflowId} already exists`);
+    const dispose = onInterrupt(() => runtime.cancel(workflowId, 'interrupted'));
+    return await running.done.finally(() => {
+      dispose();
+      bar?.end();
+    });
+  } finally {
+    state.close();
+  }
 }

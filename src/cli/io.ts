@@ -1,4 +1,3 @@
-import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { CbrError } from '../core/errors.ts';
 
 /** What a command may touch of the outside world; tests pass their own to run commands in-process. */
@@ -9,13 +8,6 @@ export interface CliIO {
   isTTY: boolean;
 }
 
-export interface Command {
-  /** One line for `cbr --help`. */
-  summary: string;
-  usage: string;
-  run(argv: string[], io: CliIO): Promise<number>;
-}
-
 export function processIO(): CliIO {
   return {
     stdout: (t) => process.stdout.write(t),
@@ -23,17 +15,6 @@ export function processIO(): CliIO {
     env: process.env,
     isTTY: Boolean(process.stderr.isTTY),
   };
-}
-
-type Options = NonNullable<ParseArgsConfig['options']>;
-
-/** parseArgs with cbr's error: unknown or malformed options are CBR_ERR_INVALID_ARGUMENT. */
-export function parse<O extends Options>(argv: string[], options: O, usage: string) {
-  try {
-    return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
-  } catch (err) {
-    throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `${(err as Error).message}\nusage: ${usage}`);
-  }
 }
 
 export function printJson(io: CliIO, value: unknown): void {

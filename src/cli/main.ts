@@ -1,8 +1,9 @@
 import { CbrError, ERRORS, toErrorInfo } from '../core/errors.ts';
-import { type CliIO, type Command, processIO } from './io.ts';
+import type { Command } from './command.ts';
+import { type CliIO, processIO } from './io.ts';
 
 /** Commands load lazily: `cbr sandbox status` does not pay for the backup code. */
-const COMMANDS: Record<string, () => Promise<Command>> = {
+export const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   agent: async () => (await import('./commands/agent.ts')).command,
   'backup-create': async () => (await import('./commands/backup-create.ts')).command,
   'backup-list': async () => (await import('./commands/backup-list.ts')).command,
@@ -23,7 +24,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     io.stdout(await help());
     return name ? 0 : 2;
   }
-  const load = COMMANDS[name];
+  const load = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
   if (!load) {
     io.stderr(`cbr: unknown command ${JSON.stringify(name)}\n${await help()}`);
     return ERRORS.CBR_ERR_INVALID_ARGUMENT.exit;
@@ -32,7 +33,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
   try {
     const command = await load();
     if (rest.includes('--help') || rest.includes('-h')) {
-      io.stdout(`usage: ${command.usage}\n`);
+      io.stdout(command.help(rest));
       return 0;
     }
     return await command.run(rest, io);
@@ -51,6 +52,6 @@ async function help(): Promise<string> {
     const c = await load();
     lines.push(`  ${name.padEnd(16)} ${c.summary}`);
   }
-  lines.push('', 'Every command takes --help and --json.');
+  lines.push('', 'Every command takes --help (its options) and --json.');
   return `${lines.join('\n')}\n`;
 }

@@ -9,6 +9,7 @@ import { findJavaHome } from '../cassandra/java.ts';
 import { loadCredentials, loadProfile, type Profile } from '../cassandra/profile.ts';
 import { checkClusterName, parseSetting } from '../cassandra/yaml.ts';
 import { CbrError } from '../core/errors.ts';
+import { INSTANCE_NAME_RE } from '../core/ids.ts';
 import { cbrHome } from '../core/paths.ts';
 import { DEFAULT_CASSANDRA_VERSION, ensureDistribution } from './dist.ts';
 import { runningPid, startInstance, stopInstance } from './process.ts';
@@ -20,7 +21,6 @@ export { runningPid, startInstance, stopInstance };
  * jars run as `CassandraDaemon` on JDK 17, one folder per instance under $CBR_HOME/sandboxes.
  */
 
-const NAME_RE = /^[A-Za-z][A-Za-z0-9_-]{0,47}$/;
 const PORT_BASE = 21000;
 const PORTS_PER_SLOT = 10;
 
@@ -75,8 +75,8 @@ export function profilePath(name: string, env: NodeJS.ProcessEnv = process.env):
 }
 
 function checkName(name: string): void {
-  if (!NAME_RE.test(name)) {
-    throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `sandbox name must match ${NAME_RE} (got ${JSON.stringify(name)})`);
+  if (!INSTANCE_NAME_RE.test(name)) {
+    throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `sandbox name must match ${INSTANCE_NAME_RE} (got ${JSON.stringify(name)})`);
   }
 }
 

@@ -4,32 +4,39 @@ import { redactUrl } from '../../bus/client.ts';
 import { loadProfile } from '../../cassandra/profile.ts';
 import { createLogger } from '../../core/log.ts';
 import { createInspection } from '../../runtime/inspect.ts';
-import { busOptions, busPrefix, signingKey } from '../bus.ts';
+import { busConnectionOptions, signingKey } from '../bus.ts';
+import { defineCommand, jsonOption } from '../command.ts';
 import { cliLogger, stateDbPath, storageConfig, storageOptions } from '../context.ts';
-import { type Command, parse, requireOption } from '../io.ts';
+import { requireOption } from '../io.ts';
+import { untilInterrupted } from '../signals.ts';
 
-const usage =
-  'cbr agent --config <profile> [--bus amqp://127.0.0.1:5672] [--host <host-id>] [--signing-key-file F] [--prefix P] [--storage-root DIR] [--step-delay-ms 0] [--inspect ws://host:port]';
-
-export const command: Command = {
+export const command = defineCommand('agent', {
   summary: 'Run the host agent: consume AMQP commands, run and persist workflows, publish their events.',
-  usage,
-  async run(argv, io) {
-    const { values } = parse(
-      argv,
-      {
-        ...busOptions,
-        ...storageOptions,
-        config: { type: 'string' },
-        'step-delay-ms': { type: 'string' },
-        inspect: { type: 'string' },
-        json: { type: 'boolean', default: false },
-      },
-      usage,
-    );
+  args: '--config <profile>',
+  options: {
+    config: { type: 'string', placeholder: '<profile>', description: "this host's node profile: the node every command on this host's queue works on" },
+    host: { type: 'string', placeholder: '<host-id>', description: "the host id commands are addressed to (default: the profile's hostId)" },
+    'signing-key-file': {
+      type: 'string',
+      placeholder: '<file>',
+      env: 'CBR_SIGNING_KEY_FILE',
+      description: 'accept only commands signed with this key, each id once (default: accept unsigned commands)',
+    },
+    'step-delay-ms': { type: 'string', placeholder: '<ms>', description: 'wait this long before each step (fault-injection drills; default 0)' },
+    inspect: {
+      type: 'string',
+      placeholder: '<ws-url>',
+      description: "feed XState's inspection events of every workflow to a Stately inspector at this WebSocket",
+    },
+    ...jsonOption,
+    ...busConnectionOptions,
+    ...storageOptions,
+  },
+  notes: ['SIGTERM or Ctrl-C stops taking commands; running workflows stay persisted and resume at the next start.'],
+  async run({ values, usage }, io) {
     const profilePath = resolve(requireOption(values.config, '--config', usage));
     const profile = await loadProfile(profilePath);
-    const url = values.bus ?? io.env['CBR_BUS_URL'] ?? 'amqp://guest:guest@127.0.0.1:5672';
+    const url = values.bus;
     const hostId = values.host ?? profile.hostId;
     const log = io.env['CBR_LOG_LEVEL'] ? cliLogger(io) : createLogger({ level: 'info', sink: (l) => io.stderr(`${l}\n`) });
     const inspection = values.inspect ? createInspection(values.inspect) : null;
@@ -41,24 +48,17 @@ export const command: Command = {
       stateDb: stateDbPath(io.env),
       env: io.env,
       log: log.child({ host: hostId }),
-      prefix: busPrefix(values, io.env),
-      signingKey: await signingKey(values, io.env),
+      prefix: values.prefix,
+      signingKey: await signingKey(values['signing-key-file']),
       stepDelayMs: Number(values['step-delay-ms'] ?? 0),
       ...(inspection ? { inspect: inspection.inspect } : {}),
     });
     await agent.start();
-    log.info('agent started', { host: hostId, bus: redactUrl(url), signed: Boolean(values['signing-key-file'] ?? io.env['CBR_SIGNING_KEY_FILE']) });
-    await new Promise<void>((done) => {
-      const stop = () => {
-        log.info('stopping: no new commands, workflows checkpointed');
-        agent
-          .stop()
-          .finally(() => inspection?.stop())
-          .then(done, done);
-      };
-      process.once('SIGTERM', stop);
-      process.once('SIGINT', stop);
+    log.info('agent started', { host: hostId, bus: redactUrl(url), signed: Boolean(values['signing-key-file']) });
+    await untilInterrupted(() => {
+      log.info('stopping: no new commands, workflows checkpointed');
+      return agent.stop().finally(() => inspection?.stop());
     });
     return 0;
   },
-};
+});

@@ -1,123 +1,90 @@
 import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
-import { COMPRESSIONS, type Compression } from '../../archive/format.ts';
+import { COMPRESSIONS } from '../../archive/format.ts';
 import { parseRate } from '../../archive/throttle.ts';
 import { loadProfile } from '../../cassandra/profile.ts';
 import { checkId } from '../../catalog/catalog.ts';
 import { CbrError, fromErrorInfo } from '../../core/errors.ts';
+import {
+  type BackupRequest,
+  backupInput,
+  backupPayload,
+  checkBackupRequest,
+  DEFAULT_COMPRESSION,
+  DEFAULT_MIN_FREE_PERCENT,
+} from '../../workflows/backupRequest.ts';
 import { busOptions, followOptions, runOverBus } from '../bus.ts';
-import { commonOptions, localRuntime, storageConfig } from '../context.ts';
-import { type Command, parse, printJson, requireOption } from '../io.ts';
+import { defineCommand, jsonOption } from '../command.ts';
+import { runLocally, storageConfig, storageOptions } from '../context.ts';
+import { printJson, requireOption } from '../io.ts';
 import { formatBytes } from '../progress.ts';
 
-const usage =
-  'cbr backup-create <name> (--config <profile> | --bus URL --host H [--bus-outage-deadline 5m]) [--signing-key-file F] [--description D] [--compression zstd|gzip|none] [--encrypt-key-file F | --encrypt-key-env VAR] [--min-free-percent 10] [--rate-limit 50M] [--id ID] [--storage-root DIR] [--json]';
-
-export const command: Command = {
+export const command = defineCommand('backup-create', {
   summary: 'Snapshot the node and stream one archive of it to storage; prints the backup id.',
-  usage,
-  async run(argv, io) {
-    const { values, positionals } = parse(
-      argv,
-      {
-        ...commonOptions,
-        config: { type: 'string' },
-        description: { type: 'string', default: '' },
-        compression: { type: 'string', default: 'zstd' },
-        'encrypt-key-file': { type: 'string' },
-        'encrypt-key-env': { type: 'string' },
-        'min-free-percent': { type: 'string' },
-        id: { type: 'string' },
-        'rate-limit': { type: 'string' },
-        ...busOptions,
-        ...followOptions,
-      },
-      usage,
-    );
+  args: '<name> (--config <profile> | --bus <url> --host <host-id>)',
+  options: {
+    config: { type: 'string', placeholder: '<profile>', description: "the source node's profile (how to reach CQL and JMX, where its data is)" },
+    description: { type: 'string', default: '', placeholder: '<text>', description: 'kept in the record, at most 1,024 characters' },
+    compression: { type: 'string', default: DEFAULT_COMPRESSION, placeholder: COMPRESSIONS.join('|'), description: 'how the archive is compressed' },
+    'encrypt-key-file': {
+      type: 'string',
+      placeholder: '<file>',
+      description: 'seal the archive (AES-256-GCM) with the key in this file: 64 hex characters, base64 of 32 bytes, or 32 bytes',
+    },
+    'encrypt-key-env': {
+      type: 'string',
+      placeholder: '<var>',
+      description: 'seal the archive with the key in this environment variable (of the process that runs it)',
+    },
+    'min-free-percent': {
+      type: 'string',
+      placeholder: '<percent>',
+      env: 'CBR_MIN_FREE_PERCENT',
+      description: `refuse to snapshot when less of the data filesystem is free (default ${DEFAULT_MIN_FREE_PERCENT})`,
+    },
+    'rate-limit': { type: 'string', placeholder: '<rate>', description: 'cap the stored bytes per second, e.g. 50M (default: no limit)' },
+    id: { type: 'string', placeholder: '<id>', description: 'the backup id, also the snapshot tag (default: a new UUID)' },
+    ...jsonOption,
+    ...storageOptions,
+    ...busOptions,
+    ...followOptions,
+  },
+  notes: ["With --bus the host's agent runs the backup on its node and storage; key files are paths on that host."],
+  async run({ values, positionals, usage }, io) {
     const name = positionals[0];
     if (!name || positionals.length > 1) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `backup-create takes one <name>\nusage: ${usage}`);
-    // The record's schema, checked before anything runs (a record it would refuse is never written).
-    if (name.length > 128 || /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(name))
-      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'the backup name must be one line of at most 128 characters');
-    if (values.description.length > 1024 || /[\u0000-\u0008\u000b-\u001f\u007f]/.test(values.description))
-      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'the description must be text of at most 1,024 characters');
-    const compression = values.compression as Compression;
-    if (!COMPRESSIONS.includes(compression)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--compression must be one of ${COMPRESSIONS.join(', ')}`);
-    if (values['encrypt-key-file'] && values['encrypt-key-env'])
-      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'give one of --encrypt-key-file and --encrypt-key-env');
-    const minFree = Number(values['min-free-percent'] ?? io.env['CBR_MIN_FREE_PERCENT'] ?? 10);
-    if (!Number.isFinite(minFree) || minFree < 0 || minFree > 100) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--min-free-percent must be 0..100');
+    const request: BackupRequest = {
+      name,
+      description: values.description,
+      compression: values.compression,
+      encryptKeyFile: values['encrypt-key-file'],
+      encryptKeyEnv: values['encrypt-key-env'],
+      minFreePercent: values['min-free-percent'] === undefined ? undefined : Number(values['min-free-percent']),
+      rateLimit: values['rate-limit'] ? parseRate(values['rate-limit']) : null,
+    };
+    // Checked here, before anything runs, whether it runs here or on an agent.
+    const checked = checkBackupRequest(request);
     const id = values.id ? checkId(values.id) : randomUUID();
-    const rateLimit = values['rate-limit'] ? parseRate(values['rate-limit']) : null;
 
     if (values.bus) {
-      // Over the bus: the host's agent runs the workflow; key files are paths on that host.
-      const result = await runOverBus(
-        io,
-        values,
-        {
-          id,
-          type: 'backup.create',
-          payload: {
-            name,
-            ...(values.description ? { description: values.description } : {}),
-            compression,
-            ...(values['encrypt-key-file'] ? { encryptKeyFile: resolve(values['encrypt-key-file']) } : {}),
-            ...(values['encrypt-key-env'] ? { encryptKeyEnv: values['encrypt-key-env'] } : {}),
-            minFreePercent: minFree,
-            ...(rateLimit ? { rateLimit } : {}),
-          },
-        },
-        values.json,
-      );
+      const result = await runOverBus(io, values, { id, type: 'backup.create', payload: backupPayload(checked) }, values.json);
       if (values.json) printJson(io, { id, name, state: 'COMPLETED', host: values.host, ...result.result });
       else io.stdout(`${id}\n`);
       return 0;
     }
     const profilePath = resolve(requireOption(values.config, '--config', usage));
     await loadProfile(profilePath);
-    const keySource = values['encrypt-key-file']
-      ? { file: resolve(values['encrypt-key-file']) }
-      : values['encrypt-key-env']
-        ? { env: values['encrypt-key-env'] }
-        : null;
-
-    const { runtime, state, bar } = localRuntime(io, values.json);
-    try {
-      const running = await runtime.startBackup({
-        workflowId: id,
-        backupId: id,
-        name,
-        description: values.description,
-        profilePath,
-        storage: storageConfig(values, io.env),
-        compression,
-        keySource,
-        minFreePercent: minFree,
-        startedAt: new Date().toISOString(),
-        rateLimit,
-      });
-      if (!running) throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `a workflow with id ${id} already exists`);
-      const onSignal = () => runtime.cancel(id, 'interrupted');
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
-      const outcome = await running.done.finally(() => {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-        bar?.end();
-      });
-      const out = outcome.output;
-      if (outcome.state !== 'completed') throw fromErrorInfo(outcome.error ?? { code: 'CBR_ERR_INTERNAL', message: 'backup failed', retryable: false });
-      if (values.json) {
-        printJson(io, { id, name, state: 'COMPLETED', ...out.result, warnings: out.warnings });
-      } else {
-        io.stdout(`${id}\n`);
-        io.stderr(`backup ${id} COMPLETED: ${out.result?.files} files, ${formatBytes(out.result?.rawBytes ?? 0)} -> ${formatBytes(out.result?.size ?? 0)}\n`);
-        for (const w of out.warnings) io.stderr(`warning: ${w}\n`);
-      }
-      return 0;
-    } finally {
-      state.close();
+    const input = backupInput(request, { id, profilePath, storage: storageConfig(values, io.env) });
+    const outcome = await runLocally(io, values.json, id, (runtime) => runtime.startBackup(input));
+    const out = outcome.output;
+    if (outcome.state !== 'completed') throw fromErrorInfo(outcome.error ?? { code: 'CBR_ERR_INTERNAL', message: 'backup failed', retryable: false });
+    if (values.json) {
+      printJson(io, { id, name, state: 'COMPLETED', ...out.result, warnings: out.warnings });
+    } else {
+      io.stdout(`${id}\n`);
+      io.stderr(`backup ${id} COMPLETED: ${out.result?.files} files, ${formatBytes(out.result?.rawBytes ?? 0)} -> ${formatBytes(out.result?.size ?? 0)}\n`);
+      for (const w of out.warnings) io.stderr(`warning: ${w}\n`);
     }
+    return 0;
   },
-};
+});

@@ -3,16 +3,16 @@ import { checkId, deleteBackup, readRecord } from '../../catalog/catalog.ts';
 import { CbrError } from '../../core/errors.ts';
 import { StateDb } from '../../state/stateDb.ts';
 import { busOptions, followOptions, runOverBus } from '../bus.ts';
-import { commonOptions, openStorage, stateDbPath } from '../context.ts';
-import { type Command, parse, printJson } from '../io.ts';
+import { defineCommand, jsonOption } from '../command.ts';
+import { openStorage, stateDbPath, storageOptions } from '../context.ts';
+import { printJson } from '../io.ts';
 
-const usage = 'cbr backup-delete <id> [--storage-root DIR | --bus URL --host H [--bus-outage-deadline 5m]] [--json]';
-
-export const command: Command = {
+export const command = defineCommand('backup-delete', {
   summary: 'Delete a backup: its record first (it stops being listed), then its archive.',
-  usage,
-  async run(argv, io) {
-    const { values, positionals } = parse(argv, { ...commonOptions, ...busOptions, ...followOptions }, usage);
+  args: '<id>',
+  options: { ...jsonOption, ...storageOptions, ...busOptions, ...followOptions },
+  notes: ["With --bus the host's agent deletes it from its storage."],
+  async run({ values, positionals }, io) {
     const id = checkId(positionals[0] ?? '');
     if (values.bus) {
       await runOverBus(io, values, { type: 'backup.delete', payload: { backupId: id } }, values.json);
@@ -37,4 +37,4 @@ export const command: Command = {
     else io.stdout(`backup ${id} deleted\n`);
     return 0;
   },
-};
+});

@@ -1,17 +1,19 @@
 import { existsSync } from 'node:fs';
 import { listRecords } from '../../catalog/catalog.ts';
 import { StateDb } from '../../state/stateDb.ts';
-import { commonOptions, openStorage, stateDbPath } from '../context.ts';
-import { type Command, parse, printJson } from '../io.ts';
+import { defineCommand, jsonOption } from '../command.ts';
+import { openStorage, stateDbPath, storageOptions } from '../context.ts';
+import { printJson } from '../io.ts';
 import { formatBytes } from '../progress.ts';
 
-const usage = 'cbr backup-list [--all] [--storage-root DIR] [--json]';
-
-export const command: Command = {
+export const command = defineCommand('backup-list', {
   summary: "List COMPLETED backups in storage (--all adds this host's unfinished and failed workflows).",
-  usage,
-  async run(argv, io) {
-    const { values } = parse(argv, { ...commonOptions, all: { type: 'boolean', default: false } }, usage);
+  options: {
+    all: { type: 'boolean', default: false, description: "also this host's unfinished (BUILDING) and FAILED backups, from its state database" },
+    ...jsonOption,
+    ...storageOptions,
+  },
+  async run({ values }, io) {
     const records = await listRecords(openStorage(values, io.env));
     const rows = records.map((r) => ({
       id: r.id,
@@ -53,7 +55,7 @@ export const command: Command = {
     io.stdout(table(lines));
     return 0;
   },
-};
+});
 
 export function table(lines: string[][]): string {
   const widths = lines[0]!.map((_, i) => Math.max(...lines.map((l) => (l[i] ?? '').length)));

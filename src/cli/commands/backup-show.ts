@@ -3,17 +3,20 @@ import { describeDataSettings } from '../../cassandra/dataSettings.ts';
 import { checkId, readRecord } from '../../catalog/catalog.ts';
 import { CbrError } from '../../core/errors.ts';
 import { StateDb } from '../../state/stateDb.ts';
-import { commonOptions, openStorage, stateDbPath } from '../context.ts';
-import { type Command, parse, printJson } from '../io.ts';
+import { defineCommand, jsonOption } from '../command.ts';
+import { openStorage, stateDbPath, storageOptions } from '../context.ts';
+import { printJson } from '../io.ts';
 import { formatBytes } from '../progress.ts';
 
-const usage = 'cbr backup-show <id> [--files] [--storage-root DIR] [--json]';
-
-export const command: Command = {
+export const command = defineCommand('backup-show', {
   summary: 'Show one backup: size, checksum, source, keyspaces; or the state and error of an unfinished one.',
-  usage,
-  async run(argv, io) {
-    const { values, positionals } = parse(argv, { ...commonOptions, files: { type: 'boolean', default: false } }, usage);
+  args: '<id>',
+  options: {
+    files: { type: 'boolean', default: false, description: 'also list every file of the archive with its size' },
+    ...jsonOption,
+    ...storageOptions,
+  },
+  async run({ values, positionals }, io) {
     const id = checkId(positionals[0] ?? '');
     try {
       const rec = await readRecord(openStorage(values, io.env), id);
@@ -55,4 +58,4 @@ export const command: Command = {
       return out.state === 'FAILED' ? 1 : 0;
     }
   },
-};
+});

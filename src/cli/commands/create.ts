@@ -1,74 +1,71 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { listKeyspaces } from '../../cassandra/layout.ts';
 import { loadProfile } from '../../cassandra/profile.ts';
-import { checkClusterName } from '../../cassandra/yaml.ts';
 import { checkId } from '../../catalog/catalog.ts';
-import { writeFileAtomic } from '../../core/atomicWrite.ts';
 import { CbrError, fromErrorInfo } from '../../core/errors.ts';
-import { cbrHome } from '../../core/paths.ts';
+import { INSTANCE_NAME_RE, SYSTEM_KEYSPACES } from '../../core/ids.ts';
 import { createSandbox, removeSandbox, runningPid, profilePath as sandboxProfilePath } from '../../sandbox/sandbox.ts';
 import { StateDb } from '../../state/stateDb.ts';
-import { SYSTEM_KEYSPACES } from '../../steps/restore/checkRestore.ts';
+import { checkRestoreRequest, DEFAULT_SUPERUSER, type RestoreRequest, restoreInput, restorePayload } from '../../workflows/restoreRequest.ts';
 import { busOptions, followOptions, runOverBus } from '../bus.ts';
-import { commonOptions, localRuntime, stateDbPath, storageConfig } from '../context.ts';
-import { type Command, parse, printJson } from '../io.ts';
+import { defineCommand, jsonOption } from '../command.ts';
+import { runLocally, stateDbPath, storageConfig, storageOptions } from '../context.ts';
+import { printJson } from '../io.ts';
 
-const usage =
-  'cbr create <instance-name> --backup <id> (--config <target profile> | --sandbox | --bus URL --host H [--bus-outage-deadline 5m]) [--password-file F] [--decrypt-key-file F | --decrypt-key-env VAR] [--superuser cassandra] [--cluster-name N] [--force] [--storage-root DIR] [--json]';
-
-const NAME_RE = /^[A-Za-z][A-Za-z0-9_-]{0,47}$/;
-
-export const command: Command = {
+export const command = defineCommand('create', {
   summary: 'Restore a backup as a new, independent single-node instance (Trove: create --backup).',
-  usage,
-  async run(argv, io) {
-    const { values, positionals } = parse(
-      argv,
-      {
-        ...commonOptions,
-        backup: { type: 'string' },
-        config: { type: 'string' },
-        sandbox: { type: 'boolean', default: false },
-        'password-file': { type: 'string' },
-        'decrypt-key-file': { type: 'string' },
-        'decrypt-key-env': { type: 'string' },
-        superuser: { type: 'string', default: 'cassandra' },
-        'cluster-name': { type: 'string' },
-        force: { type: 'boolean', default: false },
-        ...busOptions,
-        ...followOptions,
-      },
-      usage,
-    );
+  args: '<instance-name> --backup <id> (--config <profile> | --sandbox | --bus <url> --host <host-id>)',
+  options: {
+    backup: { type: 'string', placeholder: '<id>', description: 'the backup to restore' },
+    config: {
+      type: 'string',
+      placeholder: '<profile>',
+      description: "the target node's profile: an existing node, refused while it holds user keyspaces unless --force",
+    },
+    sandbox: { type: 'boolean', default: false, description: 'restore into a new sandbox named <instance-name> (see cbr sandbox)' },
+    'password-file': {
+      type: 'string',
+      placeholder: '<file>',
+      description: "the superuser's new password, in a file (default: generated into $CBR_HOME/secrets/<instance>-<superuser>.password, mode 0600)",
+    },
+    'decrypt-key-file': { type: 'string', placeholder: '<file>', description: 'the key the backup was sealed with, in this file' },
+    'decrypt-key-env': { type: 'string', placeholder: '<var>', description: 'the key the backup was sealed with, in this environment variable' },
+    superuser: {
+      type: 'string',
+      default: DEFAULT_SUPERUSER,
+      placeholder: '<role>',
+      description: 'the role given the new password (created as a login superuser if the backup lacks it)',
+    },
+    'cluster-name': { type: 'string', placeholder: '<name>', description: "the new instance's cluster_name (default: the instance name)" },
+    force: { type: 'boolean', default: false, description: "replace the target's data even though it holds user keyspaces" },
+    ...jsonOption,
+    ...storageOptions,
+    ...busOptions,
+    ...followOptions,
+  },
+  notes: ["With --bus the host's agent restores onto its own node; file paths are paths on that host."],
+  async run({ values, positionals, usage }, io) {
     const instance = positionals[0];
-    if (!instance || positionals.length > 1 || !NAME_RE.test(instance)) {
-      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `create takes one <instance-name> matching ${NAME_RE}\nusage: ${usage}`);
+    if (!instance || positionals.length > 1 || !INSTANCE_NAME_RE.test(instance)) {
+      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `create takes one <instance-name> matching ${INSTANCE_NAME_RE}\nusage: ${usage}`);
     }
     if (!values.backup) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--backup is required\nusage: ${usage}`);
     const backupId = checkId(values.backup);
+    const request: RestoreRequest = {
+      backupId,
+      instanceName: instance,
+      clusterName: values['cluster-name'],
+      passwordFile: values['password-file'],
+      superuser: values.superuser,
+      decryptKeyFile: values['decrypt-key-file'],
+      decryptKeyEnv: values['decrypt-key-env'],
+      force: values.force,
+    };
     if (values.bus) {
-      // Over the bus: the target is the host's agent's node; file paths are paths on that host.
-      const result = await runOverBus(
-        io,
-        values,
-        {
-          type: 'restore.create',
-          payload: {
-            backupId,
-            instanceName: instance,
-            ...(values['cluster-name'] ? { clusterName: values['cluster-name'] } : {}),
-            ...(values['password-file'] ? { passwordFile: resolve(values['password-file']) } : {}),
-            superuser: values.superuser,
-            ...(values['decrypt-key-file'] ? { decryptKeyFile: resolve(values['decrypt-key-file']) } : {}),
-            ...(values['decrypt-key-env'] ? { decryptKeyEnv: values['decrypt-key-env'] } : {}),
-            force: values.force,
-          },
-        },
-        values.json,
-      );
+      // Over the bus the agent checks the rest of the request (the bus schema, then the same restoreInput).
+      const result = await runOverBus(io, values, { type: 'restore.create', payload: restorePayload(request) }, values.json);
       if (values.json) printJson(io, { instance, backupId, state: 'COMPLETED', host: values.host, workflowId: result.commandId, ...result.result });
       else
         io.stdout(
@@ -78,11 +75,9 @@ export const command: Command = {
     }
     if (Boolean(values.config) === values.sandbox)
       throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `give exactly one of --config and --sandbox\nusage: ${usage}`);
-    if (!/^[A-Za-z_][A-Za-z0-9_]{0,47}$/.test(values.superuser)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--superuser must be a plain role name');
-    if (values['decrypt-key-file'] && values['decrypt-key-env'])
-      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'give one of --decrypt-key-file and --decrypt-key-env');
-    const clusterName = values['cluster-name'] ?? instance;
-    checkClusterName(clusterName);
+    // Refused before a sandbox is made or a password written.
+    const { clusterName } = checkRestoreRequest(request);
+    const storage = storageConfig(values, io.env);
 
     let profilePath: string;
     let createdSandbox = false;
@@ -101,88 +96,45 @@ export const command: Command = {
       await loadProfile(profilePath);
     }
 
-    // The new password lives in a file from the start; the workflow and its persisted state only know the path.
-    let passwordFile: string;
-    let generated = false;
-    if (values['password-file']) {
-      passwordFile = resolve(values['password-file']);
-    } else {
-      const dir = join(cbrHome(io.env), 'secrets');
-      await mkdir(dir, { recursive: true, mode: 0o700 });
-      passwordFile = join(dir, `${instance}-${values.superuser}.password`);
-      await writeFileAtomic(passwordFile, `${randomBytes(18).toString('base64url')}\n`, 0o600);
-      generated = true;
-    }
-
     const workflowId = randomUUID();
-    const { runtime, state, bar } = localRuntime(io, values.json);
-    try {
-      const running = await runtime.startRestore({
-        workflowId,
-        backupId,
-        instanceName: instance,
-        clusterName,
-        profilePath,
-        storage: storageConfig(values, io.env),
-        passwordFile,
-        superuser: values.superuser,
-        keySource: values['decrypt-key-file']
-          ? { file: resolve(values['decrypt-key-file']) }
-          : values['decrypt-key-env']
-            ? { env: values['decrypt-key-env'] }
-            : null,
-        force: values.force,
-        startedAt: new Date().toISOString(),
-      });
-      if (!running) throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `workflow ${workflowId} exists`);
-      // Ctrl-C or SIGTERM cancels: the machine rolls back and puts the target back as it was.
-      const onSignal = () => runtime.cancel(workflowId, 'interrupted');
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
-      const outcome = await running.done.finally(() => {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-        bar?.end();
-      });
-      const restored = outcome.output;
-      if (outcome.state !== 'completed' && createdSandbox) {
-        // The instance was made for this restore and holds nothing else: a failed restore leaves no stopped node behind.
-        await removeSandbox(instance, io.env).catch(() => {});
-      }
-      if (outcome.state !== 'completed') {
-        throw fromErrorInfo(outcome.error ?? { code: 'CBR_ERR_INTERNAL', message: 'restore failed', retryable: false });
-      }
-      const out = {
-        instance,
-        workflowId,
-        backupId,
-        state: 'COMPLETED',
-        clusterName,
-        superuser: values.superuser,
-        passwordFile,
-        passwordGenerated: generated,
-        profilePath,
-        cassandraStarts: restored.cassandraStarts,
-        keyspaces: restored.keyspaces,
-        superusers: restored.superusers,
-        settingChanges: restored.settingChanges,
-        warnings: restored.warnings,
-      };
-      if (values.json) printJson(io, out);
-      else {
-        io.stdout(`instance ${instance} restored from backup ${backupId}: cluster ${clusterName}, ${out.cassandraStarts} Cassandra starts\n`);
-        io.stdout(`profile   ${profilePath}\npassword  ${passwordFile}${generated ? ' (generated, mode 0600)' : ''}\n`);
-        io.stdout(`superusers ${out.superusers.join(', ') || '(none)'} (every superuser role of the restored data)\n`);
-        for (const c of out.settingChanges)
-          io.stdout(`changed   ${c.key}: ${JSON.stringify(c.from)} -> ${JSON.stringify(c.to)} (the restored data needs it)\n`);
-        for (const w of out.warnings) io.stderr(`warning: ${w}\n`);
-      }
-      return 0;
-    } finally {
-      state.close();
+    const { input, passwordGenerated: generated } = await restoreInput(request, { id: workflowId, profilePath, storage }, io.env);
+    const { passwordFile } = input;
+    const outcome = await runLocally(io, values.json, workflowId, (runtime) => runtime.startRestore(input));
+    const restored = outcome.output;
+    if (outcome.state !== 'completed' && createdSandbox) {
+      // The instance was made for this restore and holds nothing else: a failed restore leaves no stopped node behind.
+      await removeSandbox(instance, io.env).catch(() => {});
     }
+    if (outcome.state !== 'completed') {
+      throw fromErrorInfo(outcome.error ?? { code: 'CBR_ERR_INTERNAL', message: 'restore failed', retryable: false });
+    }
+    const out = {
+      instance,
+      workflowId,
+      backupId,
+      state: 'COMPLETED',
+      clusterName,
+      superuser: values.superuser,
+      passwordFile,
+      passwordGenerated: generated,
+      profilePath,
+      cassandraStarts: restored.cassandraStarts,
+      keyspaces: restored.keyspaces,
+      superusers: restored.superusers,
+      settingChanges: restored.settingChanges,
+      warnings: restored.warnings,
+    };
+    if (values.json) printJson(io, out);
+    else {
+      io.stdout(`instance ${instance} restored from backup ${backupId}: cluster ${clusterName}, ${out.cassandraStarts} Cassandra starts\n`);
+      io.stdout(`profile   ${profilePath}\npassword  ${passwordFile}${generated ? ' (generated, mode 0600)' : ''}\n`);
+      io.stdout(`superusers ${out.superusers.join(', ') || '(none)'} (every superuser role of the restored data)\n`);
+      for (const c of out.settingChanges) io.stdout(`changed   ${c.key}: ${JSON.stringify(c.from)} -> ${JSON.stringify(c.to)} (the restored data needs it)\n`);
+      for (const w of out.warnings) io.stderr(`warning: ${w}\n`);
+    }
+    return 0;
   },
-};
+});
 
 /** Refuses an existing sandbox unless it is the stopped, empty leftover of an earlier `create --sandbox`. */
 async function takeOverSandbox(instance: string, profilePath: string, env: NodeJS.ProcessEnv): Promise<void> {

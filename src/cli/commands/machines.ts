@@ -3,15 +3,18 @@ import { diagram, toMermaid } from '../../diagram/graph.ts';
 import { toSvg } from '../../diagram/svg.ts';
 import { backupMachine } from '../../machines/backup.machine.ts';
 import { restoreMachine } from '../../machines/restore.machine.ts';
-import { type Command, parse, printJson } from '../io.ts';
+import { defineCommand, jsonOption } from '../command.ts';
+import { printJson } from '../io.ts';
 
-const usage = 'cbr machines [backup|restore] [--format mermaid|svg|json]';
-
-export const command: Command = {
+export const command = defineCommand('machines', {
   summary: 'Draw the workflow machines from their definitions (Mermaid, SVG or JSON), failure and rollback paths included.',
-  usage,
-  async run(argv, io) {
-    const { values, positionals } = parse(argv, { format: { type: 'string', default: 'mermaid' }, json: { type: 'boolean', default: false } }, usage);
+  args: '[backup|restore]',
+  options: {
+    format: { type: 'string', default: 'mermaid', placeholder: 'mermaid|svg|json', description: 'what to draw (SVG: one machine at a time)' },
+    ...jsonOption,
+  },
+  notes: ['--json is --format json.'],
+  async run({ values, positionals, usage }, io) {
     const which = positionals[0];
     const machines = { backup: backupMachine, restore: restoreMachine };
     if (which && !(which in machines)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `unknown machine ${JSON.stringify(which)}\nusage: ${usage}`);
@@ -29,4 +32,4 @@ export const command: Command = {
     } else io.stdout(selected.map((k) => toMermaid(diagram(machines[k]))).join('\n'));
     return 0;
   },
-};
+});

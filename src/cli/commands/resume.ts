@@ -1,13 +1,11 @@
+import { defineCommand, jsonOption } from '../command.ts';
 import { localRuntime } from '../context.ts';
-import { type Command, parse, printJson } from '../io.ts';
+import { printJson } from '../io.ts';
 
-const usage = 'cbr resume [--json]';
-
-export const command: Command = {
+export const command = defineCommand('resume', {
   summary: 'Resume (or compensate) every workflow on this host left unfinished by a crash.',
-  usage,
-  async run(argv, io) {
-    const { values } = parse(argv, { json: { type: 'boolean', default: false } }, usage);
+  options: { ...jsonOption },
+  async run({ values }, io) {
     const { runtime, state, bar } = localRuntime(io, values.json);
     try {
       const orphans = runtime.orphans();
@@ -30,4 +28,4 @@ export const command: Command = {
       state.close();
     }
   },
-};
+});

@@ -1,91 +1,122 @@
 import { CbrError } from '../../core/errors.ts';
-import { ensureDistribution } from '../../sandbox/dist.ts';
+import { DEFAULT_CASSANDRA_VERSION, ensureDistribution } from '../../sandbox/dist.ts';
 import { listSandboxes, removeSandbox, type SandboxStatus, sandboxStatus, startSandbox, stopSandbox } from '../../sandbox/sandbox.ts';
-import { type CliIO, type Command, parse, printJson } from '../io.ts';
+import { defineCommand, defineCommandGroup, jsonOption } from '../command.ts';
+import { printJson } from '../io.ts';
 
-const usage =
-  'cbr sandbox start <name> [--cluster-name N] [--version V] [--heap 768M] [--yaml FILE] [--set key=value ...] [--data-dirs N] [--address 127.0.0.X] | stop <name> | status [<name>] | rm <name> | fetch [--version V]  [--json]';
+const version = {
+  type: 'string',
+  placeholder: '<version>',
+  description: `the Cassandra release whose jars are fetched from Maven Central (default ${DEFAULT_CASSANDRA_VERSION})`,
+} as const;
 
-export const command: Command = {
-  summary: 'Run throwaway real Cassandra 5.0 nodes from Maven Central jars (start, stop, status, rm, fetch).',
-  usage,
-  async run(argv, io) {
-    const { values, positionals } = parse(
-      argv,
-      {
-        json: { type: 'boolean', default: false },
-        'cluster-name': { type: 'string' },
-        version: { type: 'string' },
-        heap: { type: 'string' },
-        yaml: { type: 'string' },
-        set: { type: 'string', multiple: true },
-        'data-dirs': { type: 'string' },
-        address: { type: 'string' },
-      },
-      usage,
-    );
-    const [verb, name] = positionals;
-    const env = io.env;
-    const need = (): string => {
-      if (!name) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `sandbox ${verb} needs a name\nusage: ${usage}`);
-      return name;
-    };
-    switch (verb) {
-      case 'fetch': {
-        const t0 = Date.now();
-        const dist = await ensureDistribution(values.version, env);
-        const out = { ...dist, seconds: (Date.now() - t0) / 1000 };
-        if (values.json) printJson(io, out);
-        else io.stdout(`Cassandra ${dist.version} jars in ${dist.libDir}${dist.fetched ? ' (fetched)' : ' (cached)'}\n`);
-        return 0;
-      }
-      case 'start': {
-        const n = need();
-        const t0 = Date.now();
-        if (!values.json && io.isTTY) io.stderr(`starting sandbox ${n}...\n`);
-        const status = await startSandbox(n, {
-          env,
-          ...(values.version ? { version: values.version } : {}),
-          ...(values['cluster-name'] ? { clusterName: values['cluster-name'] } : {}),
-          ...(values.heap ? { heap: values.heap } : {}),
-          ...(values.yaml ? { yamlFile: values.yaml } : {}),
-          ...(values.set?.length ? { settings: values.set } : {}),
-          ...(values['data-dirs'] ? { dataDirs: Number(values['data-dirs']) } : {}),
-          ...(values.address ? { address: values.address } : {}),
-        });
-        const out = { ...status, startSeconds: (Date.now() - t0) / 1000 };
-        if (values.json) printJson(io, out);
-        else io.stdout(`${describe(status)}\nstarted in ${out.startSeconds.toFixed(1)} s\n`);
-        return 0;
-      }
-      case 'stop': {
-        await stopSandbox(need(), env);
-        if (values.json) printJson(io, { name, running: false });
-        else io.stdout(`sandbox ${name} stopped\n`);
-        return 0;
-      }
-      case 'rm': {
-        await removeSandbox(need(), env);
-        if (values.json) printJson(io, { name, removed: true });
-        else io.stdout(`sandbox ${name} removed\n`);
-        return 0;
-      }
-      case 'status': {
-        const names = name ? [name] : await listSandboxes(env);
-        const statuses = await Promise.all(names.map((n) => sandboxStatus(n, { env })));
-        if (values.json) printJson(io, name ? statuses[0] : statuses);
-        else io.stdout(statuses.length ? `${statuses.map(describe).join('\n')}\n` : 'no sandboxes\n');
-        return name && !statuses[0]?.running ? 1 : 0;
-      }
-      default:
-        throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `unknown sandbox verb ${JSON.stringify(verb ?? '')}\nusage: ${usage}`);
-    }
+function needName(positionals: string[], verb: string, usage: string): string {
+  const name = positionals[0];
+  if (!name) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `sandbox ${verb} needs a name\nusage: ${usage}`);
+  return name;
+}
+
+const start = defineCommand('sandbox start', {
+  summary: 'Start an instance, creating it first if it does not exist; waits until CQL answers.',
+  args: '<name>',
+  options: {
+    'cluster-name': { type: 'string', placeholder: '<name>', description: "a new instance's cluster_name (default: the instance name)" },
+    version,
+    heap: { type: 'string', placeholder: '<size>', description: 'the JVM heap, e.g. 768M (default $CBR_SANDBOX_HEAP or 768M)' },
+    yaml: { type: 'string', placeholder: '<file>', description: "a whole cassandra.yaml to start from instead of cbr's defaults (a new instance)" },
+    set: {
+      type: 'string',
+      multiple: true,
+      placeholder: '<key=value>',
+      description: 'one cassandra.yaml setting (dotted keys nest; the value is YAML; empty removes the key)',
+    },
+    'data-dirs': { type: 'string', placeholder: '<n>', description: 'how many data_file_directories a new instance gets, 1..16 (default 1)' },
+    address: { type: 'string', placeholder: '<127.0.0.X>', description: 'the loopback address a new instance listens on (default 127.0.0.1)' },
+    ...jsonOption,
   },
-};
+  async run({ values, positionals, usage }, io) {
+    const name = needName(positionals, 'start', usage);
+    const t0 = Date.now();
+    if (!values.json && io.isTTY) io.stderr(`starting sandbox ${name}...\n`);
+    const status = await startSandbox(name, {
+      env: io.env,
+      ...(values.version ? { version: values.version } : {}),
+      ...(values['cluster-name'] ? { clusterName: values['cluster-name'] } : {}),
+      ...(values.heap ? { heap: values.heap } : {}),
+      ...(values.yaml ? { yamlFile: values.yaml } : {}),
+      ...(values.set?.length ? { settings: values.set } : {}),
+      ...(values['data-dirs'] ? { dataDirs: Number(values['data-dirs']) } : {}),
+      ...(values.address ? { address: values.address } : {}),
+    });
+    const out = { ...status, startSeconds: (Date.now() - t0) / 1000 };
+    if (values.json) printJson(io, out);
+    else io.stdout(`${describe(status)}\nstarted in ${out.startSeconds.toFixed(1)} s\n`);
+    return 0;
+  },
+});
+
+const stop = defineCommand('sandbox stop', {
+  summary: 'Stop an instance (SIGTERM, then SIGKILL after a grace period); its data stays.',
+  args: '<name>',
+  options: { ...jsonOption },
+  async run({ values, positionals, usage }, io) {
+    const name = needName(positionals, 'stop', usage);
+    await stopSandbox(name, io.env);
+    if (values.json) printJson(io, { name, running: false });
+    else io.stdout(`sandbox ${name} stopped\n`);
+    return 0;
+  },
+});
+
+const status = defineCommand('sandbox status', {
+  summary: 'Show one instance (exit 1 when it is stopped), or every one.',
+  args: '[<name>]',
+  options: { ...jsonOption },
+  async run({ values, positionals }, io) {
+    const name = positionals[0];
+    const names = name ? [name] : await listSandboxes(io.env);
+    const statuses = await Promise.all(names.map((n) => sandboxStatus(n, { env: io.env })));
+    if (values.json) printJson(io, name ? statuses[0] : statuses);
+    else io.stdout(statuses.length ? `${statuses.map(describe).join('\n')}\n` : 'no sandboxes\n');
+    return name && !statuses[0]?.running ? 1 : 0;
+  },
+});
+
+const rm = defineCommand('sandbox rm', {
+  summary: 'Stop an instance and remove its folder, data included.',
+  args: '<name>',
+  options: { ...jsonOption },
+  async run({ values, positionals, usage }, io) {
+    const name = needName(positionals, 'rm', usage);
+    await removeSandbox(name, io.env);
+    if (values.json) printJson(io, { name, removed: true });
+    else io.stdout(`sandbox ${name} removed\n`);
+    return 0;
+  },
+});
+
+const fetch = defineCommand('sandbox fetch', {
+  summary: 'Only fetch the Cassandra jars (once; they are cached in $CBR_CACHE, default ~/.cache/cbr).',
+  options: { version, ...jsonOption },
+  async run({ values }, io) {
+    const t0 = Date.now();
+    const dist = await ensureDistribution(values.version, io.env);
+    const out = { ...dist, seconds: (Date.now() - t0) / 1000 };
+    if (values.json) printJson(io, out);
+    else io.stdout(`Cassandra ${dist.version} jars in ${dist.libDir}${dist.fetched ? ' (fetched)' : ' (cached)'}\n`);
+    return 0;
+  },
+});
+
+export const command = defineCommandGroup('sandbox', 'Run throwaway real Cassandra 5.0 nodes from Maven Central jars (start, stop, status, rm, fetch).', {
+  start,
+  stop,
+  status,
+  rm,
+  fetch,
+});
 
 function describe(s: SandboxStatus): string {
   const state = s.running ? `running (pid ${s.pid}, Cassandra ${s.releaseVersion ?? '?'}, cluster ${s.clusterName ?? '?'})` : 'stopped';
   return `${s.name}: ${state}\n  cql ${s.cqlHost}:${s.cqlPort}  jmx ${s.jmxPort}\n  profile ${s.profilePath}\n  log ${s.logFile}`;
 }
-
-export type { CliIO };

@@ -1,22 +1,23 @@
 import { queryStatus } from '../../bus/client.ts';
 import type { WorkflowStatus } from '../../bus/schemas/status.ts';
 import { CbrError, fromErrorInfo, isErrorCode } from '../../core/errors.ts';
-import { busOptions, busPrefix } from '../bus.ts';
-import { type Command, parse, printJson } from '../io.ts';
+import { busConnectionOptions } from '../bus.ts';
+import { defineCommand, jsonOption } from '../command.ts';
+import { printJson } from '../io.ts';
 import { formatBytes } from '../progress.ts';
 
-const usage = 'cbr status [--bus amqp://127.0.0.1:5672] [--host H] [--workflow W] [--limit 200] [--prefix P] [--timeout-ms N] [--json]';
-
-export const command: Command = {
+export const command = defineCommand('status', {
   summary: "Ask the agents on the bus for workflows' present state: one workflow, or each host's recent ones (read-only).",
-  usage,
-  async run(argv, io) {
-    const { values } = parse(
-      argv,
-      { ...busOptions, workflow: { type: 'string' }, limit: { type: 'string' }, 'timeout-ms': { type: 'string' }, json: { type: 'boolean', default: false } },
-      usage,
-    );
-    const url = values.bus ?? io.env['CBR_BUS_URL'] ?? 'amqp://guest:guest@127.0.0.1:5672';
+  options: {
+    host: { type: 'string', placeholder: '<host-id>', description: "ask this host's agent only (default: every agent that answers)" },
+    workflow: { type: 'string', placeholder: '<id>', description: "one workflow (default: each host's active ones and those changed in the last 24 h)" },
+    limit: { type: 'string', placeholder: '<n>', description: 'at most this many workflows per host, 1..200 (default 200)' },
+    'timeout-ms': { type: 'string', placeholder: '<ms>', description: 'how long to wait for answers (default 10000 with --host, else 2000)' },
+    ...jsonOption,
+    ...busConnectionOptions,
+  },
+  async run({ values }, io) {
+    const url = values.bus;
     const limit = values.limit === undefined ? undefined : Number(values.limit);
     if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1 && limit <= 200))
       throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--limit must be 1..200');
@@ -24,7 +25,7 @@ export const command: Command = {
     if (timeoutMs !== undefined && !(timeoutMs > 0)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--timeout-ms must be a positive number');
     const replies = await queryStatus({
       url,
-      prefix: busPrefix(values, io.env),
+      prefix: values.prefix,
       host: values.host,
       workflowId: values.workflow,
       limit,
@@ -45,7 +46,7 @@ export const command: Command = {
     else for (const w of rows) io.stdout(`${line(w)}\n`);
     return 0;
   },
-};
+});
 
 function line(w: WorkflowStatus & { host: string }): string {
   const p = w.progress;

@@ -1,20 +1,23 @@
 import { watchEvents } from '../../bus/client.ts';
 import type { BusEvent } from '../../bus/schemas/events.ts';
-import { busOptions, busPrefix, noticeLine } from '../bus.ts';
-import { type Command, parse } from '../io.ts';
+import { busConnectionOptions, noticeLine } from '../bus.ts';
+import { defineCommand, jsonOption } from '../command.ts';
 import { formatBytes } from '../progress.ts';
+import { onInterrupt } from '../signals.ts';
 
-const usage = 'cbr watch [--bus amqp://127.0.0.1:5672] [--host H] [--workflow W] [--prefix P] [--json]';
-
-export const command: Command = {
+export const command = defineCommand('watch', {
   summary: 'Print workflow events from the bus as they come (state changes, progress, results, rejections); survives broker outages.',
-  usage,
-  async run(argv, io) {
-    const { values } = parse(argv, { ...busOptions, workflow: { type: 'string' }, json: { type: 'boolean', default: false } }, usage);
-    const url = values.bus ?? io.env['CBR_BUS_URL'] ?? 'amqp://guest:guest@127.0.0.1:5672';
+  options: {
+    host: { type: 'string', placeholder: '<host-id>', description: "this host's events only (default: every host's)" },
+    workflow: { type: 'string', placeholder: '<id>', description: "this workflow's events only" },
+    ...jsonOption,
+    ...busConnectionOptions,
+  },
+  notes: ['--json prints each event as one line of JSON. Ctrl-C stops.'],
+  async run({ values }, io) {
     const sub = await watchEvents({
-      url,
-      prefix: busPrefix(values, io.env),
+      url: values.bus,
+      prefix: values.prefix,
       host: values.host,
       workflow: values.workflow,
       // The present state first (from the agents), then live events; after a broker outage it reconnects and
@@ -23,13 +26,11 @@ export const command: Command = {
       onNotice: (n) => io.stderr(`cbr watch: ${noticeLine(n)}\n`),
       onEvent: (e) => io.stdout(values.json ? `${JSON.stringify(e)}\n` : `${describe(e)}\n`),
     });
-    const stop = () => void sub.close();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-    await sub.closed;
+    const dispose = onInterrupt(() => void sub.close());
+    await sub.closed.finally(dispose);
     return 0;
   },
-};
+});
 
 export function describe(e: BusEvent): string {
   const head = `${e.at} ${e.host} ${e.kind} ${e.workflowId}${e.resync ? ' (resync)' : ''}`;

@@ -3,10 +3,9 @@ import { listSnapshotFiles } from '../../cassandra/layout.ts';
 import { type BackupRecord, writeRecord as putRecord, readRecord } from '../../catalog/catalog.ts';
 import { parseRecord, sealRecord } from '../../catalog/record.ts';
 import { CbrError } from '../../core/errors.ts';
+import { SYSTEM_KEYSPACES } from '../../core/ids.ts';
 import type { BackupContext, BackupResult, StepInput } from '../../machines/backup.machine.ts';
 import type { BackupDeps } from '../nodeDeps.ts';
-
-const SYSTEM_KEYSPACES = new Set(['system', 'system_schema', 'system_auth', 'system_distributed', 'system_traces', 'system_views', 'system_virtual_schema']);
 
 /** Writes the COMPLETED record after checking the stored object is whole; create-only, so it never replaces another. */
 export async function writeRecord(

@@ -8,18 +8,9 @@ import { placeTables } from '../../cassandra/placement.ts';
 import { readRecord } from '../../catalog/catalog.ts';
 import { verifyRecord } from '../../catalog/record.ts';
 import { CbrError } from '../../core/errors.ts';
+import { SYSTEM_KEYSPACES } from '../../core/ids.ts';
 import type { RestoreInput, RestorePlan } from '../../machines/restore.machine.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
-
-export const SYSTEM_KEYSPACES = new Set([
-  'system',
-  'system_schema',
-  'system_auth',
-  'system_distributed',
-  'system_traces',
-  'system_views',
-  'system_virtual_schema',
-]);
 
 /**
  * Everything that can be refused before a byte moves: the record is COMPLETED, the object is whole, the key is
