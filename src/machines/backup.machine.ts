@@ -3,7 +3,7 @@ import type { Compression } from '../archive/format.ts';
 import type { DataSettings } from '../cassandra/dataSettings.ts';
 import type { ErrorInfo } from '../core/errors.ts';
 import type { StorageConfig } from '../storage/port.ts';
-import { type CancelEvent, errorFrom, type Progress, type ProgressEvent, step, warningFrom } from './common.ts';
+import { type CancelEvent, type Progress, type ProgressEvent, recordingActions, step } from './common.ts';
 
 /** Bumped whenever states or context change shape; stored with every persisted snapshot. */
 export const BACKUP_MACHINE_VERSION = 1;
@@ -83,18 +83,7 @@ export const backupMachine = setup({
     deleteBackupObjects: step<void, StepInput>('deleteBackupObjects'),
   },
   actions: {
-    recordError: assign({ error: (_, params: { error: unknown }) => errorFrom(params.error) }),
-    recordCancel: assign({
-      error: (_, params: { reason?: string | undefined }) => ({
-        code: 'CBR_ERR_ABORTED' as const,
-        message: `cancelled${params.reason ? `: ${params.reason}` : ''}`,
-        retryable: true,
-      }),
-    }),
-    recordWarning: assign({
-      warnings: ({ context }, params: { step: string; error: unknown }) => [...context.warnings, warningFrom(params.step, params.error)],
-    }),
-    recordProgress: assign({ progress: (_, params: { progress: Progress }) => params.progress }),
+    ...recordingActions<BackupContext>(),
   },
 }).createMachine({
   id: 'backup',

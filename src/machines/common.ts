@@ -1,4 +1,4 @@
-import { fromPromise } from 'xstate';
+import { assign, fromPromise, type MachineContext } from 'xstate';
 import type { ErrorInfo } from '../core/errors.ts';
 import { toErrorInfo } from '../core/errors.ts';
 
@@ -31,4 +31,29 @@ export function errorFrom(error: unknown): ErrorInfo {
 export function warningFrom(stepName: string, error: unknown): string {
   const info = toErrorInfo(error);
   return `${stepName}: ${info.code}: ${info.message}`;
+}
+
+/** What every workflow context records the same way: its coded error, a cancel, warnings, the latest progress. */
+interface RecordingContext extends MachineContext {
+  error: ErrorInfo | null;
+  warnings: string[];
+  progress: Progress | null;
+}
+
+type WorkflowEvents = ProgressEvent | CancelEvent;
+
+/** The actions both machines share; each machine's `setup` spreads them into its own. */
+export function recordingActions<C extends RecordingContext>() {
+  type Args = { context: C };
+  // The assigners return a part of C; a generic C cannot see that `error` of RecordingContext is one.
+  return {
+    recordError: assign<C, WorkflowEvents, { error: unknown }, WorkflowEvents, never>((_: Args, p) => ({ error: errorFrom(p.error) }) as Partial<C>),
+    recordCancel: assign<C, WorkflowEvents, { reason?: string | undefined }, WorkflowEvents, never>(
+      (_: Args, p) => ({ error: { code: 'CBR_ERR_ABORTED', message: `cancelled${p.reason ? `: ${p.reason}` : ''}`, retryable: true } }) as Partial<C>,
+    ),
+    recordWarning: assign<C, WorkflowEvents, { step: string; error: unknown }, WorkflowEvents, never>(
+      ({ context }: Args, p) => ({ warnings: [...context.warnings, warningFrom(p.step, p.error)] }) as Partial<C>,
+    ),
+    recordProgress: assign<C, WorkflowEvents, { progress: Progress }, WorkflowEvents, never>((_: Args, p) => ({ progress: p.progress }) as Partial<C>),
+  };
 }

@@ -3,7 +3,7 @@ import type { SettingChange } from '../cassandra/configFiles.ts';
 import type { DataSettings } from '../cassandra/dataSettings.ts';
 import type { ErrorInfo } from '../core/errors.ts';
 import type { StorageConfig } from '../storage/port.ts';
-import { type CancelEvent, errorFrom, type Progress, type ProgressEvent, step, warningFrom } from './common.ts';
+import { type CancelEvent, type Progress, type ProgressEvent, recordingActions, step } from './common.ts';
 
 /** Bumped whenever states or context change shape; stored with every persisted snapshot. */
 export const RESTORE_MACHINE_VERSION = 2;
@@ -120,18 +120,7 @@ export const restoreMachine = setup({
     restartNeeded: ({ context }) => context.touched && context.plan?.wasRunning === true,
   },
   actions: {
-    recordError: assign({ error: (_, params: { error: unknown }) => errorFrom(params.error) }),
-    recordCancel: assign({
-      error: (_, params: { reason?: string | undefined }) => ({
-        code: 'CBR_ERR_ABORTED' as const,
-        message: `cancelled${params.reason ? `: ${params.reason}` : ''}`,
-        retryable: true,
-      }),
-    }),
-    recordWarning: assign({
-      warnings: ({ context }, params: { step: string; error: unknown }) => [...context.warnings, warningFrom(params.step, params.error)],
-    }),
-    recordProgress: assign({ progress: (_, params: { progress: Progress }) => params.progress }),
+    ...recordingActions<RestoreContext>(),
     countStart: assign({ starts: ({ context }) => context.starts + 1 }),
   },
 }).createMachine({
