@@ -5,27 +5,17 @@ import { deleteBackup, readRecord } from '../catalog/catalog.ts';
 import { CbrError, toErrorInfo } from '../core/errors.ts';
 import { ID_RE } from '../core/ids.ts';
 import type { Logger } from '../core/log.ts';
-import type { BackupOutput } from '../machines/backup.machine.ts';
-import type { RestoreOutput } from '../machines/restore.machine.ts';
-import { outputOf, type StepsFactory, type WorkflowEvent, WorkflowRuntime } from '../runtime/runtime.ts';
-import { StateDb, type WorkflowRow } from '../state/stateDb.ts';
+import { type StepsFactory, type WorkflowEvent, WorkflowRuntime } from '../runtime/runtime.ts';
+import { StateDb } from '../state/stateDb.ts';
 import { openStore } from '../storage/open.ts';
 import type { StorageConfig } from '../storage/port.ts';
 import { backupInput } from '../workflows/backupRequest.ts';
 import { restoreInput } from '../workflows/restoreRequest.ts';
 import { type Command, parseCommand } from './schemas/commands.ts';
 import type { BusEvent } from './schemas/events.ts';
-import {
-  parseStatusQuery,
-  STATUS_MAX_WORKFLOWS,
-  STATUS_RECENT_MS,
-  STATUS_REPLY_TYPE,
-  type StatusQuery,
-  type StatusReply,
-  statusReplyTo,
-  type WorkflowStatus,
-} from './schemas/status.ts';
+import { STATUS_REPLY_TYPE, type StatusQuery, statusReplyTo, type WorkflowStatus } from './schemas/status.ts';
 import { SIGNATURE_WINDOW_MS } from './signing.ts';
+import { busResult, StatusBook } from './statusBook.ts';
 import { declareTopology, routingKey, type Topology, topology } from './topology.ts';
 
 export interface AgentOptions {
@@ -52,7 +42,9 @@ export interface AgentOptions {
 }
 
 /**
- * The per-host agent. A command is acknowledged only once the workflow it starts is persisted in the host's
+ * The per-host agent. (Over 300 lines on purpose: how a command is received, remembered, handled, acked or
+ * dead-lettered is one sequence whose order is the guarantee; status answers live in statusBook.ts.)
+ * A command is acknowledged only once the workflow it starts is persisted in the host's
  * database, so a crash between the two redelivers it and the command id keeps it from starting twice. Because
  * the ack comes right after that (not when an hours-long backup ends), RabbitMQ's delivery-ack timeout
  * (`consumer_timeout`, global in 3.10) is never reached. Events go through an outbox table in the same database
@@ -71,10 +63,7 @@ export class Agent {
   #publishAgain = false;
   #stopping = false;
   readonly #watching = new Set<Promise<unknown>>();
-  /** The latest progress of each running workflow, for status answers (the snapshot keeps one a second). */
-  readonly #progress = new Map<string, { step: string; progress: NonNullable<BusEvent['progress']> }>();
-  /** Outcomes of recent commands that start no workflow (or could not start one), for status answers by id. */
-  readonly #outcomes = new Map<string, BusEvent>();
+  readonly #status: StatusBook;
   /** Signed commands being handled now, by id: a redelivery of one waits for it instead of running it twice. */
   readonly #handling = new Map<string, Promise<void>>();
 
@@ -82,6 +71,7 @@ export class Agent {
     this.#o = opts;
     this.#t = topology(opts.prefix);
     this.#stateDb = new StateDb(opts.stateDb);
+    this.#status = new StatusBook(this.#stateDb, opts.hostId);
     this.#runtime = new WorkflowRuntime({
       stateDb: this.#stateDb,
       env: opts.env,
@@ -296,46 +286,31 @@ export class Agent {
         );
         const removed = await deleteBackup(store, c.payload.backupId);
         if (!had && removed === 0) throw new CbrError('CBR_ERR_BACKUP_NOT_FOUND', `no backup ${c.payload.backupId}`);
-        this.#publish({
-          type: 'result',
-          host: this.#o.hostId,
-          workflowId: c.id,
-          kind: c.type,
-          at: now(),
-          state: 'completed',
-          status: 'done',
-          error: null,
-          result: { backupId: c.payload.backupId, deleted: true },
-        });
+        this.#publishDone(c, { backupId: c.payload.backupId, deleted: true });
         return;
       }
       case 'workflow.cancel': {
         const cancelled = this.#runtime.cancel(c.payload.workflowId, `cancelled by command ${c.id}`);
         if (!cancelled) throw new CbrError('CBR_ERR_WORKFLOW_NOT_FOUND', `no running workflow ${c.payload.workflowId} on ${this.#o.hostId}`);
-        this.#publish({
-          type: 'result',
-          host: this.#o.hostId,
-          workflowId: c.id,
-          kind: c.type,
-          at: now(),
-          state: 'completed',
-          status: 'done',
-          error: null,
-          result: { workflowId: c.payload.workflowId, cancelled: true },
-        });
+        this.#publishDone(c, { workflowId: c.payload.workflowId, cancelled: true });
         return;
       }
     }
   }
 
+  /** The result of a command that starts no workflow: it is done as soon as it is handled. */
+  #publishDone(c: Command, result: Record<string, unknown>): void {
+    this.#publish({ type: 'result', host: this.#o.hostId, workflowId: c.id, kind: c.type, at: now(), state: 'completed', status: 'done', error: null, result });
+  }
+
   #onWorkflowEvent(e: WorkflowEvent): void {
     const host = this.#o.hostId;
     if (e.type === 'progress') {
-      this.#progress.set(e.workflowId, { step: e.step, progress: e.progress });
+      this.#status.progressed(e.workflowId, e.step, e.progress);
       this.#publish({ type: 'progress', host, workflowId: e.workflowId, kind: e.kind, at: e.at, step: e.step, progress: e.progress });
       return;
     }
-    if (e.status !== 'active') this.#progress.delete(e.workflowId);
+    if (e.status !== 'active') this.#status.ended(e.workflowId);
     this.#publish({ type: 'state', host, workflowId: e.workflowId, kind: e.kind, at: e.at, state: e.state, status: e.status, error: e.error });
     if (e.status === 'done') {
       this.#publish({
@@ -354,14 +329,7 @@ export class Agent {
 
   /** Into the outbox (same database as the workflows), then out to the broker when it is there. */
   #publish(event: BusEvent): void {
-    const firstWord = event.type === 'result' || !this.#outcomes.has(event.workflowId);
-    if ((event.type === 'result' || event.type === 'rejected') && event.kind !== 'backup' && event.kind !== 'restore' && firstWord) {
-      // Kept in memory only (an agent restart forgets them): they are answered in an instant, not over hours. A
-      // later rejection of the same id (a replay) does not hide what the command itself came to.
-      this.#outcomes.delete(event.workflowId);
-      this.#outcomes.set(event.workflowId, event);
-      if (this.#outcomes.size > STATUS_MAX_WORKFLOWS) this.#outcomes.delete(this.#outcomes.keys().next().value!);
-    }
+    this.#status.remember(event);
     this.#stateDb.addEvent(routingKey(event), JSON.stringify(event));
     void this.#drainOutbox();
   }
@@ -376,16 +344,7 @@ export class Agent {
       this.#o.log.warn('status query without a server-named replyTo queue dropped');
       return;
     }
-    const host = this.#o.hostId;
-    let reply: StatusReply;
-    try {
-      const query = parseStatusQuery(msg.content, { hostId: host });
-      reply = { version: 1, type: 'status.reply', queryId: query.id, host, at: now(), ...this.statusOf(query.payload) };
-    } catch (err) {
-      const error = toErrorInfo(err, 'CBR_ERR_COMMAND_INVALID');
-      this.#o.log.warn('status query refused', { code: error.code, reason: error.message });
-      reply = { version: 1, type: 'status.reply', queryId: safeId(msg), host, at: now(), workflows: [], truncated: false, error };
-    }
+    const reply = this.#status.reply(msg.content, safeId(msg), this.#o.log);
     try {
       ch.publish('', replyTo, Buffer.from(JSON.stringify(reply)), {
         type: STATUS_REPLY_TYPE,
@@ -399,50 +358,9 @@ export class Agent {
     }
   }
 
-  /**
-   * What this host knows now: one workflow (or the outcome of a recent command that starts none), or its recent
-   * workflows (active, or changed in the last 24 h; newest first; at most 200).
-   */
+  /** What this host knows now (see StatusBook.statusOf). */
   statusOf(q: StatusQuery['payload']): { workflows: WorkflowStatus[]; truncated: boolean } {
-    if (q.workflowId) {
-      const row = this.#stateDb.get(q.workflowId) ?? this.#stateDb.byCommandId(q.workflowId);
-      if (row) return { workflows: [this.#statusEntry(row)], truncated: false };
-      const e = this.#outcomes.get(q.workflowId);
-      if (!e) return { workflows: [], truncated: false };
-      const entry: WorkflowStatus = {
-        workflowId: e.workflowId,
-        kind: e.kind,
-        state: e.type === 'rejected' ? 'rejected' : (e.state ?? 'failed'),
-        status: 'done',
-        error: e.error ?? null,
-        ...(e.result ? { result: e.result } : {}),
-        createdAt: e.at,
-        updatedAt: e.at,
-      };
-      return { workflows: [entry], truncated: false };
-    }
-    const limit = Math.min(q.limit ?? STATUS_MAX_WORKFLOWS, STATUS_MAX_WORKFLOWS);
-    const { rows, more } = this.#stateDb.recent(limit, new Date(Date.now() - STATUS_RECENT_MS).toISOString());
-    return { workflows: rows.map((r) => this.#statusEntry(r)), truncated: more };
-  }
-
-  /** A persisted workflow as its events would have told it: state, status, error, progress, and the result. */
-  #statusEntry(row: WorkflowRow): WorkflowStatus {
-    const ctx = ((row.snapshot as { context?: Record<string, unknown> } | null)?.context ?? {}) as Record<string, unknown>;
-    const active = row.status === 'active';
-    const live = active ? this.#progress.get(row.id) : undefined;
-    const saved = active ? (ctx['progress'] as WorkflowStatus['progress'] | null | undefined) : undefined;
-    return {
-      workflowId: row.id,
-      kind: row.kind,
-      state: row.state,
-      status: row.status,
-      error: (ctx['error'] as WorkflowStatus['error'] | undefined) ?? null,
-      ...(live ? { step: live.step, progress: live.progress } : saved ? { progress: saved } : {}),
-      ...(row.status === 'done' ? { result: busResult(outputOf(row.kind, ctx)) } : {}),
-      createdAt: row.createdAt,
-      updatedAt: row.updatedAt,
-    };
+    return this.#status.statusOf(q);
   }
 
   async #drainOutbox(): Promise<void> {
@@ -478,14 +396,6 @@ export class Agent {
       this.#publishing = false;
     }
   }
-}
-
-/** A workflow's output as the bus's result event carries it: a backup's archive fields at the top level, no error (the event has its own). */
-function busResult(output: BackupOutput | RestoreOutput): Record<string, unknown> {
-  const { error: _error, ...rest } = output;
-  if ('instance' in rest) return rest;
-  const { result, ...backup } = rest;
-  return { ...backup, ...(result ?? {}) };
 }
 
 function now(): string {
