@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { parseKey } from '../archive/crypto.ts';
-import { type BusNotice, type CommandDraft, DEFAULT_OUTAGE_DEADLINE_MS, runCommand } from '../bus/client.ts';
+import { type CommandDraft, runCommand } from '../bus/client.ts';
 import type { BusEvent } from '../bus/schemas/events.ts';
+import { type BusNotice, DEFAULT_OUTAGE_DEADLINE_MS } from '../bus/subscriber.ts';
 import { CbrError, fromErrorInfo, isErrorCode } from '../core/errors.ts';
 import { optionGroup } from './command.ts';
 import type { CliIO } from './io.ts';

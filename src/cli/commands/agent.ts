@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { Agent } from '../../bus/agent.ts';
-import { redactUrl } from '../../bus/client.ts';
+import { redactUrl } from '../../bus/subscriber.ts';
 import { loadProfile } from '../../cassandra/profile.ts';
 import { createLogger } from '../../core/log.ts';
 import { createInspection } from '../../runtime/inspect.ts';

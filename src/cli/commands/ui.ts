@@ -1,4 +1,4 @@
-import { redactUrl } from '../../bus/client.ts';
+import { redactUrl } from '../../bus/subscriber.ts';
 import { CbrError } from '../../core/errors.ts';
 import { createLogger } from '../../core/log.ts';
 import { startUi } from '../../ui/server.ts';
