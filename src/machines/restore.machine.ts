@@ -5,6 +5,11 @@ import type { ErrorInfo } from '../core/errors.ts';
 import type { StorageConfig } from '../storage/port.ts';
 import { type CancelEvent, type Progress, type ProgressEvent, recordingActions, step } from './common.ts';
 
+/*
+ * The restore workflow as one XState machine. Over 300 lines on purpose: its states, and the rollback each of
+ * them falls into, read top to bottom in one place (docs/machines.md draws the same).
+ */
+
 /** Bumped whenever states or context change shape; stored with every persisted snapshot. */
 export const RESTORE_MACHINE_VERSION = 2;
 
