@@ -13,6 +13,7 @@ import { KEY_RE, type ObjectInfo, type ObjectStore } from '../port.ts';
  */
 export function createLocalStore(root: string, container: string): ObjectStore {
   const base = join(root, container);
+  const swept = new Set<string>();
   const pathOf = (key: string): string => {
     if (!KEY_RE.test(key) || key.split('/').some((p) => p === '..' || p === '.')) {
       throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `invalid object key ${JSON.stringify(key)}`);
@@ -24,8 +25,14 @@ export function createLocalStore(root: string, container: string): ObjectStore {
     async put(key, body, opts = {}) {
       const target = pathOf(key);
       await mkdir(dirname(target), { recursive: true });
-      await removeStalePartials(dirname(target));
-      const tmp = join(dirname(target), `.partial-${randomUUID()}`);
+      // Once per directory: the leftovers of dead processes do not come back, and a directory read per put made
+      // puts into a directory of many objects quadratic.
+      if (!swept.has(dirname(target))) {
+        await removeStalePartials(dirname(target));
+        swept.add(dirname(target));
+      }
+      // The pid in the name tells a put still running (whose file must stay) from one killed with its process.
+      const tmp = join(dirname(target), `.partial-${process.pid}-${randomUUID()}`);
       try {
         await pipeline(body, createWriteStream(tmp, { flags: 'wx' }), opts.signal ? { signal: opts.signal } : {});
         // Create-only: link(2) fails when the name exists, atomically; rename would replace it.
@@ -40,25 +47,30 @@ export function createLocalStore(root: string, container: string): ObjectStore {
     },
     async get(key, opts = {}) {
       const path = pathOf(key);
+      stopIfAborted(opts.signal, 'get', key);
       try {
-        await stat(path);
+        // A directory is only a prefix of other keys, as it is to Swift and S3.
+        if (!(await stat(path)).isFile()) throw new CbrError('CBR_ERR_OBJECT_NOT_FOUND', `no object ${key}`);
       } catch (err) {
         throw storageError('get', key, err);
       }
       return createReadStream(path, { highWaterMark: 1 << 20, ...(opts.signal ? { signal: opts.signal } : {}) });
     },
-    async head(key) {
+    async head(key, opts = {}) {
+      stopIfAborted(opts.signal, 'head', key);
       try {
         const st = await stat(pathOf(key));
+        if (!st.isFile()) return null;
         return { key, size: st.size, modified: st.mtime.toISOString() };
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
         throw storageError('head', key, err);
       }
     },
-    async *list(prefix = '') {
+    async *list(prefix = '', opts = {}) {
       const out: ObjectInfo[] = [];
       await walk(base, async (path) => {
+        stopIfAborted(opts.signal, 'list', prefix);
         const key = relative(base, path).split(sep).join('/');
         if (key.split('/').some((p) => p.startsWith('.partial-'))) return;
         if (!key.startsWith(prefix)) return;
@@ -68,24 +80,27 @@ export function createLocalStore(root: string, container: string): ObjectStore {
       out.sort((a, b) => (a.key < b.key ? -1 : 1));
       yield* out;
     },
-    async purge(prefix) {
+    async purge(prefix, opts = {}) {
+      stopIfAborted(opts.signal, 'purge', prefix);
       if (!prefix.endsWith('/') || !KEY_RE.test(prefix.slice(0, -1)))
         throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `invalid prefix ${JSON.stringify(prefix)}`);
       const dir = join(base, ...prefix.slice(0, -1).split('/'));
       let n = 0;
+      // Partial files are counted by the walk too.
       await walk(dir, async () => {
         n++;
       });
-      for (const name of await readdir(dir).catch(() => [] as string[])) if (name.startsWith('.partial-')) n++;
       await rm(dir, { recursive: true, force: true });
       return n;
     },
-    async delete(key) {
+    async delete(key, opts = {}) {
       const path = pathOf(key);
+      stopIfAborted(opts.signal, 'delete', key);
       try {
         await rm(path, { force: true });
       } catch (err) {
-        throw storageError('delete', key, err);
+        // A directory is no object: nothing to delete, as on Swift and S3.
+        if ((err as NodeJS.ErrnoException).code !== 'ERR_FS_EISDIR') throw storageError('delete', key, err);
       }
       // Remove leftovers of killed puts, and the key's directory when it became empty (one backup = one directory).
       await removeStalePartials(dirname(path)).catch(() => {});
@@ -94,11 +109,28 @@ export function createLocalStore(root: string, container: string): ObjectStore {
   };
 }
 
-/** A put killed with its process (kill -9) leaves its temporary file; the next put of that backup removes it. */
+/**
+ * A put killed with its process (kill -9) leaves its temporary file; the next put of that backup removes it. The
+ * files of puts still running, in this process or another, stay.
+ */
 async function removeStalePartials(dir: string): Promise<void> {
   for (const name of await readdir(dir)) {
-    if (name.startsWith('.partial-')) await rm(join(dir, name), { force: true });
+    const pid = /^\.partial-(\d+)-/.exec(name)?.[1];
+    if (name.startsWith('.partial-') && !(pid && isRunning(Number(pid)))) await rm(join(dir, name), { force: true });
   }
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function stopIfAborted(signal: AbortSignal | undefined, op: string, key: string): void {
+  if (signal?.aborted) throw new CbrError('CBR_ERR_ABORTED', `storage ${op} ${key} aborted`);
 }
 
 async function walk(dir: string, visit: (path: string) => Promise<void>): Promise<void> {

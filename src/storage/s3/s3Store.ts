@@ -64,6 +64,7 @@ export function createS3Store(config: S3Config): ObjectStore {
     async put(key, body, o = {}) {
       checkKey(key);
       await ensureBucket(o.signal);
+      if (o.signal?.aborted) throw new CbrError('CBR_ERR_ABORTED', `upload of ${key} aborted`);
       let size = 0;
       const partSize = config.partSize ?? 16 << 20;
       // Kept while the body is smaller than one part (a single PUT): some S3 stores (Swift's s3api) answer a
@@ -80,7 +81,9 @@ export function createS3Store(config: S3Config): ObjectStore {
         queueSize: 2,
         leavePartsOnError: false,
       });
-      const onAbort = () => void upload.abort().catch(() => {});
+      // Ending the body, not upload.abort(): that returns at once and aborts the multipart upload later, in the
+      // background; a failed body makes done() fail only once the multipart upload is aborted.
+      const onAbort = () => body.destroy(new CbrError('CBR_ERR_ABORTED', `upload of ${key} aborted`));
       o.signal?.addEventListener('abort', onAbort, { once: true });
       try {
         await upload.done();
@@ -146,6 +149,7 @@ export function createS3Store(config: S3Config): ObjectStore {
       }
     },
     async purge(prefix, o = {}) {
+      checkPrefix(prefix);
       let n = 0;
       const keys: string[] = [];
       for await (const obj of this.list(prefix, o)) keys.push(obj.key);
@@ -170,6 +174,11 @@ export function createS3Store(config: S3Config): ObjectStore {
 
 function checkKey(key: string): void {
   if (!KEY_RE.test(key)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `invalid object key ${JSON.stringify(key)}`);
+}
+
+/** A purge takes a whole "directory" (`<backup id>/`): an empty or partial prefix would reach other backups' objects. */
+function checkPrefix(prefix: string): void {
+  if (!prefix.endsWith('/') || !KEY_RE.test(prefix.slice(0, -1))) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `invalid prefix ${JSON.stringify(prefix)}`);
 }
 
 function status(err: unknown): number | undefined {

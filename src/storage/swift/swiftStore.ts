@@ -97,6 +97,8 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
       );
     } catch (err) {
       if (err instanceof Transient) throw new CbrError('CBR_ERR_STORAGE_FAILED', `${what} failed after ${attempts} attempts (${err.message})`);
+      // retry() ends an aborted wait, or a call made after the abort, with the signal's own reason.
+      if (!(err instanceof CbrError) && signal?.aborted) throw new CbrError('CBR_ERR_ABORTED', `${what} aborted`);
       throw err;
     }
   };
@@ -189,6 +191,9 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
       let inflight: Promise<void> | null = null;
       let n = 0;
       let total = 0;
+      // An abort also stops a body that has nothing to give (as local's pipeline does), so the put ends and cleans up.
+      const onAbort = () => body.destroy(new CbrError('CBR_ERR_ABORTED', `upload of ${key} aborted`));
+      signal?.addEventListener('abort', onAbort, { once: true });
       const startSegment = async () => {
         const path = join(spool, String(n));
         return { path, fh: await open(path, 'w'), hash: createHash('md5'), size: 0, index: n++ };
@@ -258,6 +263,7 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
         if ((err as Error).name === 'AbortError') throw new CbrError('CBR_ERR_ABORTED', `upload of ${key} aborted`);
         throw new CbrError('CBR_ERR_STORAGE_FAILED', `upload of ${key} failed: ${(err as Error).message}`);
       } finally {
+        signal?.removeEventListener('abort', onAbort);
         await rm(spool, { recursive: true, force: true });
       }
     },
@@ -313,6 +319,7 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
       await res.body?.cancel();
     },
     async purge(prefix, opts = {}) {
+      checkPrefix(prefix);
       let n = 0;
       const keys: string[] = [];
       for await (const o of this.list(prefix, opts)) keys.push(o.key);
@@ -338,6 +345,11 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
 
 function checkKey(key: string): void {
   if (!KEY_RE.test(key)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `invalid object key ${JSON.stringify(key)}`);
+}
+
+/** A purge takes a whole "directory" (`<backup id>/`): an empty or partial prefix would reach other backups' objects. */
+function checkPrefix(prefix: string): void {
+  if (!prefix.endsWith('/') || !KEY_RE.test(prefix.slice(0, -1))) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `invalid prefix ${JSON.stringify(prefix)}`);
 }
 
 const enc = (s: string) => encodeURIComponent(s);
