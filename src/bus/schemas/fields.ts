@@ -1,12 +1,13 @@
 import { z } from 'zod';
 import { CbrError } from '../../core/errors.ts';
+import { ID_RE, INSTANCE_NAME_RE, ROLE_RE } from '../../core/ids.ts';
 
 /** Patterns shared by the bus messages; each one bounds its length, so a field is never an unbounded string. */
-export const ID = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+export const ID = ID_RE;
 export const HOST = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-export const NAME = /^[A-Za-z][A-Za-z0-9_-]{0,47}$/;
+export const NAME = INSTANCE_NAME_RE;
 export const ENV = /^[A-Z_][A-Z0-9_]{0,63}$/;
-export const ROLE = /^[A-Za-z_][A-Za-z0-9_]{0,47}$/;
+export const ROLE = ROLE_RE;
 /** Any one-line printable name (quoted in cassandra.yaml by the restore), as `cbr create --cluster-name` takes. */
 export const CLUSTER = /^[^\u0000-\u001f\u007f-\u009f\u2028\u2029]{1,256}$/;
 
