@@ -16,7 +16,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { openStore } from '../../src/storage/open.ts';
 import type { ObjectStore, StorageConfig } from '../../src/storage/port.ts';
-import { keystoneBody, objectStoreEndpoint } from '../../src/storage/swift/swiftStore.ts';
+import { keystoneBody, objectStoreEndpoint } from '../../src/storage/swift/keystone.ts';
 import { REPO, scratchDir } from './env.ts';
 import { SWIFT_AUTH_URL, swiftToken, swiftUp } from './swift.ts';
 

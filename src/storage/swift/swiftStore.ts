@@ -10,6 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import { CbrError } from '../../core/errors.ts';
 import { retry } from '../../core/retry.ts';
 import { KEY_RE, type ObjectInfo, type ObjectStore, type SwiftConfig } from '../port.ts';
+import { type KeystoneTokenResponse, keystoneBody, objectStoreEndpoint } from './keystone.ts';
 
 /**
  * OpenStack Swift on Node's fetch. pkgcloud is not used: its streaming upload is broken on Node 20 and 24
@@ -21,6 +22,9 @@ import { KEY_RE, type ObjectInfo, type ObjectStore, type SwiftConfig } from '../
  * segment spools while the previous one uploads. A stream that fits one segment becomes a plain object; a longer
  * one becomes segments in `<container>_segments` plus a Static Large Object manifest. A put that fails removes
  * the segments it wrote. Delete removes an SLO's segments too.
+ *
+ * Over 300 lines on purpose: one closure holds the session (token and endpoint, renewed on 401) that every
+ * request, segment upload and listing shares; Keystone's request and catalog lookup are in keystone.ts.
  */
 interface Session {
   token: string;
@@ -358,34 +362,6 @@ const encPath = (p: string) => p.split('/').map(enc).join('/');
 function describeFetchError(err: unknown): string {
   const e = err as Error & { cause?: { code?: string; message?: string } };
   return e.cause?.code ?? e.cause?.message ?? e.message;
-}
-
-interface KeystoneTokenResponse {
-  token: {
-    catalog?: { type: string; endpoints: { interface: string; region?: string; region_id?: string; url: string }[] }[];
-  };
-}
-
-export function keystoneBody(config: SwiftConfig, creds: { username: string; password: string }) {
-  return {
-    auth: {
-      identity: {
-        methods: ['password'],
-        password: { user: { name: creds.username, domain: { name: config.userDomainName ?? 'Default' }, password: creds.password } },
-      },
-      scope: { project: { name: config.projectName ?? creds.username, domain: { name: config.projectDomainName ?? 'Default' } } },
-    },
-  };
-}
-
-/** The object-store endpoint of a Keystone v3 token's catalog, by interface (default public) and region. */
-export function objectStoreEndpoint(body: KeystoneTokenResponse, config: Pick<SwiftConfig, 'region' | 'interface'>): string {
-  const service = body.token.catalog?.find((s) => s.type === 'object-store');
-  const wanted = config.interface ?? 'public';
-  const ep = service?.endpoints.find((e) => e.interface === wanted && (!config.region || e.region_id === config.region || e.region === config.region));
-  if (!ep)
-    throw new CbrError('CBR_ERR_CONFIG', `no ${wanted} object-store endpoint${config.region ? ` in region ${config.region}` : ''} in the Keystone catalog`);
-  return ep.url.replace(/\/$/, '');
 }
 
 /** PUT a file's bytes to a URL; resolves with the status and the ETag. */

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { describe, it } from 'node:test';
-import { createSwiftStore, objectStoreEndpoint } from '../../../src/storage/swift/swiftStore.ts';
+import { objectStoreEndpoint } from '../../../src/storage/swift/keystone.ts';
+import { createSwiftStore } from '../../../src/storage/swift/swiftStore.ts';
 
 /**
  * Keystone v3 could not be run here (see the closing note of the storage issue); this covers the v3 path against a
