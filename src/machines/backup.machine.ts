@@ -23,6 +23,12 @@ export interface BackupInput {
   rateLimit: number | null;
   /** Refuse to snapshot when less than this share of the data filesystem is free. */
   minFreePercent: number;
+  /** How the files are stored; absent (inputs persisted before strategies existed) = 'full'. */
+  strategy?: 'full' | 'incremental';
+  /** The backup this one follows (informational, for listing: dedup works against every earlier backup of the host). */
+  parent?: string | null;
+  /** Files in flight at once (incremental); default 4. */
+  concurrency?: number;
 }
 
 export interface BackupResult {
