@@ -265,7 +265,7 @@ export class Agent {
     }
     switch (c.type) {
       case 'backup.create': {
-        const input = backupInput(c.payload, { id: c.id, profilePath: this.#o.profilePath, storage: this.#o.storage });
+        const input = await backupInput(c.payload, { id: c.id, profilePath: this.#o.profilePath, storage: this.#o.storage }, this.#o.env);
         const running = await this.#runtime.startBackup(input, { commandId: c.id });
         if (running) this.#watch(running.done);
         return;

@@ -47,6 +47,8 @@ export const profileSchema = z
       z.object({ kind: z.literal('sandbox'), instanceDir: z.string() }),
       z.object({ kind: z.literal('systemd'), unit: z.string() }),
     ]),
+    /** How this node's backups are taken when the command does not say: a flag wins over it, it wins over CBR_BACKUP_STRATEGY. */
+    backupStrategy: z.enum(['full', 'incremental']).optional(),
   })
   .transform((p) => ({ ...p, hostId: p.hostId || p.name }));
 

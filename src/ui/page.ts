@@ -28,6 +28,7 @@ export function page(token: string, canCommand: boolean): string {
     <label>host <input name="host" required list="host-list" autocomplete="off"></label>
     <label>name <input name="name" required></label>
     <label>compression <select name="compression"><option>zstd</option><option>gzip</option><option>none</option></select></label>
+    <label>strategy <select name="strategy"><option value="">the host's default</option><option>full</option><option>incremental</option></select></label>
     <button type="submit">backup-create</button>
   </form>
   <form id="start-restore">

@@ -68,7 +68,7 @@ const HEADERS: Record<string, string> = {
 };
 /** The payload fields the page's forms send (page() and assets/app.js); a POST gets these and nothing else signed. */
 const FORM_FIELDS = {
-  'backup.create': ['name', 'compression'],
+  'backup.create': ['name', 'compression', 'strategy'],
   'restore.create': ['backupId', 'instanceName', 'clusterName', 'force'],
 } as const;
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;

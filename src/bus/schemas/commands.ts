@@ -59,7 +59,17 @@ export const backupCreatePayload = payload('backup.create', (at) => ({
   minFreePercent: count(at('minFreePercent'), 0, 100).optional(),
   /** Bytes per second of stored output. */
   rateLimit: count(at('rateLimit'), 1024, 2 ** 40).optional(),
-})).superRefine(oneKeySource('backup.create', 'encryptKeyFile', 'encryptKeyEnv'));
+  /** Absent: the agent's profile, then its CBR_BACKUP_STRATEGY, then full. */
+  strategy: oneOf(at('strategy'), ['full', 'incremental']).optional(),
+  /** The backup an incremental follows (a COMPLETED backup of this host); absent: the agent picks the host's latest. */
+  parent: text(at('parent'), { re: ID }).optional(),
+  /** Files in flight at once. */
+  concurrency: count(at('concurrency'), 1, 64).int({ error: 'backup.create: payload.concurrency must be a whole number from 1 to 64' }).optional(),
+}))
+  .superRefine(oneKeySource('backup.create', 'encryptKeyFile', 'encryptKeyEnv'))
+  .superRefine((p, ctx) => {
+    if (p.strategy === 'full' && p.parent) ctx.addIssue({ code: 'custom', message: 'backup.create: a parent is for strategy incremental, not full' });
+  });
 
 export const backupDeletePayload = payload('backup.delete', (at) => ({ backupId: text(at('backupId'), { re: ID }) }));
 

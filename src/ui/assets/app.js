@@ -329,7 +329,9 @@ function wireForms() {
   $('#start-backup').addEventListener('submit', (e) => {
     e.preventDefault();
     const f = e.target;
-    void send(f, 'backup.create', { name: f.name.value.trim(), compression: f.compression.value });
+    // An empty strategy leaves the choice to the agent's profile and environment.
+    const strategy = f.strategy.value;
+    void send(f, 'backup.create', { name: f.name.value.trim(), compression: f.compression.value, ...(strategy ? { strategy } : {}) });
   });
   $('#start-restore').addEventListener('submit', (e) => {
     e.preventDefault();

@@ -10,7 +10,16 @@ const host = 'node-1';
 describe('bus command validation', () => {
   it('accepts a well-formed command of each type', () => {
     const payloads = {
-      'backup.create': { name: 'nightly', compression: 'gzip', encryptKeyFile: '/etc/cbr/k', minFreePercent: 5, rateLimit: 1 << 20 },
+      'backup.create': {
+        name: 'nightly',
+        compression: 'gzip',
+        encryptKeyFile: '/etc/cbr/k',
+        minFreePercent: 5,
+        rateLimit: 1 << 20,
+        strategy: 'incremental',
+        parent: 'b-0',
+        concurrency: 8,
+      },
       'backup.delete': { backupId: 'b-1' },
       'restore.create': { backupId: 'b-1', instanceName: 'bravo', clusterName: 'Bravo', force: true, superuser: 'admin' },
       'workflow.cancel': { workflowId: 'w-1' },
