@@ -9,11 +9,19 @@ import { parseRecord } from './record.ts';
 
 /**
  * A backup in storage is `<id>/archive.tar.*` plus `<id>/backup.json`, the record, written only after the
- * archive is complete. Without a COMPLETED record nothing is listed as usable.
+ * archive is complete. Without a COMPLETED record nothing is listed as usable. An incremental backup has no
+ * archive: its record lists the blobs (src/catalog/blobs.ts) holding each file's bytes.
  */
 export interface BackupRecord {
-  /** 1: before MACs and bindings; 2: an encrypted backup's record carries `mac` and its archive is bound. */
-  format: 1 | 2;
+  /**
+   * 1: before MACs and bindings; 2: an encrypted backup's record carries `mac` and its archive is bound;
+   * 3: an incremental backup (files name their blobs).
+   */
+  format: 1 | 2 | 3;
+  /** Absent: full (records written before strategies). */
+  strategy?: 'full' | 'incremental';
+  /** The backup this one followed (informational: dedup works against every earlier backup of the host). */
+  parent?: string | null;
   id: string;
   name: string;
   description: string;
@@ -25,20 +33,40 @@ export interface BackupRecord {
   cassandraVersion: string;
   created: string;
   finished: string;
-  /** Key of the archive object. */
+  /** Key of the archive object; for an incremental backup the host's blob prefix `cbr.blobs/<host>/`. */
   object: string;
+  /** Stored bytes: of the archive, or of every blob an incremental backup references. */
   size: number;
+  /** SHA-256 of the archive, or of an incremental backup's file list (canonical JSON). */
   sha256: string;
   compression: Compression;
   encryption: { algorithm: 'aes-256-gcm-chunked'; keyFingerprint: string; bound?: true } | null;
   rawBytes: number;
   fileCount: number;
   keyspaces: string[];
-  files: { path: string; size: number }[];
+  files: RecordFile[];
+  /** Incremental: raw bytes of the files this backup stored, of those it shares with earlier ones, stored bytes it added. */
+  newBytes?: number;
+  sharedBytes?: number;
+  newStoredBytes?: number;
   /** Settings the data depends on (tokens, partitioner, SSTable identifiers and format); absent in older records. */
   settings?: DataSettings;
   /** HMAC-SHA256 of the record, with a key derived from the archive key (encrypted backups, format 2). */
   mac?: string;
+}
+
+/** A file of a backup; an incremental record adds where its bytes are. */
+export interface RecordFile {
+  path: string;
+  size: number;
+  /** SHA-256 of the file's raw bytes (incremental). */
+  sha256?: string;
+  /** Key of the blob holding the file (incremental). */
+  blob?: string;
+  /** Stored bytes of that blob (compressed, encrypted). */
+  stored?: number;
+  /** The blob existed before this backup. */
+  shared?: boolean;
 }
 
 export const RECORD_NAME = 'backup.json';

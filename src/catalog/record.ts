@@ -5,12 +5,16 @@ import { entryProblem } from '../archive/entries.ts';
 import { archiveName, COMPRESSIONS } from '../archive/format.ts';
 import { CbrError } from '../core/errors.ts';
 import { ID_RE } from '../core/ids.ts';
+import { blobKey, blobName, blobPrefix, fileNameOf, isBlobKeyUnder, tableIdOf } from './blobs.ts';
 
 /**
  * The schema of a backup record, and its authentication. Records live in storage, where anyone with write
  * access can change them: every record is validated before it is used (shapes, names by pattern, the object key
  * `<id>/archive...`, file sizes summing to rawBytes), and an encrypted backup's record carries an HMAC made with
  * a key derived from the archive key, so it cannot be altered without that key.
+ *
+ * Format 3 is an incremental backup's record: no archive, every file names the blob holding its bytes
+ * (`object` is the host's blob prefix), and `sha256` is the digest of the file list, which the MAC covers too.
  */
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -31,7 +35,9 @@ const settingsSchema = z
 
 const recordSchema = z
   .object({
-    format: z.union([z.literal(1), z.literal(2)]),
+    format: z.union([z.literal(1), z.literal(2), z.literal(3)]),
+    strategy: z.enum(['full', 'incremental']).optional(),
+    parent: z.string().regex(ID_RE).nullable().optional(),
     id: z.string().regex(ID_RE),
     name: z.string().min(1).max(128).regex(ONE_LINE),
     description: z.string().max(1024).regex(TEXT),
@@ -59,15 +65,39 @@ const recordSchema = z
     rawBytes: int,
     fileCount: int,
     keyspaces: z.array(z.string().regex(/^[A-Za-z0-9_]{1,48}$/)).max(100_000),
-    files: z.array(z.object({ path: z.string().max(1024), size: int }).strict()).max(50_000_000),
+    files: z
+      .array(
+        z
+          .object({
+            path: z.string().max(1024),
+            size: int,
+            sha256: z.string().regex(HEX64).optional(),
+            blob: z.string().max(300).optional(),
+            stored: int.optional(),
+            shared: z.boolean().optional(),
+          })
+          .strict(),
+      )
+      .max(50_000_000),
+    newBytes: int.optional(),
+    sharedBytes: int.optional(),
+    newStoredBytes: int.optional(),
     settings: settingsSchema.optional(),
     mac: z.string().regex(HEX64).optional(),
   })
   .strict()
   .superRefine((r, ctx) => {
     const problem = (message: string) => ctx.addIssue({ code: 'custom', message });
-    const object = `${r.id}/${archiveName(r.compression as (typeof COMPRESSIONS)[number], r.encryption !== null)}`;
+    const incremental = r.strategy === 'incremental';
+    if (incremental !== (r.format === 3)) return problem('an incremental record is format 3, and only it');
+    const object = incremental ? blobPrefix(r.hostId) : `${r.id}/${archiveName(r.compression as (typeof COMPRESSIONS)[number], r.encryption !== null)}`;
     if (r.object !== object) problem(`object is ${JSON.stringify(r.object.slice(0, 80))}, not ${object}`);
+    if (incremental) incrementalProblem(r, problem);
+    else if (r.files.some((f) => f.sha256 !== undefined || f.blob !== undefined || f.stored !== undefined || f.shared !== undefined)) {
+      problem('only an incremental record lists blobs');
+    } else if (r.newBytes !== undefined || r.sharedBytes !== undefined || r.newStoredBytes !== undefined) {
+      problem('only an incremental record counts new and shared bytes');
+    }
     if (r.files.length !== r.fileCount) problem(`fileCount ${r.fileCount} but ${r.files.length} files listed`);
     let sum = 0;
     const seen = new Set<string>();
@@ -85,6 +115,65 @@ const recordSchema = z
   });
 
 export type RecordShape = z.infer<typeof recordSchema>;
+
+/**
+ * What holds an incremental record together: every file has its blob, under the host's prefix (and, unencrypted,
+ * named by exactly that file's identity, so a record cannot point a file at another file's bytes), the sizes and
+ * the new/shared split add up, and `sha256` is the digest of the file list.
+ */
+function incrementalProblem(r: RecordShape, problem: (message: string) => void): void {
+  let stored = 0;
+  let newBytes = 0;
+  let newStored = 0;
+  const blobs = new Set<string>();
+  for (const f of r.files) {
+    if (f.sha256 === undefined || f.blob === undefined || f.stored === undefined || f.shared === undefined) {
+      problem(`file ${JSON.stringify(f.path.slice(0, 120))} lacks its sha256, blob, stored or shared`);
+      return;
+    }
+    if (!isBlobKeyUnder(f.blob, r.object)) {
+      problem(`file ${JSON.stringify(f.path.slice(0, 120))}: blob is not under ${r.object}`);
+      return;
+    }
+    if (entryProblem(f.path)) return; // reported by the common checks
+    if (r.encryption === null) {
+      const identity = {
+        hostId: r.hostId,
+        tableId: tableIdOf(f.path),
+        fileName: fileNameOf(f.path),
+        size: f.size,
+        sha256: f.sha256,
+        compression: r.compression,
+      };
+      if (f.blob !== blobKey(r.hostId, blobName(identity, null))) {
+        problem(`file ${f.path}: blob does not name this file's content`);
+        return;
+      }
+    }
+    if (blobs.has(f.blob)) {
+      problem(`blob ${f.blob} listed twice`);
+      return;
+    }
+    blobs.add(f.blob);
+    stored += f.stored;
+    if (!f.shared) {
+      newBytes += f.size;
+      newStored += f.stored;
+    }
+  }
+  if (stored !== r.size) problem(`blob sizes sum to ${stored}, size says ${r.size}`);
+  if (r.newBytes !== newBytes) problem(`new files hold ${newBytes} bytes, newBytes says ${r.newBytes}`);
+  if (r.sharedBytes !== r.rawBytes - newBytes) problem(`shared files hold ${r.rawBytes - newBytes} bytes, sharedBytes says ${r.sharedBytes}`);
+  if (r.newStoredBytes !== newStored) problem(`new blobs hold ${newStored} bytes, newStoredBytes says ${r.newStoredBytes}`);
+  if (r.sha256 !== filesDigest(r.files)) problem('sha256 is not the digest of the file list');
+  if (r.parent === undefined) problem('an incremental record names its parent (or null)');
+  if (r.encryption && !r.encryption.bound) problem('an encrypted incremental record must be bound');
+}
+
+/** An incremental record's `sha256`: the digest of its file list (canonical JSON). */
+export function filesDigest(files: readonly Record<string, unknown>[]): string {
+  return createHash('sha256').update(canonical(files)).digest('hex');
+}
 
 const identitySchema = z.object({
   name: z.string().min(1).max(128).regex(ONE_LINE),

@@ -31,12 +31,32 @@ export interface BackupInput {
   concurrency?: number;
 }
 
+/** One file of an incremental backup and the blob holding it; plain JSON (it travels in the workflow context). */
+export interface ManifestFile {
+  path: string;
+  size: number;
+  sha256: string;
+  blob: string;
+  stored: number;
+  shared: boolean;
+}
+
 export interface BackupResult {
+  /** The archive, or an incremental backup's blob prefix. */
   objectKey: string;
   size: number;
   sha256: string;
   rawBytes: number;
   files: number;
+  strategy?: 'full' | 'incremental';
+  /** Incremental: raw bytes stored by this backup, raw bytes already stored, stored bytes added, files each. */
+  newBytes?: number;
+  sharedBytes?: number;
+  newStoredBytes?: number;
+  newFiles?: number;
+  sharedFiles?: number;
+  /** Incremental: every file and its blob, for the record (left out of the workflow's output). */
+  manifest?: ManifestFile[];
 }
 
 /** What the verify step learned of the source node. */
@@ -69,7 +89,9 @@ export interface BackupOutput {
 
 /** The output of a backup context: the machine's own `output`, and the summary of a persisted one. */
 export function backupOutput(c: BackupContext): BackupOutput {
-  return { backupId: c.backupId, name: c.name, result: c.result, warnings: c.warnings, error: c.error };
+  // The manifest is for the record (one line per file): callers get the counts, never a node's file list.
+  const result = c.result ? (({ manifest: _, ...rest }) => rest)(c.result) : null;
+  return { backupId: c.backupId, name: c.name, result, warnings: c.warnings, error: c.error };
 }
 
 export const backupMachine = setup({
