@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import amqplib, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type RecoveringChannelModel } from 'amqplib';
 import type { InspectionEvent, Observer } from 'xstate';
-import { deleteBackup, readRecord } from '../catalog/catalog.ts';
+import { deleteBackup } from '../catalog/catalog.ts';
 import { CbrError, toErrorInfo } from '../core/errors.ts';
 import { ID_RE } from '../core/ids.ts';
 import type { Logger } from '../core/log.ts';
@@ -280,13 +280,10 @@ export class Agent {
         const store = openStore(this.#o.storage);
         const active = this.#stateDb.get(c.payload.backupId);
         if (active?.status === 'active') throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `backup ${c.payload.backupId} is still running`);
-        const had = await readRecord(store, c.payload.backupId).then(
-          () => true,
-          () => false,
-        );
-        const removed = await deleteBackup(store, c.payload.backupId);
-        if (!had && removed === 0) throw new CbrError('CBR_ERR_BACKUP_NOT_FOUND', `no backup ${c.payload.backupId}`);
-        this.#publishDone(c, { backupId: c.payload.backupId, deleted: true });
+        const { removed, record, gc } = await deleteBackup(store, c.payload.backupId, undefined, this.#o.log);
+        if (!record && removed === 0) throw new CbrError('CBR_ERR_BACKUP_NOT_FOUND', `no backup ${c.payload.backupId}`);
+        const freed = { incremental: gc !== null, freedBytes: gc?.freedBytes ?? 0, deletedBlobs: gc?.deleted ?? 0, gcSkipped: gc?.skipped ?? null };
+        this.#publishDone(c, { backupId: c.payload.backupId, deleted: true, ...freed });
         return;
       }
       case 'workflow.cancel': {

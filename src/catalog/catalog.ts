@@ -4,7 +4,9 @@ import type { Compression } from '../archive/format.ts';
 import type { DataSettings } from '../cassandra/dataSettings.ts';
 import { CbrError } from '../core/errors.ts';
 import { ID_RE } from '../core/ids.ts';
+import type { Logger } from '../core/log.ts';
 import type { ObjectStore } from '../storage/port.ts';
+import { collectGarbage, type GcResult } from './leases.ts';
 import { parseRecord } from './record.ts';
 
 /**
@@ -120,10 +122,34 @@ export async function listRecords(store: ObjectStore, signal?: AbortSignal): Pro
   return out.sort((a, b) => (a.created < b.created ? -1 : 1));
 }
 
-/** Removes the record first (so the backup stops being listed), then everything of the backup. Idempotent. */
-export async function deleteBackup(store: ObjectStore, id: string, signal?: AbortSignal): Promise<number> {
+export interface DeleteResult {
+  /** Objects removed under `<id>/` besides the record. */
+  removed: number;
+  /** The record as it was before the delete; null when there was none or it could not be read. */
+  record: BackupRecord | null;
+  /** An incremental backup's garbage collection (`skipped: 'failed'`: the backup is deleted, its bytes are not yet). */
+  gc: (GcResult | (Omit<GcResult, 'skipped'> & { skipped: 'failed'; error: string })) | null;
+}
+
+/**
+ * Removes the record first (so the backup stops being listed), then everything of the backup. Idempotent. Blobs an
+ * incremental backup shared are kept; the host's garbage collection then removes those no remaining record names.
+ */
+export async function deleteBackup(store: ObjectStore, id: string, signal?: AbortSignal, log?: Logger): Promise<DeleteResult> {
   checkId(id);
   const opts = signal ? { signal } : {};
+  const record = await readRecord(store, id, signal).catch((err: unknown) => {
+    if (err instanceof CbrError && err.code === 'CBR_ERR_ABORTED') throw err;
+    return null;
+  });
   await store.delete(recordKey(id), opts);
-  return store.purge(`${id}/`, opts);
+  const removed = await store.purge(`${id}/`, opts);
+  if (record?.strategy !== 'incremental') return { removed, record, gc: null };
+  try {
+    return { removed, record, gc: await collectGarbage(store, record.hostId, { ...opts, ...(log ? { log } : {}) }) };
+  } catch (err) {
+    if (err instanceof CbrError && err.code === 'CBR_ERR_ABORTED') throw err;
+    log?.warn('backup deleted; its garbage collection failed (a later delete collects it)', { backupId: id, error: (err as Error).message });
+    return { removed, record, gc: { deleted: 0, freedBytes: 0, skipped: 'failed', error: (err as Error).message } };
+  }
 }

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { checkId, deleteBackup, readRecord } from '../../catalog/catalog.ts';
+import { checkId, deleteBackup } from '../../catalog/catalog.ts';
 import { CbrError } from '../../core/errors.ts';
 import { StateDb } from '../../state/stateDb.ts';
 import { busOptions, followOptions, runOverBus } from '../bus.ts';
@@ -15,9 +15,10 @@ export const command = defineCommand('backup-delete', {
   async run({ values, positionals }, io) {
     const id = checkId(positionals[0] ?? '');
     if (values.bus) {
-      await runOverBus(io, values, { type: 'backup.delete', payload: { backupId: id } }, values.json);
-      if (values.json) printJson(io, { id, deleted: true, host: values.host });
-      else io.stdout(`backup ${id} deleted\n`);
+      const { result } = await runOverBus(io, values, { type: 'backup.delete', payload: { backupId: id } }, values.json);
+      const freed = { freedBytes: result?.['freedBytes'] ?? 0, deletedBlobs: result?.['deletedBlobs'] ?? 0, gcSkipped: result?.['gcSkipped'] ?? null };
+      if (values.json) printJson(io, { id, deleted: true, host: values.host, ...freed });
+      else io.stdout(`backup ${id} deleted${result?.['incremental'] ? `; ${gcLine(freed)}` : ''}\n`);
       return 0;
     }
     if (existsSync(stateDbPath(io.env))) {
@@ -27,14 +28,19 @@ export const command = defineCommand('backup-delete', {
       if (w && w.status === 'active') throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `backup ${id} is still running (${w.state}); cancel it first`);
     }
     const store = openStorage(values, io.env);
-    const had = await readRecord(store, id).then(
-      () => true,
-      () => false,
-    );
-    const removed = await deleteBackup(store, id);
+    const { removed, record, gc } = await deleteBackup(store, id);
+    const had = record !== null;
     if (!had && removed === 0) throw new CbrError('CBR_ERR_BACKUP_NOT_FOUND', `no backup ${id}`);
-    if (values.json) printJson(io, { id, deleted: true, objects: removed + (had ? 1 : 0) });
-    else io.stdout(`backup ${id} deleted\n`);
+    const freed = { freedBytes: gc?.freedBytes ?? 0, deletedBlobs: gc?.deleted ?? 0, gcSkipped: gc?.skipped ?? null };
+    if (values.json) printJson(io, { id, deleted: true, objects: removed + (had ? 1 : 0), ...freed });
+    else io.stdout(`backup ${id} deleted${gc ? `; ${gcLine(freed)}` : ''}\n`);
     return 0;
   },
 });
+
+/** What an incremental backup's delete freed, or why its bytes are freed later. */
+function gcLine(f: { freedBytes: unknown; deletedBlobs: unknown; gcSkipped: unknown }): string {
+  if (f.gcSkipped === 'backup-running') return 'a backup of this host is running: the bytes only it used are freed by a later delete';
+  if (f.gcSkipped === 'failed') return 'garbage collection failed: the bytes only it used are freed by a later delete';
+  return `${f.deletedBlobs} blobs (${f.freedBytes} bytes) no other backup uses were freed`;
+}

@@ -16,6 +16,6 @@ export async function deleteBackupObjects(
     deps.log.warn('backup id taken by another backup: its objects are left alone', { backupId: ctx.backupId });
     return;
   }
-  const n = await deleteBackup(deps.store, ctx.backupId, signal);
+  const { removed: n } = await deleteBackup(deps.store, ctx.backupId, signal, deps.log);
   if (n > 0) deps.log.info('removed partial backup objects', { count: n });
 }

@@ -1,0 +1,290 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CbrError } from '../core/errors.ts';
+import { type Logger, silentLogger } from '../core/log.ts';
+import type { ObjectInfo, ObjectStore } from '../storage/port.ts';
+import { blobPrefix, hostSegment, isBlobKeyUnder, LOCKS_PREFIX } from './blobs.ts';
+
+/**
+ * Leases keep garbage collection away from a running incremental backup, whose blobs no record references yet.
+ * Swift's create-only puts are not atomic (two racing ones may both win), so exclusion is write-then-list: each
+ * party writes its lease first and only then lists the others'. Of a backup and a collection that start together
+ * at least one sees the other: the backup waits for the collection, the collection gives up and leaves the bytes
+ * to the next one. A lease not refreshed within its ttl belongs to a process that died.
+ */
+
+export type LeaseKind = 'backup' | 'gc';
+
+export interface Lease {
+  kind: LeaseKind;
+  id: string;
+  host: string;
+  pid: number;
+  created: string;
+  refreshed: string;
+  ttlMs: number;
+}
+
+export interface LeaseOptions {
+  signal?: AbortSignal;
+  log?: Logger;
+  ttlMs?: number;
+  /** How often a backup looks again while a collection runs (default 1 s). */
+  pollMs?: number;
+}
+
+export interface GcResult {
+  deleted: number;
+  freedBytes: number;
+  skipped?: 'backup-running';
+}
+
+export const BACKUP_LEASE_TTL_MS = 10 * 60_000;
+/** Shorter than a backup's: a collection killed midway blocks every backup of its host until its lease dies. */
+export const GC_LEASE_TTL_MS = 2 * 60_000;
+const MAX_TTL_MS = 24 * 3600_000;
+/** catalog.ts's RECORD_NAME, spelled again: catalog.ts imports this file, and runtime imports may not cycle. */
+const RECORD_NAME = 'backup.json';
+
+export function leasePrefix(hostId: string): string {
+  return `${LOCKS_PREFIX}${hostSegment(hostId)}/`;
+}
+
+export function leaseKey(hostId: string, kind: LeaseKind, id: string): string {
+  return `${leasePrefix(hostId)}${kind}-${id}.json`;
+}
+
+/** Refreshes still in flight, by lease key: a release waits for them, so a late refresh cannot bring a lease back. */
+const refreshing = new Map<string, Promise<void>>();
+/** This process's refresh timers, by lease key: a release stops one its holder did not. */
+const refreshers = new Map<string, () => void>();
+
+/**
+ * Writes the backup's lease, then waits while a live collection of this host runs. The lease is refreshed every
+ * ttl/3 until `stop()` (the lease stays: the blobs are unreferenced until the record is written; the backup's
+ * writeRecord step calls releaseBackupLease) or `release()` (stops and deletes it). A resumed backup holds it again
+ * under the same key.
+ */
+export async function holdBackupLease(
+  store: ObjectStore,
+  hostId: string,
+  backupId: string,
+  opts: LeaseOptions = {},
+): Promise<{ stop(): void; release(): Promise<void> }> {
+  const { signal, log = silentLogger, pollMs = 1000 } = opts;
+  const key = leaseKey(hostId, 'backup', backupId);
+  const refresher = startLease(store, key, newLease('backup', backupId, opts.ttlMs ?? BACKUP_LEASE_TTL_MS), log);
+  try {
+    await refresher.written;
+    let told = false;
+    for (;;) {
+      const gc = (await readLeases(store, hostId, log, signal)).filter((l) => l.kind === 'gc' && l.live);
+      if (gc.length === 0) break;
+      if (!told) log.info('waiting for the garbage collection of this host to finish', { hostId, backupId, collections: gc.map((l) => l.id) });
+      told = true;
+      await sleep(pollMs, undefined, signal ? { signal } : {}).catch(() => {
+        throw new CbrError('CBR_ERR_ABORTED', `backup ${backupId} aborted while waiting for a garbage collection`);
+      });
+    }
+  } catch (err) {
+    refresher.stop();
+    throw err;
+  }
+  return {
+    stop: refresher.stop,
+    async release() {
+      refresher.stop();
+      await releaseBackupLease(store, hostId, backupId);
+    },
+  };
+}
+
+/** Deletes a backup's lease (after its record is written, or when the backup is given up). Idempotent. */
+export async function releaseBackupLease(store: ObjectStore, hostId: string, backupId: string, signal?: AbortSignal): Promise<void> {
+  const key = leaseKey(hostId, 'backup', backupId);
+  refreshers.get(key)?.();
+  await refreshing.get(key);
+  await store.delete(key, signal ? { signal } : {});
+}
+
+/**
+ * Deletes every blob of `hostId` that no record references, unless a backup of that host is running (its blobs
+ * are not referenced yet): then it deletes nothing and says so. Killed midway it leaves only unreferenced blobs,
+ * which the next run removes. `dryRun` counts without a lease and without deleting.
+ */
+export async function collectGarbage(
+  store: ObjectStore,
+  hostId: string,
+  opts: LeaseOptions & { dryRun?: boolean; concurrency?: number } = {},
+): Promise<GcResult> {
+  const { signal, log = silentLogger, dryRun = false, concurrency = 8 } = opts;
+  const prefix = blobPrefix(hostId);
+  const gcId = `${Date.now().toString(36)}-${randomUUID().slice(0, 8)}`;
+  const key = leaseKey(hostId, 'gc', gcId);
+  const refresher = dryRun ? null : startLease(store, key, newLease('gc', gcId, opts.ttlMs ?? GC_LEASE_TTL_MS), log);
+  try {
+    if (refresher) {
+      await refresher.written;
+      const running = (await readLeases(store, hostId, log, signal)).filter((l) => l.kind === 'backup' && l.live);
+      if (running.length > 0) {
+        log.info('garbage collection skipped: a backup of this host is running; a later delete frees the bytes', { hostId, backups: running.map((l) => l.id) });
+        return { deleted: 0, freedBytes: 0, skipped: 'backup-running' };
+      }
+    }
+    const referenced = await referencedBlobs(store, prefix, log, signal);
+    const garbage: ObjectInfo[] = [];
+    for await (const o of store.list(prefix, signal ? { signal } : {})) if (isBlobKeyUnder(o.key, prefix) && !referenced.has(o.key)) garbage.push(o);
+    let deleted = 0;
+    let freedBytes = 0;
+    if (dryRun) return { deleted: garbage.length, freedBytes: garbage.reduce((n, o) => n + o.size, 0) };
+    await inParallel(garbage, concurrency, async (o) => {
+      await store.delete(o.key, signal ? { signal } : {});
+      deleted++;
+      freedBytes += o.size;
+    });
+    log.info('garbage collected', { hostId, deleted, freedBytes, kept: referenced.size });
+    return { deleted, freedBytes };
+  } finally {
+    if (refresher) {
+      refresher.stop();
+      await refreshing.get(key);
+      // Without the signal: an aborted collection still takes its lease away, or backups would wait out its ttl.
+      await store.delete(key).catch((err: unknown) => log.warn('could not remove the garbage collection lease', { key, error: (err as Error).message }));
+    }
+  }
+}
+
+function newLease(kind: LeaseKind, id: string, ttlMs: number): Lease {
+  const now = new Date().toISOString();
+  return { kind, id, host: hostname(), pid: process.pid, created: now, refreshed: now, ttlMs };
+}
+
+/** Writes the lease now and again every ttl/3 until stopped. A failed refresh is logged; the next one may succeed. */
+function startLease(store: ObjectStore, key: string, lease: Lease, log: Logger): { written: Promise<void>; stop(): void } {
+  const ctl = new AbortController();
+  const write = async () => {
+    lease.refreshed = new Date().toISOString();
+    const body = Readable.from([Buffer.from(`${JSON.stringify(lease)}\n`)]);
+    await store.put(key, body, { contentType: 'application/json', signal: ctl.signal });
+  };
+  const track = (p: Promise<void>) => {
+    const settled = p.catch(() => {});
+    refreshing.set(key, settled);
+    void settled.finally(() => {
+      if (refreshing.get(key) === settled) refreshing.delete(key);
+    });
+    return p;
+  };
+  const written = track(write());
+  const timer = setInterval(
+    () => {
+      if (refreshing.has(key)) return;
+      track(write()).catch((err: unknown) => {
+        if (!ctl.signal.aborted) log.warn('could not refresh a lease', { key, error: (err as Error).message });
+      });
+    },
+    Math.max(1, Math.floor(lease.ttlMs / 3)),
+  );
+  timer.unref();
+  const stop = () => {
+    clearInterval(timer);
+    ctl.abort();
+    if (refreshers.get(key) === stop) refreshers.delete(key);
+  };
+  refreshers.get(key)?.();
+  refreshers.set(key, stop);
+  return { written, stop };
+}
+
+/** The leases of a host, each judged live or dead. An unreadable lease counts as live for the default backup ttl. */
+async function readLeases(store: ObjectStore, hostId: string, log: Logger, signal?: AbortSignal): Promise<(Lease & { live: boolean })[]> {
+  const prefix = leasePrefix(hostId);
+  const infos: ObjectInfo[] = [];
+  for await (const o of store.list(prefix, signal ? { signal } : {})) infos.push(o);
+  const now = Date.now();
+  const out: (Lease & { live: boolean })[] = [];
+  for (const info of infos) {
+    const name = info.key.slice(prefix.length);
+    const kind: LeaseKind | null = name.startsWith('backup-') ? 'backup' : name.startsWith('gc-') ? 'gc' : null;
+    if (!kind) continue;
+    let lease: Partial<Lease> = {};
+    try {
+      lease = JSON.parse((await buffer(await store.get(info.key, signal ? { signal } : {}))).toString('utf8')) as Partial<Lease>;
+    } catch (err) {
+      if (err instanceof CbrError && err.code === 'CBR_ERR_OBJECT_NOT_FOUND') continue;
+      if (err instanceof CbrError) throw err;
+      log.warn('unreadable lease: taken as live', { key: info.key });
+    }
+    const ttl = typeof lease.ttlMs === 'number' && lease.ttlMs > 0 ? Math.min(lease.ttlMs, MAX_TTL_MS) : BACKUP_LEASE_TTL_MS;
+    // The later of the holder's clock and the store's: a skewed clock makes a lease live longer, never shorter.
+    const refreshed = Math.max(Date.parse(String(lease.refreshed)) || 0, Date.parse(info.modified) || 0);
+    const id = typeof lease.id === 'string' ? lease.id : name.slice(kind.length + 1, -'.json'.length);
+    out.push({
+      kind,
+      id,
+      host: String(lease.host ?? ''),
+      pid: Number(lease.pid ?? 0),
+      created: String(lease.created ?? ''),
+      refreshed: new Date(refreshed).toISOString(),
+      ttlMs: ttl,
+      live: now - refreshed < ttl,
+    });
+  }
+  return out;
+}
+
+/**
+ * Every blob key under `prefix` that any record names, whatever its host or format: a record read as plain JSON,
+ * so one the schema refuses still keeps its blobs. A record that cannot be read stops the collection (a blob
+ * deleted by mistake is a broken backup); one that is not JSON restores nothing and is passed over.
+ */
+async function referencedBlobs(store: ObjectStore, prefix: string, log: Logger, signal?: AbortSignal): Promise<Set<string>> {
+  const keys: string[] = [];
+  for await (const o of store.list('', signal ? { signal } : {})) {
+    const [id, name, ...rest] = o.key.split('/');
+    if (id && name === RECORD_NAME && rest.length === 0) keys.push(o.key);
+  }
+  const referenced = new Set<string>();
+  await inParallel(keys, 8, async (key) => {
+    let text: string;
+    try {
+      text = (await buffer(await store.get(key, signal ? { signal } : {}))).toString('utf8');
+    } catch (err) {
+      if (err instanceof CbrError && err.code === 'CBR_ERR_OBJECT_NOT_FOUND') return;
+      throw err;
+    }
+    let record: { files?: unknown };
+    try {
+      record = JSON.parse(text) as { files?: unknown };
+    } catch {
+      log.warn('a record that is not JSON references no blob', { key });
+      return;
+    }
+    if (!Array.isArray(record?.files)) return;
+    for (const f of record.files as { blob?: unknown }[]) if (typeof f?.blob === 'string' && f.blob.startsWith(prefix)) referenced.add(f.blob);
+  });
+  return referenced;
+}
+
+/** Runs `fn` on every item, at most `limit` at once; the first failure stops new work and is thrown. */
+async function inParallel<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed = false;
+  const worker = async () => {
+    while (!failed && next < items.length) {
+      const item = items[next++] as T;
+      try {
+        await fn(item);
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+    }
+  };
+  const results = await Promise.allSettled(Array.from({ length: Math.min(limit, items.length) }, worker));
+  const rejected = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (rejected) throw rejected.reason;
+}

@@ -1,0 +1,309 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
+import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BLOBS_PREFIX, blobKey, blobName, blobPrefix, fileNameOf, tableIdOf } from '../../../src/catalog/blobs.ts';
+import { deleteBackup, recordKey } from '../../../src/catalog/catalog.ts';
+import { collectGarbage, holdBackupLease, leaseKey, leasePrefix, releaseBackupLease } from '../../../src/catalog/leases.ts';
+import { filesDigest } from '../../../src/catalog/record.ts';
+import { CbrError } from '../../../src/core/errors.ts';
+import { openStore } from '../../../src/storage/open.ts';
+import type { ObjectStore } from '../../../src/storage/port.ts';
+import { MemoryStore } from '../../fixtures/memoryStore.ts';
+
+const HOST = '0b6ee5a3-0e1b-4e4e-9d4c-5a1d2c3b4a50';
+const OTHER = '7f3c1a2b-9d8e-4f6a-8b7c-1d2e3f4a5b6c';
+const TABLE = 'ks/t-0123456789abcdef0123456789abcdef';
+
+const dirs: string[] = [];
+after(() => Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true }))));
+
+const stores: [string, () => Promise<ObjectStore>][] = [
+  ['memory', async () => new MemoryStore()],
+  [
+    'local',
+    async () => {
+      const root = await mkdtemp(join(tmpdir(), 'cbr-leases-'));
+      dirs.push(root);
+      return openStore({ driver: 'local', root, container: 'c' });
+    },
+  ],
+];
+
+const put = (store: ObjectStore, key: string, body: Buffer | string) => store.put(key, Readable.from([Buffer.from(body)]));
+
+async function keys(store: ObjectStore, prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const o of store.list(prefix)) out.push(o.key);
+  return out.sort();
+}
+
+interface Blob {
+  path: string;
+  key: string;
+  size: number;
+  sha256: string;
+  stored: number;
+}
+
+/** A file's blob in storage, named as storeFiles names it (unencrypted, no compression). */
+async function storeBlob(store: ObjectStore, hostId: string, file: string, stored = 100): Promise<Blob> {
+  const path = `${TABLE}/${file}`;
+  const content = randomBytes(40);
+  const sha256 = createHash('sha256').update(content).digest('hex');
+  const name = blobName({ hostId, tableId: tableIdOf(path), fileName: fileNameOf(path), size: content.length, sha256, compression: 'none' }, null);
+  const key = blobKey(hostId, name);
+  await put(store, key, randomBytes(stored));
+  return { path, key, size: content.length, sha256, stored };
+}
+
+/** A format 3 record naming `blobs`, the first `shared` of them already stored before it. */
+async function writeIncremental(store: ObjectStore, id: string, hostId: string, blobs: Blob[], shared = 0): Promise<void> {
+  const files = blobs.map((b, i) => ({ path: b.path, size: b.size, sha256: b.sha256, blob: b.key, stored: b.stored, shared: i < shared }));
+  const fresh = files.filter((f) => !f.shared);
+  const rawBytes = files.reduce((n, f) => n + f.size, 0);
+  const newBytes = fresh.reduce((n, f) => n + f.size, 0);
+  const record = {
+    format: 3,
+    strategy: 'incremental',
+    parent: null,
+    id,
+    name: id,
+    description: '',
+    state: 'COMPLETED',
+    datastore: 'cassandra',
+    sourceInstance: 'alpha',
+    hostId,
+    clusterName: 'Alpha',
+    cassandraVersion: '5.0.6',
+    created: new Date().toISOString(),
+    finished: new Date().toISOString(),
+    object: blobPrefix(hostId),
+    size: files.reduce((n, f) => n + f.stored, 0),
+    sha256: filesDigest(files),
+    compression: 'none',
+    encryption: null,
+    rawBytes,
+    fileCount: files.length,
+    keyspaces: ['ks'],
+    files,
+    newBytes,
+    sharedBytes: rawBytes - newBytes,
+    newStoredBytes: fresh.reduce((n, f) => n + f.stored, 0),
+  };
+  await put(store, recordKey(id), JSON.stringify(record));
+}
+
+/** The store, with `ctl` aborted once `n` blobs have been deleted: a collection killed midway. */
+function abortingAfterDeletes(store: ObjectStore, n: number, ctl: AbortController): ObjectStore {
+  let count = 0;
+  return new Proxy(store, {
+    get(target, prop) {
+      if (prop === 'delete') {
+        return async (key: string, opts?: { signal?: AbortSignal }) => {
+          await target.delete(key, opts);
+          if (key.startsWith(BLOBS_PREFIX) && ++count >= n) ctl.abort();
+        };
+      }
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+}
+
+const isAborted = (err: unknown) => err instanceof CbrError && err.code === 'CBR_ERR_ABORTED';
+
+/** A chain a, b, c: a stores f1..f3, b shares f1 and adds f4, c shares f1 and f4 and adds f5; g1, g2 are garbage. */
+async function chain(store: ObjectStore) {
+  const f = await Promise.all(
+    ['nb-1-big-Data.db', 'nb-1-big-Index.db', 'nb-2-big-Data.db', 'nb-3-big-Data.db', 'nb-4-big-Data.db'].map((n, i) => storeBlob(store, HOST, n, 100 + i)),
+  );
+  const g = await Promise.all(['nb-8-big-Data.db', 'nb-9-big-Data.db'].map((n) => storeBlob(store, HOST, n, 1000)));
+  const [f1, f2, f3, f4, f5] = f as [Blob, Blob, Blob, Blob, Blob];
+  await writeIncremental(store, 'a', HOST, [f1, f2, f3]);
+  await writeIncremental(store, 'b', HOST, [f1, f4], 1);
+  await writeIncremental(store, 'c', HOST, [f1, f4, f5], 2);
+  return { f1, f2, f3, f4, f5, g: g as [Blob, Blob] };
+}
+
+for (const [kind, open] of stores) {
+  describe(`leases and garbage collection (${kind} store)`, () => {
+    it('deletes exactly the blobs no record references, and says how many bytes that freed', async () => {
+      const store = await open();
+      const { f1, f2, f3, f4, f5, g } = await chain(store);
+      const res = await collectGarbage(store, HOST);
+      assert.deepEqual(res, { deleted: 2, freedBytes: g[0].stored + g[1].stored });
+      assert.deepEqual(await keys(store, BLOBS_PREFIX), [f1, f2, f3, f4, f5].map((b) => b.key).sort());
+      assert.deepEqual(await keys(store, leasePrefix(HOST)), [], 'the collection took its lease away');
+      assert.deepEqual(await collectGarbage(store, HOST), { deleted: 0, freedBytes: 0 }, 'a second run finds nothing');
+    });
+
+    it('deleting a middle backup frees only what it alone referenced; deleting a full backup collects nothing', async () => {
+      const store = await open();
+      const { f1, f2, f3, f4, f5, g } = await chain(store);
+      await Promise.all(g.map((b) => store.delete(b.key)));
+      const only = await storeBlob(store, HOST, 'nb-5-big-Data.db', 333);
+      await writeIncremental(store, 'm', HOST, [f1, f4, only], 2);
+      await put(store, 'm/leftover', 'x');
+      const res = await deleteBackup(store, 'm');
+      assert.equal(res.record?.id, 'm');
+      assert.equal(res.removed, 1);
+      assert.deepEqual(res.gc, { deleted: 1, freedBytes: 333 });
+      assert.deepEqual(await keys(store, BLOBS_PREFIX), [f1, f2, f3, f4, f5].map((b) => b.key).sort());
+      assert.deepEqual(await keys(store, 'm/'), []);
+
+      await put(store, 'full/archive.tar', 'tar');
+      await put(store, recordKey('full'), JSON.stringify({ id: 'full', hostId: HOST, files: [] }));
+      const stray = await storeBlob(store, HOST, 'nb-6-big-Data.db');
+      const full = await deleteBackup(store, 'full');
+      assert.equal(full.gc, null, 'a full backup (here an unreadable record) runs no collection');
+      assert.ok((await keys(store, BLOBS_PREFIX)).includes(stray.key));
+    });
+
+    it('never deletes a blob a remaining record names, nor anything of another host', async () => {
+      const store = await open();
+      const { f1, f4, f5 } = await chain(store);
+      const theirs = await storeBlob(store, OTHER, 'nb-1-big-Data.db');
+      const theirGarbage = await storeBlob(store, OTHER, 'nb-2-big-Data.db');
+      await writeIncremental(store, 'x', OTHER, [theirs]);
+      // Another host's running backup does not hold this host's collection back.
+      const theirLease = await holdBackupLease(store, OTHER, 'y');
+      for (const id of ['a', 'b']) await deleteBackup(store, id);
+      assert.deepEqual(await keys(store, blobPrefix(HOST)), [f1, f4, f5].map((b) => b.key).sort());
+      assert.deepEqual(await keys(store, blobPrefix(OTHER)), [theirs.key, theirGarbage.key].sort());
+      theirLease.stop();
+      await releaseBackupLease(store, OTHER, 'y');
+      const last = await deleteBackup(store, 'c');
+      assert.equal(last.gc?.freedBytes, f1.stored + f4.stored + f5.stored);
+      assert.deepEqual(await keys(store, blobPrefix(HOST)), []);
+      assert.deepEqual(await keys(store, blobPrefix(OTHER)), [theirs.key, theirGarbage.key].sort());
+    });
+
+    it('a record the schema refuses still keeps its blobs; one that cannot be read stops the collection', async () => {
+      const store = await open();
+      const kept = await storeBlob(store, HOST, 'nb-1-big-Data.db');
+      const garbage = await storeBlob(store, HOST, 'nb-2-big-Data.db');
+      await put(store, recordKey('odd'), JSON.stringify({ format: 99, files: [{ blob: kept.key }] }));
+      await put(store, recordKey('junk'), 'not json');
+      assert.deepEqual(await collectGarbage(store, HOST, { dryRun: true }), { deleted: 1, freedBytes: garbage.stored });
+      assert.equal((await keys(store, BLOBS_PREFIX)).length, 2, 'a dry run deletes nothing');
+      if (store instanceof MemoryStore) {
+        store.fail('get', new CbrError('CBR_ERR_STORAGE_FAILED', 'proxy down'), { times: 1, match: (k) => k === recordKey('odd') });
+        await assert.rejects(collectGarbage(store, HOST), { code: 'CBR_ERR_STORAGE_FAILED' });
+        assert.equal((await keys(store, BLOBS_PREFIX)).length, 2, 'nothing deleted when a record could not be read');
+        assert.deepEqual(await keys(store, leasePrefix(HOST)), []);
+      }
+      assert.deepEqual(await collectGarbage(store, HOST), { deleted: 1, freedBytes: garbage.stored });
+      assert.deepEqual(await keys(store, BLOBS_PREFIX), [kept.key]);
+    });
+
+    it('is skipped while a live backup lease exists, and collects once the backup released it', async () => {
+      const store = await open();
+      const { g } = await chain(store);
+      const lease = await holdBackupLease(store, HOST, 'running');
+      assert.deepEqual(await keys(store, leasePrefix(HOST)), [leaseKey(HOST, 'backup', 'running')]);
+      assert.deepEqual(await collectGarbage(store, HOST), { deleted: 0, freedBytes: 0, skipped: 'backup-running' });
+      assert.ok((await keys(store, BLOBS_PREFIX)).includes(g[0].key), 'nothing deleted');
+      assert.deepEqual(await keys(store, leasePrefix(HOST)), [leaseKey(HOST, 'backup', 'running')], 'the skipped collection removed its lease');
+      // stop() leaves the lease: the backup's blobs are unreferenced until its record is written.
+      lease.stop();
+      assert.equal((await collectGarbage(store, HOST)).skipped, 'backup-running');
+      await releaseBackupLease(store, HOST, 'running');
+      assert.deepEqual(await collectGarbage(store, HOST), { deleted: 2, freedBytes: 2000 });
+      const again = await holdBackupLease(store, HOST, 'second');
+      await again.release();
+      assert.deepEqual(await keys(store, leasePrefix(HOST)), []);
+    });
+
+    it('a lease not refreshed within its ttl is dead; a held one is refreshed and stays live', async () => {
+      const store = await open();
+      await chain(store);
+      const dead = await holdBackupLease(store, HOST, 'killed', { ttlMs: 50 });
+      dead.stop(); // what a kill -9 leaves: the lease object, never refreshed again
+      await sleep(200);
+      assert.deepEqual(await collectGarbage(store, HOST), { deleted: 2, freedBytes: 2000 }, 'the dead lease does not block');
+
+      await chain(store);
+      const ttlMs = 1500;
+      const held = await holdBackupLease(store, HOST, 'alive', { ttlMs });
+      const key = leaseKey(HOST, 'backup', 'alive');
+      const read = async () => JSON.parse((await buffer(await store.get(key))).toString('utf8')) as { created: string; refreshed: string; ttlMs: number };
+      const first = await read();
+      assert.equal(first.ttlMs, ttlMs);
+      const seen = new Set([first.refreshed]);
+      while (seen.size < 4) {
+        await sleep(100);
+        seen.add((await read()).refreshed);
+      }
+      assert.ok(Date.parse([...seen].sort().at(-1)!) - Date.parse(first.created) >= ttlMs, 'refreshed past its first ttl');
+      assert.equal((await collectGarbage(store, HOST)).skipped, 'backup-running');
+      await held.release();
+      assert.equal((await collectGarbage(store, HOST)).skipped, undefined);
+    });
+
+    it('releasing a lease its holder still refreshes stops the refresh: the lease does not come back', async () => {
+      const store = await open();
+      await holdBackupLease(store, HOST, 'forgotten', { ttlMs: 60 });
+      await releaseBackupLease(store, HOST, 'forgotten');
+      await sleep(200);
+      assert.deepEqual(await keys(store, leasePrefix(HOST)), []);
+    });
+
+    it('a backup waits while a live collection runs, and that wait is abortable', async () => {
+      const store = await open();
+      const gcKey = leaseKey(HOST, 'gc', 'other-process');
+      const gcLease = {
+        kind: 'gc',
+        id: 'other-process',
+        host: 'elsewhere',
+        pid: 1,
+        created: new Date().toISOString(),
+        refreshed: new Date().toISOString(),
+        ttlMs: 600_000,
+      };
+      await put(store, gcKey, JSON.stringify(gcLease));
+      let held = false;
+      const waiting = holdBackupLease(store, HOST, 'waits', { pollMs: 20 }).then((l) => {
+        held = true;
+        return l;
+      });
+      await sleep(150);
+      assert.equal(held, false, 'still waiting for the collection');
+      assert.ok((await keys(store, leasePrefix(HOST))).includes(leaseKey(HOST, 'backup', 'waits')), 'its lease was written before it looked');
+      await store.delete(gcKey);
+      const lease = await waiting;
+      await lease.release();
+
+      await put(store, gcKey, JSON.stringify(gcLease));
+      const ctl = new AbortController();
+      const aborted = holdBackupLease(store, HOST, 'aborted', { pollMs: 20, signal: ctl.signal });
+      await sleep(50);
+      ctl.abort();
+      await assert.rejects(aborted, isAborted);
+      // A dead collection lease (killed collector) does not hold a backup back.
+      await put(store, gcKey, JSON.stringify({ ...gcLease, ttlMs: 1 }));
+      await sleep(20);
+      await (await holdBackupLease(store, HOST, 'after-dead-gc', { pollMs: 20 })).release();
+    });
+
+    it('a collection killed midway and run again leaves exactly the referenced blobs', async () => {
+      const store = await open();
+      const { f1, f2, f3, f4, f5 } = await chain(store);
+      await Promise.all(Array.from({ length: 20 }, (_, i) => storeBlob(store, HOST, `nb-${100 + i}-big-Data.db`, 10)));
+      const ctl = new AbortController();
+      await assert.rejects(collectGarbage(abortingAfterDeletes(store, 3, ctl), HOST, { signal: ctl.signal, concurrency: 2 }), isAborted);
+      const left = await keys(store, BLOBS_PREFIX);
+      for (const b of [f1, f2, f3, f4, f5]) assert.ok(left.includes(b.key), 'referenced blobs survive the kill');
+      assert.ok(left.length < 27 && left.length > 5, `some garbage deleted before the abort, some left (${left.length})`);
+      assert.deepEqual(await keys(store, leasePrefix(HOST)), [], 'an aborted collection removes its lease');
+      const res = await collectGarbage(store, HOST);
+      assert.equal(res.deleted, left.length - 5);
+      assert.deepEqual(await keys(store, BLOBS_PREFIX), [f1, f2, f3, f4, f5].map((b) => b.key).sort());
+    });
+  });
+}
