@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { listRecords } from '../../catalog/catalog.ts';
+import { type BackupRecord, listRecords } from '../../catalog/catalog.ts';
 import { StateDb } from '../../state/stateDb.ts';
 import { defineCommand, jsonOption } from '../command.ts';
 import { openStorage, stateDbPath, storageOptions } from '../context.ts';
@@ -25,6 +25,7 @@ export const command = defineCommand('backup-list', {
       sourceInstance: r.sourceInstance,
       compression: r.compression,
       encrypted: r.encryption !== null,
+      ...strategyOf(r),
     }));
     const unfinished: { id: string; name: string; state: string; created: string; step: string }[] = [];
     if (values.all && existsSync(stateDbPath(io.env))) {
@@ -49,13 +50,35 @@ export const command = defineCommand('backup-list', {
       printJson(io, values.all ? [...rows, ...unfinished] : rows);
       return 0;
     }
-    const lines = [['ID', 'NAME', 'STATE', 'CREATED', 'SIZE', 'CLUSTER']];
-    for (const r of rows) lines.push([r.id, r.name, r.state, r.created, formatBytes(r.size), r.clusterName]);
-    for (const u of unfinished) lines.push([u.id, u.name, u.state, u.created, '-', u.step]);
+    const lines = [['ID', 'NAME', 'STATE', 'CREATED', 'STRATEGY', 'PARENT', 'SIZE', 'NEW', 'SHARED', 'CLUSTER']];
+    for (const r of rows) {
+      lines.push([
+        r.id,
+        r.name,
+        r.state,
+        r.created,
+        r.strategy,
+        r.parent ?? '-',
+        formatBytes(r.size),
+        formatBytes(r.newBytes),
+        formatBytes(r.sharedBytes),
+        r.clusterName,
+      ]);
+    }
+    for (const u of unfinished) lines.push([u.id, u.name, u.state, u.created, '-', '-', '-', '-', '-', u.step]);
     io.stdout(table(lines));
     return 0;
   },
 });
+
+/**
+ * How a backup stored its files, for every record alike: one written before strategies (format 1 and 2) is a
+ * full backup, whose bytes are all its own (new) and shares none with earlier backups.
+ */
+export function strategyOf(r: BackupRecord): { strategy: 'full' | 'incremental'; parent: string | null; newBytes: number; sharedBytes: number } {
+  if (r.strategy !== 'incremental') return { strategy: 'full', parent: r.parent ?? null, newBytes: r.rawBytes, sharedBytes: 0 };
+  return { strategy: 'incremental', parent: r.parent ?? null, newBytes: r.newBytes ?? 0, sharedBytes: r.sharedBytes ?? 0 };
+}
 
 export function table(lines: string[][]): string {
   const widths = lines[0]!.map((_, i) => Math.max(...lines.map((l) => (l[i] ?? '').length)));

@@ -7,9 +7,10 @@ import { defineCommand, jsonOption } from '../command.ts';
 import { openStorage, stateDbPath, storageOptions } from '../context.ts';
 import { printJson } from '../io.ts';
 import { formatBytes } from '../progress.ts';
+import { strategyOf } from './backup-list.ts';
 
 export const command = defineCommand('backup-show', {
-  summary: 'Show one backup: size, checksum, source, keyspaces; or the state and error of an unfinished one.',
+  summary: 'Show one backup: strategy, size, new and shared bytes, checksum, source, keyspaces; or an unfinished one.',
   args: '<id>',
   options: {
     files: { type: 'boolean', default: false, description: 'also list every file of the archive with its size' },
@@ -20,10 +21,13 @@ export const command = defineCommand('backup-show', {
     const id = checkId(positionals[0] ?? '');
     try {
       const rec = await readRecord(openStorage(values, io.env), id);
+      const how = strategyOf(rec);
       if (values.json) {
-        printJson(io, values.files ? rec : { ...rec, files: undefined });
+        printJson(io, { ...rec, ...how, ...(values.files ? {} : { files: undefined }) });
         return 0;
       }
+      const newFiles = rec.files.filter((f) => !f.shared).length;
+      const files = (n: number) => `${n} file${n === 1 ? '' : 's'}`;
       const fields: [string, string][] = [
         ['id', rec.id],
         ['name', rec.name],
@@ -31,7 +35,10 @@ export const command = defineCommand('backup-show', {
         ['state', rec.state],
         ['created', rec.created],
         ['source', `${rec.sourceInstance} (cluster ${rec.clusterName}, Cassandra ${rec.cassandraVersion})`],
+        ['strategy', how.strategy === 'incremental' ? `incremental (${how.parent ? `parent ${how.parent}` : 'no parent: the first of this node'})` : 'full'],
         ['size', `${formatBytes(rec.size)} (${rec.size} bytes; ${formatBytes(rec.rawBytes)} before compression)`],
+        ['new', `${formatBytes(how.newBytes)} in ${files(newFiles)}${rec.newStoredBytes === undefined ? '' : ` (${formatBytes(rec.newStoredBytes)} stored)`}`],
+        ['shared', `${formatBytes(how.sharedBytes)} in ${files(rec.fileCount - newFiles)} already stored by earlier backups`],
         ['checksum', `sha256:${rec.sha256}`],
         ['compression', rec.compression],
         ['encryption', rec.encryption ? `${rec.encryption.algorithm} (key ${rec.encryption.keyFingerprint})` : 'none'],
