@@ -36,6 +36,8 @@ async function nodeDeps(input: BackupInput | RestoreInput, opts: DepsOptions) {
     log: opts.log,
     onProgress: opts.onProgress,
     stepDelayMs: opts.stepDelayMs ?? 0,
+    // A drill for kill tests: widens the window in which a process dies with some files moved and some not.
+    fileDelayMs: Number(opts.env['CBR_DRILL_FILE_DELAY_MS'] ?? 0) || 0,
     diskSpace: async (path: string) => {
       const s = await statfs(path);
       return { free: s.bavail * s.bsize, total: s.blocks * s.bsize };

@@ -17,6 +17,8 @@ export interface NodeDeps {
   log: Logger;
   /** Fault-injection drills: wait this long before each step. */
   stepDelayMs?: number;
+  /** Fault-injection drills: wait this long before each file an incremental backup stores or its restore fetches. */
+  fileDelayMs?: number;
   onProgress: (step: string, progress: Progress) => void;
   /** Free and total bytes of the filesystem holding `path`. */
   diskSpace: (path: string) => Promise<{ free: number; total: number }>;

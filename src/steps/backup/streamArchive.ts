@@ -7,12 +7,15 @@ import { recordBinding } from '../../catalog/record.ts';
 import { CbrError } from '../../core/errors.ts';
 import type { BackupResult, StepInput } from '../../machines/backup.machine.ts';
 import type { BackupDeps } from '../nodeDeps.ts';
+import { storeFiles } from './storeFiles.ts';
 
 /**
  * Streams one TAR of every snapshot file, compressed and optionally encrypted, into storage. Re-run after a
- * crash, it starts over: the storage driver only makes an object visible once its stream completed.
+ * crash, it starts over: the storage driver only makes an object visible once its stream completed. An
+ * incremental backup stores each file as a blob instead (storeFiles).
  */
 export async function streamArchive(deps: BackupDeps, { ctx }: StepInput, signal: AbortSignal): Promise<BackupResult> {
+  if (ctx.strategy === 'incremental') return storeFiles(deps, { ctx }, signal);
   const files = await listSnapshotFiles(deps.profile.dataDirs, ctx.backupId);
   if (files.length === 0) throw new CbrError('CBR_ERR_SNAPSHOT_FAILED', `snapshot ${ctx.backupId} has no files`);
   // The restore's own entry check, now: a file it would refuse stops the backup before a byte is stored.

@@ -1,26 +1,40 @@
 import { keyFingerprint } from '../../archive/crypto.ts';
 import { listSnapshotFiles } from '../../cassandra/layout.ts';
 import { type BackupRecord, writeRecord as putRecord, readRecord } from '../../catalog/catalog.ts';
+import { releaseBackupLease } from '../../catalog/leases.ts';
 import { parseRecord, sealRecord } from '../../catalog/record.ts';
 import { CbrError } from '../../core/errors.ts';
 import { SYSTEM_KEYSPACES } from '../../core/ids.ts';
 import type { BackupContext, BackupResult, StepInput } from '../../machines/backup.machine.ts';
 import type { BackupDeps } from '../nodeDeps.ts';
 
-/** Writes the COMPLETED record after checking the stored object is whole; create-only, so it never replaces another. */
+/**
+ * Writes the COMPLETED record after checking the stored object is whole; create-only, so it never replaces another.
+ * An incremental backup's record (format 3) lists every file with its blob; once it is written the backup's lease
+ * is released.
+ */
 export async function writeRecord(
   deps: BackupDeps,
   input: StepInput & { node: BackupContext['node']; result: BackupResult },
   signal: AbortSignal,
 ): Promise<void> {
   const { ctx, result } = input;
-  const head = await deps.store.head(result.objectKey, { signal });
-  if (!head || head.size !== result.size) {
-    throw new CbrError('CBR_ERR_STORAGE_FAILED', `stored archive ${result.objectKey} has ${head?.size ?? 'no'} bytes, expected ${result.size}`);
+  const incremental = result.strategy === 'incremental';
+  let files: BackupRecord['files'];
+  if (incremental) {
+    // storeFiles looked at every blob after its lease was held; the list it made is the record's.
+    if (!result.manifest) throw new CbrError('CBR_ERR_INTERNAL', 'an incremental backup finished without its file list');
+    files = result.manifest;
+  } else {
+    const head = await deps.store.head(result.objectKey, { signal });
+    if (!head || head.size !== result.size) {
+      throw new CbrError('CBR_ERR_STORAGE_FAILED', `stored archive ${result.objectKey} has ${head?.size ?? 'no'} bytes, expected ${result.size}`);
+    }
+    files = (await listSnapshotFiles(deps.profile.dataDirs, ctx.backupId)).map((f) => ({ path: f.archivePath, size: f.size }));
   }
-  const files = await listSnapshotFiles(deps.profile.dataDirs, ctx.backupId);
   const unsealed: BackupRecord = {
-    format: 2,
+    format: incremental ? 3 : 2,
+    ...(incremental ? { strategy: 'incremental' as const, parent: ctx.parent ?? null } : {}),
     id: ctx.backupId,
     name: ctx.name,
     description: ctx.description,
@@ -39,8 +53,9 @@ export async function writeRecord(
     encryption: deps.key ? { algorithm: 'aes-256-gcm-chunked', keyFingerprint: keyFingerprint(deps.key), bound: true } : null,
     rawBytes: result.rawBytes,
     fileCount: files.length,
-    keyspaces: [...new Set(files.map((f) => f.keyspace))].filter((k) => !SYSTEM_KEYSPACES.has(k)).sort(),
-    files: files.map((f) => ({ path: f.archivePath, size: f.size })),
+    keyspaces: [...new Set(files.map((f) => f.path.split('/')[0]!))].filter((k) => !SYSTEM_KEYSPACES.has(k)).sort(),
+    files,
+    ...(incremental ? { newBytes: result.newBytes ?? 0, sharedBytes: result.sharedBytes ?? 0, newStoredBytes: result.newStoredBytes ?? 0 } : {}),
     ...(input.node?.settings ? { settings: input.node.settings } : {}),
   };
   const record = deps.key ? (sealRecord(unsealed as unknown as Record<string, unknown>, deps.key) as unknown as BackupRecord) : unsealed;
@@ -56,4 +71,6 @@ export async function writeRecord(
       throw new CbrError('CBR_ERR_BACKUP_EXISTS', `another backup's record is stored under ${record.id}; this one was not recorded`);
     }
   }
+  // The record references every blob now: garbage collection may run again.
+  if (incremental) await releaseBackupLease(deps.store, deps.profile.hostId, ctx.backupId, signal);
 }

@@ -5,10 +5,11 @@ import { tableKey } from '../../archive/entries.ts';
 import { finalYaml, maintenanceYaml } from '../../cassandra/configFiles.ts';
 import { listKeyspaces } from '../../cassandra/layout.ts';
 import { placeTables } from '../../cassandra/placement.ts';
-import { readRecord } from '../../catalog/catalog.ts';
+import { type BackupRecord, readRecord } from '../../catalog/catalog.ts';
 import { verifyRecord } from '../../catalog/record.ts';
 import { CbrError } from '../../core/errors.ts';
 import { SYSTEM_KEYSPACES } from '../../core/ids.ts';
+import { inPool } from '../../core/pool.ts';
 import type { RestoreInput, RestorePlan } from '../../machines/restore.machine.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
 
@@ -20,13 +21,16 @@ import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
 export async function checkRestore(deps: RestoreDeps, { ctx }: { ctx: RestoreInput }, signal: AbortSignal): Promise<RestorePlan> {
   const rec = await readRecord(deps.store, ctx.backupId, signal);
   if (rec.state !== 'COMPLETED') throw new CbrError('CBR_ERR_BACKUP_NOT_COMPLETE', `backup ${rec.id} is ${rec.state}`);
-  const head = await deps.store.head(rec.object, { signal });
-  if (!head) throw new CbrError('CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH', `the archive of backup ${rec.id} is missing from storage`);
-  if (head.size !== rec.size) {
-    throw new CbrError(
-      'CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH',
-      `the archive of backup ${rec.id} has ${head.size} bytes, the record says ${rec.size} (truncated or replaced)`,
-    );
+  if (rec.strategy === 'incremental') await checkBlobs(deps, rec, signal);
+  else {
+    const head = await deps.store.head(rec.object, { signal });
+    if (!head) throw new CbrError('CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH', `the archive of backup ${rec.id} is missing from storage`);
+    if (head.size !== rec.size) {
+      throw new CbrError(
+        'CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH',
+        `the archive of backup ${rec.id} has ${head.size} bytes, the record says ${rec.size} (truncated or replaced)`,
+      );
+    }
   }
   if (deps.key && !rec.encryption) {
     // A key was given, so the operator expects a sealed backup: an unsealed record in its place is what someone
@@ -98,4 +102,18 @@ export async function checkRestore(deps: RestoreDeps, { ctx }: { ctx: RestoreInp
     settings: rec.settings ?? null,
     placement,
   };
+}
+
+/** Every blob an incremental backup references is in storage with its recorded size (before the node is touched). */
+async function checkBlobs(deps: RestoreDeps, rec: BackupRecord, signal: AbortSignal): Promise<void> {
+  await inPool(rec.files, 16, signal, async (f, _i, sig) => {
+    const head = await deps.store.head(f.blob!, { signal: sig });
+    if (!head) throw new CbrError('CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH', `the blob of ${f.path} (backup ${rec.id}) is missing from storage`);
+    if (head.size !== f.stored) {
+      throw new CbrError(
+        'CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH',
+        `the blob of ${f.path} has ${head.size} bytes, the record says ${f.stored} (truncated or replaced)`,
+      );
+    }
+  });
 }

@@ -1,7 +1,9 @@
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, rename, stat } from 'node:fs/promises';
+import { chmod, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { RestoreStepInput } from '../../machines/restore.machine.ts';
 import { assertStopped } from './assertStopped.ts';
+import { JOURNAL } from './fetchFiles.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
 
 /**
@@ -20,6 +22,8 @@ export async function swapDataDirs(deps: RestoreDeps, { ctx }: RestoreStepInput,
   }
   for (const { live, staging } of paths.stagings) {
     signal.throwIfAborted();
+    // An incremental restore's fetch journal has served its purpose: it never goes into the data directory.
+    await rm(join(existsSync(staging) ? staging : live, JOURNAL), { force: true });
     if (existsSync(staging)) {
       if (existsSync(live)) throw new Error(`${live} exists while its staging directory is not yet moved`);
       await rename(staging, live);

@@ -5,6 +5,7 @@ import { readRecord } from '../../catalog/catalog.ts';
 import { recordBinding, verifyRecord } from '../../catalog/record.ts';
 import { removeTree } from '../../core/removeTree.ts';
 import type { RestoreStepInput } from '../../machines/restore.machine.ts';
+import { fetchFiles } from './fetchFiles.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
 
 /**
@@ -14,15 +15,17 @@ import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
  */
 export async function unpackBackup(deps: RestoreDeps, { ctx, plan }: RestoreStepInput, signal: AbortSignal) {
   const { stagings } = restorePaths(deps.profile, ctx.workflowId);
+  const rec = await readRecord(deps.store, ctx.backupId, signal);
+  // Read again here (the check step's copy is not kept): the same authentication before a byte is unpacked.
+  if (rec.encryption && deps.key) verifyRecord(rec, deps.key);
+  // An incremental backup's files come one by one, and a re-run keeps the ones already fetched and verified.
+  if (rec.strategy === 'incremental') return fetchFiles(deps, { ctx, plan }, rec, signal);
   // Staging directories are the caller's (root's) and 0700 until the swap: no other user can reach in while
   // the tree is built, and every entry is owned by the node's user as it is created.
   for (const { staging } of stagings) {
     await removeTree(staging);
     await mkdir(staging, { mode: 0o700 });
   }
-  const rec = await readRecord(deps.store, ctx.backupId, signal);
-  // Read again here (the check step's copy is not kept): the same authentication before a byte is unpacked.
-  if (rec.encryption && deps.key) verifyRecord(rec, deps.key);
   const source = await deps.store.get(rec.object, { signal });
   const totals = { totalBytes: plan.rawBytes, totalFiles: plan.fileCount };
   const into = (entry: string) => stagings[plan.placement[tableKey(entry)] ?? 0]!.staging;

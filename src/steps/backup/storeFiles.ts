@@ -1,0 +1,203 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { PassThrough, type Readable, Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { EncryptStream } from '../../archive/crypto.ts';
+import { checkPackEntries } from '../../archive/entries.ts';
+import { compressor } from '../../archive/format.ts';
+import { Throttle } from '../../archive/throttle.ts';
+import { listSnapshotFiles, type SnapshotFile } from '../../cassandra/layout.ts';
+import { blobBinding, blobKey, blobName, blobPrefix, dedupKey, fileNameOf, tableIdOf } from '../../catalog/blobs.ts';
+import { holdBackupLease } from '../../catalog/leases.ts';
+import { filesDigest } from '../../catalog/record.ts';
+import { CbrError } from '../../core/errors.ts';
+import { inPool } from '../../core/pool.ts';
+import type { BackupResult, ManifestFile, StepInput } from '../../machines/backup.machine.ts';
+import type { BackupDeps } from '../nodeDeps.ts';
+
+export const DEFAULT_CONCURRENCY = 4;
+
+/**
+ * The incremental backup's streaming step: every snapshot file is hashed, named by its identity (blobs.ts) and
+ * stored as its own blob unless a blob of that name is already there, `concurrency` files at a time, each one a
+ * stream (read -> compress -> encrypt -> store), so memory does not grow with file sizes.
+ *
+ * Re-run after a kill it does the same: heads find what the killed run stored, so only the rest is uploaded. The
+ * backup's lease (leases.ts) keeps garbage collection away from blobs no record references yet; it stays in place
+ * until writeRecord has written the record that references them.
+ */
+export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: AbortSignal): Promise<BackupResult> {
+  const files = await listSnapshotFiles(deps.profile.dataDirs, ctx.backupId);
+  if (files.length === 0) throw new CbrError('CBR_ERR_SNAPSHOT_FAILED', `snapshot ${ctx.backupId} has no files`);
+  checkPackEntries(files.map((f) => f.archivePath));
+  const hostId = deps.profile.hostId;
+  const concurrency = ctx.concurrency ?? DEFAULT_CONCURRENCY;
+  const dedup = deps.key ? dedupKey(deps.key) : null;
+  // Blobs modified before the second this backup started were stored by earlier backups: shared. Stores report
+  // whole seconds (HTTP dates), so the comparison is made in whole seconds too.
+  const startedSecond = Math.floor(Date.parse(ctx.startedAt) / 1000) * 1000;
+  const progress = {
+    bytes: 0,
+    files: 0,
+    totalBytes: files.reduce((s, f) => s + f.size, 0),
+    totalFiles: files.length,
+    storedBytes: 0,
+  };
+  let lastReport = 0;
+  const report = (force = false) => {
+    const now = Date.now();
+    if (!force && now - lastReport < 250) return;
+    lastReport = now;
+    deps.onProgress('streaming', { ...progress });
+  };
+
+  const upload = async (f: SnapshotFile, sha256: string, name: string, key: string, sig: AbortSignal): Promise<number> => {
+    let stored = 0;
+    const meter = new Transform({
+      highWaterMark: 1 << 20,
+      transform(chunk: Buffer, _enc, cb) {
+        stored += chunk.length;
+        progress.storedBytes += chunk.length;
+        report();
+        cb(null, chunk);
+      },
+    });
+    const out = new PassThrough({ highWaterMark: 1 << 20 });
+    const stages: NodeJS.ReadWriteStream[] = [new SameContent(f, sha256), compressor(ctx.compression)];
+    if (deps.key) stages.push(new EncryptStream(deps.key, undefined, blobBinding(name)));
+    if (ctx.rateLimit) stages.push(new Throttle(Math.max(1024, Math.floor(ctx.rateLimit / concurrency))));
+    const source = createReadStream(f.path, { highWaterMark: 1 << 20 });
+    const piped = pipeline([source, ...stages, meter, out] as unknown as [Readable, NodeJS.WritableStream], { signal: sig });
+    const put = deps.store.put(key, out, { signal: sig, ifAbsent: true });
+    // A put that gives up without reading its body must not leave the pipeline waiting for a reader.
+    put.catch((err: unknown) => out.destroy(err as Error));
+    const [reading, storing] = await Promise.allSettled([piped, put]);
+    // One failure tears down both ends: report the side that caused it.
+    if (reading.status === 'rejected') {
+      const cause = reading.reason as NodeJS.ErrnoException;
+      if (cause instanceof CbrError || cause.syscall || storing.status === 'fulfilled') throw readError(cause, f);
+    }
+    if (storing.status === 'rejected') throw storing.reason;
+    return stored;
+  };
+
+  const storeOne = async (f: SnapshotFile, sig: AbortSignal): Promise<ManifestFile & { found: boolean }> => {
+    if (deps.fileDelayMs) await sleep(deps.fileDelayMs, undefined, { signal: sig });
+    const sha256 = await hashFile(f, sig, (n) => {
+      progress.bytes += n;
+      report();
+    });
+    const name = blobName(
+      { hostId, tableId: tableIdOf(f.archivePath), fileName: fileNameOf(f.archivePath), size: f.size, sha256, compression: ctx.compression },
+      dedup,
+    );
+    const key = blobKey(hostId, name);
+    const entry = { path: f.archivePath, size: f.size, sha256, blob: key };
+    const there = await deps.store.head(key, { signal: sig });
+    if (there) return { ...entry, stored: there.size, shared: Date.parse(there.modified) < startedSecond, found: true };
+    try {
+      return { ...entry, stored: await upload(f, sha256, name, key, sig), shared: false, found: false };
+    } catch (err) {
+      if (!(err instanceof CbrError && err.code === 'CBR_ERR_OBJECT_EXISTS')) throw err;
+      // Stored meanwhile by another backup of this host: the same bytes under the same name.
+      const now = await deps.store.head(key, { signal: sig });
+      if (!now) throw err;
+      return { ...entry, stored: now.size, shared: false, found: true };
+    }
+  };
+
+  const lease = await holdBackupLease(deps.store, hostId, ctx.backupId, { signal, log: deps.log });
+  try {
+    const stored: (ManifestFile & { found: boolean })[] = new Array(files.length);
+    await inPool(files, concurrency, signal, async (f, i, sig) => {
+      stored[i] = await storeOne(f, sig);
+      progress.files++;
+      report();
+    });
+    // A collection that began before the lease was written may have removed a blob after its head found it: look
+    // again now that the lease holds, and store any that vanished.
+    const found = stored.map((e, i) => (e.found ? i : -1)).filter((i) => i >= 0);
+    let restored = 0;
+    await inPool(found, concurrency * 2, signal, async (i, _n, sig) => {
+      const e = stored[i]!;
+      if (await deps.store.head(e.blob, { signal: sig })) return;
+      const again = await storeOne(files[i]!, sig);
+      stored[i] = { ...again, shared: false };
+      restored++;
+    });
+    if (restored > 0) deps.log.warn('blobs vanished while the backup ran and were stored again', { count: restored });
+    report(true);
+    const manifest: ManifestFile[] = stored.map(({ found: _, ...e }) => e);
+    const fresh = manifest.filter((e) => !e.shared);
+    const result: BackupResult = {
+      objectKey: blobPrefix(hostId),
+      size: manifest.reduce((s, e) => s + e.stored, 0),
+      sha256: filesDigest(manifest as unknown as Record<string, unknown>[]),
+      rawBytes: progress.totalBytes,
+      files: manifest.length,
+      strategy: 'incremental',
+      newBytes: fresh.reduce((s, e) => s + e.size, 0),
+      sharedBytes: manifest.reduce((s, e) => s + (e.shared ? e.size : 0), 0),
+      newStoredBytes: fresh.reduce((s, e) => s + e.stored, 0),
+      newFiles: fresh.length,
+      sharedFiles: manifest.length - fresh.length,
+      manifest,
+    };
+    const { manifest: _m, ...summary } = result;
+    deps.log.info('files stored', summary);
+    return result;
+  } finally {
+    lease.stop();
+  }
+}
+
+/** SHA-256 of a snapshot file, streamed; its size must still be the listed one (snapshot files never change). */
+async function hashFile(f: SnapshotFile, signal: AbortSignal, onBytes: (n: number) => void): Promise<string> {
+  const hash = createHash('sha256');
+  let size = 0;
+  try {
+    for await (const chunk of createReadStream(f.path, { highWaterMark: 1 << 20, signal })) {
+      hash.update(chunk as Buffer);
+      size += (chunk as Buffer).length;
+      onBytes((chunk as Buffer).length);
+    }
+  } catch (err) {
+    throw readError(err, f);
+  }
+  if (size !== f.size) throw new CbrError('CBR_ERR_SNAPSHOT_FAILED', `snapshot file ${f.archivePath} changed size while it was read`);
+  return hash.digest('hex');
+}
+
+/**
+ * Passes a file's bytes on while hashing them again, and fails the stream (so the put leaves no object) when
+ * they are not the bytes the blob is named after.
+ */
+class SameContent extends Transform {
+  readonly #hash = createHash('sha256');
+  readonly file: SnapshotFile;
+  readonly sha256: string;
+  #size = 0;
+  constructor(file: SnapshotFile, sha256: string) {
+    super({ highWaterMark: 1 << 20 });
+    this.file = file;
+    this.sha256 = sha256;
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.#hash.update(chunk);
+    this.#size += chunk.length;
+    cb(null, chunk);
+  }
+  override _flush(cb: TransformCallback): void {
+    if (this.#size !== this.file.size || this.#hash.digest('hex') !== this.sha256) {
+      cb(new CbrError('CBR_ERR_SNAPSHOT_FAILED', `snapshot file ${this.file.archivePath} changed while it was stored`));
+    } else cb();
+  }
+}
+
+function readError(err: unknown, f: SnapshotFile): unknown {
+  const e = err as NodeJS.ErrnoException;
+  if (err instanceof CbrError || e.name === 'AbortError') return err;
+  if (e.syscall === 'open' || e.syscall === 'read') return new CbrError('CBR_ERR_SNAPSHOT_FAILED', `cannot read snapshot file ${f.archivePath}: ${e.message}`);
+  return err;
+}

@@ -1,0 +1,213 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { listSnapshotFiles } from '../../../src/cassandra/layout.ts';
+import { readRecord } from '../../../src/catalog/catalog.ts';
+import { leasePrefix } from '../../../src/catalog/leases.ts';
+import { CbrError } from '../../../src/core/errors.ts';
+import type { BackupInput } from '../../../src/machines/backup.machine.ts';
+import { checkFreeSpace } from '../../../src/steps/backup/checkFreeSpace.ts';
+import { clearSnapshot } from '../../../src/steps/backup/clearSnapshot.ts';
+import { storeFiles } from '../../../src/steps/backup/storeFiles.ts';
+import { streamArchive } from '../../../src/steps/backup/streamArchive.ts';
+import { takeSnapshot } from '../../../src/steps/backup/takeSnapshot.ts';
+import { verifyNode } from '../../../src/steps/backup/verifyNode.ts';
+import { writeRecord } from '../../../src/steps/backup/writeRecord.ts';
+import { JOURNAL } from '../../../src/steps/restore/fetchFiles.ts';
+import { restorePaths } from '../../../src/steps/restore/restoreDeps.ts';
+import { unpackBackup } from '../../../src/steps/restore/unpackBackup.ts';
+import { type FakeNode, fakeNode, removeFakeNodes, TABLE_IDS } from '../../fixtures/fakeNode.ts';
+import { MemoryStore } from '../../fixtures/memoryStore.ts';
+import { backupDeps, backupInput, liveSignal, type MadeBackup, rejectsCoded, restoreUntil } from '../../fixtures/stepKit.ts';
+
+/**
+ * The incremental strategy's steps on a FakeNode and a MemoryStore: storeFiles (through streamArchive) stores each
+ * snapshot file once, writeRecord writes the format-3 record and drops the lease, fetchFiles (through
+ * unpackBackup) restores every file checked against its SHA-256 and resumes from its journal.
+ */
+
+after(removeFakeNodes);
+
+async function incrementalBackup(source: FakeNode, store: MemoryStore, key: Buffer | null, over: Partial<BackupInput>): Promise<MadeBackup> {
+  const deps = backupDeps(source, store, { key });
+  const input = backupInput(source, { strategy: 'incremental', parent: null, concurrency: 3, ...over });
+  const signal = liveSignal();
+  const facts = await verifyNode(deps, input, signal);
+  await checkFreeSpace(deps, input, signal);
+  await clearSnapshot(deps, input, signal);
+  await takeSnapshot(deps, input, signal);
+  const result = await streamArchive(deps, input, signal);
+  await writeRecord(deps, { ...input, node: facts, result }, signal);
+  await clearSnapshot(deps, input, signal);
+  return { source, store, key, facts, result };
+}
+
+/** Every file under the staging directories (by path inside them) and its SHA-256; journals apart. */
+function tree(roots: string[]): { files: Record<string, string>; journals: string[][] } {
+  const files: Record<string, string> = {};
+  const journals: string[][] = [];
+  for (const root of roots) {
+    const walk = (dir: string) => {
+      for (const e of readdirSync(dir, { withFileTypes: true })) {
+        const p = join(dir, e.name);
+        if (e.isDirectory()) walk(p);
+        else if (e.name !== JOURNAL || dir !== root) files[relative(root, p)] = createHash('sha256').update(readFileSync(p)).digest('hex');
+      }
+    };
+    walk(root);
+    journals.push(existsSync(join(root, JOURNAL)) ? readFileSync(join(root, JOURNAL), 'utf8').trim().split('\n').filter(Boolean) : []);
+  }
+  return { files, journals };
+}
+
+function stagingsOf(setup: Awaited<ReturnType<typeof restoreUntil>>): string[] {
+  return restorePaths(setup.target.profile, setup.input.ctx.workflowId).stagings.map((s) => s.staging);
+}
+
+const blobKeys = (store: MemoryStore) => store.keys().filter((k) => k.startsWith('cbr.blobs/'));
+
+describe('incremental backups: steps', () => {
+  it('stores every file once, then only what changed; the record lists each file and its blob', async () => {
+    const source = await fakeNode({ name: 'source', userData: true });
+    const store = new MemoryStore();
+    const first = await incrementalBackup(source, store, null, { backupId: 'i1', startedAt: new Date().toISOString() });
+    const rec1 = await readRecord(store, 'i1');
+    assert.equal(rec1.format, 3);
+    assert.equal(rec1.strategy, 'incremental');
+    assert.equal(rec1.parent, null);
+    assert.equal(rec1.newBytes, rec1.rawBytes);
+    assert.equal(rec1.sharedBytes, 0);
+    assert.equal(blobKeys(store).length, rec1.fileCount);
+    assert.equal(first.result.newFiles, rec1.fileCount);
+    assert.equal(store.keys().filter((k) => k.startsWith(leasePrefix(source.profile.hostId))).length, 0, 'lease released');
+
+    // One new SSTable component; the rest unchanged. Blobs of the first backup are older than the second's start.
+    writeFileSync(join(source.profile.dataDirs[0]!, 'shop', `orders-${TABLE_IDS.orders}`, 'nb-9-big-Data.db'), randomBytes(3000));
+    for (const o of store.objects.values()) o.modified = '2020-01-01T00:00:00.000Z';
+    const puts = store.calls.filter((c) => c.op === 'put').length;
+    const second = await incrementalBackup(source, store, null, { backupId: 'i2', parent: 'i1', startedAt: new Date().toISOString() });
+    const rec2 = await readRecord(store, 'i2');
+    assert.equal(rec2.parent, 'i1');
+    assert.equal(rec2.fileCount, rec1.fileCount + 1);
+    // New: the SSTable, and the table's manifest.json (it lists the table's SSTables).
+    const fresh = rec2.files.filter((f) => !f.shared).map((f) => f.path.split('/').pop());
+    assert.deepEqual(fresh.sort(), ['manifest.json', 'nb-9-big-Data.db']);
+    assert.equal(second.result.newFiles, 2);
+    const manifest = rec2.files.find((f) => !f.shared && f.path.endsWith('manifest.json'))!;
+    assert.equal(rec2.newBytes, 3000 + manifest.size);
+    assert.equal(rec2.sharedBytes, rec2.rawBytes - rec2.newBytes!);
+    assert.equal(blobKeys(store).length, rec1.fileCount + 2);
+    assert.equal(store.calls.filter((c) => c.op === 'put' && c.key.startsWith('cbr.blobs/')).length, rec1.fileCount + 2, 'one put per blob over both backups');
+    assert.equal(store.calls.filter((c) => c.op === 'put').length - puts, 4, 'the second backup put two blobs, its lease and its record');
+  });
+
+  it('a run that died mid-upload, run again, uploads only the blobs not yet stored', async () => {
+    const source = await fakeNode({ name: 'source', userData: true });
+    const store = new MemoryStore();
+    const deps = backupDeps(source, store);
+    const input = backupInput(source, { backupId: 'k1', strategy: 'incremental', parent: null, concurrency: 1, startedAt: new Date().toISOString() });
+    await takeSnapshot(deps, input, liveSignal());
+    let left = 3;
+    store.beforeCommit = (key) => {
+      if (key.startsWith('cbr.blobs/') && left-- <= 0) throw new CbrError('CBR_ERR_STORAGE_FAILED', 'the uplink died');
+    };
+    await rejectsCoded(storeFiles(deps, input, liveSignal()), 'CBR_ERR_STORAGE_FAILED');
+    const stored = blobKeys(store);
+    assert.equal(stored.length, 3);
+    store.beforeCommit = null;
+    store.calls.length = 0;
+    const result = await storeFiles(deps, input, liveSignal());
+    const puts = store.calls.filter((c) => c.op === 'put' && c.key.startsWith('cbr.blobs/')).map((c) => c.key);
+    assert.equal(puts.length, result.files - 3);
+    assert.ok(!puts.some((k) => stored.includes(k)), 'no blob stored before is uploaded again');
+    // Blobs the died run stored count as this backup's own: they are new, not shared.
+    assert.equal(result.newFiles, result.files);
+  });
+
+  it('restores exactly the snapshot, verified; a re-run fetches only what the journal does not list', async () => {
+    const source = await fakeNode({ name: 'source', userData: true });
+    const store = new MemoryStore();
+    const made = await incrementalBackup(source, store, null, { backupId: 'b1', startedAt: new Date().toISOString() });
+    const setup = await restoreUntil('unpackBackup', { backup: made });
+    await unpackBackup(setup.deps, setup.input, liveSignal());
+    const stagings = stagingsOf(setup);
+    const first = tree(stagings);
+    const rec = await readRecord(store, 'b1');
+    assert.equal(first.journals.flat().length, rec.fileCount);
+    assert.deepEqual(Object.keys(first.files).sort(), rec.files.map((f) => f.path).sort());
+    for (const f of rec.files) assert.equal(first.files[f.path], f.sha256, f.path);
+
+    // Killed after some files: each journal keeps its first half, and the next line was cut mid-write.
+    let kept = 0;
+    for (const [i, lines] of first.journals.entries()) {
+      const keep = lines.slice(0, Math.floor(lines.length / 2));
+      kept += keep.length;
+      writeFileSync(join(stagings[i]!, JOURNAL), keep.map((l) => `${l}\n`).join('') + (lines[keep.length] ?? '').slice(0, 20));
+    }
+    assert.ok(kept > 0);
+    setup.store.calls.length = 0;
+    await unpackBackup(setup.deps, setup.input, liveSignal());
+    const gets = setup.store.calls.filter((c) => c.op === 'get' && c.key.startsWith('cbr.blobs/')).length;
+    assert.equal(gets, rec.fileCount - kept, 'only files the journal does not list are fetched again');
+    assert.deepEqual(tree(stagings).files, first.files);
+  });
+
+  it('refuses a blob whose content is not the recorded file, naming the file', async () => {
+    const source = await fakeNode({ name: 'source', userData: true });
+    const store = new MemoryStore();
+    const made = await incrementalBackup(source, store, null, { backupId: 'b1', compression: 'none', startedAt: new Date().toISOString() });
+    const setup = await restoreUntil('unpackBackup', { backup: made });
+    const rec = await readRecord(setup.store, 'b1');
+    const victim = rec.files.find((f) => f.size > 100)!;
+    const o = setup.store.objects.get(victim.blob!)!;
+    o.body = Buffer.from(o.body);
+    o.body[10] = o.body[10]! ^ 1;
+    await rejectsCoded(unpackBackup(setup.deps, setup.input, liveSignal()), 'CBR_ERR_ARCHIVE_CORRUPT', new RegExp(victim.path.split('/').pop()!));
+  });
+
+  it('with encryption, blob names and bytes reveal nothing of the files; restore opens them', async () => {
+    const source = await fakeNode({ name: 'source', userData: true });
+    const store = new MemoryStore();
+    const key = randomBytes(32);
+    const files = new Map<string, Buffer>();
+    const made = await incrementalBackup(source, store, key, { backupId: 'b1', compression: 'none', startedAt: new Date().toISOString() });
+    const rec = await readRecord(store, 'b1');
+    for (const f of rec.files) {
+      const body = store.objects.get(f.blob!)!.body;
+      assert.ok(!f.blob!.includes(f.sha256!), 'the name is not the content hash');
+      files.set(f.path, body);
+    }
+    // The plaintext of a data file never appears in its blob (compression none: only encryption hides it).
+    const setup = await restoreUntil('unpackBackup', { backup: made });
+    await unpackBackup(setup.deps, setup.input, liveSignal());
+    const restored = tree(stagingsOf(setup));
+    assert.equal(Object.keys(restored.files).length, rec.fileCount);
+    for (const f of rec.files) {
+      const at = stagingsOf(setup)
+        .map((s) => join(s, f.path))
+        .find((p) => existsSync(p))!;
+      const plain = readFileSync(at);
+      if (plain.length >= 64) assert.ok(!files.get(f.path)!.includes(plain.subarray(0, 64)), `${f.path} is readable in its blob`);
+    }
+    // A blob moved under another file's name does not open (each is bound to its own name).
+    const [a, b] = rec.files.filter((f) => f.size > 100);
+    const setup2 = await restoreUntil('unpackBackup', { backup: made });
+    setup2.store.objects.set(a!.blob!, { ...setup2.store.objects.get(b!.blob!)! });
+    await assert.rejects(unpackBackup(setup2.deps, setup2.input, liveSignal()), (e: Error) => e instanceof CbrError);
+  });
+
+  it('a full backup still writes one archive and a format-2 record', async () => {
+    const source = await fakeNode({ name: 'source', userData: true });
+    const store = new MemoryStore();
+    await incrementalBackup(source, store, null, { backupId: 'f1', strategy: 'full' });
+    const rec = await readRecord(store, 'f1');
+    assert.equal(rec.format, 2);
+    assert.equal(rec.strategy, undefined);
+    assert.equal(blobKeys(store).length, 0);
+    assert.ok(existsSync(source.profile.dataDirs[0]!));
+    assert.ok((await listSnapshotFiles(source.profile.dataDirs, 'f1')).length === 0, 'snapshot cleared');
+    assert.ok(statSync(source.root).isDirectory());
+  });
+});
