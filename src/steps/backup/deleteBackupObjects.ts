@@ -1,4 +1,5 @@
 import { deleteBackup } from '../../catalog/catalog.ts';
+import { releaseBackupLease } from '../../catalog/leases.ts';
 import type { StepInput } from '../../machines/backup.machine.ts';
 import type { BackupDeps } from '../nodeDeps.ts';
 
@@ -18,4 +19,6 @@ export async function deleteBackupObjects(
   }
   const { removed: n } = await deleteBackup(deps.store, ctx.backupId, signal, deps.log);
   if (n > 0) deps.log.info('removed partial backup objects', { count: n });
+  // Blobs a failed incremental backup stored are unreferenced now: its lease no longer keeps a collection away.
+  if (ctx.strategy === 'incremental') await releaseBackupLease(deps.store, deps.profile.hostId, ctx.backupId, signal);
 }

@@ -10,6 +10,7 @@ import { CbrError } from '../../../src/core/errors.ts';
 import type { BackupInput } from '../../../src/machines/backup.machine.ts';
 import { checkFreeSpace } from '../../../src/steps/backup/checkFreeSpace.ts';
 import { clearSnapshot } from '../../../src/steps/backup/clearSnapshot.ts';
+import { deleteBackupObjects } from '../../../src/steps/backup/deleteBackupObjects.ts';
 import { storeFiles } from '../../../src/steps/backup/storeFiles.ts';
 import { streamArchive } from '../../../src/steps/backup/streamArchive.ts';
 import { takeSnapshot } from '../../../src/steps/backup/takeSnapshot.ts';
@@ -124,6 +125,20 @@ describe('incremental backups: steps', () => {
     assert.ok(!puts.some((k) => stored.includes(k)), 'no blob stored before is uploaded again');
     // Blobs the died run stored count as this backup's own: they are new, not shared.
     assert.equal(result.newFiles, result.files);
+  });
+
+  it("a failed backup's compensation releases its lease", async () => {
+    const source = await fakeNode({ name: 'source', userData: true });
+    const store = new MemoryStore();
+    const deps = backupDeps(source, store);
+    const input = backupInput(source, { backupId: 'c1', strategy: 'incremental', parent: null, startedAt: new Date().toISOString() });
+    await takeSnapshot(deps, input, liveSignal());
+    store.fail('put', new CbrError('CBR_ERR_STORAGE_FAILED', 'down'), { match: (k) => k.startsWith('cbr.blobs/') });
+    await rejectsCoded(storeFiles(deps, input, liveSignal()), 'CBR_ERR_STORAGE_FAILED');
+    const leases = () => store.keys().filter((k) => k.startsWith(leasePrefix(source.profile.hostId)));
+    assert.equal(leases().length, 1, 'the lease outlives the step (its blobs are unreferenced)');
+    await deleteBackupObjects(deps, { ctx: { ...input.ctx, error: { code: 'CBR_ERR_STORAGE_FAILED' } } }, liveSignal());
+    assert.deepEqual(leases(), []);
   });
 
   it('restores exactly the snapshot, verified; a re-run fetches only what the journal does not list', async () => {
