@@ -84,8 +84,9 @@ export interface RestoreTarget {
 
 /**
  * The restore machine's input. Without a password file, a new password is generated into
- * `$CBR_HOME/secrets/<instance>-<superuser>.password` (0600, in a 0700 folder): the workflow and its persisted state
- * only ever hold the path.
+ * `$CBR_HOME/secrets/<instance>-<superuser>-<workflow id>.password` (0600, in a 0700 folder): the workflow and its
+ * persisted state only ever hold the path. One file per workflow: a second restore of the same instance (refused
+ * later as a conflict) never overwrites the password a running restore is setting.
  */
 export async function restoreInput(
   request: RestoreRequest,
@@ -93,7 +94,7 @@ export async function restoreInput(
   env: NodeJS.ProcessEnv,
 ): Promise<{ input: RestoreInput; passwordGenerated: boolean }> {
   const c = checkRestoreRequest(request);
-  const passwordFile = c.passwordFile ?? (await generatePassword(c.instanceName, c.superuser, env));
+  const passwordFile = c.passwordFile ?? (await generatePassword(`${c.instanceName}-${c.superuser}-${target.id}`, env));
   return {
     input: {
       workflowId: target.id,
@@ -112,10 +113,10 @@ export async function restoreInput(
   };
 }
 
-async function generatePassword(instance: string, superuser: string, env: NodeJS.ProcessEnv): Promise<string> {
+async function generatePassword(name: string, env: NodeJS.ProcessEnv): Promise<string> {
   const dir = join(cbrHome(env), 'secrets');
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  const file = join(dir, `${instance}-${superuser}.password`);
+  const file = join(dir, `${name}.password`);
   await writeFileAtomic(file, `${randomBytes(18).toString('base64url')}\n`, 0o600);
   return file;
 }
