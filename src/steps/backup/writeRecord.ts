@@ -1,10 +1,11 @@
 import { keyFingerprint } from '../../archive/crypto.ts';
 import { listSnapshotFiles } from '../../cassandra/layout.ts';
 import { type BackupRecord, writeRecord as putRecord, readRecord } from '../../catalog/catalog.ts';
-import { releaseBackupLease } from '../../catalog/leases.ts';
+import { holdBackupLease, releaseBackupLease } from '../../catalog/leases.ts';
 import { parseRecord, sealRecord } from '../../catalog/record.ts';
 import { CbrError } from '../../core/errors.ts';
 import { SYSTEM_KEYSPACES } from '../../core/ids.ts';
+import { inPool } from '../../core/pool.ts';
 import type { BackupContext, BackupResult, StepInput } from '../../machines/backup.machine.ts';
 import type { BackupDeps } from '../nodeDeps.ts';
 
@@ -61,6 +62,21 @@ export async function writeRecord(
   const record = deps.key ? (sealRecord(unsealed as unknown as Record<string, unknown>, deps.key) as unknown as BackupRecord) : unsealed;
   // The schema every restore reads records with: a record it would refuse fails the backup now, never later.
   parseRecord(JSON.parse(JSON.stringify(record)), record.id);
+  if (incremental) {
+    // Resumed here after a stop longer than the lease's ttl, a collection may have run in between: hold the lease
+    // again (waiting out a collection that runs now), then see every blob the record names before it names them.
+    const lease = await holdBackupLease(deps.store, deps.profile.hostId, ctx.backupId, { signal, log: deps.log });
+    lease.stop();
+    await inPool(files, 8, signal, async (f, _i, poolSignal) => {
+      const head = f.blob ? await deps.store.head(f.blob, { signal: poolSignal }) : null;
+      if (!head || (f.stored !== undefined && head.size !== f.stored)) {
+        throw new CbrError(
+          'CBR_ERR_STORAGE_FAILED',
+          `blob ${f.blob} of ${f.path} is ${head ? `${head.size} bytes, expected ${f.stored}` : 'gone'}: not recorded; run the backup again`,
+        );
+      }
+    });
+  }
   try {
     await putRecord(deps.store, record, signal);
   } catch (err) {
