@@ -132,6 +132,13 @@ async function fetchOne(
     await rm(part, { force: true });
     throw classify(err, f);
   }
+  // On disk before the journal says so: after a power cut, a file the journal lists is whole, not a hole of zeros.
+  const written = await open(part, 'r');
+  try {
+    await written.datasync();
+  } finally {
+    await written.close();
+  }
   // Inside the caller's 0700 staging directory nobody else can swap the path between create and chown.
   await lchown(part, owner.uid, owner.gid);
   await rename(part, target);
