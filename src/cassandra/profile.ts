@@ -19,7 +19,8 @@ export const profileSchema = z
     name: z.string().min(1),
     /** Host id used on the bus; defaults to `name`. */
     hostId: z.string().optional(),
-    cassandraVersion: z.string(),
+    /** Shown and recorded when the node cannot be asked; profiles written by hand may leave it out. */
+    cassandraVersion: z.string().default(''),
     cql: z.object({
       host: z.string(),
       port,
@@ -28,7 +29,8 @@ export const profileSchema = z
       credentialsFile: z.string(),
     }),
     jmx: z.object({
-      host: z.string(),
+      /** nodetool's -h; the local JMX port when left out. */
+      host: z.string().default('127.0.0.1'),
       port,
       /** Optional JMX username; the password comes from passwordFile ("user password" per line, nodetool's -pwf format). */
       user: z.string().optional(),
@@ -42,7 +44,15 @@ export const profileSchema = z
     hintsDir: nonEmpty,
     cassandraYaml: nonEmpty,
     /** OS user and group that own the data directories. */
-    owner: z.object({ user: z.string(), group: z.string(), uid: z.number().int().nonnegative(), gid: z.number().int().nonnegative() }),
+    /** Only the uid was ever required: names are informational, the gid defaults to the uid. */
+    owner: z
+      .object({
+        user: z.string().default(''),
+        group: z.string().default(''),
+        uid: z.number().int().nonnegative(),
+        gid: z.number().int().nonnegative().optional(),
+      })
+      .transform((o) => ({ ...o, gid: o.gid ?? o.uid })),
     service: z.discriminatedUnion('kind', [
       z.object({ kind: z.literal('sandbox'), instanceDir: z.string() }),
       z.object({ kind: z.literal('systemd'), unit: z.string() }),

@@ -32,4 +32,13 @@ describe('profiles', () => {
       message: 'p.json is missing or has invalid: version (must be 1), cql.port, dataDirs, cassandraYaml, service.kind',
     });
   });
+
+  it('takes a hand-written profile with only the fields earlier versions required, filling the rest', () => {
+    const { cassandraVersion: _v, ...rest } = good;
+    const minimal = { ...rest, jmx: { port: 7199 }, owner: { uid: 999 } };
+    const p = validateProfile(minimal);
+    assert.equal(p.cassandraVersion, '');
+    assert.equal(p.jmx.host, '127.0.0.1');
+    assert.deepEqual(p.owner, { user: '', group: '', uid: 999, gid: 999 });
+  });
 });
