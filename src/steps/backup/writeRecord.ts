@@ -62,30 +62,36 @@ export async function writeRecord(
   const record = deps.key ? (sealRecord(unsealed as unknown as Record<string, unknown>, deps.key) as unknown as BackupRecord) : unsealed;
   // The schema every restore reads records with: a record it would refuse fails the backup now, never later.
   parseRecord(JSON.parse(JSON.stringify(record)), record.id);
-  if (incremental) {
-    // Resumed here after a stop longer than the lease's ttl, a collection may have run in between: hold the lease
-    // again (waiting out a collection that runs now), then see every blob the record names before it names them.
-    const lease = await holdBackupLease(deps.store, deps.profile.hostId, ctx.backupId, { signal, log: deps.log });
-    lease.stop();
-    await inPool(files, 8, signal, async (f, _i, poolSignal) => {
-      const head = f.blob ? await deps.store.head(f.blob, { signal: poolSignal }) : null;
-      if (!head || (f.stored !== undefined && head.size !== f.stored)) {
-        throw new CbrError(
-          'CBR_ERR_STORAGE_FAILED',
-          `blob ${f.blob} of ${f.path} is ${head ? `${head.size} bytes, expected ${f.stored}` : 'gone'}: not recorded; run the backup again`,
-        );
-      }
-    });
-  }
+  let lease: { stop(): void } | null = null;
   try {
-    await putRecord(deps.store, record, signal);
-  } catch (err) {
-    if (!(err instanceof CbrError && err.code === 'CBR_ERR_OBJECT_EXISTS')) throw err;
-    // Re-run after a crash right after the put: the record there is this one. Anything else is another backup's.
-    const there = await readRecord(deps.store, record.id, signal).catch(() => null);
-    if (!there || there.sha256 !== record.sha256 || there.object !== record.object || there.created !== record.created) {
-      throw new CbrError('CBR_ERR_BACKUP_EXISTS', `another backup's record is stored under ${record.id}; this one was not recorded`);
+    if (incremental) {
+      // Resumed here after a stop longer than the lease's ttl, a collection may have run in between: hold the lease
+      // again (waiting out a collection that runs now), then see every blob the record names before it names them.
+      // The lease is refreshed until the record is written: the checks of a large backup can outlast its ttl.
+      lease = await holdBackupLease(deps.store, deps.profile.hostId, ctx.backupId, { signal, log: deps.log });
+      await inPool(files, 8, signal, async (f, _i, poolSignal) => {
+        const head = f.blob ? await deps.store.head(f.blob, { signal: poolSignal }) : null;
+        if (!head || (f.stored !== undefined && head.size !== f.stored)) {
+          throw new CbrError(
+            'CBR_ERR_STORAGE_FAILED',
+            `blob ${f.blob} of ${f.path} is ${head ? `${head.size} bytes, expected ${f.stored}` : 'gone'}: not recorded; run the backup again`,
+          );
+        }
+      });
     }
+    try {
+      await putRecord(deps.store, record, signal);
+    } catch (err) {
+      if (!(err instanceof CbrError && err.code === 'CBR_ERR_OBJECT_EXISTS')) throw err;
+      // Re-run after a crash right after the put: the record there is this one. Anything else is another backup's.
+      const there = await readRecord(deps.store, record.id, signal).catch(() => null);
+      if (!there || there.sha256 !== record.sha256 || there.object !== record.object || there.created !== record.created) {
+        throw new CbrError('CBR_ERR_BACKUP_EXISTS', `another backup's record is stored under ${record.id}; this one was not recorded`);
+      }
+    }
+  } finally {
+    // Failed before the record: the lease stays (compensation releases it), only its refreshing stops.
+    lease?.stop();
   }
   // The record references every blob now: garbage collection may run again.
   if (incremental) await releaseBackupLease(deps.store, deps.profile.hostId, ctx.backupId, signal);
