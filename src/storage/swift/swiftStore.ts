@@ -307,7 +307,9 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
         if (res.status === 204) return;
         const page = (await res.json()) as { name: string; bytes: number; last_modified: string }[];
         for (const o of page) yield { key: o.name, size: o.bytes, modified: new Date(`${o.last_modified}Z`).toISOString() } satisfies ObjectInfo;
-        if (page.length < 10000) return;
+        // Only an empty page ends the listing: a proxy whose container_listing_limit is lower than what was asked
+        // answers short pages, and stopping at the first would hide objects (records a collection must see).
+        if (page.length === 0) return;
         marker = page[page.length - 1]!.name;
       }
     },
