@@ -24,6 +24,7 @@ export async function startInstance(profile: Profile, opts: SandboxOptions = {})
   const dir = profile.service.instanceDir;
   const inherited = runningPid(dir);
   if (inherited === null) {
+    opts.signal?.throwIfAborted();
     await spawnInstance(profile, dir, opts);
     await waitForInstance(profile, dir, opts);
     return;
@@ -33,6 +34,8 @@ export async function startInstance(profile: Profile, opts: SandboxOptions = {})
   } catch (err) {
     if (!(err instanceof CbrError && err.code === 'CBR_ERR_SANDBOX_START_FAILED' && /exited/.test(err.message))) throw err;
     while (runningPid(dir) !== null) await sleep(100);
+    // A rollback that stops the node while a cancelled step still waits for it here must not see it come back.
+    opts.signal?.throwIfAborted();
     await spawnInstance(profile, dir, opts);
     await waitForInstance(profile, dir, opts);
   }

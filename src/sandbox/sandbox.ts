@@ -25,6 +25,8 @@ const PORT_BASE = 21000;
 const PORTS_PER_SLOT = 10;
 
 export interface SandboxOptions {
+  /** A cancelled workflow's signal: no new Cassandra process is spawned once it is aborted. */
+  signal?: AbortSignal;
   env?: NodeJS.ProcessEnv;
   version?: string;
   /** cluster_name of a new instance; default: the instance name. */

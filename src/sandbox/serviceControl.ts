@@ -9,9 +9,9 @@ export function createSandboxControl(profile: Profile): ServiceControl {
   if (service.kind !== 'sandbox') throw new CbrError('CBR_ERR_CONFIG', `profile service kind ${service.kind} is not sandbox`);
   return {
     isRunning: async () => runningPid(service.instanceDir) !== null,
-    start: async (_signal, endpoint) => {
+    start: async (signal, endpoint) => {
       try {
-        await startInstance(profile, { requireAuth: false, ...(endpoint ? { cql: endpoint } : {}) });
+        await startInstance(profile, { requireAuth: false, ...(endpoint ? { cql: endpoint } : {}), ...(signal ? { signal } : {}) });
       } catch (err) {
         throw err instanceof CbrError && err.code === 'CBR_ERR_SANDBOX_START_FAILED' ? new CbrError('CBR_ERR_SERVICE_CONTROL_FAILED', err.message) : err;
       }
