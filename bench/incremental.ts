@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, wri
 import { join } from 'node:path';
 import { connectCql } from '../src/cassandra/cql.ts';
 import { classpath, JDK17_MODULE_OPTIONS } from '../src/cassandra/java.ts';
-import { createNodetool } from '../src/cassandra/nodetool.ts';
+import { createNodetool, toolsLogback } from '../src/cassandra/nodetool.ts';
 import { loadCredentials, loadProfile, type Profile } from '../src/cassandra/profile.ts';
 import { cbrCache } from '../src/core/paths.ts';
 import { profilePath, removeSandbox, startSandbox, stopSandbox } from '../src/sandbox/sandbox.ts';
@@ -195,8 +195,8 @@ async function onNodes() {
   const cql = await connectCql({ ...src.cql, credentials: await loadCredentials(src.cql.credentialsFile) });
   await cql.execute("CREATE KEYSPACE bench WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}");
   await cql.execute(loader(src, classes, ['schema']));
-  // Also makes the quiet logback file the nodetool calls above use.
-  await createNodetool(src, env).status();
+  // The quiet logback file the nodetool calls above use.
+  await toolsLogback(env);
 
   const firstLoad = load(src, classes, 0, PARTITIONS, 1);
   const countBefore = (await cql.execute('SELECT count(*) AS n FROM bench.events WHERE pk = 0'))[0]?.['n'];

@@ -35,6 +35,8 @@ export const profileSchema = z
       /** Optional JMX username; the password comes from passwordFile ("user password" per line, nodetool's -pwf format). */
       user: z.string().optional(),
       passwordFile: z.string().optional(),
+      /** Which JMX client cbr uses: `builtin` (default; its own JDK-only client, one light JVM for all calls) or `nodetool` (Cassandra's, a JVM with the node's jars per call: for JMX over SSL). CBR_JMX_CLIENT overrides it. */
+      client: z.enum(['builtin', 'nodetool']).default('builtin'),
     }),
     /** Java and classpath for nodetool (the sandbox: the cached Cassandra jars). */
     java: z.object({ home: z.string(), libDir: z.string() }),

@@ -13,7 +13,7 @@ export const ERRORS = {
   CBR_ERR_SANDBOX_START_FAILED: { exit: 5, retryable: true, summary: 'The Cassandra process exited or did not answer CQL in time.' },
   CBR_ERR_SERVICE_CONTROL_FAILED: { exit: 5, retryable: true, summary: 'Stopping or starting the Cassandra service failed.' },
   CBR_ERR_NODE_NOT_RUNNING: { exit: 5, retryable: true, summary: 'The Cassandra node is not running or does not answer.' },
-  CBR_ERR_NODETOOL_FAILED: { exit: 6, retryable: true, summary: 'A nodetool command exited with an error.' },
+  CBR_ERR_NODETOOL_FAILED: { exit: 6, retryable: true, summary: 'A JMX operation on the node failed (through the JMX client or nodetool).' },
   CBR_ERR_SNAPSHOT_FAILED: { exit: 6, retryable: true, summary: 'Taking, listing or clearing a snapshot failed.' },
   CBR_ERR_BACKUP_UNRESTORABLE: {
     exit: 6,

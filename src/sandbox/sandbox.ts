@@ -139,7 +139,7 @@ export async function createSandbox(name: string, opts: SandboxOptions = {}): Pr
     hostId: name,
     cassandraVersion: dist.version,
     cql: { host: address, port: ports.cql, localDc: 'datacenter1', credentialsFile },
-    jmx: { host: '127.0.0.1', port: ports.jmx },
+    jmx: { host: '127.0.0.1', port: ports.jmx, client: 'builtin' },
     java: { home: javaHome, libDir: dist.libDir },
     dataDirs,
     commitlogDir: paths.commitlog,

@@ -6,7 +6,7 @@ import type { BackupDeps } from '../nodeDeps.ts';
 import { assertIdFree } from './assertIdFree.ts';
 
 /**
- * The node must be running and answer both JMX (nodetool) and CQL before a snapshot is taken, the backup id
+ * The node must be running, Up/Normal in its own status, and answer both JMX and CQL before a snapshot is taken, the backup id
  * must be free in storage and on the node, and the settings the node's data depends on travel with the backup.
  */
 export async function verifyNode(deps: BackupDeps, input: StepInput, signal: AbortSignal): Promise<NodeFacts> {
@@ -15,7 +15,9 @@ export async function verifyNode(deps: BackupDeps, input: StepInput, signal: Abo
     if (signal.aborted) throw err;
     throw new CbrError('CBR_ERR_NODE_NOT_RUNNING', `JMX does not answer on ${deps.profile.name}: ${err.message}`);
   });
-  if (!/^UN\s/m.test(status)) throw new CbrError('CBR_ERR_NODE_NOT_RUNNING', `node ${deps.profile.name} is not Up/Normal`);
+  if (!status.live || status.state !== 'Normal') {
+    throw new CbrError('CBR_ERR_NODE_NOT_RUNNING', `node ${deps.profile.name} is not Up/Normal (${status.live ? 'Up' : 'Down'}/${status.state})`);
+  }
   checkRecordIdentity({ name: input.ctx.name, description: input.ctx.description, sourceInstance: deps.profile.name, hostId: deps.profile.hostId });
   await assertIdFree(deps, input, signal);
   const cql = await deps.cql();

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
+import { type AddressInfo, createServer } from 'node:net';
 import { basename, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type CqlSession, connectCql } from '../../../src/cassandra/cql.ts';
@@ -30,9 +31,16 @@ describe('Cassandra adapter on a real 5.0 node', () => {
     await cql?.close();
   });
 
-  it('reports the node up through nodetool status', async () => {
-    const out = await createNodetool(profile).status();
-    assert.match(out, /^UN\s+127\.0\.0\.1/m);
+  it("reports the node Up/Normal, the same through cbr's JMX client and through nodetool", async () => {
+    const builtin = createNodetool(profile);
+    const status = await builtin.status();
+    builtin.close();
+    assert.equal(status.live, true);
+    assert.equal(status.state, 'Normal');
+    assert.equal(status.mode, 'NORMAL');
+    assert.match(status.hostId, /^[0-9a-f-]{36}$/);
+    const viaNodetool = await createNodetool({ ...profile, jmx: { ...profile.jmx, client: 'nodetool' } }).status();
+    assert.deepEqual(viaNodetool, { ...status, mode: '' });
   });
 
   it('takes a snapshot, finds every file with the live bytes, and clears it', async () => {
@@ -93,4 +101,31 @@ describe('Cassandra adapter on a real 5.0 node', () => {
     });
     await nodetool.clearSnapshot(tag);
   });
+
+  it('JMX down is the coded error of each operation, through the JMX client and through nodetool', async () => {
+    const port = await closedPort();
+    for (const client of ['builtin', 'nodetool'] as const) {
+      const down = createNodetool({ ...profile, jmx: { ...profile.jmx, port, client } });
+      try {
+        await assert.rejects(down.status(), (err: { code: string; message: string }) => {
+          assert.equal(err.code, 'CBR_ERR_NODETOOL_FAILED', client);
+          assert.match(err.message, /Connection refused/, client);
+          return true;
+        });
+        await assert.rejects(down.snapshot(tag), { code: 'CBR_ERR_SNAPSHOT_FAILED' });
+        await assert.rejects(down.listSnapshots(), { code: 'CBR_ERR_SNAPSHOT_FAILED' });
+      } finally {
+        down.close();
+      }
+    }
+  });
 });
+
+/** A local port nothing listens on: one the kernel just handed out and got back. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}

@@ -81,8 +81,12 @@ describe('verifyNode', () => {
     await rejectsCoded(verifyNode(jmx.deps, jmx.input, liveSignal()), 'CBR_ERR_NODE_NOT_RUNNING', /JMX does not answer/);
 
     const joining = await source();
-    joining.deps.nodetool = { ...joining.node.nodetool, status: async () => 'UJ  127.0.0.1  1 MiB  4  ?  id  rack1\n' };
-    await rejectsCoded(verifyNode(joining.deps, joining.input, liveSignal()), 'CBR_ERR_NODE_NOT_RUNNING', /not Up\/Normal/);
+    joining.deps.nodetool = { ...joining.node.nodetool, status: async () => ({ hostId: 'h1', live: true, state: 'Joining', mode: 'JOINING' }) };
+    await rejectsCoded(verifyNode(joining.deps, joining.input, liveSignal()), 'CBR_ERR_NODE_NOT_RUNNING', /not Up\/Normal \(Up\/Joining\)/);
+
+    const down = await source();
+    down.deps.nodetool = { ...down.node.nodetool, status: async () => ({ hostId: 'h1', live: false, state: 'Normal', mode: 'NORMAL' }) };
+    await rejectsCoded(verifyNode(down.deps, down.input, liveSignal()), 'CBR_ERR_NODE_NOT_RUNNING', /not Up\/Normal \(Down\/Normal\)/);
   });
 
   it('a backup id taken in storage or by a snapshot tag on the node is CBR_ERR_BACKUP_EXISTS', async () => {
