@@ -6,6 +6,7 @@ import { loadCredentials, loadProfile } from '../cassandra/profile.ts';
 import { createSystemdControl } from '../cassandra/service.ts';
 import { CbrError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
+import { cbrHome } from '../core/paths.ts';
 import type { BackupInput } from '../machines/backup.machine.ts';
 import type { Progress } from '../machines/common.ts';
 import type { RestoreInput } from '../machines/restore.machine.ts';
@@ -48,7 +49,12 @@ async function nodeDeps(input: BackupInput | RestoreInput, opts: DepsOptions) {
 export async function buildBackupDeps(input: BackupInput, opts: DepsOptions): Promise<BackupDeps> {
   const common = await nodeDeps(input, opts);
   const { cql } = common.profile;
-  return { ...common, cql: async () => connectCql({ ...cql, credentials: await loadCredentials(cql.credentialsFile) }) };
+  return {
+    ...common,
+    cql: async () => connectCql({ ...cql, credentials: await loadCredentials(cql.credentialsFile) }),
+    // CBR_REHASH=1: read and hash every snapshot file again, whatever the cache remembers (and rewrite the cache).
+    hashCache: { home: cbrHome(opts.env), trust: !/^(1|true|yes)$/i.test(opts.env['CBR_REHASH'] ?? '') },
+  };
 }
 
 export async function buildRestoreDeps(input: RestoreInput, opts: DepsOptions): Promise<RestoreDeps> {

@@ -28,4 +28,9 @@ export interface NodeDeps {
 export interface BackupDeps extends NodeDeps {
   /** A CQL session as the profile's user. */
   cql: () => Promise<CqlSession>;
+  /**
+   * Where the host's cache of snapshot file hashes for incremental backups lives (catalog/hashCache.ts), and
+   * whether its entries are trusted (CBR_REHASH=1: not). Absent: every file is read and hashed, nothing cached.
+   */
+  hashCache?: { home: string; trust: boolean };
 }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { PassThrough, type Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -9,6 +10,7 @@ import { compressor } from '../../archive/format.ts';
 import { Throttle } from '../../archive/throttle.ts';
 import { listSnapshotFiles, type SnapshotFile } from '../../cassandra/layout.ts';
 import { blobBinding, blobKey, blobName, blobPrefix, dedupKey, fileNameOf, tableIdOf } from '../../catalog/blobs.ts';
+import { type FileIdentity, HashCache, livePathOf } from '../../catalog/hashCache.ts';
 import { holdBackupLease } from '../../catalog/leases.ts';
 import { filesDigest } from '../../catalog/record.ts';
 import { CbrError } from '../../core/errors.ts';
@@ -82,12 +84,47 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
     return stored;
   };
 
-  const storeOne = async (f: SnapshotFile, sig: AbortSignal): Promise<ManifestFile & { found: boolean }> => {
-    if (deps.fileDelayMs) await sleep(deps.fileDelayMs, undefined, { signal: sig });
+  // SHA-256s of unchanged SSTables remembered from earlier backups (src/catalog/hashCache.ts): a hit skips reading
+  // the file. A blob that the store already has is still trusted by its name and size alone, as without the cache.
+  const cache = deps.hashCache ? await HashCache.open(deps.hashCache.home, hostId, { trust: deps.hashCache.trust }) : null;
+  const hashOf = async (f: SnapshotFile, sig: AbortSignal): Promise<{ sha256: string; id: FileIdentity | null; cached: boolean }> => {
+    let id: FileIdentity | null = null;
+    if (cache) {
+      const st = await stat(f.path, { bigint: true }).catch((err: unknown) => {
+        throw readError(Object.assign(err as Error, { syscall: 'open' }), f);
+      });
+      id = { dev: st.dev, ino: st.ino, size: st.size, mtimeNs: st.mtimeNs };
+      const known = Number(st.size) === f.size ? cache.get(id) : undefined;
+      if (known) {
+        progress.bytes += f.size;
+        report();
+        return { sha256: known, id, cached: true };
+      }
+    }
     const sha256 = await hashFile(f, sig, (n) => {
       progress.bytes += n;
       report();
     });
+    if (cache && id) cache.set(id, sha256, livePathOf(f.path, ctx.backupId));
+    return { sha256, id, cached: false };
+  };
+
+  const storeOne = async (f: SnapshotFile, sig: AbortSignal): Promise<ManifestFile & { found: boolean }> => {
+    if (deps.fileDelayMs) await sleep(deps.fileDelayMs, undefined, { signal: sig });
+    const hashed = await hashOf(f, sig);
+    try {
+      return await storeHashed(f, hashed.sha256, sig);
+    } catch (err) {
+      // The upload hashes the bytes it sends: a remembered hash they do not match is forgotten, the file read again.
+      if (!(hashed.cached && hashed.id && err instanceof CbrError && err.code === 'CBR_ERR_SNAPSHOT_FAILED')) throw err;
+      deps.log.warn('a remembered file hash was wrong; hashing the file again', { path: f.archivePath });
+      cache!.drop(hashed.id);
+      const again = await hashOf(f, sig);
+      return storeHashed(f, again.sha256, sig);
+    }
+  };
+
+  const storeHashed = async (f: SnapshotFile, sha256: string, sig: AbortSignal): Promise<ManifestFile & { found: boolean }> => {
     const name = blobName(
       { hostId, tableId: tableIdOf(f.archivePath), fileName: fileNameOf(f.archivePath), size: f.size, sha256, compression: ctx.compression },
       dedup,
@@ -127,6 +164,11 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
       restored++;
     });
     if (restored > 0) deps.log.warn('blobs vanished while the backup ran and were stored again', { count: restored });
+    if (cache) {
+      // Only once every file is stored: a cache never remembers hashes a failed run did not finish with.
+      await cache.save().catch((err: unknown) => deps.log.warn('cannot save the file hash cache', { error: (err as Error).message }));
+      deps.log.info('file hash cache', { ...cache.stats });
+    }
     report(true);
     const manifest: ManifestFile[] = stored.map(({ found: _, ...e }) => e);
     const fresh = manifest.filter((e) => !e.shared);

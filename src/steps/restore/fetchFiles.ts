@@ -17,12 +17,15 @@ import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
 
 export const JOURNAL = '.cbr-fetched';
 const DEFAULT_CONCURRENCY = 4;
+/** Files are synced and journaled in batches of this many bytes or files, whichever comes first. */
+const BATCH_BYTES = 64 << 20;
+const BATCH_FILES = 64;
 
 /**
  * The restore's unpack step for an incremental backup: every file of the record is fetched from its blob,
  * decrypted, decompressed and written beside its place as `<file>.cbr-part` while it is hashed; only a file of
  * the recorded size and SHA-256 is renamed into place and written to the staging directory's journal
- * (`.cbr-fetched`, one `<sha256> <path>` line per file, fsynced). Re-run after a kill, files the journal lists
+ * (`.cbr-fetched`, one `<sha256> <path>` line per file, appended in batches once the batch's files are synced). Re-run after a kill, files the journal lists
  * (at their recorded size) are not fetched again. The swap removes the journal.
  */
 export async function fetchFiles(deps: RestoreDeps, { ctx, plan }: RestoreStepInput, rec: BackupRecord, signal: AbortSignal) {
@@ -70,7 +73,7 @@ export async function fetchFiles(deps: RestoreDeps, { ctx, plan }: RestoreStepIn
           progress.storedBytes += stored;
           report();
         });
-        await journal.add(f);
+        journal.add(f, target);
         fetched++;
       } else {
         progress.bytes += f.size;
@@ -78,10 +81,13 @@ export async function fetchFiles(deps: RestoreDeps, { ctx, plan }: RestoreStepIn
       progress.files++;
       report();
     });
+    await Promise.all(journals.map((j) => j.finish()));
     report(true);
     deps.log.info('files fetched', { fetched, alreadyThere: rec.files.length - fetched });
     return { files: rec.files.length, bytes: progress.bytes };
   } finally {
+    // A failed or aborted run still journals the files it finished (a kill leaves at most the last batch out).
+    await Promise.all(journals.map((j) => j.finish().catch(() => {})));
     await Promise.all(journals.map((j) => j.close()));
   }
 }
@@ -132,13 +138,7 @@ async function fetchOne(
     await rm(part, { force: true });
     throw classify(err, f);
   }
-  // On disk before the journal says so: after a power cut, a file the journal lists is whole, not a hole of zeros.
-  const written = await open(part, 'r');
-  try {
-    await written.datasync();
-  } finally {
-    await written.close();
-  }
+  // Synced by the journal, in batches, before it lists the file (Journal.add).
   // Inside the caller's 0700 staging directory nobody else can swap the path between create and chown.
   await lchown(part, owner.uid, owner.gid);
   await rename(part, target);
@@ -186,13 +186,16 @@ function classify(err: unknown, f: RecordFile): unknown {
 }
 
 /**
- * The staging directory's record of files fetched and verified: append-only `<sha256> <path>` lines, each synced
- * before the next file counts as done, so after a kill it never lists a file that is not whole.
+ * The staging directory's record of files fetched and verified: append-only `<sha256> <path>` lines, written only
+ * after the files they name are synced, so after a kill or a power cut it never lists a file that is not whole.
  */
 class Journal {
   readonly #done: Set<string>;
   readonly #file: FileHandle;
   #tail: Promise<void> = Promise.resolve();
+  #pending: { line: string; target: string }[] = [];
+  #pendingBytes = 0;
+  #failed: Error | undefined;
 
   private constructor(done: Set<string>, file: FileHandle) {
     this.#done = done;
@@ -222,18 +225,55 @@ class Journal {
     return st?.isFile() === true && st.size === f.size;
   }
 
-  add(f: RecordFile): Promise<void> {
-    const line = `${f.sha256} ${f.path}`;
+  /**
+   * Lists a file once its bytes are on disk: files are taken in batches (BATCH_BYTES or BATCH_FILES, whichever
+   * comes first), each batch's files are synced, then their lines are appended and the journal synced, while the
+   * next files are fetched. A failed sync fails the next add, or close.
+   */
+  add(f: RecordFile, target: string): void {
+    if (this.#failed) throw this.#failed;
+    this.#pending.push({ line: `${f.sha256} ${f.path}`, target });
+    this.#pendingBytes += f.size;
+    if (this.#pendingBytes >= BATCH_BYTES || this.#pending.length >= BATCH_FILES) this.#flush();
+  }
+
+  #flush(): void {
+    const batch = this.#pending;
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    if (batch.length === 0) return;
     this.#tail = this.#tail.then(async () => {
-      await this.#file.appendFile(`${line}\n`);
-      await this.#file.datasync();
-      this.#done.add(line);
+      if (this.#failed) return;
+      try {
+        // On disk before the journal says so: after a power cut, a file the journal lists is whole, not a hole of zeros.
+        await Promise.all(batch.map(({ target }) => syncFile(target)));
+        await this.#file.appendFile(batch.map(({ line }) => `${line}\n`).join(''));
+        await this.#file.datasync();
+        for (const { line } of batch) this.#done.add(line);
+      } catch (err) {
+        this.#failed = err as Error;
+      }
     });
-    return this.#tail;
+  }
+
+  /** Journals what is pending; throws what a sync failed with. */
+  async finish(): Promise<void> {
+    this.#flush();
+    await this.#tail;
+    if (this.#failed) throw this.#failed;
   }
 
   async close(): Promise<void> {
     await this.#tail.catch(() => {});
     await this.#file.close();
+  }
+}
+
+async function syncFile(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.datasync();
+  } finally {
+    await fh.close();
   }
 }
