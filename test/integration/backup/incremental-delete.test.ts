@@ -6,16 +6,14 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CqlSession } from '../../../src/cassandra/cql.ts';
 import { loadProfile, type Profile } from '../../../src/cassandra/profile.ts';
-import { BLOBS_PREFIX } from '../../../src/catalog/blobs.ts';
 import { type BackupRecord, readRecord } from '../../../src/catalog/catalog.ts';
 import { leaseKey, leasePrefix } from '../../../src/catalog/leases.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
-import { openStore } from '../../../src/storage/open.ts';
 import type { ObjectStore } from '../../../src/storage/port.ts';
+import { backupTargets, blobSizes } from '../../helpers/backupTargets.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { cqlFor, dumpKeyspaces } from '../../helpers/data.ts';
-import { REPO, scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
-import { SWIFT_AUTH_URL, swiftEnv, swiftUp } from '../../helpers/swift.ts';
+import { REPO, sharedNode, testEnv } from '../../helpers/env.ts';
 
 /**
  * Deleting incremental backups on a real node, on local storage and on the Swift all-in-one: deleting a backup in
@@ -24,36 +22,7 @@ import { SWIFT_AUTH_URL, swiftEnv, swiftUp } from '../../helpers/swift.ts';
  * the running backup completes and restores, and a later delete collects what was left.
  */
 
-interface Target {
-  name: string;
-  setUp(): { env: NodeJS.ProcessEnv; store: ObjectStore };
-}
-
-const targets: Target[] = [
-  {
-    name: 'local storage',
-    setUp() {
-      const root = scratchDir('inc-delete-storage');
-      const env = { ...testEnv, CBR_STORAGE_ROOT: root, CBR_STATE_DB: join(scratchDir('inc-delete-state'), 'state.db') };
-      return { env, store: openStore({ driver: 'local', root, container: 'database_backups' }) };
-    },
-  },
-  {
-    name: 'Swift all-in-one',
-    setUp() {
-      const creds = swiftUp();
-      const container = `cbr-inc-delete-${process.pid}`;
-      const env = swiftEnv({ ...testEnv, CBR_STATE_DB: join(scratchDir('inc-delete-swift-state'), 'state.db') }, creds, container);
-      return { env, store: openStore({ driver: 'swift', authUrl: SWIFT_AUTH_URL, authVersion: 1, credentialsFile: creds, container }) };
-    },
-  },
-];
-
-async function blobSizes(store: ObjectStore): Promise<Map<string, number>> {
-  const out = new Map<string, number>();
-  for await (const o of store.list(BLOBS_PREFIX)) out.set(o.key, o.size);
-  return out;
-}
+const targets = backupTargets('inc-delete');
 
 const blobsOf = (...records: BackupRecord[]) => new Set(records.flatMap((r) => r.files.map((f) => f.blob!)));
 
