@@ -127,14 +127,13 @@ export interface PruneOptions {
 export async function prune(store: ObjectStore, policy: RetentionPolicy, opts: PruneOptions = {}): Promise<PruneResult> {
   const { signal, log = silentLogger, dryRun = false } = opts;
   const so = signal ? { signal } : {};
-  const plan = await planPrune(store, policy, {
-    ...(opts.groupBy ? { groupBy: opts.groupBy } : {}),
-    ...(opts.instance !== undefined ? { instance: opts.instance } : {}),
-    ...so,
-  });
-  if (dryRun) return { ...plan, dryRun, resumed: [], gc: [], freedBytesDone: 0 };
 
-  // 1. Earlier prunes killed midway: finish their removals first.
+  const planOpts = { ...(opts.groupBy ? { groupBy: opts.groupBy } : {}), ...(opts.instance !== undefined ? { instance: opts.instance } : {}), ...so };
+  if (dryRun) {
+    const plan = await planPrune(store, policy, planOpts);
+    return { ...plan, dryRun, resumed: [], gc: [], freedBytesDone: 0 };
+  }
+  // 1. Earlier prunes killed midway: finish their removals first (so the plan below sees the store they meant).
   const journals = await readJournals(store, log, signal);
   const resumed: string[] = [];
   let freedBytesDone = 0;
@@ -144,6 +143,8 @@ export async function prune(store: ObjectStore, policy: RetentionPolicy, opts: P
     }
     if (j.backups.length > 0) await writeJournal(store, { ...j, backups: [] }, signal);
   }
+
+  const plan = await planPrune(store, policy, planOpts);
 
   // 2. This prune's journal, then its removals, record first.
   const records = new Map((await listRecords(store, signal)).map((r) => [r.id, r]));
