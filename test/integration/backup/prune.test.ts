@@ -4,15 +4,18 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Agent } from '../../../src/bus/agent.ts';
 import type { CqlSession } from '../../../src/cassandra/cql.ts';
 import { loadProfile, type Profile } from '../../../src/cassandra/profile.ts';
 import { BLOBS_PREFIX } from '../../../src/catalog/blobs.ts';
 import { type BackupRecord, listRecords, readRecord, recordKey } from '../../../src/catalog/catalog.ts';
 import { leaseKey } from '../../../src/catalog/leases.ts';
 import { PRUNE_PREFIX } from '../../../src/catalog/prune.ts';
+import { silentLogger } from '../../../src/core/log.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
 import { openStore } from '../../../src/storage/open.ts';
 import type { ObjectStore } from '../../../src/storage/port.ts';
+import { BUS_URL, removeBusTopology } from '../../helpers/bus.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { cqlFor, dumpKeyspaces } from '../../helpers/data.ts';
 import { REPO, scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
@@ -300,3 +303,73 @@ for (const [n, target] of targets.entries()) {
     });
   });
 }
+
+describe('backup.prune over the bus (real RabbitMQ, a real node, local storage)', () => {
+  const prefix = `prune${process.pid}.`;
+  let agent: Agent;
+  let env: NodeJS.ProcessEnv;
+  let store: ObjectStore;
+  let hostId: string;
+
+  before(async () => {
+    const root = scratchDir('prune-bus-storage');
+    const storage = { driver: 'local' as const, root, container: 'database_backups' };
+    env = { ...testEnv, CBR_STORAGE_ROOT: root, CBR_STATE_DB: join(scratchDir('prune-bus-state'), 'state.db') };
+    store = openStore(storage);
+    const source = await sharedNode('source');
+    hostId = source.hostId;
+    agent = new Agent({
+      url: BUS_URL,
+      hostId,
+      profilePath: profilePath('source', testEnv),
+      storage,
+      stateDb: join(scratchDir('prune-bus-agent'), 'state.db'),
+      env: testEnv,
+      log: silentLogger,
+      prefix,
+    });
+    await agent.start();
+    await agent.waitForConnect();
+  });
+
+  after(async () => {
+    await agent?.stop().catch(() => {});
+    await removeBusTopology(prefix, [hostId]);
+  });
+
+  it('the agent prunes its storage: a dry run first, then the run, each answered by a result event', async () => {
+    const made: string[] = [];
+    for (const name of ['bus-1', 'bus-2', 'bus-3']) {
+      const res = await cbr(['backup-create', name, '--config', profilePath('source', testEnv), '--incremental', '--json'], env);
+      assert.equal(res.code, 0, res.err);
+      made.push(String(res.json()['id']));
+    }
+    const bus = ['--bus', BUS_URL, '--host', hostId, '--prefix', prefix, '--json'];
+    const dry = await cbr(['backup-prune', '--keep-last', '1', '--dry-run', ...bus], env);
+    assert.equal(dry.code, 0, dry.err);
+    const plan = dry.json() as unknown as { dryRun: boolean; remove: { id: string }[]; keep: { id: string; reasons: string[] }[] };
+    assert.equal(plan.dryRun, true);
+    assert.deepEqual(
+      plan.remove.map((b) => b.id),
+      [made[1], made[0]],
+    );
+    assert.deepEqual(
+      plan.keep.map((b) => [b.id, b.reasons]),
+      [[made[2], ['last']]],
+    );
+    assert.equal((await listRecords(store)).length, 3, 'a dry run over the bus deletes nothing');
+
+    const run = await cbr(['backup-prune', '--keep-last', '1', ...bus], env);
+    assert.equal(run.code, 0, run.err);
+    const done = run.json() as unknown as { dryRun: boolean; gc: { skipped: string | null }[] };
+    assert.equal(done.dryRun, false);
+    assert.deepEqual(
+      done.gc.map((g) => g.skipped),
+      [null],
+    );
+    await assertConsistent(store, [made[2]!]);
+
+    const refused = await cbr(['backup-prune', ...bus], env);
+    assert.equal(refused.json().error?.code, 'CBR_ERR_PRUNE_POLICY_INVALID', 'refused before anything is sent');
+  });
+});
