@@ -2,6 +2,8 @@ import { randomUUID } from 'node:crypto';
 import amqplib, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type RecoveringChannelModel } from 'amqplib';
 import type { InspectionEvent, Observer } from 'xstate';
 import { deleteBackup } from '../catalog/catalog.ts';
+import { prune } from '../catalog/prune.ts';
+import { parsePolicy } from '../catalog/retention.ts';
 import { CbrError, toErrorInfo } from '../core/errors.ts';
 import { ID_RE } from '../core/ids.ts';
 import type { Logger } from '../core/log.ts';
@@ -284,6 +286,26 @@ export class Agent {
         if (!record && removed === 0) throw new CbrError('CBR_ERR_BACKUP_NOT_FOUND', `no backup ${c.payload.backupId}`);
         const freed = { incremental: gc !== null, freedBytes: gc?.freedBytes ?? 0, deletedBlobs: gc?.deleted ?? 0, gcSkipped: gc?.skipped ?? null };
         this.#publishDone(c, { backupId: c.payload.backupId, deleted: true, ...freed });
+        return;
+      }
+      case 'backup.prune': {
+        const p = c.payload;
+        const policy = parsePolicy({
+          last: p.keepLast?.toString(),
+          hourly: p.keepHourly?.toString(),
+          daily: p.keepDaily?.toString(),
+          weekly: p.keepWeekly?.toString(),
+          monthly: p.keepMonthly?.toString(),
+          yearly: p.keepYearly?.toString(),
+          within: p.keepWithin,
+        });
+        const result = await prune(openStore(this.#o.storage), policy, {
+          groupBy: p.groupBy ?? 'host',
+          dryRun: p.dryRun ?? false,
+          ...(p.instance ? { instance: p.instance } : {}),
+          log: this.#o.log,
+        });
+        this.#publishDone(c, { ...result });
         return;
       }
       case 'workflow.cancel': {

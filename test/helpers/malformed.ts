@@ -67,6 +67,11 @@ export function malformedCommands(host: string): { label: string; body: Buffer; 
     ['restore.create superuser injection', p('restore.create', { backupId: 'b1', instanceName: 'x', superuser: "x' OR '1'='1" })],
     ['restore.create cluster name too long', p('restore.create', { backupId: 'b1', instanceName: 'x', clusterName: 'c'.repeat(257) })],
     ['workflow.cancel without workflowId', p('workflow.cancel', {})],
+    ['backup.prune with no keep rule', p('backup.prune', { dryRun: true })],
+    ['backup.prune keepDaily 0', p('backup.prune', { keepDaily: 0 })],
+    ['backup.prune keepLast not whole', p('backup.prune', { keepLast: 1.5 })],
+    ['backup.prune keepWithin malformed', p('backup.prune', { keepWithin: '7 days' })],
+    ['backup.prune unknown groupBy', p('backup.prune', { keepLast: 1, groupBy: 'cluster' })],
   ];
   return list.map(([label, body]) => ({ label, body, code: invalid }));
 }

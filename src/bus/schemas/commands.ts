@@ -9,7 +9,7 @@ import { CLUSTER, count, ENV, firstIssue, flag, HOST, ID, invalid, NAME, oneOf, 
  * the field it is about. Signatures: src/bus/signing.ts.
  */
 
-export const COMMAND_TYPES = ['backup.create', 'backup.delete', 'restore.create', 'workflow.cancel'] as const;
+export const COMMAND_TYPES = ['backup.create', 'backup.delete', 'restore.create', 'workflow.cancel', 'backup.prune'] as const;
 export type CommandType = (typeof COMMAND_TYPES)[number];
 export const MAX_COMMAND_BYTES = 64 * 1024;
 
@@ -73,6 +73,30 @@ export const backupCreatePayload = payload('backup.create', (at) => ({
 
 export const backupDeletePayload = payload('backup.delete', (at) => ({ backupId: text(at('backupId'), { re: ID }) }));
 
+/** A retention policy (restic's --keep-* options, see src/catalog/retention.ts): at least one keep rule. */
+export const backupPrunePayload = payload('backup.prune', (at) => {
+  const keep = (k: string) =>
+    count(at(k), 1, 999_999)
+      .int({ error: `backup.prune: payload.${k} must be a whole number from 1 to 999999` })
+      .optional();
+  return {
+    keepLast: keep('keepLast'),
+    keepHourly: keep('keepHourly'),
+    keepDaily: keep('keepDaily'),
+    keepWeekly: keep('keepWeekly'),
+    keepMonthly: keep('keepMonthly'),
+    keepYearly: keep('keepYearly'),
+    keepWithin: text(at('keepWithin'), { re: /^(?:\d{1,4}y)?(?:\d{1,5}m)?(?:\d{1,6}d)?(?:\d{1,7}h)?$/, max: 32 }).optional(),
+    groupBy: oneOf(at('groupBy'), ['host', 'instance']).optional(),
+    instance: text(at('instance'), { re: NAME }).optional(),
+    dryRun: flag(at('dryRun')).optional(),
+  };
+}).superRefine((p, ctx) => {
+  const rules = [p.keepLast, p.keepHourly, p.keepDaily, p.keepWeekly, p.keepMonthly, p.keepYearly, p.keepWithin];
+  if (rules.every((r) => r === undefined))
+    ctx.addIssue({ code: 'custom', message: 'backup.prune: give at least one keep rule (a policy that keeps nothing is refused)' });
+});
+
 export const restoreCreatePayload = payload('restore.create', (at) => ({
   backupId: text(at('backupId'), { re: ID }),
   instanceName: text(at('instanceName'), { re: NAME }),
@@ -95,6 +119,7 @@ export const commandSchema = z.discriminatedUnion('type', [
   command('backup.delete', backupDeletePayload),
   command('restore.create', restoreCreatePayload),
   command('workflow.cancel', workflowCancelPayload),
+  command('backup.prune', backupPrunePayload),
 ]);
 
 export type Command = z.infer<typeof commandSchema>;
@@ -102,6 +127,7 @@ export type BackupCreatePayload = z.infer<typeof backupCreatePayload>;
 export type BackupDeletePayload = z.infer<typeof backupDeletePayload>;
 export type RestoreCreatePayload = z.infer<typeof restoreCreatePayload>;
 export type WorkflowCancelPayload = z.infer<typeof workflowCancelPayload>;
+export type BackupPrunePayload = z.infer<typeof backupPrunePayload>;
 
 /**
  * Parses and validates a raw message body; throws CBR_ERR_COMMAND_INVALID or CBR_ERR_COMMAND_UNAUTHORIZED. With a

@@ -23,6 +23,7 @@ describe('bus command validation', () => {
       'backup.delete': { backupId: 'b-1' },
       'restore.create': { backupId: 'b-1', instanceName: 'bravo', clusterName: 'Bravo', force: true, superuser: 'admin' },
       'workflow.cancel': { workflowId: 'w-1' },
+      'backup.prune': { keepDaily: 7, keepWithin: '1y6m', groupBy: 'instance', instance: 'alpha', dryRun: true },
     };
     for (const [type, payload] of Object.entries(payloads)) {
       const cmd = parseCommand(Buffer.from(JSON.stringify(validCommand(host, { type, payload }))), { hostId: host });
