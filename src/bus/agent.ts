@@ -4,6 +4,7 @@ import type { InspectionEvent, Observer } from 'xstate';
 import { deleteBackup } from '../catalog/catalog.ts';
 import { prune } from '../catalog/prune.ts';
 import { parsePolicy } from '../catalog/retention.ts';
+import { verdictCode, verdictMessage } from '../catalog/verify.ts';
 import { CbrError, toErrorInfo } from '../core/errors.ts';
 import { ID_RE } from '../core/ids.ts';
 import type { Logger } from '../core/log.ts';
@@ -13,6 +14,7 @@ import { openStore } from '../storage/open.ts';
 import type { StorageConfig } from '../storage/port.ts';
 import { backupInput } from '../workflows/backupRequest.ts';
 import { restoreInput } from '../workflows/restoreRequest.ts';
+import { runVerify } from '../workflows/verifyRequest.ts';
 import { type Command, parseCommand } from './schemas/commands.ts';
 import type { BusEvent } from './schemas/events.ts';
 import { STATUS_REPLY_TYPE, type StatusQuery, statusReplyTo, type WorkflowStatus } from './schemas/status.ts';
@@ -68,6 +70,8 @@ export class Agent {
   readonly #status: StatusBook;
   /** Signed commands being handled now, by id: a redelivery of one waits for it instead of running it twice. */
   readonly #handling = new Map<string, Promise<void>>();
+  /** Verifies running now, by command id (they start no workflow: a restart of the agent forgets them). */
+  readonly #verifies = new Map<string, AbortController>();
 
   constructor(opts: AgentOptions) {
     this.#o = opts;
@@ -154,6 +158,7 @@ export class Agent {
   /** Graceful stop: take no more commands, stop the actors (their state stays persisted), flush events, close. */
   async stop(): Promise<void> {
     this.#stopping = true;
+    for (const v of this.#verifies.values()) v.abort();
     if (this.#consumeCh && this.#consumerTag) await this.#consumeCh.cancel(this.#consumerTag).catch(() => {});
     this.#runtime.stopAll();
     const deadline = Date.now() + 5000;
@@ -308,12 +313,59 @@ export class Agent {
         this.#publishDone(c, { ...result });
         return;
       }
+      case 'backup.verify': {
+        if (this.#verifies.has(c.id)) return;
+        // Runs after the command is acked: a deep verify can outlast the broker's delivery-ack timeout.
+        const abort = new AbortController();
+        this.#verifies.set(c.id, abort);
+        this.#watch(this.#verify(c, abort.signal).finally(() => this.#verifies.delete(c.id)));
+        return;
+      }
       case 'workflow.cancel': {
+        const verify = this.#verifies.get(c.payload.workflowId);
+        if (verify) {
+          verify.abort();
+          this.#publishDone(c, { workflowId: c.payload.workflowId, cancelled: true });
+          return;
+        }
         const cancelled = this.#runtime.cancel(c.payload.workflowId, `cancelled by command ${c.id}`);
         if (!cancelled) throw new CbrError('CBR_ERR_WORKFLOW_NOT_FOUND', `no running workflow ${c.payload.workflowId} on ${this.#o.hostId}`);
         this.#publishDone(c, { workflowId: c.payload.workflowId, cancelled: true });
         return;
       }
+    }
+  }
+
+  /**
+   * A `backup.verify`: progress events about once a second, then a result event carrying the report: `completed`
+   * when the backup is whole, `failed` with CBR_ERR_VERIFY_MISSING or CBR_ERR_VERIFY_CORRUPT (and the report) when
+   * not, `failed` with the coded error when it could not run (no such backup, wrong key, storage down).
+   */
+  async #verify(c: Extract<Command, { type: 'backup.verify' }>, signal: AbortSignal): Promise<void> {
+    const host = this.#o.hostId;
+    let last = 0;
+    try {
+      const result = await runVerify(openStore(this.#o.storage), c.payload, {
+        env: this.#o.env,
+        signal,
+        onProgress: (progress) => {
+          const t = Date.now();
+          if (t - last < 1000 && progress.bytes < progress.totalBytes) return;
+          last = t;
+          this.#publish({ type: 'progress', host, workflowId: c.id, kind: c.type, at: now(), step: 'verifying', progress });
+        },
+      });
+      const code = verdictCode(result);
+      const report = { backupId: c.payload.backupId, ...result };
+      if (!code) this.#publishDone(c, report);
+      else {
+        const error = { code, message: verdictMessage(result), retryable: false };
+        this.#publish({ type: 'result', host, workflowId: c.id, kind: c.type, at: now(), state: 'failed', status: 'done', error, result: report });
+      }
+    } catch (err) {
+      const error = toErrorInfo(err);
+      this.#o.log.warn('backup verify failed', { commandId: c.id, code: error.code });
+      this.#publish({ type: 'result', host, workflowId: c.id, kind: c.type, at: now(), state: 'failed', status: 'done', error });
     }
   }
 

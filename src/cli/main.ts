@@ -10,6 +10,7 @@ export const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   'backup-show': async () => (await import('./commands/backup-show.ts')).command,
   'backup-delete': async () => (await import('./commands/backup-delete.ts')).command,
   'backup-prune': async () => (await import('./commands/backup-prune.ts')).command,
+  'backup-verify': async () => (await import('./commands/backup-verify.ts')).command,
   create: async () => (await import('./commands/create.ts')).command,
   machines: async () => (await import('./commands/machines.ts')).command,
   resume: async () => (await import('./commands/resume.ts')).command,

@@ -57,6 +57,12 @@ export const ERRORS = {
     summary:
       'The key file is unreadable or does not hold a 256-bit key (64 hex characters, base64 of 32 bytes, or 32 random bytes; never a passphrase): make one with `openssl rand -hex 32`.',
   },
+  CBR_ERR_VERIFY_MISSING: { exit: 16, retryable: false, summary: 'backup-verify: objects the backup record names are missing from storage.' },
+  CBR_ERR_VERIFY_CORRUPT: {
+    exit: 17,
+    retryable: false,
+    summary: 'backup-verify: a stored object has another size, fails authentication or decompression, or its content differs from the record.',
+  },
   CBR_ERR_TARGET_NOT_EMPTY: { exit: 11, retryable: false, summary: 'The restore target holds user data; pass --force to replace it.' },
   CBR_ERR_RESTORE_VERIFY_FAILED: { exit: 11, retryable: false, summary: 'The restored node did not answer with the new password or lacks a keyspace.' },
   CBR_ERR_WORKFLOW_NOT_FOUND: { exit: 12, retryable: false, summary: 'No workflow has this id.' },

@@ -9,7 +9,7 @@ import { CLUSTER, count, ENV, firstIssue, flag, HOST, ID, invalid, NAME, oneOf, 
  * the field it is about. Signatures: src/bus/signing.ts.
  */
 
-export const COMMAND_TYPES = ['backup.create', 'backup.delete', 'restore.create', 'workflow.cancel', 'backup.prune'] as const;
+export const COMMAND_TYPES = ['backup.create', 'backup.delete', 'restore.create', 'workflow.cancel', 'backup.prune', 'backup.verify'] as const;
 export type CommandType = (typeof COMMAND_TYPES)[number];
 export const MAX_COMMAND_BYTES = 64 * 1024;
 
@@ -110,6 +110,16 @@ export const restoreCreatePayload = payload('restore.create', (at) => ({
 
 export const workflowCancelPayload = payload('workflow.cancel', (at) => ({ workflowId: text(at('workflowId'), { re: ID }) }));
 
+/** `cbr backup-verify` on the agent: its result event carries the report (src/catalog/verify.ts VerifyResult). */
+export const backupVerifyPayload = payload('backup.verify', (at) => ({
+  backupId: text(at('backupId'), { re: ID }),
+  deep: flag(at('deep')).optional(),
+  /** A percentage, `10%` or `10`; absent: everything. */
+  sample: text(at('sample'), { max: 16, re: /^\d{1,3}(\.\d{1,6})?%?$/ }).optional(),
+  decryptKeyFile: text(at('decryptKeyFile'), { absPath: true, max: 4096 }).optional(),
+  decryptKeyEnv: text(at('decryptKeyEnv'), { re: ENV }).optional(),
+})).superRefine(oneKeySource('backup.verify', 'decryptKeyFile', 'decryptKeyEnv'));
+
 function command<T extends CommandType, P extends z.ZodType<Record<string, unknown>>>(type: T, payloadSchema: P) {
   return z.strictObject({ ...envelope, type: z.literal(type), payload: payloadSchema }, { error: objectError });
 }
@@ -120,6 +130,7 @@ export const commandSchema = z.discriminatedUnion('type', [
   command('restore.create', restoreCreatePayload),
   command('workflow.cancel', workflowCancelPayload),
   command('backup.prune', backupPrunePayload),
+  command('backup.verify', backupVerifyPayload),
 ]);
 
 export type Command = z.infer<typeof commandSchema>;
@@ -128,6 +139,7 @@ export type BackupDeletePayload = z.infer<typeof backupDeletePayload>;
 export type RestoreCreatePayload = z.infer<typeof restoreCreatePayload>;
 export type WorkflowCancelPayload = z.infer<typeof workflowCancelPayload>;
 export type BackupPrunePayload = z.infer<typeof backupPrunePayload>;
+export type BackupVerifyPayload = z.infer<typeof backupVerifyPayload>;
 
 /**
  * Parses and validates a raw message body; throws CBR_ERR_COMMAND_INVALID or CBR_ERR_COMMAND_UNAUTHORIZED. With a

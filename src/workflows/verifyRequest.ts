@@ -1,0 +1,53 @@
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { loadKey } from '../archive/crypto.ts';
+import { checkId } from '../catalog/catalog.ts';
+import { advanceBucket, nextBucket } from '../catalog/sampleCursor.ts';
+import { bucketsFor, type VerifyProgress, type VerifyResult, verifyBackup } from '../catalog/verify.ts';
+import { cbrHome } from '../core/paths.ts';
+import type { ObjectStore } from '../storage/port.ts';
+import { keySource } from './keySource.ts';
+
+/**
+ * A verify as `cbr backup-verify`'s options or a `backup.verify` payload ask for it, run in one place: the key
+ * source, the sample's bucket (from this host's cursor file, moved on once the run finished), the verify itself.
+ */
+export interface VerifyRequest {
+  backupId: string;
+  deep?: boolean | undefined;
+  /** A percentage (`10%`, `10`); absent: everything. */
+  sample?: string | undefined;
+  decryptKeyFile?: string | undefined;
+  decryptKeyEnv?: string | undefined;
+}
+
+/** Where sampled verifies remember which bucket comes next. */
+export function sampleCursorPath(env: NodeJS.ProcessEnv): string {
+  return join(cbrHome(env), 'verify-samples.json');
+}
+
+export async function runVerify(
+  store: ObjectStore,
+  req: VerifyRequest,
+  opts: { env: NodeJS.ProcessEnv; signal?: AbortSignal; onProgress?: (p: VerifyProgress) => void; concurrency?: number },
+): Promise<VerifyResult> {
+  const id = checkId(req.backupId);
+  const buckets = req.sample === undefined ? 1 : bucketsFor(req.sample);
+  const source = keySource(req.decryptKeyFile, req.decryptKeyEnv, 'decrypt');
+  const key = source ? await loadKey(source, opts.env) : null;
+  const cursor = sampleCursorPath(opts.env);
+  const bucket = buckets > 1 ? await nextBucket(cursor, store.description, id, buckets) : 0;
+  const result = await verifyBackup(store, id, {
+    deep: req.deep ?? false,
+    ...(buckets > 1 ? { sample: { bucket, buckets } } : {}),
+    key,
+    ...(opts.signal ? { signal: opts.signal } : {}),
+    ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+    ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
+  });
+  if (result.sample) {
+    await mkdir(cbrHome(opts.env), { recursive: true });
+    await advanceBucket(cursor, store.description, id, buckets, bucket);
+  }
+  return result;
+}

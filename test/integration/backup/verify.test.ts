@@ -1,0 +1,277 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { Profile } from '../../../src/cassandra/profile.ts';
+import type { BackupRecord } from '../../../src/catalog/catalog.ts';
+import { profilePath } from '../../../src/sandbox/sandbox.ts';
+import { BUS_URL, removeBusTopology, spawnAgent, stopGracefully, waitForAgentQueue } from '../../helpers/bus.ts';
+import { cbr } from '../../helpers/cli.ts';
+import { cqlFor, seedData } from '../../helpers/data.ts';
+import { scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
+import { swiftEnv, swiftToken, swiftUp } from '../../helpers/swift.ts';
+
+/**
+ * `cbr backup-verify` against backups of a real node in real stores (local and Swift): full and incremental,
+ * encrypted and not. Whole backups verify shallow and deep; a deleted object is missing (16), a truncated one is
+ * caught shallow (17), a flipped byte deep (17); a wrong key is CBR_ERR_DECRYPT_FAILED; --sample runs cover every
+ * file; over the bus the agent verifies and its result carries the report.
+ */
+
+type Report = {
+  id: string;
+  ok: boolean;
+  deep: boolean;
+  strategy: string;
+  files: number;
+  bytesRead: number;
+  sampledFraction: number;
+  seconds: number;
+  sample: { bucket: number; buckets: number } | null;
+  problems: { kind: string; object: string; path?: string; expected?: unknown; found?: unknown }[];
+  error?: { code: string };
+};
+
+describe('backup-verify on backups of a real node', () => {
+  let source: Profile;
+  let keyFile: string;
+  let wrongKeyFile: string;
+  let localEnv: NodeJS.ProcessEnv;
+  let storageRoot: string;
+  const KS = `ver${process.pid}`;
+
+  before(async () => {
+    source = await sharedNode('source');
+    const cql = await cqlFor(source);
+    await seedData(cql, KS, { rows: 400, blobKiB: 8 });
+    await cql.close();
+    const dir = scratchDir('verify');
+    keyFile = join(dir, 'key.hex');
+    writeFileSync(keyFile, randomBytes(32).toString('hex'), { mode: 0o600 });
+    wrongKeyFile = join(dir, 'wrong.hex');
+    writeFileSync(wrongKeyFile, randomBytes(32).toString('hex'), { mode: 0o600 });
+    storageRoot = join(dir, 'storage');
+    localEnv = { ...testEnv, CBR_HOME: join(dir, 'home'), CBR_STORAGE_ROOT: storageRoot, CBR_STATE_DB: join(dir, 'state.db') };
+  });
+
+  async function backup(env: NodeJS.ProcessEnv, strategy: 'full' | 'incremental', encrypted: boolean): Promise<BackupRecord> {
+    const args = ['backup-create', `verify-${strategy}`, '--config', profilePath('source', testEnv), '--strategy', strategy, '--json'];
+    if (encrypted) args.push('--encrypt-key-file', keyFile);
+    const made = await cbr(args, env);
+    assert.equal(made.code, 0, made.err);
+    const id = made.json()['id'] as string;
+    const shown = await cbr(['backup-show', id, '--files', '--json'], env);
+    return shown.json() as unknown as BackupRecord;
+  }
+
+  async function verify(env: NodeJS.ProcessEnv, id: string, ...more: string[]): Promise<{ code: number; report: Report; err: string }> {
+    const r = await cbr(['backup-verify', id, '--json', ...more], env);
+    return { code: r.code, report: r.json() as unknown as Report, err: r.err };
+  }
+
+  const localPath = (key: string) => join(storageRoot, 'database_backups', ...key.split('/'));
+  const flipLocal = (key: string) => {
+    const body = readFileSync(localPath(key));
+    const at = Math.floor(body.length / 2);
+    body[at] = body[at]! ^ 0x10;
+    writeFileSync(localPath(key), body);
+  };
+
+  for (const [strategy, encrypted] of [
+    ['full', false],
+    ['full', true],
+    ['incremental', false],
+    ['incremental', true],
+  ] as const) {
+    it(`local, ${strategy}${encrypted ? ', encrypted' : ''}: whole verifies; flipped byte deep (17), truncated shallow (17), deleted (16)`, async (t) => {
+      const rec = await backup(localEnv, strategy, encrypted);
+      const key = encrypted ? ['--decrypt-key-file', keyFile] : [];
+      const shallow = await verify(localEnv, rec.id, ...key);
+      assert.equal(shallow.code, 0, shallow.err);
+      assert.equal(shallow.report.ok, true);
+      const deep = await verify(localEnv, rec.id, '--deep', ...key);
+      assert.equal(deep.code, 0, deep.err);
+      assert.deepEqual([deep.report.ok, deep.report.deep, deep.report.strategy, deep.report.bytesRead], [true, true, strategy, rec.size]);
+      t.diagnostic(
+        `local ${strategy}${encrypted ? ' encrypted' : ''}: ${rec.fileCount} files, ${rec.size} bytes stored; shallow ${shallow.report.seconds} s, deep ${deep.report.seconds} s`,
+      );
+
+      // An incremental backup's blobs may be shared with the other incremental backups of this node: this test
+      // breaks the largest blob only this backup has, restoring its bytes afterwards.
+      const target = strategy === 'full' ? rec.object : [...rec.files].filter((f) => !f.shared).sort((a, b) => (b.stored ?? 0) - (a.stored ?? 0))[0]!.blob!;
+      const original = readFileSync(localPath(target));
+      try {
+        flipLocal(target);
+        assert.equal((await verify(localEnv, rec.id, ...key)).code, 0, 'a flipped byte keeps the size: shallow passes');
+        const caught = await verify(localEnv, rec.id, '--deep', ...key);
+        assert.equal(caught.code, 17, caught.err);
+        assert.equal(caught.report.error?.code, 'CBR_ERR_VERIFY_CORRUPT');
+        assert.ok(
+          caught.report.problems.some((p) => p.object === target && p.kind === 'corrupt'),
+          JSON.stringify(caught.report.problems),
+        );
+
+        writeFileSync(localPath(target), original);
+        truncateSync(localPath(target), original.length - 7);
+        const cut = await verify(localEnv, rec.id, ...key);
+        assert.equal(cut.code, 17, cut.err);
+        assert.deepEqual(
+          cut.report.problems.map((p) => [p.kind, p.object, p.found]),
+          [['size', target, original.length - 7]],
+        );
+
+        rmSync(localPath(target));
+        const gone = await verify(localEnv, rec.id, ...key);
+        assert.equal(gone.code, 16, gone.err);
+        assert.equal(gone.report.error?.code, 'CBR_ERR_VERIFY_MISSING');
+      } finally {
+        writeFileSync(localPath(target), original);
+      }
+      assert.equal((await verify(localEnv, rec.id, '--deep', ...key)).code, 0, 'whole again');
+
+      if (encrypted) {
+        const wrong = await cbr(['backup-verify', rec.id, '--deep', '--decrypt-key-file', wrongKeyFile, '--json'], localEnv);
+        assert.equal(wrong.code, 10, wrong.err);
+        assert.equal(wrong.json().error?.code, 'CBR_ERR_DECRYPT_FAILED');
+        const none = await cbr(['backup-verify', rec.id, '--deep', '--json'], localEnv);
+        assert.equal(none.json().error?.code, 'CBR_ERR_KEY_REQUIRED');
+      }
+    });
+  }
+
+  it('local, incremental: --sample 40% takes bucket 1, 2, 3 of 3 in turn, together every file once, then starts over', async () => {
+    const rec = await backup(localEnv, 'incremental', false);
+    const runs: Report[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await verify(localEnv, rec.id, '--deep', '--sample', '40%');
+      assert.equal(r.code, 0, r.err);
+      runs.push(r.report);
+    }
+    assert.deepEqual(
+      runs.map((r) => r.sample),
+      [0, 1, 2].map((bucket) => ({ bucket, buckets: 3 })),
+    );
+    assert.equal(
+      runs.reduce((s, r) => s + r.files, 0),
+      rec.fileCount,
+    );
+    assert.equal(
+      runs.reduce((s, r) => s + r.bytesRead, 0),
+      rec.size,
+    );
+    for (const r of runs) assert.ok(r.sampledFraction > 0.15 && r.sampledFraction < 0.6, `a third of the bytes each: ${r.sampledFraction}`);
+    assert.equal((await verify(localEnv, rec.id, '--sample', '40%')).report.sample?.bucket, 0);
+  });
+
+  describe('Swift', () => {
+    let env: NodeJS.ProcessEnv;
+    const container = `cbr-verify-${process.pid}`;
+    let swift: { token: string; url: string };
+
+    before(async () => {
+      const creds = swiftUp();
+      env = swiftEnv({ ...localEnv, CBR_STATE_DB: join(scratchDir('verify-swift'), 's.db') }, creds, container);
+      swift = await swiftToken();
+    });
+
+    async function swiftGet(key: string): Promise<Buffer> {
+      const res = await fetch(`${swift.url}/${container}/${key}`, { headers: { 'X-Auth-Token': swift.token } });
+      assert.equal(res.status, 200);
+      return Buffer.from(await res.arrayBuffer());
+    }
+    async function swiftPut(key: string, body: Buffer): Promise<void> {
+      const res = await fetch(`${swift.url}/${container}/${key}`, { method: 'PUT', headers: { 'X-Auth-Token': swift.token }, body: new Uint8Array(body) });
+      assert.equal(res.status, 201);
+    }
+    async function swiftDelete(key: string): Promise<void> {
+      await fetch(`${swift.url}/${container}/${key}`, { method: 'DELETE', headers: { 'X-Auth-Token': swift.token } });
+    }
+
+    for (const [strategy, encrypted] of [
+      ['full', true],
+      ['incremental', false],
+      ['incremental', true],
+    ] as const) {
+      it(`${strategy}${encrypted ? ', encrypted' : ''}: whole verifies; flipped byte deep (17), truncated shallow (17), deleted (16)`, async () => {
+        const rec = await backup(env, strategy, encrypted);
+        const key = encrypted ? ['--decrypt-key-file', keyFile] : [];
+        assert.equal((await verify(env, rec.id, ...key)).code, 0);
+        const deep = await verify(env, rec.id, '--deep', ...key);
+        assert.equal(deep.code, 0, deep.err);
+        assert.equal(deep.report.bytesRead, rec.size);
+        const target = strategy === 'full' ? rec.object : [...rec.files].filter((f) => !f.shared).sort((a, b) => (b.stored ?? 0) - (a.stored ?? 0))[0]!.blob!;
+        const original = await swiftGet(target);
+        try {
+          const flipped = Buffer.from(original);
+          flipped[flipped.length >> 1] = flipped[flipped.length >> 1]! ^ 0x10;
+          await swiftPut(target, flipped);
+          assert.equal((await verify(env, rec.id, ...key)).code, 0);
+          const caught = await verify(env, rec.id, '--deep', ...key);
+          assert.equal(caught.code, 17, caught.err);
+          assert.ok(caught.report.problems.some((p) => p.object === target && p.kind === 'corrupt'));
+          await swiftPut(target, original.subarray(0, original.length - 7));
+          const cut = await verify(env, rec.id, ...key);
+          assert.equal(cut.code, 17);
+          assert.deepEqual(
+            cut.report.problems.map((p) => [p.kind, p.object]),
+            [['size', target]],
+          );
+          await swiftDelete(target);
+          const gone = await verify(env, rec.id, '--deep', ...key);
+          assert.equal(gone.code, 16, gone.err);
+          assert.deepEqual(
+            gone.report.problems.map((p) => [p.kind, p.object]),
+            [['missing', target]],
+          );
+        } finally {
+          await swiftPut(target, original);
+        }
+        assert.equal((await verify(env, rec.id, '--deep', ...key)).code, 0, 'whole again');
+        if (encrypted) {
+          const wrong = await cbr(['backup-verify', rec.id, '--decrypt-key-file', wrongKeyFile, '--json'], env);
+          assert.equal(wrong.json().error?.code, 'CBR_ERR_DECRYPT_FAILED');
+        }
+      });
+    }
+  });
+
+  describe('over the bus', () => {
+    const prefix = `verify${process.pid}`;
+    const host = `verify-host-${process.pid}`;
+    let agent: ReturnType<typeof spawnAgent> | null = null;
+
+    after(async () => {
+      if (agent) await stopGracefully(agent);
+      await removeBusTopology(prefix, [host]);
+    });
+
+    it("the agent verifies against its storage: progress, then a result carrying the report; a broken backup fails with the verdict's code", async () => {
+      agent = spawnAgent({
+        host,
+        profilePath: profilePath('source', testEnv),
+        env: { ...localEnv, CBR_STATE_DB: join(scratchDir('verify-agent'), 'a.db') },
+        prefix,
+      });
+      await waitForAgentQueue(prefix, host);
+      const rec = await backup(localEnv, 'full', true);
+      const bus = ['--bus', BUS_URL, '--host', host, '--prefix', prefix];
+      const ok = await verify(localEnv, rec.id, '--deep', '--decrypt-key-file', keyFile, ...bus);
+      assert.equal(ok.code, 0, ok.err);
+      assert.deepEqual([ok.report.ok, ok.report.deep, ok.report.bytesRead], [true, true, rec.size]);
+      const original = readFileSync(localPath(rec.object));
+      try {
+        flipLocal(rec.object);
+        const bad = await verify(localEnv, rec.id, '--deep', '--decrypt-key-file', keyFile, ...bus);
+        assert.equal(bad.code, 17, bad.err);
+        assert.equal(bad.report.ok, false);
+        assert.equal(bad.report.error?.code, 'CBR_ERR_VERIFY_CORRUPT');
+      } finally {
+        writeFileSync(localPath(rec.object), original);
+      }
+      const wrong = await cbr(['backup-verify', rec.id, '--deep', '--decrypt-key-file', wrongKeyFile, '--json', ...bus], localEnv);
+      assert.equal(wrong.code, 10, wrong.err);
+      assert.equal(wrong.json().error?.code, 'CBR_ERR_DECRYPT_FAILED');
+    });
+  });
+});

@@ -1,0 +1,218 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { readRecord } from '../../../src/catalog/catalog.ts';
+import { advanceBucket, nextBucket } from '../../../src/catalog/sampleCursor.ts';
+import { assignBuckets, bucketsFor, type VerifyResult, verdictCode, verifyBackup } from '../../../src/catalog/verify.ts';
+import { checkFreeSpace } from '../../../src/steps/backup/checkFreeSpace.ts';
+import { clearSnapshot } from '../../../src/steps/backup/clearSnapshot.ts';
+import { streamArchive } from '../../../src/steps/backup/streamArchive.ts';
+import { takeSnapshot } from '../../../src/steps/backup/takeSnapshot.ts';
+import { verifyNode } from '../../../src/steps/backup/verifyNode.ts';
+import { writeRecord } from '../../../src/steps/backup/writeRecord.ts';
+import { runVerify } from '../../../src/workflows/verifyRequest.ts';
+import { fakeNode, removeFakeNodes } from '../../fixtures/fakeNode.ts';
+import { MemoryStore } from '../../fixtures/memoryStore.ts';
+import { backupDeps, backupInput, liveSignal, rejectsCoded } from '../../fixtures/stepKit.ts';
+
+after(removeFakeNodes);
+
+/** A COMPLETED backup made by the real backup steps on a FakeNode into a MemoryStore. */
+async function backup(strategy: 'full' | 'incremental', key: Buffer | null, id: string): Promise<MemoryStore> {
+  const source = await fakeNode({ name: `src-${id}`, userData: true });
+  const store = new MemoryStore();
+  const deps = backupDeps(source, store, { key });
+  const input = backupInput(source, { backupId: id, ...(strategy === 'incremental' ? { strategy, parent: null } : {}) });
+  const signal = liveSignal();
+  const facts = await verifyNode(deps, input, signal);
+  await checkFreeSpace(deps, input, signal);
+  await clearSnapshot(deps, input, signal);
+  await takeSnapshot(deps, input, signal);
+  const result = await streamArchive(deps, input, signal);
+  await writeRecord(deps, { ...input, node: facts, result }, signal);
+  return store;
+}
+
+function flipByte(store: MemoryStore, key: string, at?: number): void {
+  const o = store.objects.get(key)!;
+  const body = Buffer.from(o.body);
+  const i = at ?? Math.floor(body.length / 2);
+  body[i] = body[i]! ^ 0x01;
+  store.objects.set(key, { ...o, body });
+}
+
+describe('sample buckets', () => {
+  it('puts every item in exactly one bucket, the same way every time, with about equal weight per bucket', () => {
+    const items = Array.from({ length: 200 }, (_, i) => ({ key: `ks/t-${String(i).padStart(32, '0')}/f${i}`, weight: (i * 7919) % 5000 }));
+    const a = assignBuckets(items, 7);
+    assert.deepEqual(assignBuckets([...items], 7), a, 'deterministic');
+    assert.equal(a.length, items.length);
+    assert.ok(a.every((b) => Number.isInteger(b) && b >= 0 && b < 7));
+    const load = new Array<number>(7).fill(0);
+    items.forEach((it, i) => {
+      load[a[i]!]! += it.weight;
+    });
+    const heaviest = Math.max(...items.map((i) => i.weight));
+    assert.ok(Math.max(...load) - Math.min(...load) <= heaviest + items.length, `balanced: ${load.join(',')}`);
+    assert.ok(
+      load.every((l) => l > 0),
+      'no bucket is empty',
+    );
+  });
+
+  it('zero-byte files spread over the buckets too; one bucket takes all', () => {
+    const zeros = Array.from({ length: 9 }, (_, i) => ({ key: `f${i}`, weight: 0 }));
+    assert.deepEqual([...new Set(assignBuckets(zeros, 3))].sort(), [0, 1, 2]);
+    assert.deepEqual(assignBuckets(zeros, 1), new Array(9).fill(0));
+    assert.throws(() => assignBuckets(zeros, 0), { code: 'CBR_ERR_INVALID_ARGUMENT' });
+  });
+
+  it('--sample p gives ceil(100/p) buckets; anything but a percentage above 0 and at most 100 is refused', () => {
+    assert.equal(bucketsFor('10%'), 10);
+    assert.equal(bucketsFor('30%'), 4);
+    assert.equal(bucketsFor('100'), 1);
+    assert.equal(bucketsFor('2.5%'), 40);
+    for (const bad of ['0', '0%', '101%', '-5', 'ten', '', '10%%']) assert.throws(() => bucketsFor(bad), { code: 'CBR_ERR_INVALID_ARGUMENT' }, bad);
+  });
+
+  it('the cursor file moves on after each run, wraps around, and is kept per store, backup and bucket count', async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'cbr-cursor-')), 'c.json');
+    assert.equal(await nextBucket(path, 's', 'b1', 3), 0);
+    await advanceBucket(path, 's', 'b1', 3, 0);
+    assert.equal(await nextBucket(path, 's', 'b1', 3), 1);
+    await advanceBucket(path, 's', 'b1', 3, 2);
+    assert.equal(await nextBucket(path, 's', 'b1', 3), 0, 'wraps');
+    await advanceBucket(path, 's', 'b1', 3, 1);
+    assert.equal(await nextBucket(path, 's', 'b2', 3), 0, 'another backup');
+    assert.equal(await nextBucket(path, 'other', 'b1', 3), 0, 'another store');
+    assert.equal(await nextBucket(path, 's', 'b1', 4), 0, 'another --sample');
+    writeFileSync(path, 'not json');
+    assert.equal(await nextBucket(path, 's', 'b1', 3), 0, 'an unreadable file starts over');
+  });
+});
+
+describe('verdicts', () => {
+  const r = (kinds: string[]) =>
+    ({ ok: kinds.length === 0, problems: kinds.map((kind) => ({ kind, object: 'o', message: 'm' })) }) as Pick<VerifyResult, 'ok' | 'problems'>;
+  it('whole: none; only missing objects: MISSING; anything else: CORRUPT', () => {
+    assert.equal(verdictCode(r([])), null);
+    assert.equal(verdictCode(r(['missing', 'missing'])), 'CBR_ERR_VERIFY_MISSING');
+    assert.equal(verdictCode(r(['missing', 'size'])), 'CBR_ERR_VERIFY_CORRUPT');
+    assert.equal(verdictCode(r(['corrupt'])), 'CBR_ERR_VERIFY_CORRUPT');
+    assert.equal(verdictCode(r(['unexpected'])), 'CBR_ERR_VERIFY_CORRUPT');
+  });
+});
+
+describe('verifyBackup on backups made by the backup steps', () => {
+  for (const encrypted of [false, true]) {
+    const label = encrypted ? 'encrypted' : 'plain';
+    it(`full, ${label}: whole verifies shallow and deep; a flipped byte is caught deep only; a truncated archive shallow; a deleted one is missing`, async () => {
+      const key = encrypted ? randomBytes(32) : null;
+      const store = await backup('full', key, `f-${label}`);
+      const rec = await readRecord(store, `f-${label}`);
+      const shallow = await verifyBackup(store, rec.id, { deep: false, key });
+      assert.equal(shallow.ok, true, JSON.stringify(shallow.problems));
+      assert.equal(shallow.bytesRead, 0);
+      const deep = await verifyBackup(store, rec.id, { deep: true, key });
+      assert.equal(deep.ok, true, JSON.stringify(deep.problems));
+      assert.equal(deep.bytesRead, rec.size);
+      assert.equal(deep.sampledFraction, 1);
+      assert.equal(deep.strategy, 'full');
+      assert.equal(deep.host, rec.hostId);
+
+      const flipped = store.clone();
+      flipByte(flipped, rec.object);
+      assert.equal((await verifyBackup(flipped, rec.id, { deep: false, key })).ok, true, 'a flipped byte keeps the size');
+      const caught = await verifyBackup(flipped, rec.id, { deep: true, key });
+      assert.equal(verdictCode(caught), 'CBR_ERR_VERIFY_CORRUPT');
+      assert.ok(caught.problems.some((p) => p.object === rec.object && p.kind === 'corrupt'));
+
+      const truncated = store.clone();
+      const o = truncated.objects.get(rec.object)!;
+      truncated.objects.set(rec.object, { ...o, body: o.body.subarray(0, o.body.length - 100) });
+      const cut = await verifyBackup(truncated, rec.id, { deep: false, key });
+      assert.deepEqual(
+        cut.problems.map((p) => [p.kind, p.expected, p.found]),
+        [['size', rec.size, rec.size - 100]],
+      );
+
+      const gone = store.clone();
+      gone.objects.delete(rec.object);
+      const missing = await verifyBackup(gone, rec.id, { deep: true, key });
+      assert.equal(verdictCode(missing), 'CBR_ERR_VERIFY_MISSING');
+    });
+
+    it(`incremental, ${label}: deep checks each file; shallow catches a deleted or truncated blob; a report never carries key bytes`, async () => {
+      const key = encrypted ? randomBytes(32) : null;
+      const store = await backup('incremental', key, `i-${label}`);
+      const rec = await readRecord(store, `i-${label}`);
+      assert.equal((await verifyBackup(store, rec.id, { deep: false, key })).ok, true);
+      const deep = await verifyBackup(store, rec.id, { deep: true, key });
+      assert.equal(deep.ok, true, JSON.stringify(deep.problems));
+      assert.equal(deep.bytesRead, rec.size);
+      assert.equal(deep.files, rec.fileCount);
+
+      const big = [...rec.files].sort((a, b) => b.stored! - a.stored!)[0]!;
+      const broken = store.clone();
+      flipByte(broken, big.blob!);
+      assert.equal((await verifyBackup(broken, rec.id, { deep: false, key })).ok, true);
+      const caught = await verifyBackup(broken, rec.id, { deep: true, key });
+      assert.deepEqual(
+        caught.problems.map((p) => [p.kind, p.path]),
+        [['corrupt', big.path]],
+      );
+      const text = JSON.stringify(caught);
+      if (key) assert.ok(!text.includes(key.toString('hex')) && !text.includes(key.toString('base64')), 'no key material');
+
+      const [first, second] = rec.files;
+      broken.objects.delete(first!.blob!);
+      const o = broken.objects.get(second!.blob!)!;
+      broken.objects.set(second!.blob!, { ...o, body: o.body.subarray(0, Math.max(0, o.body.length - 1)) });
+      const shallow = await verifyBackup(broken, rec.id, { deep: false, key });
+      assert.deepEqual(
+        shallow.problems.map((p) => [p.kind, p.path]).sort(),
+        [
+          ['missing', first!.path],
+          ['size', second!.path],
+        ].sort(),
+      );
+      assert.equal(verdictCode(shallow), 'CBR_ERR_VERIFY_CORRUPT');
+    });
+  }
+
+  it('an encrypted backup: a wrong key is CBR_ERR_DECRYPT_FAILED before anything is read; deep without a key is CBR_ERR_KEY_REQUIRED', async () => {
+    const key = randomBytes(32);
+    const store = await backup('incremental', key, 'wrong-key');
+    store.calls.length = 0;
+    await rejectsCoded(verifyBackup(store, 'wrong-key', { deep: true, key: randomBytes(32) }), 'CBR_ERR_DECRYPT_FAILED', /wrong key/);
+    assert.ok(!store.calls.some((c) => c.key.startsWith('cbr.blobs/')), 'no blob was read');
+    await rejectsCoded(verifyBackup(store, 'wrong-key', { deep: true }), 'CBR_ERR_KEY_REQUIRED');
+    assert.equal((await verifyBackup(store, 'wrong-key', { deep: false })).ok, true, 'shallow needs no key');
+    await rejectsCoded(verifyBackup(store, 'nope', { deep: false }), 'CBR_ERR_BACKUP_NOT_FOUND');
+  });
+
+  it('--sample 30%: 4 runs in a row check every file exactly once, each about a quarter of the bytes', async () => {
+    const store = await backup('incremental', null, 'sampled');
+    const rec = await readRecord(store, 'sampled');
+    // Every blob gone: each run's problems name exactly the files it checked.
+    for (const f of rec.files) store.objects.delete(f.blob!);
+    const env = { CBR_HOME: mkdtempSync(join(tmpdir(), 'cbr-home-')) };
+    const seen: string[] = [];
+    const buckets: number[] = [];
+    for (let run = 0; run < 4; run++) {
+      const r = await runVerify(store, { backupId: 'sampled', sample: '30%' }, { env });
+      assert.equal(r.sample?.buckets, 4);
+      buckets.push(r.sample!.bucket);
+      assert.ok(r.problems.length > 0 && r.problems.every((p) => p.kind === 'missing'));
+      seen.push(...r.problems.map((p) => p.path!));
+      assert.ok(r.sampledFraction > 0 && r.sampledFraction < 0.6, `fraction ${r.sampledFraction}`);
+    }
+    assert.deepEqual(buckets, [0, 1, 2, 3]);
+    assert.deepEqual([...seen].sort(), rec.files.map((f) => f.path).sort(), 'every file once');
+    const fifth = await runVerify(store, { backupId: 'sampled', sample: '30%' }, { env });
+    assert.equal(fifth.sample?.bucket, 0, 'then it starts over');
+  });
+});
