@@ -43,6 +43,8 @@ export interface AgentOptions {
   steps?: StepsFactory;
   /** XState inspection of every workflow actor (see src/inspect.ts). */
   inspect?: Observer<InspectionEvent>;
+  /** Sees every workflow event before it is published (metrics). */
+  onWorkflowEvent?: (event: WorkflowEvent) => void;
 }
 
 /**
@@ -91,6 +93,11 @@ export class Agent {
 
   get store(): StateDb {
     return this.#stateDb;
+  }
+
+  /** Whether the agent has a channel to publish on now (metrics); false while it waits for the broker. */
+  get busConnected(): boolean {
+    return this.#pubCh !== null;
   }
 
   /** Resumes unfinished workflows at once (the broker may be down), then connects and consumes. */
@@ -376,6 +383,7 @@ export class Agent {
 
   #onWorkflowEvent(e: WorkflowEvent): void {
     const host = this.#o.hostId;
+    this.#o.onWorkflowEvent?.(e);
     if (e.type === 'progress') {
       this.#status.progressed(e.workflowId, e.step, e.progress);
       this.#publish({ type: 'progress', host, workflowId: e.workflowId, kind: e.kind, at: e.at, step: e.step, progress: e.progress });

@@ -1,7 +1,11 @@
+import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
+import { loadProfile } from '../cassandra/profile.ts';
 import { CbrError } from '../core/errors.ts';
 import { createLogger, type Logger } from '../core/log.ts';
 import { cbrHome } from '../core/paths.ts';
+import { outcomeSample } from '../metrics/metrics.ts';
+import { writeTextfile } from '../metrics/textfile.ts';
 import { type Running, type WorkflowEvent, type WorkflowOutcome, WorkflowRuntime } from '../runtime/runtime.ts';
 import { StateDb, type WorkflowKind } from '../state/stateDb.ts';
 import { openStore } from '../storage/open.ts';
@@ -71,6 +75,16 @@ export const storageOptions = optionGroup('storage options', {
 });
 
 type StorageValues = Values<typeof storageOptions>;
+
+/** The commands that run a workflow in this process can leave its outcome for node_exporter's textfile collector. */
+export const metricsOptions = optionGroup('metrics options', {
+  'metrics-textfile': {
+    type: 'string',
+    placeholder: '<file.prom>',
+    env: 'CBR_METRICS_TEXTFILE',
+    description: "record the workflow's outcome in this node_exporter textfile, carrying over the file's earlier counts and last successes (default: none)",
+  },
+});
 
 /**
  * The storage the options name (each option's environment variable already applied by the parser, see
@@ -146,10 +160,15 @@ export function cliLogger(io: CliIO): Logger {
 }
 
 /** A runtime for local mode: the workflow runs in this process; progress goes to a bar on a TTY. */
-export function localRuntime(io: CliIO, json: boolean): { runtime: WorkflowRuntime; state: StateDb; bar: ProgressBar | null } {
+export function localRuntime(
+  io: CliIO,
+  json: boolean,
+  listener?: (e: WorkflowEvent) => void,
+): { runtime: WorkflowRuntime; state: StateDb; bar: ProgressBar | null } {
   const state = new StateDb(stateDbPath(io.env));
   const bar = io.isTTY && !json ? new ProgressBar(io.stderr) : null;
   const onEvent = (e: WorkflowEvent) => {
+    listener?.(e);
     if (!bar) return;
     if (e.type === 'state') bar.step(e.state);
     else bar.update(e.progress.bytes, e.progress.totalBytes);
@@ -167,8 +186,10 @@ export async function runLocally<K extends WorkflowKind>(
   json: boolean,
   workflowId: string,
   start: (runtime: WorkflowRuntime) => Promise<Running<K> | null>,
+  opts: { metricsTextfile?: string | undefined } = {},
 ): Promise<WorkflowOutcome<K>> {
-  const { runtime, state, bar } = localRuntime(io, json);
+  const textfile = opts.metricsTextfile ? textfileRecorder(opts.metricsTextfile) : null;
+  const { runtime, state, bar } = localRuntime(io, json, textfile?.onEvent);
   try {
     const running = await start(runtime);
     if (!running) throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `a workflow with id ${workflowId} already exists`);
@@ -178,6 +199,38 @@ export async function runLocally<K extends WorkflowKind>(
       bar?.end();
     });
   } finally {
+    await textfile?.write(state, io);
     state.close();
   }
+}
+
+/**
+ * Collects the final event of each workflow this process runs, then writes them to a node_exporter textfile
+ * (src/metrics/textfile.ts). The host label is the node profile's host id, as the agent's. A file that cannot be
+ * written is a warning: the workflow's own outcome (and exit status) stands.
+ */
+export function textfileRecorder(path: string): { onEvent: (e: WorkflowEvent) => void; write: (state: StateDb, io: CliIO) => Promise<void> } {
+  const ended: { event: Extract<WorkflowEvent, { type: 'state' }>; restoreBytes: number }[] = [];
+  const restoreBytes = new Map<string, number>();
+  return {
+    onEvent: (e) => {
+      if (e.type === 'progress') {
+        if (e.kind === 'restore') restoreBytes.set(e.workflowId, e.progress.bytes);
+      } else if (e.status === 'done') {
+        ended.push({ event: e, restoreBytes: restoreBytes.get(e.workflowId) ?? 0 });
+      }
+    },
+    write: async (state, io) => {
+      for (const { event, restoreBytes: bytes } of ended.splice(0)) {
+        try {
+          const row = state.get(event.workflowId);
+          const profilePath = (row?.input as { profilePath?: string } | undefined)?.profilePath;
+          const host = profilePath ? (await loadProfile(profilePath).catch(() => null))?.hostId : undefined;
+          await writeTextfile(path, outcomeSample(event, row, host ?? hostname(), bytes));
+        } catch (err) {
+          io.stderr(`warning: cannot write the metrics textfile ${path}: ${(err as Error).message}\n`);
+        }
+      }
+    },
+  };
 }

@@ -184,6 +184,35 @@ export class StateDb {
     return Number((this.db.prepare('SELECT COUNT(*) AS n FROM outbox').get() as { n: number }).n);
   }
 
+  /** When the oldest event still in the outbox was written (ISO time), null when it is empty (metrics). */
+  oldestEventAt(): string | null {
+    const r = this.db.prepare('SELECT MIN(created_at) AS at FROM outbox').get() as { at: string | null } | undefined;
+    return r?.at ?? null;
+  }
+
+  /** Active workflows counted by kind and state (metrics: one cheap query per scrape, no snapshot parsed). */
+  activeByState(): { kind: string; state: string; count: number }[] {
+    const rows = this.db.prepare("SELECT kind, state, COUNT(*) AS n FROM workflows WHERE status = 'active' GROUP BY kind, state").all() as {
+      kind: string;
+      state: string;
+      n: number;
+    }[];
+    return rows.map((r) => ({ kind: r.kind, state: r.state, count: Number(r.n) }));
+  }
+
+  /**
+   * For each kind, strategy (its input's, null when it has none) and final state, when the last such workflow ended:
+   * the last successes and failures an agent starts its metrics from.
+   */
+  lastEnded(): { kind: string; strategy: string | null; state: string; at: string }[] {
+    const rows = this.db
+      .prepare(
+        "SELECT kind, json_extract(input, '$.strategy') AS strategy, state, MAX(updated_at) AS at FROM workflows WHERE status = 'done' GROUP BY kind, json_extract(input, '$.strategy'), state",
+      )
+      .all() as { kind: string; strategy: unknown; state: string; at: string }[];
+    return rows.map((r) => ({ kind: r.kind, strategy: typeof r.strategy === 'string' ? r.strategy : null, state: r.state, at: r.at }));
+  }
+
   claim(id: string, pid: number, token: string | null = null): void {
     this.db.prepare('UPDATE workflows SET owner_pid = ?, owner_token = ? WHERE id = ?').run(pid, token, id);
   }

@@ -2,7 +2,9 @@ import { resolve } from 'node:path';
 import { Agent } from '../../bus/agent.ts';
 import { redactUrl } from '../../bus/subscriber.ts';
 import { loadProfile } from '../../cassandra/profile.ts';
-import { createLogger } from '../../core/log.ts';
+import { createLogger, type Logger } from '../../core/log.ts';
+import { CbrMetrics, seedFromEnded, workflowObserver } from '../../metrics/metrics.ts';
+import { serveMetrics } from '../../metrics/serve.ts';
 import { createInspection } from '../../runtime/inspect.ts';
 import { busConnectionOptions, signingKey } from '../bus.ts';
 import { defineCommand, jsonOption } from '../command.ts';
@@ -28,6 +30,12 @@ export const command = defineCommand('agent', {
       placeholder: '<ws-url>',
       description: "feed XState's inspection events of every workflow to a Stately inspector at this WebSocket",
     },
+    'metrics-listen': {
+      type: 'string',
+      placeholder: '<host>:<port>',
+      env: 'CBR_METRICS_LISTEN',
+      description: 'serve Prometheus metrics at http://<host>:<port>/metrics, bound to that address only, e.g. 127.0.0.1:9464 (default: none)',
+    },
     ...jsonOption,
     ...busConnectionOptions,
     ...storageOptions,
@@ -40,7 +48,8 @@ export const command = defineCommand('agent', {
     const hostId = values.host ?? profile.hostId;
     const log = io.env['CBR_LOG_LEVEL'] ? cliLogger(io) : createLogger({ level: 'info', sink: (l) => io.stderr(`${l}\n`) });
     const inspection = values.inspect ? createInspection(values.inspect) : null;
-    const agent = new Agent({
+    const metrics = values['metrics-listen'] ? new CbrMetrics({ process: true }) : null;
+    const agent: Agent = new Agent({
       url,
       hostId,
       profilePath,
@@ -52,13 +61,36 @@ export const command = defineCommand('agent', {
       signingKey: await signingKey(values['signing-key-file']),
       stepDelayMs: Number(values['step-delay-ms'] ?? 0),
       ...(inspection ? { inspect: inspection.inspect } : {}),
+      ...(metrics ? { onWorkflowEvent: workflowObserver(metrics, hostId, (id) => agent.store.get(id)) } : {}),
     });
+    const server = metrics && values['metrics-listen'] ? await serveAgentMetrics(metrics, agent, hostId, values['metrics-listen'], log) : null;
     await agent.start();
     log.info('agent started', { host: hostId, bus: redactUrl(url), signed: Boolean(values['signing-key-file']) });
     await untilInterrupted(() => {
       log.info('stopping: no new commands, workflows checkpointed');
-      return agent.stop().finally(() => inspection?.stop());
+      return agent.stop().finally(() => {
+        inspection?.stop();
+        return server?.close();
+      });
     });
     return 0;
   },
 });
+
+/** The agent's metrics: its last outcomes from the state database, live gauges read at each scrape, then the endpoint. */
+async function serveAgentMetrics(metrics: CbrMetrics, agent: Agent, hostId: string, listen: string, log: Logger) {
+  const store = agent.store;
+  seedFromEnded(metrics, hostId, store.lastEnded());
+  metrics.watchAgent({
+    activeByState: () => store.activeByState(),
+    outboxDepth: () => store.countEvents(),
+    outboxOldestAgeSeconds: () => {
+      const at = store.oldestEventAt();
+      return at === null ? null : Math.max(0, (Date.now() - Date.parse(at)) / 1000);
+    },
+    busConnected: () => agent.busConnected,
+  });
+  const server = await serveMetrics(metrics, listen, log);
+  log.info('serving metrics', { url: server.url });
+  return server;
+}

@@ -19,7 +19,7 @@ import {
 } from '../../workflows/backupRequest.ts';
 import { busOptions, followOptions, runOverBus } from '../bus.ts';
 import { defineCommand, jsonOption } from '../command.ts';
-import { runLocally, storageConfig, storageOptions } from '../context.ts';
+import { metricsOptions, runLocally, storageConfig, storageOptions } from '../context.ts';
 import { printJson, requireOption } from '../io.ts';
 import { formatBytes } from '../progress.ts';
 
@@ -66,6 +66,7 @@ export const command = defineCommand('backup-create', {
     id: { type: 'string', placeholder: '<id>', description: 'the backup id, also the snapshot tag (default: a new UUID)' },
     ...jsonOption,
     ...storageOptions,
+    ...metricsOptions,
     ...busOptions,
     ...followOptions,
   },
@@ -102,7 +103,9 @@ export const command = defineCommand('backup-create', {
     const profilePath = resolve(requireOption(values.config, '--config', usage));
     const profile = await loadProfile(profilePath);
     const input = await backupInput(request, { id, profilePath, storage: storageConfig(values, io.env) }, io.env, { profile });
-    const outcome = await runLocally(io, values.json, id, (runtime) => runtime.startBackup(input));
+    const outcome = await runLocally(io, values.json, id, (runtime) => runtime.startBackup(input), {
+      metricsTextfile: values['metrics-textfile'],
+    });
     const out = outcome.output;
     if (outcome.state !== 'completed') throw fromErrorInfo(outcome.error ?? { code: 'CBR_ERR_INTERNAL', message: 'backup failed', retryable: false });
     if (values.json) {

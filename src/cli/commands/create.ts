@@ -11,7 +11,7 @@ import { StateDb } from '../../state/stateDb.ts';
 import { checkRestoreRequest, DEFAULT_SUPERUSER, type RestoreRequest, restoreInput, restorePayload } from '../../workflows/restoreRequest.ts';
 import { busOptions, followOptions, runOverBus } from '../bus.ts';
 import { defineCommand, jsonOption } from '../command.ts';
-import { runLocally, stateDbPath, storageConfig, storageOptions } from '../context.ts';
+import { metricsOptions, runLocally, stateDbPath, storageConfig, storageOptions } from '../context.ts';
 import { printJson } from '../io.ts';
 
 export const command = defineCommand('create', {
@@ -42,6 +42,7 @@ export const command = defineCommand('create', {
     force: { type: 'boolean', default: false, description: "replace the target's data even though it holds user keyspaces" },
     ...jsonOption,
     ...storageOptions,
+    ...metricsOptions,
     ...busOptions,
     ...followOptions,
   },
@@ -99,7 +100,9 @@ export const command = defineCommand('create', {
     const workflowId = randomUUID();
     const { input, passwordGenerated: generated } = await restoreInput(request, { id: workflowId, profilePath, storage }, io.env);
     const { passwordFile } = input;
-    const outcome = await runLocally(io, values.json, workflowId, (runtime) => runtime.startRestore(input));
+    const outcome = await runLocally(io, values.json, workflowId, (runtime) => runtime.startRestore(input), {
+      metricsTextfile: values['metrics-textfile'],
+    });
     const restored = outcome.output;
     if (outcome.state !== 'completed' && createdSandbox) {
       // The instance was made for this restore and holds nothing else: a failed restore leaves no stopped node behind.

@@ -1,12 +1,13 @@
 import { defineCommand, jsonOption } from '../command.ts';
-import { localRuntime } from '../context.ts';
+import { localRuntime, metricsOptions, textfileRecorder } from '../context.ts';
 import { printJson } from '../io.ts';
 
 export const command = defineCommand('resume', {
   summary: 'Resume (or compensate) every workflow on this host left unfinished by a crash.',
-  options: { ...jsonOption },
+  options: { ...jsonOption, ...metricsOptions },
   async run({ values }, io) {
-    const { runtime, state, bar } = localRuntime(io, values.json);
+    const textfile = values['metrics-textfile'] ? textfileRecorder(values['metrics-textfile']) : null;
+    const { runtime, state, bar } = localRuntime(io, values.json, textfile?.onEvent);
     try {
       const orphans = runtime.orphans();
       const outcomes = [];
@@ -25,6 +26,7 @@ export const command = defineCommand('resume', {
         );
       return outcomes.every((o) => o.state === 'completed') ? 0 : 1;
     } finally {
+      await textfile?.write(state, io);
       state.close();
     }
   },
