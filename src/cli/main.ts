@@ -10,6 +10,7 @@ export const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   'backup-show': async () => (await import('./commands/backup-show.ts')).command,
   'backup-delete': async () => (await import('./commands/backup-delete.ts')).command,
   create: async () => (await import('./commands/create.ts')).command,
+  drill: async () => (await import('./commands/drill.ts')).command,
   machines: async () => (await import('./commands/machines.ts')).command,
   resume: async () => (await import('./commands/resume.ts')).command,
   sandbox: async () => (await import('./commands/sandbox.ts')).command,
