@@ -153,7 +153,9 @@ async function drill(env: NodeJS.ProcessEnv, o: DrillOptions): Promise<DrillResu
       await removeSandbox(name, env);
       removed = true;
     } catch (err) {
-      o.io.stderr(`warning: sandbox ${name} was not removed: ${(err as Error).message}; remove it with cbr sandbox rm ${name}\n`);
+      // Never made (the drill failed before): nothing to remove.
+      if (err instanceof CbrError && err.code === 'CBR_ERR_SANDBOX_NOT_FOUND') removed = true;
+      else o.io.stderr(`warning: sandbox ${name} was not removed: ${(err as Error).message}; remove it with cbr sandbox rm ${name}\n`);
     }
     if (passwordFile) await rm(passwordFile, { force: true }).catch(() => {});
     dispose();
