@@ -407,6 +407,19 @@ describe('writeRecord', () => {
     assert.equal(rec.settings?.numTokens, 4);
   });
 
+  it('keeps the row counts takeSnapshot took; a record without them (older workflows) reads as before', async () => {
+    const { store, deps, recordInput } = await streamed();
+    const tables = [
+      { keyspace: 'shop', table: 'customers', rows: 7 },
+      { keyspace: 'shop', table: 'orders', rows: null, note: 'not counted: written to while it was counted' },
+    ];
+    await writeRecord(deps, { ...recordInput, tables }, liveSignal());
+    assert.deepEqual((await readRecord(store, 'b1')).tables, tables);
+    const other = await streamed();
+    await writeRecord(other.deps, other.recordInput, liveSignal());
+    assert.equal((await readRecord(other.store, 'b1')).tables, undefined);
+  });
+
   it('encrypted: the record is sealed with the archive key and names its fingerprint', async () => {
     const key = randomBytes(32);
     const { store, deps, recordInput } = await streamed({ key });
