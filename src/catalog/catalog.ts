@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import type { Compression } from '../archive/format.ts';
 import type { DataSettings } from '../cassandra/dataSettings.ts';
+import type { TableCount } from '../cassandra/rowCounts.ts';
 import { CbrError } from '../core/errors.ts';
 import { ID_RE } from '../core/ids.ts';
 import type { Logger } from '../core/log.ts';
@@ -53,6 +54,8 @@ export interface BackupRecord {
   newStoredBytes?: number;
   /** Settings the data depends on (tokens, partitioner, SSTable identifiers and format); absent in older records. */
   settings?: DataSettings;
+  /** Row counts of the user tables at backup time (src/cassandra/rowCounts.ts); absent in older records. */
+  tables?: TableCount[];
   /** HMAC-SHA256 of the record, with a key derived from the archive key (encrypted backups, format 2). */
   mac?: string;
 }

@@ -83,6 +83,19 @@ const recordSchema = z
     sharedBytes: int.optional(),
     newStoredBytes: int.optional(),
     settings: settingsSchema.optional(),
+    tables: z
+      .array(
+        z
+          .object({
+            keyspace: z.string().regex(/^[A-Za-z0-9_]{1,48}$/),
+            table: z.string().regex(/^[A-Za-z0-9_]{1,48}$/),
+            rows: int.nullable(),
+            note: z.string().max(300).regex(ONE_LINE).optional(),
+          })
+          .strict(),
+      )
+      .max(100_000)
+      .optional(),
     mac: z.string().regex(HEX64).optional(),
   })
   .strict()

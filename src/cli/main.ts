@@ -12,6 +12,7 @@ export const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   'backup-prune': async () => (await import('./commands/backup-prune.ts')).command,
   'backup-verify': async () => (await import('./commands/backup-verify.ts')).command,
   create: async () => (await import('./commands/create.ts')).command,
+  drill: async () => (await import('./commands/drill.ts')).command,
   machines: async () => (await import('./commands/machines.ts')).command,
   resume: async () => (await import('./commands/resume.ts')).command,
   sandbox: async () => (await import('./commands/sandbox.ts')).command,

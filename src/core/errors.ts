@@ -65,6 +65,11 @@ export const ERRORS = {
   },
   CBR_ERR_TARGET_NOT_EMPTY: { exit: 11, retryable: false, summary: 'The restore target holds user data; pass --force to replace it.' },
   CBR_ERR_RESTORE_VERIFY_FAILED: { exit: 11, retryable: false, summary: 'The restored node did not answer with the new password or lacks a keyspace.' },
+  CBR_ERR_DRILL_FAILED: {
+    exit: 16,
+    retryable: false,
+    summary: 'A restore drill restored the backup, but a check failed: a keyspace or table missing, a row count or a --check answer differing.',
+  },
   CBR_ERR_WORKFLOW_NOT_FOUND: { exit: 12, retryable: false, summary: 'No workflow has this id.' },
   CBR_ERR_WORKFLOW_CONFLICT: { exit: 12, retryable: false, summary: 'Another workflow holds the resource (same backup id or same target).' },
   CBR_ERR_COMMAND_INVALID: {

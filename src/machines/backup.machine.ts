@@ -1,6 +1,7 @@
 import { assign, setup } from 'xstate';
 import type { Compression } from '../archive/format.ts';
 import type { DataSettings } from '../cassandra/dataSettings.ts';
+import type { TableCount } from '../cassandra/rowCounts.ts';
 import type { ErrorInfo } from '../core/errors.ts';
 import type { StorageConfig } from '../storage/port.ts';
 import { type CancelEvent, type Progress, type ProgressEvent, recordingActions, step } from './common.ts';
@@ -69,6 +70,8 @@ export interface NodeFacts {
 
 export interface BackupContext extends BackupInput {
   node: NodeFacts | null;
+  /** Row counts of the snapshot's user tables (takeSnapshot); absent in workflows persisted before counts, null when not counted. */
+  tables?: TableCount[] | null;
   progress: Progress | null;
   result: BackupResult | null;
   error: ErrorInfo | null;
@@ -76,6 +79,9 @@ export interface BackupContext extends BackupInput {
 }
 
 export type StepInput = { ctx: BackupInput };
+
+/** What writeRecord is given: the request, what verifyNode learned, the stored result and the row counts. */
+export type WriteRecordInput = StepInput & { node: BackupContext['node']; result: BackupResult; tables?: TableCount[] | null };
 
 /** What a finished backup tells its caller (the CLI's output, the bus's result event, a status reply). */
 export interface BackupOutput {
@@ -105,9 +111,9 @@ export const backupMachine = setup({
     verifyNode: step<NodeFacts, StepInput>('verifyNode'),
     checkFreeSpace: step<{ freeBytes: number; freePercent: number }, StepInput>('checkFreeSpace'),
     clearSnapshot: step<void, StepInput>('clearSnapshot'),
-    takeSnapshot: step<{ files: number; bytes: number }, StepInput>('takeSnapshot'),
+    takeSnapshot: step<{ files: number; bytes: number; tables?: TableCount[] | null }, StepInput>('takeSnapshot'),
     streamArchive: step<BackupResult, StepInput>('streamArchive'),
-    writeRecord: step<void, StepInput & { node: BackupContext['node']; result: BackupResult }>('writeRecord'),
+    writeRecord: step<void, WriteRecordInput>('writeRecord'),
     deleteBackupObjects: step<void, StepInput>('deleteBackupObjects'),
   },
   actions: {
@@ -154,7 +160,7 @@ export const backupMachine = setup({
       invoke: {
         src: 'takeSnapshot',
         input: ({ context }) => ({ ctx: context }),
-        onDone: 'streaming',
+        onDone: { target: 'streaming', actions: assign({ tables: ({ event }) => event.output.tables ?? null }) },
         onError: { target: 'compensating', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
       },
     },
@@ -171,7 +177,7 @@ export const backupMachine = setup({
       on: { CANCEL: { target: 'compensating', actions: { type: 'recordCancel', params: ({ event }) => ({ reason: event.reason }) } } },
       invoke: {
         src: 'writeRecord',
-        input: ({ context }) => ({ ctx: context, node: context.node, result: context.result! }),
+        input: ({ context }) => ({ ctx: context, node: context.node, result: context.result!, tables: context.tables ?? null }),
         onDone: 'clearingSnapshot',
         onError: { target: 'compensating', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
       },

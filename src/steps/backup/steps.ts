@@ -1,4 +1,4 @@
-import type { BackupContext, BackupResult, StepInput } from '../../machines/backup.machine.ts';
+import type { BackupResult, StepInput, WriteRecordInput } from '../../machines/backup.machine.ts';
 import { bindStep } from '../bindStep.ts';
 import type { BackupDeps } from '../nodeDeps.ts';
 import { checkFreeSpace } from './checkFreeSpace.ts';
@@ -17,7 +17,7 @@ export function createBackupSteps(deps: BackupDeps) {
     clearSnapshot: bindStep(deps, 'clearSnapshot', clearSnapshot),
     takeSnapshot: bindStep(deps, 'takeSnapshot', takeSnapshot),
     streamArchive: bindStep<BackupDeps, StepInput, BackupResult>(deps, 'streamArchive', streamArchive),
-    writeRecord: bindStep<BackupDeps, StepInput & { node: BackupContext['node']; result: BackupResult }, void>(deps, 'writeRecord', writeRecord),
+    writeRecord: bindStep<BackupDeps, WriteRecordInput, void>(deps, 'writeRecord', writeRecord),
     deleteBackupObjects: bindStep(deps, 'deleteBackupObjects', deleteBackupObjects),
   };
 }

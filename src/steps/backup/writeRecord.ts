@@ -6,7 +6,7 @@ import { parseRecord, sealRecord } from '../../catalog/record.ts';
 import { CbrError } from '../../core/errors.ts';
 import { SYSTEM_KEYSPACES } from '../../core/ids.ts';
 import { inPool } from '../../core/pool.ts';
-import type { BackupContext, BackupResult, StepInput } from '../../machines/backup.machine.ts';
+import type { WriteRecordInput } from '../../machines/backup.machine.ts';
 import type { BackupDeps } from '../nodeDeps.ts';
 
 /**
@@ -14,11 +14,7 @@ import type { BackupDeps } from '../nodeDeps.ts';
  * An incremental backup's record (format 3) lists every file with its blob; once it is written the backup's lease
  * is released.
  */
-export async function writeRecord(
-  deps: BackupDeps,
-  input: StepInput & { node: BackupContext['node']; result: BackupResult },
-  signal: AbortSignal,
-): Promise<void> {
+export async function writeRecord(deps: BackupDeps, input: WriteRecordInput, signal: AbortSignal): Promise<void> {
   const { ctx, result } = input;
   const incremental = result.strategy === 'incremental';
   let files: BackupRecord['files'];
@@ -58,6 +54,8 @@ export async function writeRecord(
     files,
     ...(incremental ? { newBytes: result.newBytes ?? 0, sharedBytes: result.sharedBytes ?? 0, newStoredBytes: result.newStoredBytes ?? 0 } : {}),
     ...(input.node?.settings ? { settings: input.node.settings } : {}),
+    // Only tables the record holds (a table dropped between snapshot and record cannot be in it anyway).
+    ...(input.tables ? { tables: input.tables } : {}),
   };
   const record = deps.key ? (sealRecord(unsealed as unknown as Record<string, unknown>, deps.key) as unknown as BackupRecord) : unsealed;
   // The schema every restore reads records with: a record it would refuse fails the backup now, never later.

@@ -226,6 +226,63 @@ describe('takeSnapshot', () => {
     assert.deepEqual(treeState(node.root), once);
   });
 
+  it('counts the rows of each user table of a single node exactly when no write came between, and says why it did not otherwise', async () => {
+    const { node, deps, input } = await source();
+    node.peers = [];
+    node.rowCounts.set('shop.orders', 1200).set('shop.customers', 7);
+    node.writeCounts.set('shop.orders', 5000).set('shop.customers', 40);
+    const out = await takeSnapshot(deps, input, liveSignal());
+    assert.deepEqual(out.tables, [
+      { keyspace: 'shop', table: 'customers', rows: 7 },
+      { keyspace: 'shop', table: 'orders', rows: 1200 },
+    ]);
+    // The order is what makes the count exact: write counters, snapshot, counts, write counters again.
+    const order = node.calls
+      .filter((c) => /local_write_latency|nodetool snapshot|count\(\*\)/.test(c))
+      .map((c) => c.replace(/^cql SELECT .*(latency|count).*$/, '$1'));
+    assert.deepEqual(order, ['latency', 'nodetool snapshot b1', 'count', 'count', 'latency']);
+    assert.equal(node.openSessions, 0);
+
+    // A write lands on orders while it is counted: its count is not recorded as exact.
+    const cql = deps.cql;
+    deps.cql = async () => {
+      const s = await cql();
+      return {
+        ...s,
+        execute: async (q: string, p?: unknown[]) => {
+          const rows = await s.execute(q, p);
+          if (/count\(\*\) FROM "shop"."orders"/.test(q)) node.writeCounts.set('shop.orders', 5001);
+          return rows;
+        },
+      };
+    };
+    const written = await takeSnapshot(deps, input, liveSignal());
+    assert.deepEqual(written.tables, [
+      { keyspace: 'shop', table: 'customers', rows: 7 },
+      { keyspace: 'shop', table: 'orders', rows: null, note: 'not counted: written to while it was counted' },
+    ]);
+    deps.cql = cql;
+
+    // A node with peers: a CQL count would span the cluster.
+    node.peers = ['10.0.0.2'];
+    const clustered = await takeSnapshot(deps, input, liveSignal());
+    assert.ok(clustered.tables?.every((t) => t.rows === null && /has peers/.test(t.note ?? '')));
+    assert.equal(clustered.tables?.length, 2);
+  });
+
+  it('CQL failing costs the counts, never the snapshot', async () => {
+    const { node, deps, input } = await source();
+    node.peers = [];
+    node.fail('cql.execute', new CbrError('CBR_ERR_CQL_FAILED', 'CQL failed: timeout'), { match: /count\(\*\)/ });
+    const out = await takeSnapshot(deps, input, liveSignal());
+    assert.equal(out.files, 12);
+    assert.ok(out.tables?.every((t) => t.rows === null && /not counted: CQL failed: timeout/.test(t.note ?? '')));
+    node.fail('cql.connect', new CbrError('CBR_ERR_CQL_FAILED', 'cannot connect'));
+    const offline = await takeSnapshot(deps, input, liveSignal());
+    assert.equal(offline.files, 12);
+    assert.equal(offline.tables, null);
+  });
+
   it('an aborted signal stops it before any snapshot', async () => {
     const { node, deps, input } = await source();
     await rejectsAborted(takeSnapshot(deps, input, abortedSignal()));
@@ -352,6 +409,19 @@ describe('writeRecord', () => {
     assert.equal(rec.fileCount, 12);
     assert.equal(rec.encryption, null);
     assert.equal(rec.settings?.numTokens, 4);
+  });
+
+  it('keeps the row counts takeSnapshot took; a record without them (older workflows) reads as before', async () => {
+    const { store, deps, recordInput } = await streamed();
+    const tables = [
+      { keyspace: 'shop', table: 'customers', rows: 7 },
+      { keyspace: 'shop', table: 'orders', rows: null, note: 'not counted: written to while it was counted' },
+    ];
+    await writeRecord(deps, { ...recordInput, tables }, liveSignal());
+    assert.deepEqual((await readRecord(store, 'b1')).tables, tables);
+    const other = await streamed();
+    await writeRecord(other.deps, other.recordInput, liveSignal());
+    assert.equal((await readRecord(other.store, 'b1')).tables, undefined);
   });
 
   it('encrypted: the record is sealed with the archive key and names its fingerprint', async () => {
