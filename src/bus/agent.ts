@@ -11,6 +11,8 @@ import { openStore } from '../storage/open.ts';
 import type { StorageConfig } from '../storage/port.ts';
 import { backupInput } from '../workflows/backupRequest.ts';
 import { restoreInput } from '../workflows/restoreRequest.ts';
+import type { ScheduleJob } from './schedule/config.ts';
+import { Scheduler } from './schedule/scheduler.ts';
 import { type Command, parseCommand } from './schemas/commands.ts';
 import type { BusEvent } from './schemas/events.ts';
 import { STATUS_REPLY_TYPE, type StatusQuery, statusReplyTo, type WorkflowStatus } from './schemas/status.ts';
@@ -39,6 +41,8 @@ export interface AgentOptions {
   steps?: StepsFactory;
   /** XState inspection of every workflow actor (see src/inspect.ts). */
   inspect?: Observer<InspectionEvent>;
+  /** Schedule jobs (src/bus/schedule): commands the agent issues itself at cron instants; default none. */
+  schedule?: ScheduleJob[];
 }
 
 /**
@@ -66,6 +70,7 @@ export class Agent {
   readonly #status: StatusBook;
   /** Signed commands being handled now, by id: a redelivery of one waits for it instead of running it twice. */
   readonly #handling = new Map<string, Promise<void>>();
+  #scheduler: Scheduler | null = null;
 
   constructor(opts: AgentOptions) {
     this.#o = opts;
@@ -96,6 +101,18 @@ export class Agent {
       } catch (err) {
         this.#o.log.error('cannot resume workflow', { workflowId: w.id, error: (err as Error).message });
       }
+    }
+    // Before the broker: a scheduled run needs none (its events wait in the outbox).
+    if (this.#o.schedule?.length) {
+      this.#scheduler = new Scheduler({
+        jobs: this.#o.schedule,
+        hostId: this.#o.hostId,
+        store: this.#stateDb,
+        log: this.#o.log,
+        feed: (body) => this.#runScheduled(body),
+        isActive: (id) => this.#stateDb.get(id)?.status === 'active',
+      });
+      this.#scheduler.start();
     }
     this.#conn = await amqplib.connect(this.#o.url, {
       recovery: {
@@ -152,6 +169,7 @@ export class Agent {
   /** Graceful stop: take no more commands, stop the actors (their state stays persisted), flush events, close. */
   async stop(): Promise<void> {
     this.#stopping = true;
+    this.#scheduler?.stop();
     if (this.#consumeCh && this.#consumerTag) await this.#consumeCh.cancel(this.#consumerTag).catch(() => {});
     this.#runtime.stopAll();
     const deadline = Date.now() + 5000;
@@ -292,6 +310,31 @@ export class Agent {
         this.#publishDone(c, { workflowId: c.payload.workflowId, cancelled: true });
         return;
       }
+    }
+  }
+
+  /**
+   * A schedule's run: the command a publisher would send, down the same path as one from the bus (the same schema,
+   * the same dedupe by id in #handle), but unsigned: the agent issued it itself. A refusal is published as its result.
+   */
+  async #runScheduled(body: Record<string, unknown>): Promise<boolean> {
+    try {
+      await this.#handle(parseCommand(Buffer.from(JSON.stringify(body)), { hostId: this.#o.hostId }));
+      return true;
+    } catch (err) {
+      const error = toErrorInfo(err);
+      this.#o.log.warn('scheduled command failed to start', { commandId: body['id'], type: body['type'], code: error.code });
+      this.#publish({
+        type: 'result',
+        host: this.#o.hostId,
+        workflowId: String(body['id']),
+        kind: String(body['type']),
+        at: now(),
+        state: 'failed',
+        status: 'done',
+        error,
+      });
+      return false;
     }
   }
 

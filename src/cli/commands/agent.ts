@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { Agent } from '../../bus/agent.ts';
+import { loadSchedule } from '../../bus/schedule/config.ts';
 import { redactUrl } from '../../bus/subscriber.ts';
 import { loadProfile } from '../../cassandra/profile.ts';
 import { createLogger } from '../../core/log.ts';
@@ -28,6 +29,11 @@ export const command = defineCommand('agent', {
       placeholder: '<ws-url>',
       description: "feed XState's inspection events of every workflow to a Stately inspector at this WebSocket",
     },
+    schedule: {
+      type: 'string',
+      placeholder: '<file>',
+      description: 'run the jobs of this schedule (YAML or JSON: cron expressions and the commands they issue; see Schedules) (default: none)',
+    },
     ...jsonOption,
     ...busConnectionOptions,
     ...storageOptions,
@@ -39,6 +45,7 @@ export const command = defineCommand('agent', {
     const url = values.bus;
     const hostId = values.host ?? profile.hostId;
     const log = io.env['CBR_LOG_LEVEL'] ? cliLogger(io) : createLogger({ level: 'info', sink: (l) => io.stderr(`${l}\n`) });
+    const schedule = values.schedule ? await loadSchedule(resolve(values.schedule), hostId) : [];
     const inspection = values.inspect ? createInspection(values.inspect) : null;
     const agent = new Agent({
       url,
@@ -52,9 +59,10 @@ export const command = defineCommand('agent', {
       signingKey: await signingKey(values['signing-key-file']),
       stepDelayMs: Number(values['step-delay-ms'] ?? 0),
       ...(inspection ? { inspect: inspection.inspect } : {}),
+      schedule,
     });
     await agent.start();
-    log.info('agent started', { host: hostId, bus: redactUrl(url), signed: Boolean(values['signing-key-file']) });
+    log.info('agent started', { host: hostId, bus: redactUrl(url), signed: Boolean(values['signing-key-file']), scheduleJobs: schedule.length });
     await untilInterrupted(() => {
       log.info('stopping: no new commands, workflows checkpointed');
       return agent.stop().finally(() => inspection?.stop());
