@@ -110,7 +110,13 @@ export class Scheduler {
       .feed(toCommand(job, commandId, this.#o.hostId, instant))
       .catch(() => false)
       .then((ok) => {
-        this.#o.store.settleScheduled(job.name, instant.toISOString(), ok ? 'started' : 'failed');
+        try {
+          this.#o.store.settleScheduled(job.name, instant.toISOString(), ok ? 'started' : 'failed');
+        } catch (err) {
+          // The agent stopped (its database closed) while the command was handled: the instant stays 'pending' and
+          // is handed over again, with the same id, at the next start.
+          this.#o.log.debug('scheduled run not settled', { job: job.name, error: (err as Error).message });
+        }
         return ok;
       })
       .finally(() => {
