@@ -15,6 +15,8 @@ import type { StorageConfig } from '../storage/port.ts';
 import { backupInput } from '../workflows/backupRequest.ts';
 import { restoreInput } from '../workflows/restoreRequest.ts';
 import { runVerify } from '../workflows/verifyRequest.ts';
+import type { ScheduleJob } from './schedule/config.ts';
+import { Scheduler } from './schedule/scheduler.ts';
 import { type Command, parseCommand } from './schemas/commands.ts';
 import type { BusEvent } from './schemas/events.ts';
 import { STATUS_REPLY_TYPE, type StatusQuery, statusReplyTo, type WorkflowStatus } from './schemas/status.ts';
@@ -45,6 +47,8 @@ export interface AgentOptions {
   inspect?: Observer<InspectionEvent>;
   /** Sees every workflow event before it is published (metrics). */
   onWorkflowEvent?: (event: WorkflowEvent) => void;
+  /** Schedule jobs (src/bus/schedule): commands the agent issues itself at cron instants; default none. */
+  schedule?: ScheduleJob[];
 }
 
 /**
@@ -74,6 +78,7 @@ export class Agent {
   readonly #handling = new Map<string, Promise<void>>();
   /** Verifies running now, by command id (they start no workflow: a restart of the agent forgets them). */
   readonly #verifies = new Map<string, AbortController>();
+  #scheduler: Scheduler | null = null;
 
   constructor(opts: AgentOptions) {
     this.#o = opts;
@@ -109,6 +114,18 @@ export class Agent {
       } catch (err) {
         this.#o.log.error('cannot resume workflow', { workflowId: w.id, error: (err as Error).message });
       }
+    }
+    // Before the broker: a scheduled run needs none (its events wait in the outbox).
+    if (this.#o.schedule?.length) {
+      this.#scheduler = new Scheduler({
+        jobs: this.#o.schedule,
+        hostId: this.#o.hostId,
+        store: this.#stateDb,
+        log: this.#o.log,
+        feed: (body) => this.#runScheduled(body),
+        isActive: (id) => this.#stateDb.get(id)?.status === 'active',
+      });
+      this.#scheduler.start();
     }
     this.#conn = await amqplib.connect(this.#o.url, {
       recovery: {
@@ -166,6 +183,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.#stopping = true;
     for (const v of this.#verifies.values()) v.abort();
+    this.#scheduler?.stop();
     if (this.#consumeCh && this.#consumerTag) await this.#consumeCh.cancel(this.#consumerTag).catch(() => {});
     this.#runtime.stopAll();
     const deadline = Date.now() + 5000;
@@ -373,6 +391,31 @@ export class Agent {
       const error = toErrorInfo(err);
       this.#o.log.warn('backup verify failed', { commandId: c.id, code: error.code });
       this.#publish({ type: 'result', host, workflowId: c.id, kind: c.type, at: now(), state: 'failed', status: 'done', error });
+    }
+  }
+
+  /**
+   * A schedule's run: the command a publisher would send, down the same path as one from the bus (the same schema,
+   * the same dedupe by id in #handle), but unsigned: the agent issued it itself. A refusal is published as its result.
+   */
+  async #runScheduled(body: Record<string, unknown>): Promise<boolean> {
+    try {
+      await this.#handle(parseCommand(Buffer.from(JSON.stringify(body)), { hostId: this.#o.hostId }));
+      return true;
+    } catch (err) {
+      const error = toErrorInfo(err);
+      this.#o.log.warn('scheduled command failed to start', { commandId: body['id'], type: body['type'], code: error.code });
+      this.#publish({
+        type: 'result',
+        host: this.#o.hostId,
+        workflowId: String(body['id']),
+        kind: String(body['type']),
+        at: now(),
+        state: 'failed',
+        status: 'done',
+        error,
+      });
+      return false;
     }
   }
 

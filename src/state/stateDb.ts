@@ -37,6 +37,17 @@ export interface SeenCommand {
   keepUntil: number;
 }
 
+/** 'pending': taken, its command not yet handled (a crash there feeds it again at the next start). */
+export type ScheduleOutcome = 'pending' | 'started' | 'failed' | 'skipped';
+export interface ScheduleRun {
+  job: string;
+  armedAt: string;
+  lastInstant: string | null;
+  lastOutcome: ScheduleOutcome | null;
+  /** The command id of the job's latest run (the one an overlap check looks at). */
+  runCommandId: string | null;
+}
+
 export interface TransitionRow {
   workflowId: string;
   seq: number;
@@ -94,6 +105,14 @@ export class StateDb {
         keep_until INTEGER NOT NULL
       );
       CREATE INDEX IF NOT EXISTS command_ids_keep_until ON command_ids (keep_until);
+      CREATE TABLE IF NOT EXISTS schedule_runs (
+        job TEXT PRIMARY KEY,
+        armed_at TEXT NOT NULL,
+        last_instant TEXT,
+        last_outcome TEXT,
+        run_command_id TEXT,
+        updated_at TEXT NOT NULL
+      );
     `);
     this.migrate();
   }
@@ -284,6 +303,52 @@ export class StateDb {
       seenAt: String(r['seen_at']),
       keepUntil: Number(r['keep_until']),
     };
+  }
+
+  /**
+   * Schedules (src/bus/schedule): per job, when it was first armed and the last instant taken (started, or skipped
+   * because its previous run was still active). Arming is idempotent: the first time counts.
+   */
+  armSchedule(job: string, at: string): ScheduleRun {
+    this.db
+      .prepare('INSERT INTO schedule_runs (job, armed_at, updated_at) VALUES (?, ?, ?) ON CONFLICT (job) DO NOTHING')
+      .run(job, at, new Date().toISOString());
+    return this.scheduleRun(job)!;
+  }
+
+  scheduleRun(job: string): ScheduleRun | undefined {
+    const r = this.db.prepare('SELECT * FROM schedule_runs WHERE job = ?').get(job) as Record<string, unknown> | undefined;
+    if (!r) return undefined;
+    const opt = (v: unknown) => (v === null || v === undefined ? null : String(v));
+    return {
+      job: String(r['job']),
+      armedAt: String(r['armed_at']),
+      lastInstant: opt(r['last_instant']),
+      lastOutcome: opt(r['last_outcome']) as ScheduleOutcome | null,
+      runCommandId: opt(r['run_command_id']),
+    };
+  }
+
+  /**
+   * Takes a job's instant (ISO, UTC): true only for the first taker of an instant later than the last one taken, so
+   * one instant is never started twice, whatever restarts in between. 'pending' takes it for a run (settled by
+   * settleScheduled), 'skipped' passes over it and keeps the run the job is still busy with.
+   */
+  takeInstant(job: string, instant: string, outcome: 'pending' | 'skipped', commandId: string | null): boolean {
+    const r = this.db
+      .prepare(
+        `UPDATE schedule_runs SET last_instant = ?, last_outcome = ?, run_command_id = COALESCE(?, run_command_id), updated_at = ?
+         WHERE job = ? AND (last_instant IS NULL OR last_instant < ?)`,
+      )
+      .run(instant, outcome, commandId, new Date().toISOString(), job, instant);
+    return Number(r.changes) === 1;
+  }
+
+  /** How the handling of a taken instant ended (see takeInstant). */
+  settleScheduled(job: string, instant: string, outcome: 'started' | 'failed'): void {
+    this.db
+      .prepare('UPDATE schedule_runs SET last_outcome = ?, updated_at = ? WHERE job = ? AND last_instant = ?')
+      .run(outcome, new Date().toISOString(), job, instant);
   }
 
   close(): void {

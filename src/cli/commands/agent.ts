@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { Agent } from '../../bus/agent.ts';
+import { loadSchedule } from '../../bus/schedule/config.ts';
 import { redactUrl } from '../../bus/subscriber.ts';
 import { loadProfile } from '../../cassandra/profile.ts';
 import { createLogger, type Logger } from '../../core/log.ts';
@@ -36,6 +37,11 @@ export const command = defineCommand('agent', {
       env: 'CBR_METRICS_LISTEN',
       description: 'serve Prometheus metrics at http://<host>:<port>/metrics, bound to that address only, e.g. 127.0.0.1:9464 (default: none)',
     },
+    schedule: {
+      type: 'string',
+      placeholder: '<file>',
+      description: 'run the jobs of this schedule (YAML or JSON: cron expressions and the commands they issue; see Schedules) (default: none)',
+    },
     ...jsonOption,
     ...busConnectionOptions,
     ...storageOptions,
@@ -47,6 +53,7 @@ export const command = defineCommand('agent', {
     const url = values.bus;
     const hostId = values.host ?? profile.hostId;
     const log = io.env['CBR_LOG_LEVEL'] ? cliLogger(io) : createLogger({ level: 'info', sink: (l) => io.stderr(`${l}\n`) });
+    const schedule = values.schedule ? await loadSchedule(resolve(values.schedule), hostId) : [];
     const inspection = values.inspect ? createInspection(values.inspect) : null;
     const metrics = values['metrics-listen'] ? new CbrMetrics({ process: true }) : null;
     const agent: Agent = new Agent({
@@ -62,10 +69,11 @@ export const command = defineCommand('agent', {
       stepDelayMs: Number(values['step-delay-ms'] ?? 0),
       ...(inspection ? { inspect: inspection.inspect } : {}),
       ...(metrics ? { onWorkflowEvent: workflowObserver(metrics, hostId, (id) => agent.store.get(id)) } : {}),
+      schedule,
     });
     const server = metrics && values['metrics-listen'] ? await serveAgentMetrics(metrics, agent, hostId, values['metrics-listen'], log) : null;
     await agent.start();
-    log.info('agent started', { host: hostId, bus: redactUrl(url), signed: Boolean(values['signing-key-file']) });
+    log.info('agent started', { host: hostId, bus: redactUrl(url), signed: Boolean(values['signing-key-file']), scheduleJobs: schedule.length });
     await untilInterrupted(() => {
       log.info('stopping: no new commands, workflows checkpointed');
       return agent.stop().finally(() => {

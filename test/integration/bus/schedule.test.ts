@@ -1,0 +1,198 @@
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { commandIdFor } from '../../../src/bus/schedule/plan.ts';
+import { createNodetool } from '../../../src/cassandra/nodetool.ts';
+import type { Profile } from '../../../src/cassandra/profile.ts';
+import { listRecords } from '../../../src/catalog/catalog.ts';
+import { profilePath } from '../../../src/sandbox/sandbox.ts';
+import { StateDb, type WorkflowRow } from '../../../src/state/stateDb.ts';
+import { createLocalStore } from '../../../src/storage/local/localStore.ts';
+import { killHard, removeBusTopology, spawnAgent, stopGracefully, waitForAgentQueue } from '../../helpers/bus.ts';
+import { cqlFor, seedData } from '../../helpers/data.ts';
+import { scratchDir, sharedNode, TEST_HOME, testEnv } from '../../helpers/env.ts';
+
+/**
+ * Schedules in a real agent (its own process, so it can be killed -9), against the real RabbitMQ, a real sandbox
+ * node and local storage, with seconds-resolution cron expressions to keep it short.
+ */
+const prefix = `sch${process.pid}.`;
+const HOSTS = ['sched-catch', 'sched-overlap'];
+
+/** The scheduled workflows of a job, oldest first, with the instant each was for (from its id). */
+function runsOf(dbPath: string, job: string): (WorkflowRow & { instant: number })[] {
+  const db = new StateDb(dbPath, { readOnly: true });
+  try {
+    const re = new RegExp(`^${job}-(\\d{4})(\\d\\d)(\\d\\d)T(\\d\\d)(\\d\\d)(\\d\\d)Z$`);
+    return db
+      .list()
+      .flatMap((w) => {
+        const m = re.exec(w.id);
+        return m ? [{ ...w, instant: Date.parse(`${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}Z`) }] : [];
+      })
+      .sort((a, b) => a.instant - b.instant);
+  } finally {
+    db.close();
+  }
+}
+
+async function until<T>(what: string, probe: () => T | undefined | null | false, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const v = probe();
+      if (v) return v;
+    } catch {
+      /* the agent may not have created the database yet */
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(250);
+  }
+}
+
+/** The JSON log lines of this test's agents of a host (spawnAgent logs to `<scratch>/agent-logs-<pid>-<ms>/<host>.log`). */
+function logLines(host: string): Record<string, unknown>[] {
+  const scratch = join(TEST_HOME, 'scratch');
+  const dirs = readdirSync(scratch).filter((d) => d.startsWith(`agent-logs-${process.pid}-`));
+  const text = dirs
+    .map((d) => join(scratch, d, `${host}.log`))
+    .filter((f) => existsSync(f))
+    .map((f) => readFileSync(f, 'utf8'))
+    .join('\n');
+  return text.split('\n').flatMap((l) => {
+    if (!l.startsWith('{')) return [];
+    try {
+      return [JSON.parse(l) as Record<string, unknown>];
+    } catch {
+      return [];
+    }
+  });
+}
+
+function writeSchedule(dir: string, job: string, cron: string): string {
+  const file = join(dir, `${job}.yaml`);
+  writeFileSync(file, `jobs:\n  - name: ${job}\n    cron: "${cron}"\n    command:\n      type: backup.create\n      payload: { name: scheduled-${job} }\n`);
+  return file;
+}
+
+describe('schedules in the agent', () => {
+  let source: Profile;
+  let storageRoot: string;
+  let dir: string;
+
+  before(async () => {
+    source = await sharedNode('source');
+    storageRoot = scratchDir('schedule-storage');
+    dir = scratchDir('schedule');
+    const cql = await cqlFor(source);
+    await seedData(cql, `sched${process.pid}`, { rows: 50, blobKiB: 1 });
+    await cql.close();
+  });
+
+  after(async () => {
+    await removeBusTopology(prefix, HOSTS);
+  });
+
+  it('SIGKILL across scheduled instants: at the next start exactly one catch-up run, for the latest missed instant', async () => {
+    const host = 'sched-catch';
+    const job = 'catch';
+    const stateDb = join(dir, 'catch-state.db');
+    const env = { ...testEnv, CBR_STORAGE_ROOT: storageRoot, CBR_STATE_DB: stateDb };
+    const opts = { host, profilePath: profilePath('source', testEnv), env, prefix, args: ['--schedule', writeSchedule(dir, job, '*/10 * * * * *')] };
+    const first = spawnAgent(opts);
+    let killedAt: number;
+    try {
+      await waitForAgentQueue(prefix, host);
+      await until(
+        'a first scheduled backup completed, none running',
+        () => {
+          const runs = runsOf(stateDb, job);
+          return runs.some((w) => w.state === 'completed') && runs.every((w) => w.status === 'done');
+        },
+        60_000,
+      );
+    } finally {
+      await killHard(first);
+      killedAt = Date.now();
+    }
+    const before = runsOf(stateDb, job);
+    assert.ok(
+      before.every((w) => w.status === 'done'),
+      'no run was in flight at the kill',
+    );
+    const lastBefore = before.at(-1)!.instant;
+    // Down long enough for at least two instants to pass.
+    await sleep(Math.max(0, lastBefore + 30_000 - killedAt) + 500);
+    const second = spawnAgent(opts);
+    try {
+      const catchUp = await until('the catch-up run in the log', () => logLines(host).find((l) => String(l['msg']).startsWith('catch-up run')), 30_000);
+      assert.ok(Number(catchUp['missedInstants']) >= 2, `missed ${catchUp['missedInstants']} instants`);
+      const catchUpId = String(catchUp['commandId']);
+      const row = await until('the catch-up backup to end', () => runsOf(stateDb, job).find((w) => w.id === catchUpId && w.status === 'done'), 60_000);
+      assert.equal(row.state, 'completed');
+      assert.equal(catchUpId, commandIdFor(job, new Date(row.instant)));
+      // Nothing for the instants missed before it: between the last run before the kill and the catch-up, no run.
+      const missed = runsOf(stateDb, job).filter((w) => w.instant > lastBefore && w.instant <= row.instant);
+      assert.deepEqual(
+        missed.map((w) => w.id),
+        [catchUpId],
+        'one run for all the missed instants',
+      );
+      assert.equal(logLines(host).filter((l) => String(l['msg']).startsWith('catch-up run')).length, 1, 'one catch-up in the log');
+      const records = await listRecords(createLocalStore(storageRoot, 'database_backups'));
+      assert.ok(
+        records.some((r) => r.id === catchUpId),
+        'the catch-up backup is in the catalog',
+      );
+    } finally {
+      assert.equal(await stopGracefully(second), 0);
+    }
+    // Every run, before and after the restart, was taken once: ids are unique per instant and all ended.
+    const all = runsOf(stateDb, job);
+    assert.equal(new Set(all.map((w) => w.instant)).size, all.length);
+  });
+
+  it('a run that outlasts its interval is never overlapped: the instants in between are skipped, with a reason', async () => {
+    const host = 'sched-overlap';
+    const job = 'overlap';
+    const stateDb = join(dir, 'overlap-state.db');
+    const env = { ...testEnv, CBR_STORAGE_ROOT: storageRoot, CBR_STATE_DB: stateDb };
+    const schedule = writeSchedule(dir, job, '*/4 * * * * *');
+    // 7 backup steps at 2 s each: every run lasts well over the 4 s interval.
+    const agent = spawnAgent({ host, profilePath: profilePath('source', testEnv), env, prefix, stepDelayMs: 2000, args: ['--schedule', schedule] });
+    try {
+      await waitForAgentQueue(prefix, host);
+      await until('two scheduled backups to complete', () => runsOf(stateDb, job).filter((w) => w.state === 'completed').length >= 2 || null, 120_000);
+    } finally {
+      assert.equal(await stopGracefully(agent), 0);
+    }
+    // The run the stop interrupted: finish it without the schedule, so no snapshot stays on the shared node.
+    const finisher = spawnAgent({ host, profilePath: profilePath('source', testEnv), env, prefix });
+    try {
+      await until('every run to end', () => runsOf(stateDb, job).every((w) => w.status === 'done'), 60_000);
+    } finally {
+      assert.equal(await stopGracefully(finisher), 0);
+    }
+    const runs = runsOf(stateDb, job);
+    for (let i = 1; i < runs.length; i++) {
+      const prev = runs[i - 1]!;
+      const next = runs[i]!;
+      assert.ok(next.createdAt >= prev.updatedAt, `${next.id} started at ${next.createdAt}, before ${prev.id} ended at ${prev.updatedAt}`);
+    }
+    const skipped = logLines(host).filter((l) => l['msg'] === 'scheduled run skipped');
+    assert.ok(skipped.length >= 2, `skipped instants: ${skipped.length}`);
+    assert.match(String(skipped[0]!['reason']), new RegExp(`previous run ${job}-\\d{8}T\\d{6}Z is still active`));
+    assert.ok(
+      runs.every((w) => w.state === 'completed'),
+      runs.map((w) => `${w.id}: ${w.state}`).join(', '),
+    );
+    const snapshots = await createNodetool(source).listSnapshots();
+    assert.deepEqual(
+      runs.filter((w) => snapshots.includes(w.id)),
+      [],
+      'no snapshot left',
+    );
+  });
+});
