@@ -123,8 +123,11 @@ describe('schedules in the agent', () => {
       'no run was in flight at the kill',
     );
     const lastBefore = before.at(-1)!.instant;
-    // Down long enough for at least two instants to pass.
-    await sleep(Math.max(0, lastBefore + 30_000 - killedAt) + 500);
+    // The last instant taken (run, or skipped while a slow run was active): down until two more have passed.
+    const db = new StateDb(stateDb, { readOnly: true });
+    const lastTaken = Date.parse(db.scheduleRun(job)?.lastInstant ?? new Date(lastBefore).toISOString());
+    db.close();
+    await sleep(Math.max(0, lastTaken + 20_000 - killedAt) + 500);
     const second = spawnAgent(opts);
     try {
       const catchUp = await until('the catch-up run in the log', () => logLines(host).find((l) => String(l['msg']).startsWith('catch-up run')), 30_000);
@@ -169,11 +172,16 @@ describe('schedules in the agent', () => {
       assert.equal(await stopGracefully(agent), 0);
     }
     // The run the stop interrupted: finish it without the schedule, so no snapshot stays on the shared node.
-    const finisher = spawnAgent({ host, profilePath: profilePath('source', testEnv), env, prefix });
-    try {
-      await until('every run to end', () => runsOf(stateDb, job).every((w) => w.status === 'done'), 60_000);
-    } finally {
-      assert.equal(await stopGracefully(finisher), 0);
+    if (!runsOf(stateDb, job).every((w) => w.status === 'done')) {
+      const started = logLines(host).filter((l) => l['msg'] === 'agent started').length;
+      const finisher = spawnAgent({ host, profilePath: profilePath('source', testEnv), env, prefix });
+      try {
+        await until('every run to end', () => runsOf(stateDb, job).every((w) => w.status === 'done'), 60_000);
+        // Stopped once it handles SIGTERM (after it logged its start), so the stop is a graceful one.
+        await until('the finisher to have started', () => logLines(host).filter((l) => l['msg'] === 'agent started').length > started, 30_000);
+      } finally {
+        assert.equal(await stopGracefully(finisher), 0);
+      }
     }
     const runs = runsOf(stateDb, job);
     for (let i = 1; i < runs.length; i++) {
