@@ -4,7 +4,7 @@ import type { InspectionEvent, Observer } from 'xstate';
 import { deleteBackup } from '../catalog/catalog.ts';
 import { prune } from '../catalog/prune.ts';
 import { parsePolicy } from '../catalog/retention.ts';
-import { verdictCode, verdictMessage } from '../catalog/verify.ts';
+import { type VerifyResult, verdictCode, verdictMessage } from '../catalog/verify.ts';
 import { CbrError, toErrorInfo } from '../core/errors.ts';
 import { ID_RE } from '../core/ids.ts';
 import type { Logger } from '../core/log.ts';
@@ -47,6 +47,8 @@ export interface AgentOptions {
   inspect?: Observer<InspectionEvent>;
   /** Sees every workflow event before it is published (metrics). */
   onWorkflowEvent?: (event: WorkflowEvent) => void;
+  /** Sees the outcome of each verify the agent ran (metrics: last successful verify). */
+  onVerified?: (result: VerifyResult, code: string) => void;
   /** Schedule jobs (src/bus/schedule): commands the agent issues itself at cron instants; default none. */
   schedule?: ScheduleJob[];
 }
@@ -381,6 +383,7 @@ export class Agent {
         },
       });
       const code = verdictCode(result);
+      this.#o.onVerified?.(result, code ?? '');
       const report = { backupId: c.payload.backupId, ...result };
       if (!code) this.#publishDone(c, report);
       else {

@@ -4,7 +4,7 @@ import { loadProfile } from '../cassandra/profile.ts';
 import { CbrError } from '../core/errors.ts';
 import { createLogger, type Logger } from '../core/log.ts';
 import { cbrHome } from '../core/paths.ts';
-import { outcomeSample } from '../metrics/metrics.ts';
+import { type OutcomeSample, outcomeSample } from '../metrics/metrics.ts';
 import { writeTextfile } from '../metrics/textfile.ts';
 import { type Running, type WorkflowEvent, type WorkflowOutcome, WorkflowRuntime } from '../runtime/runtime.ts';
 import { StateDb, type WorkflowKind } from '../state/stateDb.ts';
@@ -202,6 +202,12 @@ export async function runLocally<K extends WorkflowKind>(
     await textfile?.write(state, io);
     state.close();
   }
+}
+
+/** Records a run that starts no workflow (verify, drill) in the textfile, if one is asked for; a failure to write is a warning. */
+export async function recordRun(io: CliIO, path: string | undefined, sample: OutcomeSample): Promise<void> {
+  if (!path) return;
+  await writeTextfile(path, sample).catch((err: Error) => io.stderr(`warning: cannot write the metrics textfile ${path}: ${err.message}\n`));
 }
 
 /**

@@ -167,6 +167,24 @@ export class CbrMetrics {
 }
 
 /** What the observer needs of a workflow's persisted row. */
+/** A verify or drill run (they start no workflow) as an outcome sample: last success per host and strategy. */
+export function runSample(
+  kind: 'verify' | 'drill',
+  r: { ok: boolean; code: string; seconds: number; host: string; strategy?: string; bytesRead?: number },
+): OutcomeSample {
+  return {
+    kind,
+    outcome: r.ok ? 'completed' : 'failed',
+    code: r.ok ? '' : r.code,
+    seconds: r.seconds,
+    host: r.host,
+    strategy: r.strategy ?? '',
+    bytesRead: r.bytesRead ?? 0,
+    bytesStored: 0,
+    at: Date.now() / 1000,
+  };
+}
+
 export interface WorkflowFacts {
   createdAt: string;
   input: unknown;

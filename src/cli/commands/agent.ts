@@ -3,8 +3,9 @@ import { Agent } from '../../bus/agent.ts';
 import { loadSchedule } from '../../bus/schedule/config.ts';
 import { redactUrl } from '../../bus/subscriber.ts';
 import { loadProfile } from '../../cassandra/profile.ts';
+import type { VerifyResult } from '../../catalog/verify.ts';
 import { createLogger, type Logger } from '../../core/log.ts';
-import { CbrMetrics, seedFromEnded, workflowObserver } from '../../metrics/metrics.ts';
+import { CbrMetrics, runSample, seedFromEnded, workflowObserver } from '../../metrics/metrics.ts';
 import { serveMetrics } from '../../metrics/serve.ts';
 import { createInspection } from '../../runtime/inspect.ts';
 import { busConnectionOptions, signingKey } from '../bus.ts';
@@ -69,6 +70,7 @@ export const command = defineCommand('agent', {
       stepDelayMs: Number(values['step-delay-ms'] ?? 0),
       ...(inspection ? { inspect: inspection.inspect } : {}),
       ...(metrics ? { onWorkflowEvent: workflowObserver(metrics, hostId, (id) => agent.store.get(id)) } : {}),
+      ...(metrics ? { onVerified: (r: VerifyResult, code: string) => metrics.recordOutcome(runSample('verify', { ...r, code })) } : {}),
       schedule,
     });
     const server = metrics && values['metrics-listen'] ? await serveAgentMetrics(metrics, agent, hostId, values['metrics-listen'], log) : null;

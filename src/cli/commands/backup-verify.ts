@@ -3,10 +3,11 @@ import { runCommand } from '../../bus/client.ts';
 import { checkId } from '../../catalog/catalog.ts';
 import { bucketsFor, type VerifyResult, verdictCode, verdictMessage } from '../../catalog/verify.ts';
 import { CbrError, ERRORS, fromErrorInfo, isErrorCode } from '../../core/errors.ts';
+import { runSample } from '../../metrics/metrics.ts';
 import { runVerify } from '../../workflows/verifyRequest.ts';
 import { type BusValues, busOptions, followOptions, noticeLine, outageDeadline, signingKey } from '../bus.ts';
 import { defineCommand, jsonOption } from '../command.ts';
-import { openStorage, storageOptions } from '../context.ts';
+import { metricsOptions, openStorage, recordRun, storageOptions } from '../context.ts';
 import type { CliIO } from '../io.ts';
 import { formatBytes, ProgressBar } from '../progress.ts';
 import { onInterrupt } from '../signals.ts';
@@ -29,6 +30,7 @@ export const command = defineCommand('backup-verify', {
     'decrypt-key-env': { type: 'string', placeholder: '<var>', description: 'the key the backup was sealed with, in this environment variable' },
     ...jsonOption,
     ...storageOptions,
+    ...metricsOptions,
     ...busOptions,
     ...followOptions,
   },
@@ -68,6 +70,7 @@ export const command = defineCommand('backup-verify', {
         dispose();
         bar?.end();
       }
+      await recordRun(io, values['metrics-textfile'], runSample('verify', { ...result, code: verdictCode(result) ?? '' }));
     }
     return report(io, result, values.json);
   },

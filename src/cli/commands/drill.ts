@@ -6,6 +6,7 @@ import { connectCql } from '../../cassandra/cql.ts';
 import { loadCredentials, loadProfile } from '../../cassandra/profile.ts';
 import { checkId, readRecord } from '../../catalog/catalog.ts';
 import { CbrError, type ErrorInfo, fromErrorInfo, toErrorInfo } from '../../core/errors.ts';
+import { runSample } from '../../metrics/metrics.ts';
 import { ownerAlive, ownerToken } from '../../runtime/owner.ts';
 import { createSandbox, instanceDir, listSandboxes, removeSandbox } from '../../sandbox/sandbox.ts';
 import { DrillLog } from '../../state/drillLog.ts';
@@ -14,7 +15,7 @@ import { openStore } from '../../storage/open.ts';
 import { type DrillCheck, type DrillResult, describeFailures, drillChecks, pairChecks } from '../../workflows/drill.ts';
 import { restoreInput } from '../../workflows/restoreRequest.ts';
 import { defineCommand, jsonOption } from '../command.ts';
-import { runLocally, stateDbPath, storageConfig, storageOptions } from '../context.ts';
+import { metricsOptions, recordRun, runLocally, stateDbPath, storageConfig, storageOptions } from '../context.ts';
 import { printJson } from '../io.ts';
 import { onInterrupt } from '../signals.ts';
 
@@ -39,6 +40,7 @@ export const command = defineCommand('drill', {
     host: { type: 'string', placeholder: '<host-id>', description: 'with --last: only this host' },
     ...jsonOption,
     ...storageOptions,
+    ...metricsOptions,
   },
   notes: [
     'Exit status 0 when every check passed; CBR_ERR_DRILL_FAILED when a check failed; a failed restore exits with its own code.',
@@ -85,6 +87,12 @@ export const command = defineCommand('drill', {
     } finally {
       db.close();
     }
+    const code = result.ok ? '' : (result.error?.code ?? 'CBR_ERR_DRILL_FAILED');
+    await recordRun(
+      io,
+      values['metrics-textfile'],
+      runSample('drill', { ok: result.ok, code, seconds: result.seconds.total, host: result.host, strategy: record.strategy ?? 'full' }),
+    );
     if (values.json) printJson(io, result);
     else printHuman(io, result);
     if (result.ok) return 0;

@@ -54,8 +54,13 @@ describe('cbr backup-verify (local storage)', () => {
     const env = { CBR_HOME: home, CBR_STORAGE_ROOT: root };
     const rec = await readRecord(mem, 'cv1');
 
-    const whole = await run(['backup-verify', 'cv1', '--deep', '--decrypt-key-file', keyFile], env);
+    const prom = join(home, 'cbr.prom');
+    const whole = await run(['backup-verify', 'cv1', '--deep', '--decrypt-key-file', keyFile, '--metrics-textfile', prom], env);
     assert.equal(whole.code, 0, whole.err);
+    const series = `kind="verify",host="${rec.hostId}",strategy="incremental"`;
+    assert.match(readFileSync(prom, 'utf8'), new RegExp(`cbr_last_run_success\\{${series}\\} 1\n`));
+    const lastOk = /cbr_last_success_timestamp_seconds\{[^}]*kind="verify"[^}]*\} (\S+)/.exec(readFileSync(prom, 'utf8'))?.[1];
+    assert.ok(lastOk && Math.abs(Number(lastOk) - Date.now() / 1000) < 60, `last verify success ${lastOk}`);
     assert.match(whole.out, /^incremental backup cv1 of .*: deep check, whole, \d+ objects/);
     assert.match(whole.out, /\nOK\n$/);
 
@@ -63,8 +68,12 @@ describe('cbr backup-verify (local storage)', () => {
     const body = readFileSync(blob);
     body[body.length - 20] = body[body.length - 20]! ^ 1;
     writeFileSync(blob, body);
-    const bad = await run(['backup-verify', 'cv1', '--deep', '--decrypt-key-file', keyFile, '--json'], env);
+    const bad = await run(['backup-verify', 'cv1', '--deep', '--decrypt-key-file', keyFile, '--json', '--metrics-textfile', prom], env);
     assert.equal(bad.code, 17);
+    const text = readFileSync(prom, 'utf8');
+    assert.match(text, new RegExp(`cbr_last_run_success\\{${series}\\} 0\n`));
+    assert.match(text, /cbr_workflows_total\{kind="verify",outcome="failed",code="CBR_ERR_VERIFY_CORRUPT"\} 1\n/);
+    assert.match(text, new RegExp(`cbr_last_success_timestamp_seconds\\{${series}\\} ${lastOk}\n`), 'a failed verify keeps the last success');
     const report = JSON.parse(bad.out);
     assert.equal(report.ok, false);
     assert.equal(report.error.code, 'CBR_ERR_VERIFY_CORRUPT');
