@@ -125,6 +125,17 @@ export async function listRecords(store: ObjectStore, signal?: AbortSignal): Pro
   return out.sort((a, b) => (a.created < b.created ? -1 : 1));
 }
 
+/**
+ * The id of the newest usable backup (of one host when `hostId` is given): what a scheduled verify or drill takes,
+ * since a fixed id would keep checking one old backup, or one a prune has removed.
+ */
+export async function latestBackupId(store: ObjectStore, hostId?: string, signal?: AbortSignal): Promise<string> {
+  const records = (await listRecords(store, signal)).filter((r) => !hostId || r.hostId === hostId);
+  const newest = records.at(-1);
+  if (!newest) throw new CbrError('CBR_ERR_BACKUP_NOT_FOUND', `no completed backup${hostId ? ` of host ${hostId}` : ''} in this storage`);
+  return newest.id;
+}
+
 export interface DeleteResult {
   /** Objects removed under `<id>/` besides the record. */
   removed: number;

@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { runCommand } from '../../bus/client.ts';
-import { checkId } from '../../catalog/catalog.ts';
+import { checkId, latestBackupId } from '../../catalog/catalog.ts';
 import { bucketsFor, type VerifyResult, verdictCode, verdictMessage } from '../../catalog/verify.ts';
 import { CbrError, ERRORS, fromErrorInfo, isErrorCode } from '../../core/errors.ts';
 import { runSample } from '../../metrics/metrics.ts';
@@ -14,7 +14,7 @@ import { onInterrupt } from '../signals.ts';
 
 export const command = defineCommand('backup-verify', {
   summary: 'Check a backup in storage without a node: every object there at its size, or (--deep) every byte read back and checked.',
-  args: '<id>',
+  args: '<id> | --latest [--host <host-id>]',
   options: {
     deep: {
       type: 'boolean',
@@ -25,6 +25,11 @@ export const command = defineCommand('backup-verify', {
       type: 'string',
       placeholder: '<percent>',
       description: 'check about this share of the files (e.g. 10%); runs in a row take the next share, so ceil(100/percent) runs cover all',
+    },
+    latest: {
+      type: 'boolean',
+      default: false,
+      description: 'verify the newest completed backup (of the host --host names, else of any) instead of naming one: for schedules',
     },
     'decrypt-key-file': { type: 'string', placeholder: '<file>', description: 'the key the backup was sealed with, in this file (needed by --deep)' },
     'decrypt-key-env': { type: 'string', placeholder: '<var>', description: 'the key the backup was sealed with, in this environment variable' },
@@ -41,7 +46,10 @@ export const command = defineCommand('backup-verify', {
     "With --bus the host's agent verifies it against its storage, with a key path or variable of that host.",
   ],
   async run({ values, positionals }, io) {
-    const id = checkId(positionals[0] ?? '');
+    if (values.latest && (positionals.length > 0 || values.bus)) {
+      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--latest takes no <id> and runs here, against this storage (not with --bus)');
+    }
+    const id = values.latest ? await latestBackupId(openStorage(values, io.env), values.host) : checkId(positionals[0] ?? '');
     if (values.sample !== undefined) bucketsFor(values.sample);
     const req = {
       backupId: id,

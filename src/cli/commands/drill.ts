@@ -4,7 +4,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connectCql } from '../../cassandra/cql.ts';
 import { loadCredentials, loadProfile } from '../../cassandra/profile.ts';
-import { checkId, readRecord } from '../../catalog/catalog.ts';
+import { checkId, latestBackupId, readRecord } from '../../catalog/catalog.ts';
 import { CbrError, type ErrorInfo, fromErrorInfo, toErrorInfo } from '../../core/errors.ts';
 import { runSample } from '../../metrics/metrics.ts';
 import { ownerAlive, ownerToken } from '../../runtime/owner.ts';
@@ -25,7 +25,7 @@ const OWNER_FILE = 'drill-owner';
 
 export const command = defineCommand('drill', {
   summary: 'Restore a backup into a throwaway sandbox, check its keyspaces, tables and row counts, remove it; report pass or fail.',
-  args: '<backup-id> [--check <CQL> --expect <value> ...] | --last [--host <host-id>]',
+  args: '<backup-id> | --latest [--host <host-id>] [--check <CQL> --expect <value> ...] | --last [--host <host-id>]',
   options: {
     check: {
       type: 'string',
@@ -37,7 +37,8 @@ export const command = defineCommand('drill', {
     'decrypt-key-file': { type: 'string', placeholder: '<file>', description: 'the key the backup was sealed with, in this file' },
     'decrypt-key-env': { type: 'string', placeholder: '<var>', description: 'the key the backup was sealed with, in this environment variable' },
     last: { type: 'boolean', default: false, description: 'print the last drill and the last passing drill of each host (from the state database)' },
-    host: { type: 'string', placeholder: '<host-id>', description: 'with --last: only this host' },
+    latest: { type: 'boolean', default: false, description: 'drill the newest completed backup (of --host) instead of naming one: for schedules' },
+    host: { type: 'string', placeholder: '<host-id>', description: 'with --last: only this host; with --latest: the newest backup of this host' },
     ...jsonOption,
     ...storageOptions,
     ...metricsOptions,
@@ -65,10 +66,12 @@ export const command = defineCommand('drill', {
       return 0;
     }
     const id = positionals[0];
-    if (!id || positionals.length > 1) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `drill takes one <backup-id>\nusage: ${usage}`);
-    const backupId = checkId(id);
+    if (values.latest ? positionals.length > 0 : !id || positionals.length > 1) {
+      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `drill takes one <backup-id> or --latest\nusage: ${usage}`);
+    }
     const userChecks = pairChecks(values.check, values.expect);
     const storage = storageConfig(values, io.env);
+    const backupId = values.latest ? await latestBackupId(openStore(storage), values.host) : checkId(id ?? '');
     const record = await readRecord(openStore(storage), backupId);
 
     const result = await drill(io.env, {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import { BLOBS_PREFIX, blobKey, blobName, blobPrefix, fileNameOf, tableIdOf } from '../../../src/catalog/blobs.ts';
-import { listRecords, recordKey } from '../../../src/catalog/catalog.ts';
+import { latestBackupId, listRecords, recordKey } from '../../../src/catalog/catalog.ts';
 import { holdBackupLease } from '../../../src/catalog/leases.ts';
 import { PRUNE_PREFIX, prune } from '../../../src/catalog/prune.ts';
 import { filesDigest } from '../../../src/catalog/record.ts';
@@ -229,3 +229,16 @@ for (const [kind, open] of stores) {
     });
   });
 }
+
+describe('latestBackupId (what a scheduled verify or drill takes)', () => {
+  it('is the newest completed backup by creation time, of the host asked for; none is BACKUP_NOT_FOUND', async () => {
+    const store = new MemoryStore();
+    await assert.rejects(latestBackupId(store), (err: CbrError) => err.code === 'CBR_ERR_BACKUP_NOT_FOUND');
+    await writeFull(store, 'b-day1', 1, 10);
+    await writeFull(store, 'a-day3', 3, 10);
+    await writeFull(store, 'c-day2', 2, 10);
+    assert.equal(await latestBackupId(store), 'a-day3');
+    assert.equal(await latestBackupId(store, HOST), 'a-day3');
+    await assert.rejects(latestBackupId(store, 'another-host'), /no completed backup of host another-host/);
+  });
+});

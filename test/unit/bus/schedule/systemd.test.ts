@@ -4,6 +4,8 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { type OptionSpecs, parse } from '../../../../src/cli/command.ts';
+import { COMMANDS } from '../../../../src/cli/main.ts';
 import { REPO } from '../../../helpers/paths.ts';
 
 const DIR = join(REPO, 'deploy', 'systemd');
@@ -32,6 +34,18 @@ describe('deploy/systemd: timers for those who prefer them to the agent schedule
         ),
       );
       assert.match(service, /^SuccessExitStatus=75$/m, 'a run skipped because the previous one holds the lock is no failure');
+    }
+  });
+
+  it("each service's default arguments are accepted by the command it runs (the real CLI parser)", async () => {
+    for (const [job, name] of Object.entries(JOBS)) {
+      const service = readFileSync(join(DIR, `cbr-${job}.service`), 'utf8');
+      const args = new RegExp(`^Environment="CBR_${job.toUpperCase()}_ARGS=(.*)"$`, 'm').exec(service)?.[1];
+      assert.ok(args, `cbr-${job}.service sets CBR_${job.toUpperCase()}_ARGS`);
+      const command = await COMMANDS[name]!();
+      const { positionals } = parse(args.split(' '), command.options as OptionSpecs, name, {});
+      if (job === 'backup') assert.deepEqual(positionals, ['nightly']);
+      else assert.deepEqual(positionals, [], `${name} takes --latest or a policy, no fixed backup id`);
     }
   });
 
