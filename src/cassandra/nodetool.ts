@@ -42,10 +42,19 @@ const IDENT_RE = /^[A-Za-z0-9_]{1,48}$/;
  * every call), or `nodetool`, Cassandra's (a JVM with the node's jars per call; it supports JMX over SSL).
  */
 export function createNodetool(profile: Profile, env: NodeJS.ProcessEnv = process.env): Nodetool {
+  return jmxClientKind(profile, env) === 'nodetool' ? createNodetoolCli(profile, env) : createJmxClient(profile, env);
+}
+
+/**
+ * Which client createNodetool uses. The builtin one is compiled at first use, so it needs a JDK; on a node with only
+ * a Java runtime (javac missing at java.home) it is nodetool, as before the builtin client existed, instead of
+ * every backup failing.
+ */
+export function jmxClientKind(profile: Profile, env: NodeJS.ProcessEnv = process.env): 'builtin' | 'nodetool' {
   const client = env['CBR_JMX_CLIENT'] || profile.jmx.client;
-  if (client === 'nodetool') return createNodetoolCli(profile, env);
+  if (client === 'nodetool') return 'nodetool';
   if (client !== 'builtin') throw new CbrError('CBR_ERR_CONFIG', `CBR_JMX_CLIENT must be builtin or nodetool, not ${client}`);
-  return createJmxClient(profile, env);
+  return existsSync(join(profile.java.home, 'bin', 'javac')) ? 'builtin' : 'nodetool';
 }
 
 /**

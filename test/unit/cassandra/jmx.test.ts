@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { type ChildSpec, JmxSession } from '../../../src/cassandra/jmx/session.ts';
-import { jmxNodetool, parseInfoId, parseJmxStatus, parseStatus, readJmxPassword } from '../../../src/cassandra/nodetool.ts';
+import { jmxClientKind, jmxNodetool, parseInfoId, parseJmxStatus, parseStatus, readJmxPassword } from '../../../src/cassandra/nodetool.ts';
+import type { Profile } from '../../../src/cassandra/profile.ts';
 import { rejectsCoded } from '../../fixtures/stepKit.ts';
 
 const FAKE = fileURLToPath(new URL('../../fixtures/fakeJmxChild.ts', import.meta.url));
@@ -195,5 +196,21 @@ describe('status, nodetool output and the password file', () => {
       return true;
     });
     await assert.rejects(readJmxPassword(join(dir, 'missing'), 'x'), { code: 'CBR_ERR_CONFIG' });
+  });
+});
+
+describe('which JMX client a profile gets', () => {
+  it('builtin with a JDK; nodetool when asked, or when java.home has no javac (a JRE-only node keeps working)', async () => {
+    const jdk = await mkdtemp(join(tmpdir(), 'cbr-jdk-'));
+    const jre = await mkdtemp(join(tmpdir(), 'cbr-jre-'));
+    await mkdir(join(jdk, 'bin'));
+    await mkdir(join(jre, 'bin'));
+    for (const f of [join(jdk, 'bin', 'java'), join(jdk, 'bin', 'javac'), join(jre, 'bin', 'java')]) await writeFile(f, '');
+    const profile = (home: string, client: 'builtin' | 'nodetool' = 'builtin') => ({ java: { home }, jmx: { client } }) as unknown as Profile;
+    assert.equal(jmxClientKind(profile(jdk), {}), 'builtin');
+    assert.equal(jmxClientKind(profile(jre), {}), 'nodetool');
+    assert.equal(jmxClientKind(profile(jdk, 'nodetool'), {}), 'nodetool');
+    assert.equal(jmxClientKind(profile(jdk), { CBR_JMX_CLIENT: 'nodetool' }), 'nodetool');
+    assert.throws(() => jmxClientKind(profile(jdk), { CBR_JMX_CLIENT: 'jconsole' }), /CBR_JMX_CLIENT must be builtin or nodetool/);
   });
 });
