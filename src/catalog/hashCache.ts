@@ -77,11 +77,14 @@ export class HashCache {
     return { hits: this.#hits, misses: this.#misses };
   }
 
-  /** The remembered SHA-256 of the file with this identity, if any. */
-  get(st: FileIdentity): string | undefined {
+  /**
+   * The remembered SHA-256 of the file with this identity, if any, and only when it was remembered for the same live
+   * SSTable path (an inode reused by another file within one mtime tick is not taken for it).
+   */
+  get(st: FileIdentity, live: string): string | undefined {
     const id = identityKey(st);
     const e = this.#used.get(id) ?? this.#old.get(id);
-    if (e) {
+    if (e && e.live === live) {
       this.#hits++;
       this.#used.set(id, e);
       return e.sha256;

@@ -94,7 +94,7 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
         throw readError(Object.assign(err as Error, { syscall: 'open' }), f);
       });
       id = { dev: st.dev, ino: st.ino, size: st.size, mtimeNs: st.mtimeNs };
-      const known = Number(st.size) === f.size ? cache.get(id) : undefined;
+      const known = Number(st.size) === f.size ? cache.get(id, livePathOf(f.path, ctx.backupId)) : undefined;
       if (known) {
         progress.bytes += f.size;
         report();

@@ -37,14 +37,15 @@ describe('HashCache', () => {
     const file = join(h, 'nb-1-big-Data.db');
     writeFileSync(file, 'sstable bytes');
     const c1 = await HashCache.open(h, 'host-1');
-    assert.equal(c1.get(identity(file)), undefined);
+    assert.equal(c1.get(identity(file), file), undefined);
     c1.set(identity(file), sha('sstable bytes'), file);
     await c1.save();
     const c2 = await HashCache.open(h, 'host-1');
-    assert.equal(c2.get(identity(file)), sha('sstable bytes'));
+    assert.equal(c2.get(identity(file), file), sha('sstable bytes'));
     assert.deepEqual(c2.stats, { hits: 1, misses: 0 });
+    assert.equal(c2.get(identity(file), join(h, 'nb-2-big-Data.db')), undefined, 'the same identity remembered for another file');
     // Another host's cache is its own.
-    assert.equal((await HashCache.open(h, 'host-2')).get(identity(file)), undefined);
+    assert.equal((await HashCache.open(h, 'host-2')).get(identity(file), file), undefined);
   });
 
   it('misses once the mtime, the size or the inode differs', async () => {
@@ -55,15 +56,15 @@ describe('HashCache', () => {
     c.set(identity(file), sha('first'), file);
     const before = identity(file);
     utimesSync(file, new Date('2020-01-01'), new Date('2020-01-01'));
-    assert.equal(c.get(identity(file)), undefined, 'new mtime');
-    assert.equal(c.get({ ...before, size: before.size + 1n }), undefined, 'new size');
+    assert.equal(c.get(identity(file), file), undefined, 'new mtime');
+    assert.equal(c.get({ ...before, size: before.size + 1n }, file), undefined, 'new size');
     // Rewritten as a new file, the way Cassandra rewrites a Statistics.db: a new inode.
     unlinkSync(file);
     writeFileSync(join(h, 'keep-inode-busy'), 'x');
     writeFileSync(file, 'first');
     const now = identity(file);
-    if (now.ino !== before.ino) assert.equal(c.get(now), undefined, 'new inode');
-    assert.equal(c.get(before), sha('first'), 'the exact identity still hits');
+    if (now.ino !== before.ino) assert.equal(c.get(now, file), undefined, 'new inode');
+    assert.equal(c.get(before, file), sha('first'), 'the exact identity still hits');
   });
 
   it('saves the entries it used and the earlier ones whose live file is unchanged, drops the rest', async () => {
@@ -78,13 +79,13 @@ describe('HashCache', () => {
     const goneId = identity(gone);
     unlinkSync(gone);
     const c2 = await HashCache.open(h, 'host-1');
-    assert.equal(c2.get(identity(used)), sha(used));
+    assert.equal(c2.get(identity(used), used), sha(used));
     await c2.save();
     const saved = JSON.parse(readFileSync(c2.path, 'utf8')) as { entries: { live: string }[] };
     assert.deepEqual(saved.entries.map((e) => e.live).sort(), [kept, used].sort());
     const c3 = await HashCache.open(h, 'host-1');
-    assert.equal(c3.get(goneId), undefined);
-    assert.equal(c3.get(identity(kept)), sha(kept));
+    assert.equal(c3.get(goneId, gone), undefined);
+    assert.equal(c3.get(identity(kept), kept), sha(kept));
   });
 
   it('is ignored when not trusted (CBR_REHASH) and when its file is damaged', async () => {
@@ -94,9 +95,9 @@ describe('HashCache', () => {
     const c1 = await HashCache.open(h, 'host-1');
     c1.set(identity(file), sha('a'), file);
     await c1.save();
-    assert.equal((await HashCache.open(h, 'host-1', { trust: false })).get(identity(file)), undefined);
+    assert.equal((await HashCache.open(h, 'host-1', { trust: false })).get(identity(file), file), undefined);
     writeFileSync(c1.path, '{"version":1,"entries":[{"id":');
-    assert.equal((await HashCache.open(h, 'host-1')).get(identity(file)), undefined);
+    assert.equal((await HashCache.open(h, 'host-1')).get(identity(file), file), undefined);
   });
 
   it('maps a snapshot file to its live SSTable', () => {
@@ -150,6 +151,6 @@ describe('storeFiles with the hash cache', () => {
     const m = r.manifest!.find((e) => e.path === victim.archivePath)!;
     assert.equal(m.sha256, createHash('sha256').update(readFileSync(victim.path)).digest('hex'));
     const again = await HashCache.open(h, source.profile.hostId);
-    assert.equal(again.get(identity(victim.path)), m.sha256, 'the cache now holds the real hash');
+    assert.equal(again.get(identity(victim.path), livePathOf(victim.path, 'w1')), m.sha256, 'the cache now holds the real hash');
   });
 });
