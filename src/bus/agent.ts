@@ -78,7 +78,7 @@ export class Agent {
   readonly #status: StatusBook;
   /** Signed commands being handled now, by id: a redelivery of one waits for it instead of running it twice. */
   readonly #handling = new Map<string, Promise<void>>();
-  /** Verifies running now, by command id (they start no workflow: a restart of the agent forgets them). */
+  /** Verifies and prunes running now, by command id (they start no workflow: a restart of the agent forgets them). */
   readonly #verifies = new Map<string, AbortController>();
   #scheduler: Scheduler | null = null;
 
@@ -331,12 +331,17 @@ export class Agent {
           yearly: p.keepYearly?.toString(),
           within: p.keepWithin,
         });
+        // Abortable like a verify: a stop (or workflow.cancel with this command's id) ends it between deletions; it
+        // is not acked then, and the redelivered command's prune finishes the journal first.
+        const abort = new AbortController();
+        this.#verifies.set(c.id, abort);
         const result = await prune(openStore(this.#o.storage), policy, {
           groupBy: p.groupBy ?? 'host',
           dryRun: p.dryRun ?? false,
           ...(p.instance ? { instance: p.instance } : {}),
           log: this.#o.log,
-        });
+          signal: abort.signal,
+        }).finally(() => this.#verifies.delete(c.id));
         this.#publishDone(c, { ...result });
         return;
       }
