@@ -7,19 +7,8 @@ set -euo pipefail
 
 present() { command -v prometheus >/dev/null && command -v promtool >/dev/null; }
 
-# Another install (a test's service script, an operator) may hold apt's locks: wait for it rather than fail.
-apt_get() {
-  local out
-  for _ in $(seq 1 120); do
-    if out=$(DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@" 2>&1); then return 0; fi
-    case $out in
-      *"Could not get lock"* | *"Unable to lock"* | *"Unable to acquire"*) sleep 5 ;;
-      *) echo "$out" >&2; return 1 ;;
-    esac
-  done
-  echo "$out" >&2
-  return 1
-}
+# apt_get: apt-get waiting for another install's locks.
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/apt.sh"
 
 if ! present; then
   if [ "$(id -u)" -ne 0 ]; then
