@@ -7,33 +7,16 @@ import { after, describe, it } from 'node:test';
 import { readRecord } from '../../../src/catalog/catalog.ts';
 import { advanceBucket, nextBucket } from '../../../src/catalog/sampleCursor.ts';
 import { assignBuckets, bucketsFor, type VerifyResult, verdictCode, verifyBackup } from '../../../src/catalog/verify.ts';
-import { checkFreeSpace } from '../../../src/steps/backup/checkFreeSpace.ts';
-import { clearSnapshot } from '../../../src/steps/backup/clearSnapshot.ts';
-import { streamArchive } from '../../../src/steps/backup/streamArchive.ts';
-import { takeSnapshot } from '../../../src/steps/backup/takeSnapshot.ts';
-import { verifyNode } from '../../../src/steps/backup/verifyNode.ts';
-import { writeRecord } from '../../../src/steps/backup/writeRecord.ts';
 import { runVerify } from '../../../src/workflows/verifyRequest.ts';
-import { fakeNode, removeFakeNodes } from '../../fixtures/fakeNode.ts';
-import { MemoryStore } from '../../fixtures/memoryStore.ts';
-import { backupDeps, backupInput, liveSignal, rejectsCoded } from '../../fixtures/stepKit.ts';
+import { removeFakeNodes } from '../../fixtures/fakeNode.ts';
+import type { MemoryStore } from '../../fixtures/memoryStore.ts';
+import { makeBackup, rejectsCoded } from '../../fixtures/stepKit.ts';
 
 after(removeFakeNodes);
 
 /** A COMPLETED backup made by the real backup steps on a FakeNode into a MemoryStore. */
 async function backup(strategy: 'full' | 'incremental', key: Buffer | null, id: string): Promise<MemoryStore> {
-  const source = await fakeNode({ name: `src-${id}`, userData: true });
-  const store = new MemoryStore();
-  const deps = backupDeps(source, store, { key });
-  const input = backupInput(source, { backupId: id, ...(strategy === 'incremental' ? { strategy, parent: null } : {}) });
-  const signal = liveSignal();
-  const facts = await verifyNode(deps, input, signal);
-  await checkFreeSpace(deps, input, signal);
-  await clearSnapshot(deps, input, signal);
-  await takeSnapshot(deps, input, signal);
-  const result = await streamArchive(deps, input, signal);
-  await writeRecord(deps, { ...input, node: facts, result }, signal);
-  return store;
+  return (await makeBackup({ strategy, key: key ?? false, backupId: id, source: { name: `src-${id}` } })).store;
 }
 
 function flipByte(store: MemoryStore, key: string, at?: number): void {
