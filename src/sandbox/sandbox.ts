@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { userInfo } from 'node:os';
+import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { sandboxYaml } from '../cassandra/configFiles.ts';
 import { connectCql } from '../cassandra/cql.ts';
@@ -97,7 +97,7 @@ export async function createSandbox(name: string, opts: SandboxOptions = {}): Pr
   const clusterName = checkClusterName(opts.clusterName ?? name);
   const dist = await ensureDistribution(opts.version ?? DEFAULT_CASSANDRA_VERSION, env);
   const javaHome = await findJavaHome(env);
-  const slot = await freeSlot(env);
+  const slot = await freeSlot(dir, env);
   const base = PORT_BASE + slot * PORTS_PER_SLOT;
   const ports = { storage: base, cql: base + 2, jmx: base + 3 };
   const dataDirs = dataDirCount === 1 ? [join(dir, 'data')] : Array.from({ length: dataDirCount }, (_, i) => join(dir, `data${i + 1}`));
@@ -184,6 +184,7 @@ export async function removeSandbox(name: string, env: NodeJS.ProcessEnv = proce
   if (!existsSync(dir)) throw new CbrError('CBR_ERR_SANDBOX_NOT_FOUND', `no sandbox named ${name}`);
   await stopInstance(dir);
   await rm(dir, { recursive: true, force: true });
+  await releaseSlots(dir);
 }
 
 export async function sandboxStatus(name: string, opts: { env?: NodeJS.ProcessEnv; probe?: boolean } = {}): Promise<SandboxStatus> {
@@ -228,7 +229,7 @@ export async function listSandboxes(env: NodeJS.ProcessEnv = process.env): Promi
   return names.filter((n) => existsSync(join(root, n, 'profile.json'))).sort();
 }
 
-async function freeSlot(env: NodeJS.ProcessEnv): Promise<number> {
+async function freeSlot(owner: string, env: NodeJS.ProcessEnv): Promise<number> {
   const used = new Set<number>();
   for (const name of await listSandboxes(env)) {
     try {
@@ -241,9 +242,44 @@ async function freeSlot(env: NodeJS.ProcessEnv): Promise<number> {
   for (let slot = 0; slot < 400; slot++) {
     if (used.has(slot)) continue;
     const base = PORT_BASE + slot * PORTS_PER_SLOT;
-    if ((await portFree(base)) && (await portFree(base + 2)) && (await portFree(base + 3))) return slot;
+    if (!((await portFree(base)) && (await portFree(base + 2)) && (await portFree(base + 3)))) continue;
+    if (await claimSlot(slot, owner)) return slot;
   }
   throw new CbrError('CBR_ERR_SANDBOX_START_FAILED', 'no free loopback port range for a new sandbox');
+}
+
+/**
+ * Ports are the machine's, not one $CBR_HOME's: two homes creating sandboxes at once (parallel test runs) would
+ * both find a stopped slot free. A create-only file per slot in the machine's temp folder names the instance
+ * folder holding it; a slot whose holder folder is gone (removed, or never made after a minute) is taken over.
+ */
+const SLOTS_DIR = join(tmpdir(), 'cbr-port-slots');
+
+async function claimSlot(slot: number, owner: string): Promise<boolean> {
+  await mkdir(SLOTS_DIR, { recursive: true });
+  const file = join(SLOTS_DIR, String(slot));
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await writeFile(file, owner, { flag: 'wx' });
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const holder = await readFile(file, 'utf8').catch(() => '');
+    if (holder === owner) return true;
+    const age = Date.now() - ((await stat(file).catch(() => undefined))?.mtimeMs ?? 0);
+    if ((holder !== '' && existsSync(holder)) || age < 60_000) return false;
+    await rm(file, { force: true });
+  }
+  return false;
+}
+
+async function releaseSlots(owner: string): Promise<void> {
+  const files = await readdir(SLOTS_DIR).catch(() => [] as string[]);
+  for (const f of files) {
+    const file = join(SLOTS_DIR, f);
+    if ((await readFile(file, 'utf8').catch(() => '')) === owner) await rm(file, { force: true });
+  }
 }
 
 function portFree(port: number): Promise<boolean> {
