@@ -16,7 +16,8 @@ export function redactUrl(url: string): string {
   return url.replace(/(\/\/[^:/@]+:)[^@]*@/, '$1***@');
 }
 
-export const DEFAULT_OUTAGE_DEADLINE_MS = 5 * 60 * 1000;
+export { DEFAULT_OUTAGE_DEADLINE_MS } from './outage.ts';
+
 /** A status query nobody answered (no agent listening yet, an answer lost) is asked again this often. */
 const STATUS_RETRY_MS = 5000;
 

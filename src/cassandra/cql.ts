@@ -1,4 +1,3 @@
-import cassandra from 'cassandra-driver';
 import { CbrError } from '../core/errors.ts';
 
 export interface CqlTarget {
@@ -24,6 +23,8 @@ export interface CqlSession {
  */
 export async function connectCql(target: CqlTarget, opts: { timeoutMs?: number } = {}): Promise<CqlSession> {
   const address = `${target.host}:${target.port}`;
+  // Loaded with the first connection: commands (and an idle agent) that never speak CQL do not hold the driver.
+  const cassandra = (await import('cassandra-driver')).default;
   const { policies, auth } = cassandra;
   const client = new cassandra.Client({
     contactPoints: [target.host],

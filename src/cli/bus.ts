@@ -1,8 +1,9 @@
 import { readFile } from 'node:fs/promises';
 import { parseKey } from '../archive/crypto.ts';
-import { type CommandDraft, runCommand } from '../bus/client.ts';
+import type { CommandDraft } from '../bus/client.ts';
+import { DEFAULT_OUTAGE_DEADLINE_MS } from '../bus/outage.ts';
 import type { BusEvent } from '../bus/schemas/events.ts';
-import { type BusNotice, DEFAULT_OUTAGE_DEADLINE_MS } from '../bus/subscriber.ts';
+import type { BusNotice } from '../bus/subscriber.ts';
 import { CbrError, fromErrorInfo, isErrorCode } from '../core/errors.ts';
 import { optionGroup } from './command.ts';
 import type { CliIO } from './io.ts';
@@ -111,6 +112,8 @@ export async function runOverBus(io: CliIO, values: BusValues, draft: Omit<Comma
   if (!values.host) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--host is required with --bus');
   const bar = io.isTTY && !json ? new ProgressBar(io.stderr) : null;
   const deadlineMs = outageDeadline(values, io.env);
+  // The AMQP client loads only for a command that goes over the bus: a local run does not hold it.
+  const { runCommand } = await import('../bus/client.ts');
   const result = await runCommand({
     url: values.bus!,
     prefix: values.prefix ?? '',

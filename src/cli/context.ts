@@ -4,8 +4,7 @@ import { loadProfile } from '../cassandra/profile.ts';
 import { CbrError } from '../core/errors.ts';
 import { createLogger, type Logger } from '../core/log.ts';
 import { cbrHome } from '../core/paths.ts';
-import { type OutcomeSample, outcomeSample } from '../metrics/metrics.ts';
-import { writeTextfile } from '../metrics/textfile.ts';
+import type { OutcomeSample } from '../metrics/metrics.ts';
 import { type Running, type WorkflowEvent, type WorkflowOutcome, WorkflowRuntime } from '../runtime/runtime.ts';
 import { StateDb, type WorkflowKind } from '../state/stateDb.ts';
 import { openStore } from '../storage/open.ts';
@@ -207,6 +206,7 @@ export async function runLocally<K extends WorkflowKind>(
 /** Records a run that starts no workflow (verify, drill) in the textfile, if one is asked for; a failure to write is a warning. */
 export async function recordRun(io: CliIO, path: string | undefined, sample: OutcomeSample): Promise<void> {
   if (!path) return;
+  const { writeTextfile } = await import('../metrics/textfile.ts');
   await writeTextfile(path, sample).catch((err: Error) => io.stderr(`warning: cannot write the metrics textfile ${path}: ${err.message}\n`));
 }
 
@@ -227,6 +227,9 @@ export function textfileRecorder(path: string): { onEvent: (e: WorkflowEvent) =>
       }
     },
     write: async (state, io) => {
+      if (ended.length === 0) return;
+      // The metrics library loads only when there is something to write.
+      const [{ outcomeSample }, { writeTextfile }] = await Promise.all([import('../metrics/metrics.ts'), import('../metrics/textfile.ts')]);
       for (const { event, restoreBytes: bytes } of ended.splice(0)) {
         try {
           const row = state.get(event.workflowId);

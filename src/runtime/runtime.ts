@@ -5,10 +5,8 @@ import { BACKUP_MACHINE_VERSION, type BackupInput, type BackupOutput, backupMach
 import type { Progress } from '../machines/common.ts';
 import { RESTORE_MACHINE_VERSION, type RestoreInput, type RestoreOutput, restoreMachine, restoreOutput } from '../machines/restore.machine.ts';
 import type { StateDb, WorkflowKind, WorkflowRow, WorkflowStatus } from '../state/stateDb.ts';
-import { createBackupSteps } from '../steps/backup/steps.ts';
-import { createRestoreSteps } from '../steps/restore/steps.ts';
 import { ownerAlive, ownerToken } from './owner.ts';
-import { buildBackupDeps, buildRestoreDeps } from './wiring.ts';
+import type { DepsOptions } from './wiring.ts';
 
 const VERSIONS: Record<WorkflowKind, number> = { backup: BACKUP_MACHINE_VERSION, restore: RESTORE_MACHINE_VERSION };
 type InputOf<K extends WorkflowKind> = K extends 'backup' ? BackupInput : RestoreInput;
@@ -210,14 +208,12 @@ export class WorkflowRuntime {
       },
     };
     const fake = this.#opts.steps;
+    // The real steps and their dependencies load with the first workflow of their kind: a process that never
+    // restores does not hold the restore code (and its libraries) in memory.
     const machine =
       kind === 'backup'
-        ? backupMachine.provide({
-            actors: fake ? fake.backup(input as BackupInput) : createBackupSteps(await buildBackupDeps(input as BackupInput, opts)),
-          })
-        : restoreMachine.provide({
-            actors: fake ? fake.restore(input as RestoreInput) : createRestoreSteps(await buildRestoreDeps(input as RestoreInput, opts)),
-          });
+        ? backupMachine.provide({ actors: fake ? fake.backup(input as BackupInput) : await realBackupSteps(input as BackupInput, opts) })
+        : restoreMachine.provide({ actors: fake ? fake.restore(input as RestoreInput) : await realRestoreSteps(input as RestoreInput, opts) });
     return {
       machine,
       attach: (a: AnyActorRef) => {
@@ -288,4 +284,14 @@ export function stateName(value: unknown): string {
     return k ? `${k}.${stateName(v)}` : '';
   }
   return String(value);
+}
+
+async function realBackupSteps(input: BackupInput, opts: DepsOptions) {
+  const [{ createBackupSteps }, { buildBackupDeps }] = await Promise.all([import('../steps/backup/steps.ts'), import('./wiring.ts')]);
+  return createBackupSteps(await buildBackupDeps(input, opts));
+}
+
+async function realRestoreSteps(input: RestoreInput, opts: DepsOptions) {
+  const [{ createRestoreSteps }, { buildRestoreDeps }] = await Promise.all([import('../steps/restore/steps.ts'), import('./wiring.ts')]);
+  return createRestoreSteps(await buildRestoreDeps(input, opts));
 }
