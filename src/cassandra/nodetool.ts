@@ -42,7 +42,44 @@ const IDENT_RE = /^[A-Za-z0-9_]{1,48}$/;
  * every call), or `nodetool`, Cassandra's (a JVM with the node's jars per call; it supports JMX over SSL).
  */
 export function createNodetool(profile: Profile, env: NodeJS.ProcessEnv = process.env): Nodetool {
-  return jmxClientKind(profile, env) === 'nodetool' ? createNodetoolCli(profile, env) : createJmxClient(profile, env);
+  return jmxClientKind(profile, env) === 'nodetool' ? createNodetoolCli(profile, env) : sharedJmxClient(profile, env);
+}
+
+/** How long an idle JMX client JVM stays up when CBR_JMX_IDLE does not say: the CLI's; the agent sets its own. */
+export const DEFAULT_JMX_IDLE_MS = 30_000;
+
+/** CBR_JMX_IDLE (`30s`, `15m`, `1h`, `500ms`; a bare number is seconds), else 30 s. */
+export function jmxIdleMs(env: NodeJS.ProcessEnv = process.env): number {
+  const text = env['CBR_JMX_IDLE'];
+  if (text === undefined || text === '') return DEFAULT_JMX_IDLE_MS;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!m) throw new CbrError('CBR_ERR_CONFIG', `CBR_JMX_IDLE must be a duration like 30s, 15m or 1h (got ${JSON.stringify(text.slice(0, 40))})`);
+  return Math.round(Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h']);
+}
+
+/**
+ * One builtin JMX client per node and process: every workflow of a long-lived process (the agent) on the same node
+ * talks through the same JVM while it lives (CBR_JMX_IDLE), instead of starting one per workflow. Its requests are
+ * served one at a time, in order.
+ */
+const sharedClients = new Map<string, Nodetool>();
+
+function sharedJmxClient(profile: Profile, env: NodeJS.ProcessEnv): Nodetool {
+  const idleMs = jmxIdleMs(env);
+  const { host, port, user, passwordFile } = profile.jmx;
+  const key = JSON.stringify([profile.java.home, host, port, user ?? null, passwordFile ?? null, cbrCache(env), idleMs]);
+  const known = sharedClients.get(key);
+  if (known) return known;
+  const client = createJmxClient(profile, env, idleMs);
+  const shared: Nodetool = {
+    ...client,
+    close() {
+      if (sharedClients.get(key) === shared) sharedClients.delete(key);
+      client.close();
+    },
+  };
+  sharedClients.set(key, shared);
+  return shared;
 }
 
 /**
