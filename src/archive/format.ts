@@ -23,15 +23,14 @@ export function archiveName(compression: Compression, encrypted: boolean): strin
  * zstd level 1 is the default (what `zstd -1` does); gzip uses level 6, the level of Trove's `tar | gzip`.
  * Both compress 1 MiB blocks in parallel on the thread pool, so every core works.
  */
-export function compressor(compression: Compression, level?: number): Transform {
+export function compressor(compression: Compression, level?: number, shared?: ZstdFramers): Transform {
   switch (compression) {
     case 'zstd': {
-      const framers = Array.from({ length: availableParallelism() }, () => new ZstdFramer(level ?? 1, BLOCK));
-      let next = 0;
-      const stream = new ParallelCompress((block) => framers[next++ % framers.length]!.frame(block), { blockSize: BLOCK });
-      stream.once('close', () => {
-        for (const f of framers) f.close();
-      });
+      // Shared contexts serve several streams at once: one block of each in flight (plus the next) keeps them busy.
+      if (shared) return new ParallelCompress((block) => shared.frame(block), { blockSize: BLOCK, concurrency: 1 });
+      const own = new ZstdFramers(level);
+      const stream = new ParallelCompress((block) => own.frame(block), { blockSize: BLOCK });
+      stream.once('close', () => own.close());
       return stream;
     }
     case 'gzip':
@@ -44,6 +43,29 @@ export function compressor(compression: Compression, level?: number): Transform 
       );
     case 'none':
       return new PassThrough({ highWaterMark: 1 << 20 });
+  }
+}
+
+/**
+ * One zstd context per core, taking blocks in turn. A caller compressing many streams (an incremental backup's
+ * files, several at once) shares one set among them: contexts are made once, not per file, and their memory does
+ * not grow with the number of files in flight. Every block is a complete frame, so whose block comes first does
+ * not matter.
+ */
+export class ZstdFramers {
+  readonly #framers: ZstdFramer[];
+  #next = 0;
+
+  constructor(level?: number) {
+    this.#framers = Array.from({ length: availableParallelism() }, () => new ZstdFramer(level ?? 1, BLOCK));
+  }
+
+  frame(parts: Buffer[]): Promise<Buffer> {
+    return this.#framers[this.#next++ % this.#framers.length]!.frame(parts);
+  }
+
+  close(): void {
+    for (const f of this.#framers) f.close();
   }
 }
 

@@ -73,7 +73,7 @@ export async function holdBackupLease(
   hostId: string,
   backupId: string,
   opts: LeaseOptions = {},
-): Promise<{ stop(): void; release(): Promise<void> }> {
+): Promise<{ stop(): void; release(): Promise<void>; lastWritten(): number; ttlMs: number }> {
   const { signal, log = silentLogger, pollMs = 1000 } = opts;
   const key = leaseKey(hostId, 'backup', backupId);
   const refresher = startLease(store, key, newLease('backup', backupId, opts.ttlMs ?? BACKUP_LEASE_TTL_MS), log);
@@ -95,6 +95,12 @@ export async function holdBackupLease(
   }
   return {
     stop: refresher.stop,
+    /**
+     * When the last successful write of the lease began (ms), provided every write since the first came within
+     * half a ttl of the one before (the lease never looked dead); else 0.
+     */
+    lastWritten: refresher.lastWritten,
+    ttlMs: opts.ttlMs ?? BACKUP_LEASE_TTL_MS,
     async release() {
       refresher.stop();
       await releaseBackupLease(store, hostId, backupId);
@@ -163,12 +169,19 @@ function newLease(kind: LeaseKind, id: string, ttlMs: number): Lease {
 }
 
 /** Writes the lease now and again every ttl/3 until stopped. A failed refresh is logged; the next one may succeed. */
-function startLease(store: ObjectStore, key: string, lease: Lease, log: Logger): { written: Promise<void>; stop(): void } {
+function startLease(store: ObjectStore, key: string, lease: Lease, log: Logger): { written: Promise<void>; stop(): void; lastWritten(): number } {
   const ctl = new AbortController();
+  let lastWritten = 0;
+  let unbroken = true;
   const write = async () => {
-    lease.refreshed = new Date().toISOString();
+    const at = Date.now();
+    lease.refreshed = new Date(at).toISOString();
     const body = Readable.from([Buffer.from(`${JSON.stringify(lease)}\n`)]);
     await store.put(key, body, { contentType: 'application/json', signal: ctl.signal });
+    // Two successful writes further apart than half the ttl: the lease may have looked dead in between (the other
+    // half is the margin for clocks that disagree), so it no longer counts as held without a break.
+    if (lastWritten > 0 && at - lastWritten > lease.ttlMs / 2) unbroken = false;
+    lastWritten = Math.max(lastWritten, at);
   };
   const track = (p: Promise<void>) => {
     const settled = p.catch(() => {});
@@ -196,7 +209,7 @@ function startLease(store: ObjectStore, key: string, lease: Lease, log: Logger):
   };
   refreshers.get(key)?.();
   refreshers.set(key, stop);
-  return { written, stop };
+  return { written, stop, lastWritten: () => (unbroken ? lastWritten : 0) };
 }
 
 /** The leases of a host, each judged live or dead. An unreadable lease counts as live for the default backup ttl. */

@@ -58,6 +58,11 @@ export interface BackupResult {
   sharedFiles?: number;
   /** Incremental: every file and its blob, for the record (left out of the workflow's output). */
   manifest?: ManifestFile[];
+  /**
+   * Incremental: the last write of the backup's lease (ISO) when it had been held without a break since before
+   * the first blob was looked at; every blob of the manifest was seen or stored under it.
+   */
+  leaseWrittenAt?: string;
 }
 
 /** What the verify step learned of the source node. */

@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EncryptStream } from '../../archive/crypto.ts';
 import { checkPackEntries } from '../../archive/entries.ts';
-import { compressor } from '../../archive/format.ts';
+import { compressor, ZstdFramers } from '../../archive/format.ts';
 import { Throttle } from '../../archive/throttle.ts';
 import { listSnapshotFiles, type SnapshotFile } from '../../cassandra/layout.ts';
 import { blobBinding, blobKey, blobName, blobPrefix, dedupKey, fileNameOf, tableIdOf } from '../../catalog/blobs.ts';
@@ -19,6 +19,8 @@ import type { BackupResult, ManifestFile, StepInput } from '../../machines/backu
 import type { BackupDeps } from '../nodeDeps.ts';
 
 export const DEFAULT_CONCURRENCY = 4;
+/** The buffer of each stage of an upload's pipeline: about one 1 MiB chunk per stage and file in flight. */
+const STAGE_HWM = 256 << 10;
 
 /**
  * The incremental backup's streaming step: every snapshot file is hashed, named by its identity (blobs.ts) and
@@ -30,7 +32,17 @@ export const DEFAULT_CONCURRENCY = 4;
  * until writeRecord has written the record that references them.
  */
 export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: AbortSignal): Promise<BackupResult> {
+  // Where the step's time goes, logged at debug level (CBR_LOG_LEVEL=debug): wall ms per phase, summed ms per kind of call.
+  let mark = performance.now();
+  const timing: Record<string, number> = {};
+  const phase = (name: string) => {
+    const now = performance.now();
+    timing[name] = Math.round(now - mark);
+    mark = now;
+  };
+  const spent: Record<string, number> = { hashMs: 0, hashed: 0, headMs: 0, heads: 0, uploadMs: 0, uploads: 0 };
   const files = await listSnapshotFiles(deps.profile.dataDirs, ctx.backupId);
+  phase('listMs');
   if (files.length === 0) throw new CbrError('CBR_ERR_SNAPSHOT_FAILED', `snapshot ${ctx.backupId} has no files`);
   checkPackEntries(files.map((f) => f.archivePath));
   const hostId = deps.profile.hostId;
@@ -56,8 +68,9 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
 
   const upload = async (f: SnapshotFile, sha256: string, name: string, key: string, sig: AbortSignal): Promise<number> => {
     let stored = 0;
+    // Small buffers between the stages: `concurrency` files are in flight, each holding about one chunk per stage.
     const meter = new Transform({
-      highWaterMark: 1 << 20,
+      highWaterMark: STAGE_HWM,
       transform(chunk: Buffer, _enc, cb) {
         stored += chunk.length;
         progress.storedBytes += chunk.length;
@@ -65,8 +78,8 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
         cb(null, chunk);
       },
     });
-    const out = new PassThrough({ highWaterMark: 1 << 20 });
-    const stages: NodeJS.ReadWriteStream[] = [new SameContent(f, sha256), compressor(ctx.compression)];
+    const out = new PassThrough({ highWaterMark: STAGE_HWM });
+    const stages: NodeJS.ReadWriteStream[] = [new SameContent(f, sha256), compressor(ctx.compression, undefined, framers ?? undefined)];
     if (deps.key) stages.push(new EncryptStream(deps.key, undefined, blobBinding(name)));
     if (ctx.rateLimit) stages.push(new Throttle(Math.max(1024, Math.floor(ctx.rateLimit / concurrency))));
     const source = createReadStream(f.path, { highWaterMark: 1 << 20 });
@@ -87,6 +100,7 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
   // SHA-256s of unchanged SSTables remembered from earlier backups (src/catalog/hashCache.ts): a hit skips reading
   // the file. A blob that the store already has is still trusted by its name and size alone, as without the cache.
   const cache = deps.hashCache ? await HashCache.open(deps.hashCache.home, hostId, { trust: deps.hashCache.trust }) : null;
+  phase('cacheOpenMs');
   const hashOf = async (f: SnapshotFile, sig: AbortSignal): Promise<{ sha256: string; id: FileIdentity | null; cached: boolean }> => {
     let id: FileIdentity | null = null;
     if (cache) {
@@ -101,10 +115,13 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
         return { sha256: known, id, cached: true };
       }
     }
+    const t0 = performance.now();
     const sha256 = await hashFile(f, sig, (n) => {
       progress.bytes += n;
       report();
     });
+    spent['hashMs']! += performance.now() - t0;
+    spent['hashed']!++;
     if (cache && id) cache.set(id, sha256, livePathOf(f.path, ctx.backupId));
     return { sha256, id, cached: false };
   };
@@ -131,10 +148,17 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
     );
     const key = blobKey(hostId, name);
     const entry = { path: f.archivePath, size: f.size, sha256, blob: key };
+    let t0 = performance.now();
     const there = await deps.store.head(key, { signal: sig });
+    spent['headMs']! += performance.now() - t0;
+    spent['heads']!++;
     if (there) return { ...entry, stored: there.size, shared: Date.parse(there.modified) < startedSecond, found: true };
     try {
-      return { ...entry, stored: await upload(f, sha256, name, key, sig), shared: false, found: false };
+      t0 = performance.now();
+      const stored = await upload(f, sha256, name, key, sig);
+      spent['uploadMs']! += performance.now() - t0;
+      spent['uploads']!++;
+      return { ...entry, stored, shared: false, found: false };
     } catch (err) {
       if (!(err instanceof CbrError && err.code === 'CBR_ERR_OBJECT_EXISTS')) throw err;
       // Stored meanwhile by another backup of this host: the same bytes under the same name.
@@ -145,6 +169,9 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
   };
 
   const lease = await holdBackupLease(deps.store, hostId, ctx.backupId, { signal, log: deps.log });
+  phase('leaseMs');
+  // One set of zstd contexts for every file of this backup (not two per file).
+  const framers = ctx.compression === 'zstd' ? new ZstdFramers() : null;
   try {
     const stored: (ManifestFile & { found: boolean })[] = new Array(files.length);
     await inPool(files, concurrency, signal, async (f, i, sig) => {
@@ -152,6 +179,7 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
       progress.files++;
       report();
     });
+    phase('storeMs');
     // A collection that began before the lease was written may have removed a blob after its head found it: look
     // again now that the lease holds, and store any that vanished.
     const found = stored.map((e, i) => (e.found ? i : -1)).filter((i) => i >= 0);
@@ -163,12 +191,15 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
       stored[i] = { ...again, shared: false };
       restored++;
     });
+    phase('recheckMs');
     if (restored > 0) deps.log.warn('blobs vanished while the backup ran and were stored again', { count: restored });
     if (cache) {
       // Only once every file is stored: a cache never remembers hashes a failed run did not finish with.
       await cache.save().catch((err: unknown) => deps.log.warn('cannot save the file hash cache', { error: (err as Error).message }));
       deps.log.info('file hash cache', { ...cache.stats });
     }
+    phase('cacheSaveMs');
+    deps.log.debug('storeFiles timing', { ...timing, ...Object.fromEntries(Object.entries(spent).map(([k, v]) => [k, Math.round(v)])) });
     report(true);
     const manifest: ManifestFile[] = stored.map(({ found: _, ...e }) => e);
     const fresh = manifest.filter((e) => !e.shared);
@@ -186,11 +217,14 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
       sharedFiles: manifest.length - fresh.length,
       manifest,
     };
+    const held = lease.lastWritten();
+    if (held > 0) result.leaseWrittenAt = new Date(held).toISOString();
     const { manifest: _m, ...summary } = result;
     deps.log.info('files stored', summary);
     return result;
   } finally {
     lease.stop();
+    framers?.close();
   }
 }
 
@@ -221,7 +255,7 @@ class SameContent extends Transform {
   readonly sha256: string;
   #size = 0;
   constructor(file: SnapshotFile, sha256: string) {
-    super({ highWaterMark: 1 << 20 });
+    super({ highWaterMark: STAGE_HWM });
     this.file = file;
     this.sha256 = sha256;
   }

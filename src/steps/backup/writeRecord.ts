@@ -66,16 +66,25 @@ export async function writeRecord(deps: BackupDeps, input: WriteRecordInput, sig
       // Resumed here after a stop longer than the lease's ttl, a collection may have run in between: hold the lease
       // again (waiting out a collection that runs now), then see every blob the record names before it names them.
       // The lease is refreshed until the record is written: the checks of a large backup can outlast its ttl.
-      lease = await holdBackupLease(deps.store, deps.profile.hostId, ctx.backupId, { signal, log: deps.log });
-      await inPool(files, 8, signal, async (f, _i, poolSignal) => {
-        const head = f.blob ? await deps.store.head(f.blob, { signal: poolSignal }) : null;
-        if (!head || (f.stored !== undefined && head.size !== f.stored)) {
-          throw new CbrError(
-            'CBR_ERR_STORAGE_FAILED',
-            `blob ${f.blob} of ${f.path} is ${head ? `${head.size} bytes, expected ${f.stored}` : 'gone'}: not recorded; run the backup again`,
-          );
-        }
-      });
+      const held = await holdBackupLease(deps.store, deps.profile.hostId, ctx.backupId, { signal, log: deps.log });
+      lease = held;
+      // storeFiles saw or stored every blob under a lease held without a break; that write and this one are less
+      // than half a ttl apart, so the lease never looked dead in between (the other half covers clocks that
+      // disagree): no collection can have run since, and every blob is still there. Then nothing to look at again.
+      const seenUnder = result.leaseWrittenAt ? Date.parse(result.leaseWrittenAt) : Number.NaN;
+      const gap = held.lastWritten() - seenUnder;
+      const unbroken = held.lastWritten() > 0 && gap >= 0 && gap < held.ttlMs / 2;
+      deps.log.debug('record: blobs to look at again', { count: unbroken ? 0 : files.length, leaseGapMs: Number.isFinite(gap) ? gap : null });
+      if (!unbroken)
+        await inPool(files, 8, signal, async (f, _i, poolSignal) => {
+          const head = f.blob ? await deps.store.head(f.blob, { signal: poolSignal }) : null;
+          if (!head || (f.stored !== undefined && head.size !== f.stored)) {
+            throw new CbrError(
+              'CBR_ERR_STORAGE_FAILED',
+              `blob ${f.blob} of ${f.path} is ${head ? `${head.size} bytes, expected ${f.stored}` : 'gone'}: not recorded; run the backup again`,
+            );
+          }
+        });
     }
     try {
       await putRecord(deps.store, record, signal);

@@ -69,7 +69,11 @@ export function createLocalStore(root: string, container: string): ObjectStore {
     },
     async *list(prefix = '', opts = {}) {
       const out: ObjectInfo[] = [];
-      await walk(base, async (path) => {
+      // Only the folder the prefix's complete segments name can hold its keys: `a/b/c` walks `a/b` (a backup's
+      // folder, one host's leases) instead of every object of the container.
+      const segments = prefix.split('/').slice(0, -1);
+      const narrow = segments.length > 0 && segments.every((p) => p !== '' && p !== '.' && p !== '..' && !p.includes('\\'));
+      await walk(narrow ? join(base, ...segments) : base, async (path) => {
         stopIfAborted(opts.signal, 'list', prefix);
         const key = relative(base, path).split(sep).join('/');
         if (key.split('/').some((p) => p.startsWith('.partial-'))) return;
