@@ -207,7 +207,8 @@ let agentProc: ChildProcess | null = null;
 function startAgent(): { proc: ChildProcess; log: string } {
   const log = join(home, 'agent.log');
   const proc = spawn(NODE, [cbr, 'agent', '--config', profilePath(SRC, env), '--bus', BUS_URL, '--prefix', BUS_PREFIX], {
-    env,
+    // As deploy/cbr-agent.service runs it.
+    env: { ...env, MALLOC_ARENA_MAX: '2' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   agentProc = proc;

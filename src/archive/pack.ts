@@ -3,6 +3,7 @@ import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { SnapshotFile } from '../cassandra/layout.ts';
 import { CbrError } from '../core/errors.ts';
+import { bufferReleaser } from '../core/memory.ts';
 import { EncryptStream } from './crypto.ts';
 import { type Compression, compressor } from './format.ts';
 import { tarStream } from './tarWriter.ts';
@@ -56,11 +57,13 @@ export function packArchive(files: readonly SnapshotFile[], opts: PackOptions): 
     opts.onProgress({ ...progress });
   };
   // Hashes and counts what storage receives, on its way out.
+  const release = bufferReleaser();
   const meter = new Transform({
     highWaterMark: 1 << 20,
     transform(chunk: Buffer, _enc, cb) {
       hash.update(chunk);
       storedBytes += chunk.length;
+      release(chunk.length);
       // Reading runs ahead of storage by a few buffers; reporting here too keeps progress (and ETA) honest.
       report();
       cb(null, chunk);

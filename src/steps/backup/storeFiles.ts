@@ -14,6 +14,7 @@ import { type FileIdentity, HashCache, livePathOf } from '../../catalog/hashCach
 import { holdBackupLease } from '../../catalog/leases.ts';
 import { filesDigest } from '../../catalog/record.ts';
 import { CbrError } from '../../core/errors.ts';
+import { bufferReleaser } from '../../core/memory.ts';
 import { inPool } from '../../core/pool.ts';
 import type { BackupResult, ManifestFile, StepInput } from '../../machines/backup.machine.ts';
 import type { BackupDeps } from '../nodeDeps.ts';
@@ -59,6 +60,7 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
     storedBytes: 0,
   };
   let lastReport = 0;
+  const release = bufferReleaser();
   const report = (force = false) => {
     const now = Date.now();
     if (!force && now - lastReport < 250) return;
@@ -74,6 +76,7 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
       transform(chunk: Buffer, _enc, cb) {
         stored += chunk.length;
         progress.storedBytes += chunk.length;
+        release(chunk.length);
         report();
         cb(null, chunk);
       },
@@ -117,6 +120,7 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
     }
     const t0 = performance.now();
     const sha256 = await hashFile(f, sig, (n) => {
+      release(n);
       progress.bytes += n;
       report();
     });
