@@ -131,6 +131,37 @@ describe('incremental backups: steps', () => {
     assert.equal(result.newFiles, result.files);
   });
 
+  it('writeRecord looks at every blob again unless the lease was held without a break since storeFiles saw them', async () => {
+    const source = await fakeNode({ name: 'source', userData: true });
+    const store = new MemoryStore();
+    const deps = backupDeps(source, store);
+    const base = backupInput(source, { strategy: 'incremental', parent: null, startedAt: new Date().toISOString() });
+    const record = async (backupId: string, age: number | null, drop = false) => {
+      const input = { ...base, ctx: { ...base.ctx, backupId } };
+      const node = await verifyNode(deps, input, liveSignal());
+      await takeSnapshot(deps, input, liveSignal());
+      const result = await storeFiles(deps, input, liveSignal());
+      assert.ok(result.leaseWrittenAt, 'storeFiles held its lease without a break');
+      const seen = age === null ? {} : { leaseWrittenAt: new Date(Date.parse(result.leaseWrittenAt) - age).toISOString() };
+      const { leaseWrittenAt: _, ...rest } = result;
+      if (drop) await store.delete(rest.manifest![0]!.blob!);
+      store.calls.length = 0;
+      const done = writeRecord(deps, { ...input, node, result: { ...rest, ...seen } }, liveSignal());
+      return { done, heads: () => store.calls.filter((c) => c.op === 'head' && c.key.startsWith('cbr.blobs/')).length, files: rest.files };
+    };
+    // Just seen under the lease: nothing to look at again.
+    const fresh = await record('w1', 0);
+    await fresh.done;
+    assert.equal(fresh.heads(), 0);
+    // Seen longer ago than half the lease's ttl, or by a run that did not say: every blob again, and a vanished
+    // one fails the record.
+    const stale = await record('w2', 6 * 60_000);
+    await stale.done;
+    assert.equal(stale.heads(), stale.files);
+    const unsaid = await record('w3', null, true);
+    await rejectsCoded(unsaid.done, 'CBR_ERR_STORAGE_FAILED', /gone: not recorded/);
+  });
+
   it("a failed backup's compensation releases its lease", async () => {
     const source = await fakeNode({ name: 'source', userData: true });
     const store = new MemoryStore();
