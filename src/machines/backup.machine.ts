@@ -100,8 +100,9 @@ export interface BackupOutput {
 
 /** The output of a backup context: the machine's own `output`, and the summary of a persisted one. */
 export function backupOutput(c: BackupContext): BackupOutput {
-  // The manifest is for the record (one line per file): callers get the counts, never a node's file list.
-  const result = c.result ? (({ manifest: _, ...rest }) => rest)(c.result) : null;
+  // The manifest is for the record (one line per file): callers get the counts, never a node's file list; the
+  // lease time is for the record step alone.
+  const result = c.result ? (({ manifest: _, leaseWrittenAt: _l, ...rest }) => rest)(c.result) : null;
   return { backupId: c.backupId, name: c.name, result, warnings: c.warnings, error: c.error };
 }
 
