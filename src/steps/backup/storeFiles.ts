@@ -10,6 +10,7 @@ import { compressor, ZstdFramers } from '../../archive/format.ts';
 import { Throttle } from '../../archive/throttle.ts';
 import { listSnapshotFiles, type SnapshotFile } from '../../cassandra/layout.ts';
 import { blobBinding, blobKey, blobName, blobPrefix, dedupKey, fileNameOf, tableIdOf } from '../../catalog/blobs.ts';
+import { readRecord } from '../../catalog/catalog.ts';
 import { type FileIdentity, HashCache, livePathOf } from '../../catalog/hashCache.ts';
 import { holdBackupLease } from '../../catalog/leases.ts';
 import { filesDigest } from '../../catalog/record.ts';
@@ -52,6 +53,20 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
   // Blobs modified before the second this backup started were stored by earlier backups: shared. Stores report
   // whole seconds (HTTP dates), so the comparison is made in whole seconds too.
   const startedSecond = Math.floor(Date.parse(ctx.startedAt) / 1000) * 1000;
+  // A blob modified in that very second may be either: an earlier backup's that ended in it (a fast backup right
+  // after another), or one a killed run of this backup stored. The parent's record (read once, only then) tells:
+  // a blob it names was there before this backup.
+  let parentBlobs: Promise<Set<string>> | null = null;
+  const isShared = async (key: string, modified: string): Promise<boolean> => {
+    const at = Date.parse(modified);
+    if (at < startedSecond) return true;
+    if (at >= startedSecond + 1000 || !ctx.parent) return false;
+    parentBlobs ??= readRecord(deps.store, ctx.parent, signal).then(
+      (r) => new Set(r.files.flatMap((f) => (f.blob ? [f.blob] : []))),
+      () => new Set<string>(),
+    );
+    return (await parentBlobs).has(key);
+  };
   const progress = {
     bytes: 0,
     files: 0,
@@ -156,7 +171,7 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
     const there = await deps.store.head(key, { signal: sig });
     spent['headMs']! += performance.now() - t0;
     spent['heads']!++;
-    if (there) return { ...entry, stored: there.size, shared: Date.parse(there.modified) < startedSecond, found: true };
+    if (there) return { ...entry, stored: there.size, shared: await isShared(key, there.modified), found: true };
     try {
       t0 = performance.now();
       const stored = await upload(f, sha256, name, key, sig);
