@@ -108,6 +108,20 @@ describe('incremental backups: steps', () => {
     );
   });
 
+  it("a backup started in the very second its parent's blobs were stored counts them as shared (the parent names them)", async () => {
+    const source = await fakeNode({ name: 'source', userData: true });
+    const store = new MemoryStore();
+    const second = new Date(Math.floor(Date.now() / 1000) * 1000);
+    await incrementalBackup(source, store, null, { backupId: 'q1', startedAt: second.toISOString() });
+    writeFileSync(join(source.profile.dataDirs[0]!, 'shop', `orders-${TABLE_IDS.orders}`, 'nb-9-big-Data.db'), randomBytes(3000));
+    // Every blob stored 300 ms into the second the next backup starts in: the time alone cannot tell.
+    for (const o of store.objects.values()) o.modified = new Date(second.getTime() + 300).toISOString();
+    const next = await incrementalBackup(source, store, null, { backupId: 'q2', parent: 'q1', startedAt: new Date(second.getTime() + 600).toISOString() });
+    const fresh = (await readRecord(store, 'q2')).files.filter((f) => !f.shared).map((f) => f.path.split('/').pop());
+    assert.deepEqual(fresh.sort(), ['manifest.json', 'nb-9-big-Data.db']);
+    assert.equal(next.result.newFiles, 2);
+  });
+
   it('a run that died mid-upload, run again, uploads only the blobs not yet stored', async () => {
     const source = await fakeNode({ name: 'source', userData: true });
     const store = new MemoryStore();
