@@ -53,14 +53,13 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
   // Blobs modified before the second this backup started were stored by earlier backups: shared. Stores report
   // whole seconds (HTTP dates), so the comparison is made in whole seconds too.
   const startedSecond = Math.floor(Date.parse(ctx.startedAt) / 1000) * 1000;
-  // A blob modified in that very second may be either: an earlier backup's that ended in it (a fast backup right
-  // after another), or one a killed run of this backup stored. The parent's record (read once, only then) tells:
-  // a blob it names was there before this backup.
+  // A blob modified since may be either: an earlier backup's that ended around then (a fast backup right after
+  // another; Swift also rounds Last-Modified up to the next second), or one a killed run of this backup stored.
+  // The parent's record (read once, only then) tells: a blob it names was there before this backup.
   let parentBlobs: Promise<Set<string>> | null = null;
   const isShared = async (key: string, modified: string): Promise<boolean> => {
-    const at = Date.parse(modified);
-    if (at < startedSecond) return true;
-    if (at >= startedSecond + 1000 || !ctx.parent) return false;
+    if (Date.parse(modified) < startedSecond) return true;
+    if (!ctx.parent) return false;
     parentBlobs ??= readRecord(deps.store, ctx.parent, signal).then(
       (r) => new Set(r.files.flatMap((f) => (f.blob ? [f.blob] : []))),
       () => new Set<string>(),
