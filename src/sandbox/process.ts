@@ -72,6 +72,7 @@ async function spawnInstance(profile: Profile, dir: string, opts: SandboxOptions
     '-Dcassandra.skip_wait_for_gossip_to_settle=0',
     '-Dcassandra.superuser_setup_delay_ms=0',
     '-Dcassandra.ring_delay_ms=1000',
+    ...extraJvmOptions(opts.env ?? process.env),
     '-cp',
     classpath(libDir),
     'org.apache.cassandra.service.CassandraDaemon',
@@ -86,6 +87,11 @@ async function spawnInstance(profile: Profile, dir: string, opts: SandboxOptions
   if (child.pid === undefined) throw new CbrError('CBR_ERR_SANDBOX_START_FAILED', 'java did not start');
   await writeFile(join(dir, 'cassandra.pid'), `${child.pid}\n`);
   child.unref();
+}
+
+/** `CBR_SANDBOX_JVM_OPTS`: more JVM options for sandbox nodes (space-separated), e.g. GC logging or a CDS archive. */
+function extraJvmOptions(env: NodeJS.ProcessEnv): string[] {
+  return (env['CBR_SANDBOX_JVM_OPTS'] ?? '').split(/\s+/).filter((o) => o !== '');
 }
 
 /** Stops the instance: SIGTERM, then SIGKILL after the grace period. Idempotent. */
