@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CqlSession } from '../../../src/cassandra/cql.ts';
 import type { Profile } from '../../../src/cassandra/profile.ts';
-import { latestBackupId } from '../../../src/catalog/catalog.ts';
+import { latestBackupId, readRecord } from '../../../src/catalog/catalog.ts';
 import { removeStaleDrillSandboxes } from '../../../src/cli/drillSandboxes.ts';
 import { createSandbox, listSandboxes, profilePath } from '../../../src/sandbox/sandbox.ts';
 import { DrillLog } from '../../../src/state/drillLog.ts';
@@ -54,6 +54,9 @@ describe('restore drills on real nodes', () => {
     await cql.execute(`CREATE TABLE IF NOT EXISTS ${KS}."Mixed" (k int, c int, v text, PRIMARY KEY (k, c))`);
     for (let i = 0; i < 250; i++) await cql.execute(`INSERT INTO ${KS}.t (id, v) VALUES (?, ?)`, [i, `v${i}`]);
     for (let i = 0; i < 40; i++) await cql.execute(`INSERT INTO ${KS}."Mixed" (k, c, v) VALUES (?, ?, ?)`, [i % 4, i, 'x']);
+    // Rows that expire 30 s after they are written: gone, or going, by the time a drill counts them.
+    await cql.execute(`CREATE TABLE IF NOT EXISTS ${KS}.expiring (id int PRIMARY KEY, v text) WITH default_time_to_live = 30`);
+    for (let i = 0; i < 20; i++) await cql.execute(`INSERT INTO ${KS}.expiring (id, v) VALUES (?, ?)`, [i, 'x']);
     env = { ...testEnv, CBR_STORAGE_ROOT: scratchDir('drill-storage'), CBR_STATE_DB: join(scratchDir('drill-state'), 'state.db') };
     swift = swiftEnv(env, swiftUp(), `cbr-drill-${process.pid}`);
   });
@@ -88,7 +91,15 @@ describe('restore drills on real nodes', () => {
     assert.equal(code, 0, err);
     assert.equal(result.ok, true);
     assert.equal(result.rowCountsRecorded, true);
-    assert.deepEqual(rowsChecks(result), { [`${KS}.Mixed`]: ['40', '40', true], [`${KS}.t`]: ['250', '250', true] });
+    const { [`${KS}.expiring`]: expiring, ...exact } = rowsChecks(result);
+    assert.deepEqual(exact, { [`${KS}.Mixed`]: ['40', '40', true], [`${KS}.t`]: ['250', '250', true] });
+    // A table with a default TTL: recorded with it, and compared with <= (its rows expire between backup and drill).
+    const recorded = (await readRecord(openStore({ driver: 'local', root: String(env['CBR_STORAGE_ROOT']), container: 'database_backups' }), id)).tables?.find(
+      (t) => t.table === 'expiring' && t.keyspace === KS,
+    );
+    assert.equal(recorded?.defaultTtl, 30);
+    assert.deepEqual(expiring && [expiring[0], expiring[2]], [`at most ${recorded?.rows} (default TTL 30 s)`, true]);
+    assert.ok(Number(expiring?.[1]) <= Number(recorded?.rows));
     assert.ok(result.checks.some((c) => c.kind === 'keyspace' && c.name === KS && c.ok));
     assert.ok(result.checks.some((c) => c.kind === 'query' && c.ok && c.actual === 'v7'));
     assert.equal(result.host, source.hostId);
