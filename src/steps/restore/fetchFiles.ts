@@ -9,7 +9,8 @@ import { DecryptStream } from '../../archive/crypto.ts';
 import { entryProblem, tableKey } from '../../archive/entries.ts';
 import { decompressor } from '../../archive/format.ts';
 import { blobBinding } from '../../catalog/blobs.ts';
-import type { BackupRecord, RecordFile } from '../../catalog/catalog.ts';
+import { type BackupRecord, type RecordFile, recordKey } from '../../catalog/catalog.ts';
+import { holdReadLease } from '../../catalog/leases.ts';
 import { CbrError } from '../../core/errors.ts';
 import { inPool } from '../../core/pool.ts';
 import type { RestoreStepInput } from '../../machines/restore.machine.ts';
@@ -27,8 +28,26 @@ const BATCH_FILES = 64;
  * the recorded size and SHA-256 is renamed into place and written to the staging directory's journal
  * (`.cbr-fetched`, one `<sha256> <path>` line per file, appended in batches once the batch's files are synced). Re-run after a kill, files the journal lists
  * (at their recorded size) are not fetched again. The swap removes the journal.
+ *
+ * While it fetches it holds a read lease on the host's blobs (src/catalog/leases.ts), under the restore's workflow
+ * id: a delete or prune of this backup meanwhile removes its record, but no collection removes a blob until the
+ * lease is released here (or, the restore killed, dies with its ttl). A re-run holds it again.
  */
-export async function fetchFiles(deps: RestoreDeps, { ctx, plan }: RestoreStepInput, rec: BackupRecord, signal: AbortSignal) {
+export async function fetchFiles(deps: RestoreDeps, input: RestoreStepInput, rec: BackupRecord, signal: AbortSignal) {
+  const lease = await holdReadLease(deps.store, rec.hostId, input.ctx.workflowId, { signal, log: deps.log });
+  try {
+    // Held, and no collection runs: if the record is still there now, every collection from here on keeps its
+    // blobs. If it is gone, one may have removed some already: a clean refusal rather than a fetch failing midway.
+    if (!(await deps.store.head(recordKey(rec.id), { signal }))) {
+      throw new CbrError('CBR_ERR_BACKUP_NOT_FOUND', `backup ${rec.id} was deleted before its restore fetched its files`);
+    }
+    return await fetchAll(deps, input, rec, signal);
+  } finally {
+    await lease.release().catch((err: unknown) => deps.log.warn('could not release the read lease; it dies with its ttl', { error: (err as Error).message }));
+  }
+}
+
+async function fetchAll(deps: RestoreDeps, { ctx, plan }: RestoreStepInput, rec: BackupRecord, signal: AbortSignal) {
   const { stagings } = restorePaths(deps.profile, ctx.workflowId);
   const owner = { uid: deps.profile.owner.uid, gid: deps.profile.owner.gid };
   const journals = await Promise.all(stagings.map(({ staging }) => Journal.open(staging)));
