@@ -5,6 +5,7 @@ import { DrillLog } from '../../state/drillLog.ts';
 import { StateDb } from '../../state/stateDb.ts';
 import { openStore } from '../../storage/open.ts';
 import { type DrillResult, pairChecks, runDrill } from '../../workflows/drill.ts';
+import { type BusValues, busOptions, followOptions, runOverBus } from '../bus.ts';
 import { defineCommand, jsonOption } from '../command.ts';
 import { metricsOptions, recordRun, runLocally, stateDbPath, storageConfig, storageOptions } from '../context.ts';
 import { drillSandboxes } from '../drillSandboxes.ts';
@@ -26,14 +27,17 @@ export const command = defineCommand('drill', {
     'decrypt-key-env': { type: 'string', placeholder: '<var>', description: 'the key the backup was sealed with, in this environment variable' },
     last: { type: 'boolean', default: false, description: 'print the last drill and the last passing drill of each host (from the state database)' },
     latest: { type: 'boolean', default: false, description: 'drill the newest completed backup (of --host) instead of naming one: for schedules' },
-    host: { type: 'string', placeholder: '<host-id>', description: 'with --last: only this host; with --latest: the newest backup of this host' },
     ...jsonOption,
     ...storageOptions,
     ...metricsOptions,
+    ...busOptions,
+    ...followOptions,
   },
   notes: [
     'Exit status 0 when every check passed; CBR_ERR_DRILL_FAILED when a check failed; a failed restore exits with its own code.',
     'Sandboxes of drills killed with -9 (drill-<pid>-<hex>) are removed by the next drill.',
+    '--host: with --last, only this host; with --latest, the newest backup of this host; with --bus, the agent that drills (on its',
+    "machine, against its storage; with --latest, its own host's newest backup), and the drill is kept in that host's state database.",
   ],
   async run({ values, positionals, usage }, io) {
     if (values.last) {
@@ -58,6 +62,7 @@ export const command = defineCommand('drill', {
       throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `drill takes one <backup-id> or --latest\nusage: ${usage}`);
     }
     const userChecks = pairChecks(values.check, values.expect);
+    if (values.bus) return overBus(io, values, values.latest ? undefined : checkId(id ?? ''), userChecks);
     const storage = storageConfig(values, io.env);
     const backupId = values.latest ? await latestBackupId(openStore(storage), values.host) : checkId(id ?? '');
     const record = await readRecord(openStore(storage), backupId);
@@ -97,6 +102,32 @@ export const command = defineCommand('drill', {
     return fromErrorInfo(error).exitCode;
   },
 });
+
+async function overBus(
+  io: CliIO,
+  values: BusValues & { json: boolean; 'decrypt-key-file'?: string | undefined; 'decrypt-key-env'?: string | undefined },
+  backupId: string | undefined,
+  checks: ReturnType<typeof pairChecks>,
+): Promise<number> {
+  const { result } = await runOverBus(
+    io,
+    values,
+    {
+      type: 'backup.drill',
+      payload: {
+        ...(backupId ? { backupId } : { latest: true, host: values.host }),
+        ...(checks.length ? { checks: checks.map((c) => ({ cql: c.cql, expect: c.expect })) } : {}),
+        ...(values['decrypt-key-file'] ? { decryptKeyFile: values['decrypt-key-file'] } : {}),
+        ...(values['decrypt-key-env'] ? { decryptKeyEnv: values['decrypt-key-env'] } : {}),
+      },
+    },
+    values.json,
+  );
+  const r = result as unknown as DrillResult;
+  if (values.json) printJson(io, r);
+  else printHuman(io, r);
+  return 0;
+}
 
 function printHuman(io: CliIO, r: DrillResult): void {
   io.stdout(`drill of backup ${r.backupId} (host ${r.host}, ${r.sourceInstance}): ${r.ok ? 'PASS' : 'FAIL'}\n`);

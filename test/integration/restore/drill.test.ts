@@ -13,7 +13,7 @@ import { DrillLog } from '../../../src/state/drillLog.ts';
 import { StateDb } from '../../../src/state/stateDb.ts';
 import { openStore } from '../../../src/storage/open.ts';
 import type { DrillResult } from '../../../src/workflows/drill.ts';
-import { removeBusTopology, spawnAgent, stopGracefully, waitForAgentQueue } from '../../helpers/bus.ts';
+import { BUS_URL, removeBusTopology, spawnAgent, stopGracefully, waitForAgentQueue } from '../../helpers/bus.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { cqlFor } from '../../helpers/data.ts';
 import { scratchDir, sharedNode, TEST_HOME, testEnv } from '../../helpers/env.ts';
@@ -176,6 +176,10 @@ describe('restore drills on real nodes', () => {
         }
       }
       metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      // `cbr drill --bus` reaches the same agent: a backup it cannot find ends with that code, no sandbox made.
+      const missing = await cbr(['drill', 'no-such-backup', '--bus', BUS_URL, '--host', AGENT_HOST, '--prefix', prefix, '--json'], agentEnv);
+      assert.equal(missing.code, 9, missing.err);
+      assert.match(missing.err, /CBR_ERR_BACKUP_NOT_FOUND/);
     } finally {
       assert.equal(await stopGracefully(agent), 0);
       // A second drill the stop cut short leaves its sandbox: the next drill (here, now) removes it.
