@@ -87,12 +87,16 @@ export function clusterBackupOutput(c: ClusterBackupContext): ClusterBackupOutpu
   };
 }
 
-/** The parts after a phase: hosts that answered ok move to `phase`, the others are failed with their error. */
+/**
+ * The parts after a phase: hosts that answered ok move to `phase`, the others are failed with their error. A host
+ * the step gave no answer for is failed too: the barrier never lets a host it has not heard from through.
+ */
 export function applyOutcomes(parts: readonly HostPart[], outcomes: readonly HostOutcome[], phase: HostPhase): HostPart[] {
   const byHost = new Map(outcomes.map((o) => [o.host, o]));
   return parts.map((p) => {
+    if (p.phase === 'failed') return p;
     const o = byHost.get(p.host);
-    if (!o || p.phase === 'failed') return p;
+    if (!o) return { ...p, phase: 'failed', error: { code: 'CBR_ERR_INTERNAL', message: `no answer from ${p.host} on the way to ${phase}`, retryable: true } };
     if (!o.ok) return { ...p, phase: 'failed', error: o.error };
     return { ...p, phase, ...(o.snapshot ? { snapshot: o.snapshot } : {}), ...(o.upload ? { upload: o.upload } : {}) };
   });

@@ -2,7 +2,13 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createActor, fromPromise, type SnapshotFrom, toPromise, waitFor } from 'xstate';
 import { CbrError, toErrorInfo } from '../../../src/core/errors.ts';
-import { type ClusterBackupInput, type ClusterStepInput, clusterBackupMachine, type HostOutcome } from '../../../src/machines/clusterBackup.machine.ts';
+import {
+  applyOutcomes,
+  type ClusterBackupInput,
+  type ClusterStepInput,
+  clusterBackupMachine,
+  type HostOutcome,
+} from '../../../src/machines/clusterBackup.machine.ts';
 
 const input: ClusterBackupInput = {
   workflowId: 'cb1',
@@ -121,6 +127,26 @@ describe('cluster backup machine (coordinator)', () => {
       assert.equal(f.steps().at(-1), 'abortHosts');
       assert.equal(out.error?.code, step === 'awaitSnapshots' ? 'CBR_ERR_BUS_UNAVAILABLE' : 'CBR_ERR_STORAGE_FAILED');
     }
+  });
+
+  it('a host the barrier step gives no answer for is failed, never let through', () => {
+    const parts = HOSTS.map((host) => ({ host, phase: 'started' as const, error: null }));
+    const after = applyOutcomes(
+      parts,
+      [
+        { host: 'ring-1', ok: true },
+        { host: 'ring-3', ok: true },
+      ],
+      'snapshotted',
+    );
+    assert.deepEqual(
+      after.map((p) => [p.host, p.phase, p.error?.code ?? null]),
+      [
+        ['ring-1', 'snapshotted', null],
+        ['ring-2', 'failed', 'CBR_ERR_INTERNAL'],
+        ['ring-3', 'snapshotted', null],
+      ],
+    );
   });
 
   it('fails at once, asking nothing of any host, when the hosts cannot be resolved', async () => {
