@@ -47,7 +47,7 @@ export interface ClusterNodeStatus {
   address: string;
   running: boolean;
   pid: number | null;
-  /** As `nodetool status` abbreviates it: U/D (up in gossip) then N/J/L/M; `DN` when the process is not running. */
+  /** As `nodetool status` abbreviates it: U/D (up in gossip) then N/J/L/M; `DN` when the process is not running, `?` when it runs but was not (or could not be) asked. */
   state: string;
   hostId?: string;
   tokens?: number;
@@ -204,7 +204,7 @@ export async function clusterStatus(name: string, opts: { env?: NodeJS.ProcessEn
       address: profile.cql.host,
       running: pid !== null,
       pid,
-      state: 'DN',
+      state: pid === null ? 'DN' : '?',
       cqlPort: profile.cql.port,
       jmxPort: profile.jmx.port,
       profilePath: path,

@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import cassandra from 'cassandra-driver';
+import { connectCql } from '../../../src/cassandra/cql.ts';
 import { loadCredentials } from '../../../src/cassandra/profile.ts';
+import { readSchema, readTopology } from '../../../src/cassandra/topology.ts';
 import { type ClusterStatus, clusterProfiles, isCluster } from '../../../src/sandbox/cluster.ts';
 import { instanceDir } from '../../../src/sandbox/sandbox.ts';
 import { cbr } from '../../helpers/cli.ts';
@@ -84,6 +86,38 @@ describe('sandbox cluster of 3 real nodes', () => {
     } finally {
       await client.shutdown();
     }
+  });
+
+  it('every node tells the same ring: host ids, datacenter, rack, 16 distinct tokens each; and the schema', async () => {
+    const views = [];
+    for (const p of await clusterProfiles(NAME, testEnv)) {
+      const cql = await connectCql({ ...p.cql, credentials: await loadCredentials(p.cql.credentialsFile) });
+      try {
+        views.push({ topology: await readTopology(cql), schema: await readSchema(cql) });
+      } finally {
+        await cql.close();
+      }
+    }
+    const [first] = views;
+    assert.ok(first);
+    assert.equal(first.topology.clusterName, NAME);
+    assert.equal(first.topology.partitioner, 'org.apache.cassandra.dht.Murmur3Partitioner');
+    assert.deepEqual(
+      first.topology.hosts.map((h) => [h.address, h.hostId, h.datacenter, h.rack, h.tokens.length, h.nativeAddress, h.nativePort]),
+      started.nodes.map((n) => [n.address, n.hostId, 'datacenter1', 'rack1', 16, n.address, n.cqlPort]),
+    );
+    assert.equal(new Set(first.topology.hosts.flatMap((h) => h.tokens)).size, 48, 'no token owned twice');
+    assert.deepEqual(
+      views.map((v) => v.topology.seenFrom),
+      started.nodes.map((n) => n.hostId),
+    );
+    for (const v of views.slice(1)) assert.deepEqual(v.topology.hosts, first.topology.hosts, 'every node sees the same ring');
+    assert.match(
+      first.schema,
+      /CREATE KEYSPACE ring3 WITH replication = \{'class': '(org\.apache\.cassandra\.locator\.)?NetworkTopologyStrategy', 'datacenter1': '3'\}/,
+    );
+    assert.match(first.schema, /CREATE TABLE ring3\.kv/);
+    assert.doesNotMatch(first.schema, /CREATE KEYSPACE system_schema/);
   });
 
   // Cluster tests that need the running cluster go above this one.
