@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadProfile, type Profile } from '../../src/cassandra/profile.ts';
+import { listClusters, removeCluster } from '../../src/sandbox/cluster.ts';
 import { listSandboxes, profilePath, removeSandbox, startSandbox } from '../../src/sandbox/sandbox.ts';
 
 export { REPO } from './paths.ts';
@@ -30,6 +31,7 @@ export async function sharedNode(name: string, clusterName?: string): Promise<Pr
 }
 
 export async function removeAllSandboxes(): Promise<void> {
+  for (const name of await listClusters(testEnv)) await removeCluster(name, testEnv);
   for (const name of await listSandboxes(testEnv)) await removeSandbox(name, testEnv);
 }
 
