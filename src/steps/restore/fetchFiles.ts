@@ -201,9 +201,12 @@ async function fetchOne(
     throw err;
   }
   try {
-    await pipeline([source, ...stages, check, createWriteStream(part, { flags: 'wx', mode: 0o644 })] as unknown as [Readable, NodeJS.WritableStream], {
-      signal,
-    });
+    await pipeline(
+      [source, ...stages, check, createWriteStream(part, { flags: 'wx', mode: 0o644, highWaterMark: 4 << 20 })] as unknown as [Readable, NodeJS.WritableStream],
+      {
+        signal,
+      },
+    );
   } catch (err) {
     await rm(part, { force: true });
     throw classify(err, f);
