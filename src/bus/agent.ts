@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import amqplib, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type RecoveringChannelModel } from 'amqplib';
 import type { InspectionEvent, Observer } from 'xstate';
-import { deleteBackup } from '../catalog/catalog.ts';
+import { deleteBackup, latestBackupId, readRecord } from '../catalog/catalog.ts';
 import { prune } from '../catalog/prune.ts';
 import { parsePolicy } from '../catalog/retention.ts';
 import { type VerifyResult, verdictCode, verdictMessage } from '../catalog/verify.ts';
@@ -9,10 +9,12 @@ import { CbrError, toErrorInfo } from '../core/errors.ts';
 import { ID_RE } from '../core/ids.ts';
 import type { Logger } from '../core/log.ts';
 import { type StepsFactory, type WorkflowEvent, WorkflowRuntime } from '../runtime/runtime.ts';
+import { DrillLog } from '../state/drillLog.ts';
 import { StateDb } from '../state/stateDb.ts';
 import { openStore } from '../storage/open.ts';
 import type { StorageConfig } from '../storage/port.ts';
 import { backupInput } from '../workflows/backupRequest.ts';
+import { type DrillResult, type DrillSandboxes, runDrill } from '../workflows/drill.ts';
 import { restoreInput } from '../workflows/restoreRequest.ts';
 import { runVerify } from '../workflows/verifyRequest.ts';
 import type { ScheduleJob } from './schedule/config.ts';
@@ -49,6 +51,8 @@ export interface AgentOptions {
   onWorkflowEvent?: (event: WorkflowEvent) => void;
   /** Sees the outcome of each verify the agent ran (metrics: last successful verify). */
   onVerified?: (result: VerifyResult, code: string) => void;
+  /** How `backup.drill` makes its throwaway sandboxes, and who sees each drill's result (metrics); default: no drills. */
+  drill?: { sandboxes: DrillSandboxes; onDrilled?: (result: DrillResult) => void };
   /** Schedule jobs (src/bus/schedule): commands the agent issues itself at cron instants; default none. */
   schedule?: ScheduleJob[];
 }
@@ -78,7 +82,7 @@ export class Agent {
   readonly #status: StatusBook;
   /** Signed commands being handled now, by id: a redelivery of one waits for it instead of running it twice. */
   readonly #handling = new Map<string, Promise<void>>();
-  /** Verifies and prunes running now, by command id (they start no workflow: a restart of the agent forgets them). */
+  /** Verifies, prunes and drills running now, by command id (they start no workflow of their id: a restart forgets them). */
   readonly #verifies = new Map<string, AbortController>();
   #scheduler: Scheduler | null = null;
 
@@ -125,7 +129,8 @@ export class Agent {
         store: this.#stateDb,
         log: this.#o.log,
         feed: (body) => this.#runScheduled(body),
-        isActive: (id) => this.#stateDb.get(id)?.status === 'active',
+        // A verify or drill runs after its command is handled: it is active while it is in #verifies.
+        isActive: (id) => this.#verifies.has(id) || this.#stateDb.get(id)?.status === 'active',
       });
       this.#scheduler.start();
     }
@@ -353,6 +358,16 @@ export class Agent {
         this.#watch(this.#verify(c, abort.signal).finally(() => this.#verifies.delete(c.id)));
         return;
       }
+      case 'backup.drill': {
+        if (this.#verifies.has(c.id)) return;
+        const drill = this.#o.drill;
+        if (!drill) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `the agent of ${this.#o.hostId} runs no drills`);
+        // Like a verify, after the ack: a drill restores a whole backup and lasts minutes.
+        const abort = new AbortController();
+        this.#verifies.set(c.id, abort);
+        this.#watch(this.#drill(c, drill, abort.signal).finally(() => this.#verifies.delete(c.id)));
+        return;
+      }
       case 'workflow.cancel': {
         const verify = this.#verifies.get(c.payload.workflowId);
         if (verify) {
@@ -398,6 +413,63 @@ export class Agent {
     } catch (err) {
       const error = toErrorInfo(err);
       this.#o.log.warn('backup verify failed', { commandId: c.id, code: error.code });
+      this.#publish({ type: 'result', host, workflowId: c.id, kind: c.type, at: now(), state: 'failed', status: 'done', error });
+    }
+  }
+
+  /**
+   * A `backup.drill` (src/workflows/drill.ts): the backup restored by a restore workflow of this agent's runtime (its
+   * own id, events and metrics) into a throwaway sandbox, checked, the sandbox removed. The outcome is kept in the
+   * state database (table `drills`, as `cbr drill` keeps it) and published as the command's result: `completed`
+   * with the drill result, or `failed` with its coded error (CBR_ERR_DRILL_FAILED, the restore's own) and the result.
+   */
+  async #drill(c: Extract<Command, { type: 'backup.drill' }>, drill: NonNullable<AgentOptions['drill']>, signal: AbortSignal): Promise<void> {
+    const host = this.#o.hostId;
+    const p = c.payload;
+    try {
+      const store = openStore(this.#o.storage);
+      const backupId = p.latest ? await latestBackupId(store, p.host) : (p.backupId ?? '');
+      const record = await readRecord(store, backupId);
+      const request = {
+        backupId,
+        record,
+        userChecks: p.checks ?? [],
+        storage: this.#o.storage,
+        decryptKeyFile: p.decryptKeyFile,
+        decryptKeyEnv: p.decryptKeyEnv,
+        env: this.#o.env,
+        signal,
+        warn: (m: string) => this.#o.log.warn(m, { commandId: c.id }),
+      };
+      const result = await runDrill(request, {
+        sandboxes: drill.sandboxes,
+        restore: async (input, sig) => {
+          const running = await this.#runtime.startRestore(input);
+          if (!running) throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `a workflow with id ${input.workflowId} already exists`);
+          this.#watch(running.done);
+          const cancel = () => this.#runtime.cancel(input.workflowId, `drill ${c.id} cancelled`);
+          sig.addEventListener('abort', cancel, { once: true });
+          return running.done.finally(() => sig.removeEventListener('abort', cancel));
+        },
+      });
+      new DrillLog(this.#stateDb.db).record(result);
+      drill.onDrilled?.(result);
+      if (result.ok) this.#publishDone(c, { ...result });
+      else
+        this.#publish({
+          type: 'result',
+          host,
+          workflowId: c.id,
+          kind: c.type,
+          at: now(),
+          state: 'failed',
+          status: 'done',
+          error: result.error,
+          result: { ...result },
+        });
+    } catch (err) {
+      const error = toErrorInfo(err);
+      this.#o.log.warn('backup drill failed', { commandId: c.id, code: error.code });
       this.#publish({ type: 'result', host, workflowId: c.id, kind: c.type, at: now(), state: 'failed', status: 'done', error });
     }
   }

@@ -17,6 +17,8 @@ export interface InstanceSettings {
   address: string;
   cqlPort: number;
   storagePort: number;
+  /** SimpleSeedProvider seeds (`host:port,...`); default: the node itself. */
+  seeds?: string;
 }
 
 /** cbr's defaults for a sandbox node: a single-node cluster, authentication on, small caches. */
@@ -67,7 +69,7 @@ export function sandboxYaml(o: InstanceSettings, base?: string, settings: readon
   y.set('storage_port', o.storagePort);
   y.set('native_transport_port', o.cqlPort);
   y.set('start_native_transport', true);
-  setSimpleSeeds(y, `${o.address}:${o.storagePort}`);
+  setSimpleSeeds(y, o.seeds ?? `${o.address}:${o.storagePort}`);
   return y.toString();
 }
 

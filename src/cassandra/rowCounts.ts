@@ -22,6 +22,11 @@ export interface TableCount {
   rows: number | null;
   /** Why rows is null. */
   note?: string;
+  /**
+   * The table's `default_time_to_live` in seconds, when it has one: its rows expire, so a drill later finds at
+   * most `rows` of them (compared with <=). Rows written `USING TTL` into a table without a default are not seen here.
+   */
+  defaultTtl?: number;
 }
 
 /** Tables whose snapshot holds more Data.db bytes than this are not counted (a count scans the table). */
@@ -78,6 +83,12 @@ export async function countSnapshotRows(
   const peers = await cql.execute('SELECT peer FROM system.peers').catch(() => null);
   if (peers === null) return none('not counted: system.peers could not be read');
   if (peers.length > 0) return none("not counted: the node has peers (a CQL count spans the cluster, the snapshot holds this node's replicas)");
+  // Tables whose rows expire by default: a missing answer only loses the <= leniency (the drill compares exactly).
+  const ttls = new Map<string, number>();
+  for (const r of await cql.execute('SELECT keyspace_name, table_name, default_time_to_live FROM system_schema.tables').catch(() => [])) {
+    const ttl = Number(r['default_time_to_live'] ?? 0);
+    if (ttl > 0) ttls.set(`${String(r['keyspace_name'])}.${String(r['table_name'])}`, ttl);
+  }
   const out: TableCount[] = [];
   for (const [key, dataBytes] of tables) {
     opts.signal?.throwIfAborted();
@@ -87,7 +98,8 @@ export async function countSnapshotRows(
       continue;
     }
     try {
-      out.push({ keyspace, table, rows: await countRows(cql, keyspace, table) });
+      const ttl = ttls.get(key);
+      out.push({ keyspace, table, rows: await countRows(cql, keyspace, table), ...(ttl ? { defaultTtl: ttl } : {}) });
     } catch (err) {
       out.push({ keyspace, table, rows: null, note: `not counted: ${(err as Error).message.slice(0, 200)}` });
     }

@@ -9,14 +9,17 @@ import type { ObjectInfo, ObjectStore } from '../storage/port.ts';
 import { blobPrefix, hostSegment, isBlobKeyUnder, LOCKS_PREFIX } from './blobs.ts';
 
 /**
- * Leases keep garbage collection away from a running incremental backup, whose blobs no record references yet.
+ * Leases keep garbage collection away from a running incremental backup, whose blobs no record references yet,
+ * and from a running restore (or drill) of an incremental backup, which fetches blobs its record named when it
+ * was read: a delete or prune of that record meanwhile removes the record, and the collection leaves the blobs
+ * until the restore's lease is gone.
  * Swift's create-only puts are not atomic (two racing ones may both win), so exclusion is write-then-list: each
  * party writes its lease first and only then lists the others'. Of a backup and a collection that start together
  * at least one sees the other: the backup waits for the collection, the collection gives up and leaves the bytes
  * to the next one. A lease not refreshed within its ttl belongs to a process that died.
  */
 
-export type LeaseKind = 'backup' | 'gc';
+export type LeaseKind = 'backup' | 'gc' | 'read';
 
 export interface Lease {
   kind: LeaseKind;
@@ -39,10 +42,12 @@ export interface LeaseOptions {
 export interface GcResult {
   deleted: number;
   freedBytes: number;
-  skipped?: 'backup-running';
+  skipped?: 'backup-running' | 'restore-running';
 }
 
 export const BACKUP_LEASE_TTL_MS = 10 * 60_000;
+/** A restore's read lease: refreshed every ttl/3 while it fetches, dead this long after its process is. */
+export const READ_LEASE_TTL_MS = 10 * 60_000;
 /** Shorter than a backup's: a collection killed midway blocks every backup of its host until its lease dies. */
 export const GC_LEASE_TTL_MS = 2 * 60_000;
 const MAX_TTL_MS = 24 * 3600_000;
@@ -74,38 +79,76 @@ export async function holdBackupLease(
   backupId: string,
   opts: LeaseOptions = {},
 ): Promise<{ stop(): void; release(): Promise<void>; lastWritten(): number; ttlMs: number }> {
+  const ttlMs = opts.ttlMs ?? BACKUP_LEASE_TTL_MS;
+  const lease = await holdLease(store, hostId, 'backup', backupId, ttlMs, opts);
+  return {
+    stop: lease.stop,
+    /**
+     * When the last successful write of the lease began (ms), provided every write since the first came within
+     * half a ttl of the one before (the lease never looked dead); else 0.
+     */
+    lastWritten: lease.lastWritten,
+    ttlMs,
+    async release() {
+      lease.stop();
+      await releaseBackupLease(store, hostId, backupId);
+    },
+  };
+}
+
+/**
+ * A restore's read lease on the blobs of `hostId`, under the restore's own id: written, then held while a live
+ * collection of the host runs (one that started before the lease may not have seen it), refreshed every ttl/3
+ * until `release()`. While it lives, every collection of the host deletes nothing (`restore-running`). After it
+ * is held, the caller checks that the record it read is still there: if it is, no collection can remove its blobs.
+ */
+export async function holdReadLease(store: ObjectStore, hostId: string, readerId: string, opts: LeaseOptions = {}): Promise<{ release(): Promise<void> }> {
+  const lease = await holdLease(store, hostId, 'read', readerId, opts.ttlMs ?? READ_LEASE_TTL_MS, opts);
+  const key = leaseKey(hostId, 'read', readerId);
+  return {
+    async release() {
+      lease.stop();
+      await refreshing.get(key);
+      // Without the caller's signal: an aborted restore still takes its lease away, or collections wait out its ttl.
+      await store.delete(key);
+    },
+  };
+}
+
+/** Writes a lease, then waits while a live collection of the host runs; the lease is refreshed until stopped. */
+async function holdLease(
+  store: ObjectStore,
+  hostId: string,
+  kind: 'backup' | 'read',
+  id: string,
+  ttlMs: number,
+  opts: LeaseOptions,
+): Promise<{ stop(): void; lastWritten(): number }> {
   const { signal, log = silentLogger, pollMs = 1000 } = opts;
-  const key = leaseKey(hostId, 'backup', backupId);
-  const refresher = startLease(store, key, newLease('backup', backupId, opts.ttlMs ?? BACKUP_LEASE_TTL_MS), log);
+  const key = leaseKey(hostId, kind, id);
+  const refresher = startLease(store, key, newLease(kind, id, ttlMs), log);
   try {
     await refresher.written;
     let told = false;
     for (;;) {
       const gc = (await readLeases(store, hostId, log, signal)).filter((l) => l.kind === 'gc' && l.live);
       if (gc.length === 0) break;
-      if (!told) log.info('waiting for the garbage collection of this host to finish', { hostId, backupId, collections: gc.map((l) => l.id) });
+      if (!told)
+        log.info('waiting for the garbage collection of this host to finish', {
+          hostId,
+          [kind === 'backup' ? 'backupId' : 'readerId']: id,
+          collections: gc.map((l) => l.id),
+        });
       told = true;
       await sleep(pollMs, undefined, signal ? { signal } : {}).catch(() => {
-        throw new CbrError('CBR_ERR_ABORTED', `backup ${backupId} aborted while waiting for a garbage collection`);
+        throw new CbrError('CBR_ERR_ABORTED', `${kind === 'backup' ? 'backup' : 'restore'} ${id} aborted while waiting for a garbage collection`);
       });
     }
   } catch (err) {
     refresher.stop();
     throw err;
   }
-  return {
-    stop: refresher.stop,
-    /**
-     * When the last successful write of the lease began (ms), provided every write since the first came within
-     * half a ttl of the one before (the lease never looked dead); else 0.
-     */
-    lastWritten: refresher.lastWritten,
-    ttlMs: opts.ttlMs ?? BACKUP_LEASE_TTL_MS,
-    async release() {
-      refresher.stop();
-      await releaseBackupLease(store, hostId, backupId);
-    },
-  };
+  return { stop: refresher.stop, lastWritten: refresher.lastWritten };
 }
 
 /** Deletes a backup's lease (after its record is written, or when the backup is given up). Idempotent. */
@@ -134,10 +177,19 @@ export async function collectGarbage(
   try {
     if (refresher) {
       await refresher.written;
-      const running = (await readLeases(store, hostId, log, signal)).filter((l) => l.kind === 'backup' && l.live);
+      const leases = (await readLeases(store, hostId, log, signal)).filter((l) => l.live);
+      const running = leases.filter((l) => l.kind === 'backup');
       if (running.length > 0) {
         log.info('garbage collection skipped: a backup of this host is running; a later delete frees the bytes', { hostId, backups: running.map((l) => l.id) });
         return { deleted: 0, freedBytes: 0, skipped: 'backup-running' };
+      }
+      const reading = leases.filter((l) => l.kind === 'read');
+      if (reading.length > 0) {
+        log.info('garbage collection skipped: a restore is fetching blobs of this host; a later delete frees the bytes', {
+          hostId,
+          restores: reading.map((l) => l.id),
+        });
+        return { deleted: 0, freedBytes: 0, skipped: 'restore-running' };
       }
     }
     const referenced = await referencedBlobs(store, prefix, log, signal);
@@ -221,7 +273,7 @@ async function readLeases(store: ObjectStore, hostId: string, log: Logger, signa
   const out: (Lease & { live: boolean })[] = [];
   for (const info of infos) {
     const name = info.key.slice(prefix.length);
-    const kind: LeaseKind | null = name.startsWith('backup-') ? 'backup' : name.startsWith('gc-') ? 'gc' : null;
+    const kind: LeaseKind | null = name.startsWith('backup-') ? 'backup' : name.startsWith('gc-') ? 'gc' : name.startsWith('read-') ? 'read' : null;
     if (!kind) continue;
     let lease: Partial<Lease> = {};
     try {

@@ -60,8 +60,8 @@ export interface PruneResult extends PrunePlan {
   dryRun: boolean;
   /** Backups of earlier, interrupted prunes this run finished removing. */
   resumed: string[];
-  /** Per host: its collection (`skipped: 'failed'` with the error, or 'backup-running': a later prune frees the bytes). */
-  gc: { hostId: string; deleted: number; freedBytes: number; skipped: 'backup-running' | 'failed' | null; error?: string }[];
+  /** Per host: its collection (`skipped: 'failed'` with the error, or 'backup-running' or 'restore-running': a later prune frees the bytes). */
+  gc: { hostId: string; deleted: number; freedBytes: number; skipped: 'backup-running' | 'restore-running' | 'failed' | null; error?: string }[];
   /** Done: archives removed plus blobs collected. */
   freedBytesDone: number;
 }

@@ -91,6 +91,7 @@ const recordSchema = z
             table: z.string().regex(/^[A-Za-z0-9_]{1,48}$/),
             rows: int.nullable(),
             note: z.string().max(300).regex(ONE_LINE).optional(),
+            defaultTtl: int.optional(),
           })
           .strict(),
       )

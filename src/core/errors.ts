@@ -72,6 +72,11 @@ export const ERRORS = {
   },
   CBR_ERR_WORKFLOW_NOT_FOUND: { exit: 12, retryable: false, summary: 'No workflow has this id.' },
   CBR_ERR_WORKFLOW_CONFLICT: { exit: 12, retryable: false, summary: 'Another workflow holds the resource (same backup id or same target).' },
+  CBR_ERR_CLUSTER_BACKUP_FAILED: {
+    exit: 12,
+    retryable: true,
+    summary: 'A host of a cluster backup failed; every host dropped its part. The message names each host and its own error.',
+  },
   CBR_ERR_COMMAND_INVALID: {
     exit: 14,
     retryable: false,

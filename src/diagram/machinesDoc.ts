@@ -1,11 +1,16 @@
 import { backupMachine } from '../machines/backup.machine.ts';
+import { clusterBackupMachine } from '../machines/clusterBackup.machine.ts';
 import { restoreMachine } from '../machines/restore.machine.ts';
 import { diagram, toMermaid } from './graph.ts';
 import { toSvg } from './svg.ts';
 
 /** docs/machines/*.svg (laid out by `cbr machines <m> --format svg`; the live view draws the same). */
 export function machineSvgs(): Record<string, string> {
-  return { 'backup.svg': toSvg(diagram(backupMachine)), 'restore.svg': toSvg(diagram(restoreMachine)) };
+  return {
+    'backup.svg': toSvg(diagram(backupMachine)),
+    'restore.svg': toSvg(diagram(restoreMachine)),
+    'cluster-backup.svg': toSvg(diagram(clusterBackupMachine)),
+  };
 }
 
 /** docs/machines.md: generated from the definitions, checked by a test. */
@@ -31,6 +36,17 @@ export function machinesDoc(): string {
     '',
     '```mermaid',
     toMermaid(diagram(restoreMachine)).trimEnd(),
+    '```',
+    '',
+    '## Cluster backup (coordinator)',
+    '',
+    'One backup id across every host: each host runs the backup machine above; this one tells them when. The',
+    '`[hostsFailed]` choices after each phase send any host failure to `aborting` (every host drops its part).',
+    '',
+    '![cluster backup machine](machines/cluster-backup.svg)',
+    '',
+    '```mermaid',
+    toMermaid(diagram(clusterBackupMachine)).trimEnd(),
     '```',
     '',
   ].join('\n');

@@ -185,6 +185,17 @@ export function runSample(
   };
 }
 
+/** A drill's result (src/workflows/drill.ts) as an outcome sample: the same from `cbr drill` and the agent's `backup.drill`. */
+export function drillSample(r: { ok: boolean; error: { code: string } | null; seconds: { total: number }; host: string; strategy: string }): OutcomeSample {
+  return runSample('drill', {
+    ok: r.ok,
+    code: r.ok ? '' : (r.error?.code ?? 'CBR_ERR_DRILL_FAILED'),
+    seconds: r.seconds.total,
+    host: r.host,
+    strategy: r.strategy,
+  });
+}
+
 export interface WorkflowFacts {
   createdAt: string;
   input: unknown;

@@ -50,7 +50,8 @@ async function waitForInstance(profile: Profile, dir: string, opts: SandboxOptio
 }
 
 async function spawnInstance(profile: Profile, dir: string, opts: SandboxOptions): Promise<void> {
-  const heap = opts.heap ?? opts.env?.['CBR_SANDBOX_HEAP'] ?? process.env['CBR_SANDBOX_HEAP'] ?? '768M';
+  // A cluster node keeps its own heap (conf/heap, written at creation) through every later restart.
+  const heap = opts.heap ?? instanceHeap(dir) ?? opts.env?.['CBR_SANDBOX_HEAP'] ?? process.env['CBR_SANDBOX_HEAP'] ?? '768M';
   const libDir = profile.java.libDir;
   const jamm = (await readdir(libDir)).find((f) => /^jamm-.*\.jar$/.test(f));
   if (!jamm) throw new CbrError('CBR_ERR_SANDBOX_START_FAILED', `no jamm jar in ${libDir}`);
@@ -72,6 +73,7 @@ async function spawnInstance(profile: Profile, dir: string, opts: SandboxOptions
     '-Dcassandra.skip_wait_for_gossip_to_settle=0',
     '-Dcassandra.superuser_setup_delay_ms=0',
     '-Dcassandra.ring_delay_ms=1000',
+    ...extraJvmOptions(opts.env ?? process.env),
     '-cp',
     classpath(libDir),
     'org.apache.cassandra.service.CassandraDaemon',
@@ -86,6 +88,19 @@ async function spawnInstance(profile: Profile, dir: string, opts: SandboxOptions
   if (child.pid === undefined) throw new CbrError('CBR_ERR_SANDBOX_START_FAILED', 'java did not start');
   await writeFile(join(dir, 'cassandra.pid'), `${child.pid}\n`);
   child.unref();
+}
+
+/** `CBR_SANDBOX_JVM_OPTS`: more JVM options for sandbox nodes (space-separated), e.g. GC logging or a CDS archive. */
+function extraJvmOptions(env: NodeJS.ProcessEnv): string[] {
+  return (env['CBR_SANDBOX_JVM_OPTS'] ?? '').split(/\s+/).filter((o) => o !== '');
+}
+
+function instanceHeap(dir: string): string | undefined {
+  try {
+    return readFileSync(join(dir, 'conf', 'heap'), 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Stops the instance: SIGTERM, then SIGKILL after the grace period. Idempotent. */

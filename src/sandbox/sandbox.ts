@@ -23,6 +23,12 @@ export { runningPid, startInstance, stopInstance };
 
 const PORT_BASE = 21000;
 const PORTS_PER_SLOT = 10;
+/** A slot's ports: storage at its base, CQL at +2, then one JMX port per node from +3 (JMX binds 127.0.0.1 only). */
+export const MAX_SLOT_NODES = PORTS_PER_SLOT - 3;
+
+export function slotStoragePort(slot: number): number {
+  return PORT_BASE + slot * PORTS_PER_SLOT;
+}
 
 export interface SandboxOptions {
   /** A cancelled workflow's signal: no new Cassandra process is spawned once it is aborted. */
@@ -47,6 +53,8 @@ export interface SandboxOptions {
   dataDirs?: number;
   /** The loopback address the node listens and answers CQL on (default 127.0.0.1). */
   address?: string;
+  /** A node of a sandbox cluster (src/sandbox/cluster.ts): the cluster's port slot, the node's index, the seeds. */
+  clusterNode?: { slot: number; index: number; seeds: string };
 }
 
 export interface SandboxStatus {
@@ -87,6 +95,7 @@ export async function createSandbox(name: string, opts: SandboxOptions = {}): Pr
   const env = opts.env ?? process.env;
   const dir = instanceDir(name, env);
   if (existsSync(join(dir, 'profile.json'))) throw new CbrError('CBR_ERR_SANDBOX_EXISTS', `sandbox ${name} already exists at ${dir}`);
+  if (existsSync(join(dir, 'cluster.json'))) throw new CbrError('CBR_ERR_SANDBOX_EXISTS', `${name} is a sandbox cluster (${dir})`);
   const settings = (opts.settings ?? []).map(parseSetting);
   const baseYaml = opts.yamlFile === undefined ? undefined : await readYamlFile(opts.yamlFile);
   const address = opts.address ?? '127.0.0.1';
@@ -97,9 +106,10 @@ export async function createSandbox(name: string, opts: SandboxOptions = {}): Pr
   const clusterName = checkClusterName(opts.clusterName ?? name);
   const dist = await ensureDistribution(opts.version ?? DEFAULT_CASSANDRA_VERSION, env);
   const javaHome = await findJavaHome(env);
-  const slot = await freeSlot(dir, env);
+  const node = opts.clusterNode;
+  const slot = node?.slot ?? (await freeSlot(dir, env));
   const base = PORT_BASE + slot * PORTS_PER_SLOT;
-  const ports = { storage: base, cql: base + 2, jmx: base + 3 };
+  const ports = { storage: base, cql: base + 2, jmx: base + 3 + (node?.index ?? 0) };
   const dataDirs = dataDirCount === 1 ? [join(dir, 'data')] : Array.from({ length: dataDirCount }, (_, i) => join(dir, `data${i + 1}`));
   const paths = {
     commitlog: join(dir, 'commitlog'),
@@ -120,6 +130,7 @@ export async function createSandbox(name: string, opts: SandboxOptions = {}): Pr
       address,
       cqlPort: ports.cql,
       storagePort: ports.storage,
+      ...(node ? { seeds: node.seeds } : {}),
     },
     baseYaml,
     settings,
@@ -229,7 +240,8 @@ export async function listSandboxes(env: NodeJS.ProcessEnv = process.env): Promi
   return names.filter((n) => existsSync(join(root, n, 'profile.json'))).sort();
 }
 
-async function freeSlot(owner: string, env: NodeJS.ProcessEnv): Promise<number> {
+/** A free port slot, claimed machine-wide for `owner` (an instance folder); `jmxPorts` nodes get a JMX port each. */
+export async function freeSlot(owner: string, env: NodeJS.ProcessEnv, jmxPorts = 1): Promise<number> {
   const used = new Set<number>();
   for (const name of await listSandboxes(env)) {
     try {
@@ -242,7 +254,9 @@ async function freeSlot(owner: string, env: NodeJS.ProcessEnv): Promise<number> 
   for (let slot = 0; slot < 400; slot++) {
     if (used.has(slot)) continue;
     const base = PORT_BASE + slot * PORTS_PER_SLOT;
-    if (!((await portFree(base)) && (await portFree(base + 2)) && (await portFree(base + 3)))) continue;
+    let free = (await portFree(base)) && (await portFree(base + 2));
+    for (let j = 0; free && j < jmxPorts; j++) free = await portFree(base + 3 + j);
+    if (!free) continue;
     if (await claimSlot(slot, owner)) return slot;
   }
   throw new CbrError('CBR_ERR_SANDBOX_START_FAILED', 'no free loopback port range for a new sandbox');
@@ -274,7 +288,7 @@ async function claimSlot(slot: number, owner: string): Promise<boolean> {
   return false;
 }
 
-async function releaseSlots(owner: string): Promise<void> {
+export async function releaseSlots(owner: string): Promise<void> {
   const files = await readdir(SLOTS_DIR).catch(() => [] as string[]);
   for (const f of files) {
     const file = join(SLOTS_DIR, f);

@@ -9,7 +9,7 @@ import { CLUSTER, count, ENV, firstIssue, flag, HOST, ID, invalid, NAME, oneOf, 
  * the field it is about. Signatures: src/bus/signing.ts.
  */
 
-export const COMMAND_TYPES = ['backup.create', 'backup.delete', 'restore.create', 'workflow.cancel', 'backup.prune', 'backup.verify'] as const;
+export const COMMAND_TYPES = ['backup.create', 'backup.delete', 'restore.create', 'workflow.cancel', 'backup.prune', 'backup.verify', 'backup.drill'] as const;
 export type CommandType = (typeof COMMAND_TYPES)[number];
 export const MAX_COMMAND_BYTES = 64 * 1024;
 
@@ -120,6 +120,44 @@ export const backupVerifyPayload = payload('backup.verify', (at) => ({
   decryptKeyEnv: text(at('decryptKeyEnv'), { re: ENV }).optional(),
 })).superRefine(oneKeySource('backup.verify', 'decryptKeyFile', 'decryptKeyEnv'));
 
+/**
+ * `cbr drill` on the agent: a backup (`backupId`, or `latest` of `host` or of any host) restored into a throwaway
+ * sandbox on the agent's machine, checked, removed; its result event carries the drill result (src/workflows/drill.ts).
+ */
+export const backupDrillPayload = payload('backup.drill', (at) => ({
+  backupId: text(at('backupId'), { re: ID }).optional(),
+  /** The newest completed backup (of `host` when given): what a schedule drills, as a fixed id would be pruned. */
+  latest: flag(at('latest')).optional(),
+  host: text(at('host'), { re: HOST }).optional(),
+  /** `--check "<CQL>" --expect <value>` pairs: a SELECT, and the text its first column of its first row must be. */
+  checks: z
+    .array(
+      z.strictObject(
+        {
+          cql: text(at('checks[].cql'), { max: 4096, re: /^\s*select\s/i }),
+          expect: z
+            .string({ error: `${at('checks[].expect')} must be a string` })
+            .max(4096, { error: `${at('checks[].expect')} is longer than 4096 characters` }),
+        },
+        {
+          error: (iss) =>
+            iss.code === 'unrecognized_keys' ? `${at('checks[]')}: unknown field ${quoted(iss.keys[0])}` : `${at('checks[]')} must be an object`,
+        },
+      ),
+      { error: `${at('checks')} must be a list of {cql, expect}` },
+    )
+    .max(32, { error: `${at('checks')} holds at most 32 checks` })
+    .optional(),
+  decryptKeyFile: text(at('decryptKeyFile'), { absPath: true, max: 4096 }).optional(),
+  decryptKeyEnv: text(at('decryptKeyEnv'), { re: ENV }).optional(),
+}))
+  .superRefine(oneKeySource('backup.drill', 'decryptKeyFile', 'decryptKeyEnv'))
+  .superRefine((p, ctx) => {
+    if (Boolean(p.backupId) === Boolean(p.latest))
+      ctx.addIssue({ code: 'custom', message: 'backup.drill: give payload.backupId or payload.latest: true, one of them' });
+    else if (p.host && !p.latest) ctx.addIssue({ code: 'custom', message: 'backup.drill: payload.host goes with payload.latest' });
+  });
+
 function command<T extends CommandType, P extends z.ZodType<Record<string, unknown>>>(type: T, payloadSchema: P) {
   return z.strictObject({ ...envelope, type: z.literal(type), payload: payloadSchema }, { error: objectError });
 }
@@ -131,6 +169,7 @@ export const commandSchema = z.discriminatedUnion('type', [
   command('workflow.cancel', workflowCancelPayload),
   command('backup.prune', backupPrunePayload),
   command('backup.verify', backupVerifyPayload),
+  command('backup.drill', backupDrillPayload),
 ]);
 
 export type Command = z.infer<typeof commandSchema>;
@@ -140,6 +179,7 @@ export type RestoreCreatePayload = z.infer<typeof restoreCreatePayload>;
 export type WorkflowCancelPayload = z.infer<typeof workflowCancelPayload>;
 export type BackupPrunePayload = z.infer<typeof backupPrunePayload>;
 export type BackupVerifyPayload = z.infer<typeof backupVerifyPayload>;
+export type BackupDrillPayload = z.infer<typeof backupDrillPayload>;
 
 /**
  * Parses and validates a raw message body; throws CBR_ERR_COMMAND_INVALID or CBR_ERR_COMMAND_UNAUTHORIZED. With a

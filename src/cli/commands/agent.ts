@@ -6,12 +6,15 @@ import { jmxIdleMs } from '../../cassandra/nodetool.ts';
 import { loadProfile } from '../../cassandra/profile.ts';
 import type { VerifyResult } from '../../catalog/verify.ts';
 import { createLogger, type Logger } from '../../core/log.ts';
-import { CbrMetrics, runSample, seedFromEnded, workflowObserver } from '../../metrics/metrics.ts';
+import { CbrMetrics, drillSample, runSample, seedFromEnded, workflowObserver } from '../../metrics/metrics.ts';
 import { serveMetrics } from '../../metrics/serve.ts';
 import { createInspection } from '../../runtime/inspect.ts';
+import { DrillLog, type DrillRow } from '../../state/drillLog.ts';
+import type { DrillResult } from '../../workflows/drill.ts';
 import { busConnectionOptions, signingKey } from '../bus.ts';
 import { defineCommand, jsonOption } from '../command.ts';
 import { cliLogger, stateDbPath, storageConfig, storageOptions } from '../context.ts';
+import { drillSandboxes, removeStaleDrillSandboxes } from '../drillSandboxes.ts';
 import { requireOption } from '../io.ts';
 import { untilInterrupted } from '../signals.ts';
 
@@ -67,6 +70,9 @@ export const command = defineCommand('agent', {
     const schedule = values.schedule ? await loadSchedule(resolve(values.schedule), hostId) : [];
     const inspection = values.inspect ? createInspection(values.inspect) : null;
     const metrics = values['metrics-listen'] ? new CbrMetrics({ process: true }) : null;
+    // Drills cut short by the agent's last stop or crash: their sandboxes go, and the restores on them are marked
+    // failed before the agent resumes unfinished workflows.
+    await removeStaleDrillSandboxes(io.env);
     const agent: Agent = new Agent({
       url,
       hostId,
@@ -82,6 +88,10 @@ export const command = defineCommand('agent', {
       ...(inspection ? { inspect: inspection.inspect } : {}),
       ...(metrics ? { onWorkflowEvent: workflowObserver(metrics, hostId, (id) => agent.store.get(id)) } : {}),
       ...(metrics ? { onVerified: (r: VerifyResult, code: string) => metrics.recordOutcome(runSample('verify', { ...r, code })) } : {}),
+      drill: {
+        sandboxes: drillSandboxes(io.env),
+        ...(metrics ? { onDrilled: (r: DrillResult) => metrics.recordOutcome(drillSample(r)) } : {}),
+      },
       schedule,
     });
     const server = metrics && values['metrics-listen'] ? await serveAgentMetrics(metrics, agent, hostId, values['metrics-listen'], log) : null;
@@ -102,6 +112,19 @@ export const command = defineCommand('agent', {
 async function serveAgentMetrics(metrics: CbrMetrics, agent: Agent, hostId: string, listen: string, log: Logger) {
   const store = agent.store;
   seedFromEnded(metrics, hostId, store.lastEnded());
+  // Drills start no workflow of their own kind: their last outcomes come from the drill log (table `drills`).
+  for (const d of new DrillLog(store.db).last()) {
+    const strategyOf = (r: DrillRow) => (r as DrillRow & { strategy?: string }).strategy ?? 'full';
+    if (d.lastOk)
+      metrics.seedLast({
+        kind: 'drill',
+        host: d.host,
+        strategy: strategyOf(d.lastOk),
+        lastSuccessAt: Date.parse(d.lastOk.finishedAt) / 1000,
+        lastRunSucceeded: null,
+      });
+    metrics.seedLast({ kind: 'drill', host: d.host, strategy: strategyOf(d.last), lastSuccessAt: null, lastRunSucceeded: d.last.ok });
+  }
   metrics.watchAgent({
     activeByState: () => store.activeByState(),
     outboxDepth: () => store.countEvents(),

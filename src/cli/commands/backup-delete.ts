@@ -41,6 +41,7 @@ export const command = defineCommand('backup-delete', {
 /** What an incremental backup's delete freed, or why its bytes are freed later. */
 function gcLine(f: { freedBytes: unknown; deletedBlobs: unknown; gcSkipped: unknown }): string {
   if (f.gcSkipped === 'backup-running') return 'a backup of this host is running: the bytes only it used are freed by a later delete';
+  if (f.gcSkipped === 'restore-running') return 'a restore or drill is fetching blobs of this host: the bytes only it used are freed by a later delete';
   if (f.gcSkipped === 'failed') return 'garbage collection failed: the bytes only it used are freed by a later delete';
   return `${f.deletedBlobs} blobs (${f.freedBytes} bytes) no other backup uses were freed`;
 }

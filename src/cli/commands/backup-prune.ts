@@ -116,6 +116,8 @@ function report(r: PruneResult): string {
     lines.push(`removed ${r.remove.length} backups, freed ${formatBytes(r.freedBytesDone)} (${r.freedBytesDone} bytes)`);
     for (const g of r.gc) {
       if (g.skipped === 'backup-running') lines.push(`host ${g.hostId}: a backup is running, its unused blobs are freed by a later prune`);
+      else if (g.skipped === 'restore-running')
+        lines.push(`host ${g.hostId}: a restore or drill is fetching its blobs, its unused blobs are freed by a later prune`);
       else if (g.skipped === 'failed') lines.push(`host ${g.hostId}: garbage collection failed (${g.error}); the next prune collects`);
       else lines.push(`host ${g.hostId}: ${g.deleted} blobs collected (${formatBytes(g.freedBytes)})`);
     }

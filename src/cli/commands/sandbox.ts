@@ -1,4 +1,14 @@
 import { CbrError } from '../../core/errors.ts';
+import {
+  type ClusterStatus,
+  clusterStatus,
+  describeCluster,
+  isCluster,
+  listClusters,
+  removeCluster,
+  startCluster,
+  stopCluster,
+} from '../../sandbox/cluster.ts';
 import { DEFAULT_CASSANDRA_VERSION, ensureDistribution } from '../../sandbox/dist.ts';
 import { listSandboxes, removeSandbox, type SandboxStatus, sandboxStatus, startSandbox, stopSandbox } from '../../sandbox/sandbox.ts';
 import { defineCommand, defineCommandGroup, jsonOption } from '../command.ts';
@@ -31,14 +41,23 @@ const start = defineCommand('sandbox start', {
       description: 'one cassandra.yaml setting (dotted keys nest; the value is YAML; empty removes the key)',
     },
     'data-dirs': { type: 'string', placeholder: '<n>', description: 'how many data_file_directories a new instance gets, 1..16 (default 1)' },
-    address: { type: 'string', placeholder: '<127.0.0.X>', description: 'the loopback address a new instance listens on (default 127.0.0.1)' },
+    address: {
+      type: 'string',
+      placeholder: '<127.0.0.X>',
+      description: "the loopback address a new instance listens on (default 127.0.0.1); a cluster's first node",
+    },
+    nodes: {
+      type: 'string',
+      placeholder: '<n>',
+      description: 'a cluster of n nodes <name>-1..n on 127.0.0.1, .2, ... with the same ports, started one at a time (heap default 512M each)',
+    },
     ...jsonOption,
   },
   async run({ values, positionals, usage }, io) {
     const name = needName(positionals, 'start', usage);
     const t0 = Date.now();
     if (!values.json && io.isTTY) io.stderr(`starting sandbox ${name}...\n`);
-    const status = await startSandbox(name, {
+    const opts = {
       env: io.env,
       ...(values.version ? { version: values.version } : {}),
       ...(values['cluster-name'] ? { clusterName: values['cluster-name'] } : {}),
@@ -47,7 +66,15 @@ const start = defineCommand('sandbox start', {
       ...(values.set?.length ? { settings: values.set } : {}),
       ...(values['data-dirs'] ? { dataDirs: Number(values['data-dirs']) } : {}),
       ...(values.address ? { address: values.address } : {}),
-    });
+    };
+    if (values.nodes !== undefined || isCluster(name, io.env)) {
+      const cluster = await startCluster(name, values.nodes === undefined ? undefined : Number(values.nodes), opts);
+      const out = { ...cluster, startSeconds: (Date.now() - t0) / 1000 };
+      if (values.json) printJson(io, out);
+      else io.stdout(`${describeCluster(cluster)}\nstarted in ${out.startSeconds.toFixed(1)} s\n`);
+      return 0;
+    }
+    const status = await startSandbox(name, opts);
     const out = { ...status, startSeconds: (Date.now() - t0) / 1000 };
     if (values.json) printJson(io, out);
     else io.stdout(`${describe(status)}\nstarted in ${out.startSeconds.toFixed(1)} s\n`);
@@ -56,12 +83,13 @@ const start = defineCommand('sandbox start', {
 });
 
 const stop = defineCommand('sandbox stop', {
-  summary: 'Stop an instance (SIGTERM, then SIGKILL after a grace period); its data stays.',
+  summary: 'Stop an instance or every node of a cluster (SIGTERM, then SIGKILL after a grace period); its data stays.',
   args: '<name>',
   options: { ...jsonOption },
   async run({ values, positionals, usage }, io) {
     const name = needName(positionals, 'stop', usage);
-    await stopSandbox(name, io.env);
+    if (isCluster(name, io.env)) await stopCluster(name, io.env);
+    else await stopSandbox(name, io.env);
     if (values.json) printJson(io, { name, running: false });
     else io.stdout(`sandbox ${name} stopped\n`);
     return 0;
@@ -69,26 +97,34 @@ const stop = defineCommand('sandbox stop', {
 });
 
 const status = defineCommand('sandbox status', {
-  summary: 'Show one instance (exit 1 when it is stopped), or every one.',
+  summary: 'Show one instance or cluster (its ring: state, address, host id, tokens; exit 1 when a node is stopped), or every one.',
   args: '[<name>]',
   options: { ...jsonOption },
   async run({ values, positionals }, io) {
     const name = positionals[0];
+    if (name && isCluster(name, io.env)) {
+      const cluster = await clusterStatus(name, { env: io.env });
+      if (values.json) printJson(io, cluster);
+      else io.stdout(`${describeCluster(cluster)}\n`);
+      return cluster.running ? 0 : 1;
+    }
     const names = name ? [name] : await listSandboxes(io.env);
-    const statuses = await Promise.all(names.map((n) => sandboxStatus(n, { env: io.env })));
+    const statuses: (SandboxStatus | ClusterStatus)[] = await Promise.all(names.map((n) => sandboxStatus(n, { env: io.env })));
+    if (!name) for (const c of await listClusters(io.env)) statuses.push(await clusterStatus(c, { env: io.env, probe: false }));
     if (values.json) printJson(io, name ? statuses[0] : statuses);
-    else io.stdout(statuses.length ? `${statuses.map(describe).join('\n')}\n` : 'no sandboxes\n');
+    else io.stdout(statuses.length ? `${statuses.map((s) => ('cluster' in s ? describeCluster(s) : describe(s))).join('\n')}\n` : 'no sandboxes\n');
     return name && !statuses[0]?.running ? 1 : 0;
   },
 });
 
 const rm = defineCommand('sandbox rm', {
-  summary: 'Stop an instance and remove its folder, data included.',
+  summary: 'Stop an instance (or a whole cluster) and remove its folder(s), data included.',
   args: '<name>',
   options: { ...jsonOption },
   async run({ values, positionals, usage }, io) {
     const name = needName(positionals, 'rm', usage);
-    await removeSandbox(name, io.env);
+    if (isCluster(name, io.env)) await removeCluster(name, io.env);
+    else await removeSandbox(name, io.env);
     if (values.json) printJson(io, { name, removed: true });
     else io.stdout(`sandbox ${name} removed\n`);
     return 0;

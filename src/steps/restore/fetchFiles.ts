@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { type FileHandle, lchown, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { lchown, mkdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -9,30 +9,58 @@ import { DecryptStream } from '../../archive/crypto.ts';
 import { entryProblem, tableKey } from '../../archive/entries.ts';
 import { decompressor } from '../../archive/format.ts';
 import { blobBinding } from '../../catalog/blobs.ts';
-import type { BackupRecord, RecordFile } from '../../catalog/catalog.ts';
+import { type BackupRecord, type RecordFile, recordKey } from '../../catalog/catalog.ts';
+import { holdReadLease } from '../../catalog/leases.ts';
 import { CbrError } from '../../core/errors.ts';
 import { inPool } from '../../core/pool.ts';
+import { syncFilesystems } from '../../core/removeTree.ts';
 import type { RestoreStepInput } from '../../machines/restore.machine.ts';
+import { FetchJournal, holds } from './fetchJournal.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
 
-export const JOURNAL = '.cbr-fetched';
+export { JOURNAL } from './fetchJournal.ts';
+
 const DEFAULT_CONCURRENCY = 4;
-/** Files are synced and journaled in batches of this many bytes or files, whichever comes first. */
-const BATCH_BYTES = 64 << 20;
-const BATCH_FILES = 64;
+/**
+ * A durable mark is taken (in the background, one at a time, the fetch going on) each time this many bytes were
+ * listed since the last one: after a power cut a re-run reads back at most about this much plus what was in flight.
+ */
+const MARK_BYTES = 1 << 30;
 
 /**
  * The restore's unpack step for an incremental backup: every file of the record is fetched from its blob,
  * decrypted, decompressed and written beside its place as `<file>.cbr-part` while it is hashed; only a file of
- * the recorded size and SHA-256 is renamed into place and written to the staging directory's journal
- * (`.cbr-fetched`, one `<sha256> <path>` line per file, appended in batches once the batch's files are synced). Re-run after a kill, files the journal lists
- * (at their recorded size) are not fetched again. The swap removes the journal.
+ * the recorded size and SHA-256 is renamed into place and listed in the staging directory's journal (see
+ * FetchJournal: lines unsynced, a durable mark now and then). Before the step ends the staging filesystems are
+ * flushed and every journal marked durable, so the swap only ever moves files that are verified and on disk.
+ * Re-run after a kill, files the journal lists are not fetched again (those after its last mark once read back
+ * and found whole). The swap removes the journal.
+ *
+ * While it fetches it holds a read lease on the host's blobs (src/catalog/leases.ts), under the restore's workflow
+ * id: a delete or prune of this backup meanwhile removes its record, but no collection removes a blob until the
+ * lease is released here (or, the restore killed, dies with its ttl). A re-run holds it again.
  */
-export async function fetchFiles(deps: RestoreDeps, { ctx, plan }: RestoreStepInput, rec: BackupRecord, signal: AbortSignal) {
+export async function fetchFiles(deps: RestoreDeps, input: RestoreStepInput, rec: BackupRecord, signal: AbortSignal) {
+  const lease = await holdReadLease(deps.store, rec.hostId, input.ctx.workflowId, { signal, log: deps.log });
+  try {
+    // Held, and no collection runs: if the record is still there now, every collection from here on keeps its
+    // blobs. If it is gone, one may have removed some already: a clean refusal rather than a fetch failing midway.
+    if (!(await deps.store.head(recordKey(rec.id), { signal }))) {
+      throw new CbrError('CBR_ERR_BACKUP_NOT_FOUND', `backup ${rec.id} was deleted before its restore fetched its files`);
+    }
+    return await fetchAll(deps, input, rec, signal);
+  } finally {
+    await lease.release().catch((err: unknown) => deps.log.warn('could not release the read lease; it dies with its ttl', { error: (err as Error).message }));
+  }
+}
+
+async function fetchAll(deps: RestoreDeps, { ctx, plan }: RestoreStepInput, rec: BackupRecord, signal: AbortSignal) {
   const { stagings } = restorePaths(deps.profile, ctx.workflowId);
   const owner = { uid: deps.profile.owner.uid, gid: deps.profile.owner.gid };
-  const journals = await Promise.all(stagings.map(({ staging }) => Journal.open(staging)));
+  const journals: FetchJournal[] = [];
   try {
+    for (const { staging } of stagings) journals.push(await FetchJournal.open(staging));
+    const t0 = performance.now();
     const concurrency = (ctx as { concurrency?: number }).concurrency ?? DEFAULT_CONCURRENCY;
     const progress = { bytes: 0, files: 0, storedBytes: 0, totalBytes: plan.rawBytes, totalFiles: plan.fileCount };
     let lastReport = 0;
@@ -56,7 +84,12 @@ export async function fetchFiles(deps: RestoreDeps, { ctx, plan }: RestoreStepIn
       }
       return made;
     };
+    const marks = new Marks(
+      journals,
+      stagings.map((s) => s.staging),
+    );
     let fetched = 0;
+    let readBack = 0;
     await inPool(rec.files, concurrency, signal, async (f, _i, sig) => {
       const problem = entryProblem(f.path);
       if (problem) throw new CbrError('CBR_ERR_ARCHIVE_HOSTILE_ENTRY', `refused file ${JSON.stringify(f.path.slice(0, 200))}: ${problem}`);
@@ -66,14 +99,22 @@ export async function fetchFiles(deps: RestoreDeps, { ctx, plan }: RestoreStepIn
       const parts = f.path.split('/');
       for (let i = 1; i < parts.length; i++) await ensureDir(join(root, ...parts.slice(0, i)));
       const target = join(root, ...parts);
-      if (!(await journal.has(f, target))) {
+      const listed = journal.listed(f);
+      let there = false;
+      if (listed === 'durable') there = (await stat(target).catch(() => null))?.size === f.size;
+      else if (listed === 'unsynced') {
+        there = await holds(target, f);
+        readBack++;
+      }
+      if (!there) {
         if (deps.fileDelayMs) await sleep(deps.fileDelayMs, undefined, { signal: sig });
         await fetchOne(deps, rec, f, target, owner, sig, (raw, stored) => {
           progress.bytes += raw;
           progress.storedBytes += stored;
           report();
         });
-        journal.add(f, target);
+        journal.add(f);
+        marks.listed(f.size);
         fetched++;
       } else {
         progress.bytes += f.size;
@@ -81,14 +122,62 @@ export async function fetchFiles(deps: RestoreDeps, { ctx, plan }: RestoreStepIn
       progress.files++;
       report();
     });
-    await Promise.all(journals.map((j) => j.finish()));
+    const fetchSeconds = (performance.now() - t0) / 1000;
+    // Nothing reaches the node unsynced: every staging filesystem is flushed and each journal marked whole.
+    const t1 = performance.now();
+    await marks.final(signal);
+    const syncSeconds = (performance.now() - t1) / 1000;
     report(true);
-    deps.log.info('files fetched', { fetched, alreadyThere: rec.files.length - fetched });
-    return { files: rec.files.length, bytes: progress.bytes };
+    deps.log.info('files fetched', { fetched, alreadyThere: rec.files.length - fetched, readBack, fetchSeconds, syncSeconds });
+    return { files: rec.files.length, bytes: progress.bytes, fetchSeconds, syncSeconds };
   } finally {
-    // A failed or aborted run still journals the files it finished (a kill leaves at most the last batch out).
-    await Promise.all(journals.map((j) => j.finish().catch(() => {})));
-    await Promise.all(journals.map((j) => j.close()));
+    for (const j of journals) j.close();
+  }
+}
+
+/**
+ * Durable marks for a set of journals: in the background every MARK_BYTES (never two at once, a failure is
+ * thrown by the final one), and a final one over everything listed.
+ */
+class Marks {
+  readonly #journals: FetchJournal[];
+  readonly #stagings: string[];
+  #since = 0;
+  #running: Promise<void> | null = null;
+  #failed: { error: unknown } | null = null;
+
+  constructor(journals: FetchJournal[], stagings: string[]) {
+    this.#journals = journals;
+    this.#stagings = stagings;
+  }
+
+  listed(bytes: number): void {
+    this.#since += bytes;
+    if (this.#since < MARK_BYTES || this.#running) return;
+    this.#since = 0;
+    this.#running = this.#take().then(
+      () => {
+        this.#running = null;
+      },
+      (error: unknown) => {
+        this.#failed ??= { error };
+        this.#running = null;
+      },
+    );
+  }
+
+  async final(signal: AbortSignal): Promise<void> {
+    await this.#running;
+    if (this.#failed) throw this.#failed.error;
+    await this.#take(signal);
+  }
+
+  /** Flushes the filesystems, then marks in each journal the lines listed before the flush began. */
+  async #take(signal?: AbortSignal): Promise<void> {
+    const counts = this.#journals.map((j) => j.count);
+    if (this.#journals.every((j, i) => j.marked >= counts[i]!)) return;
+    await syncFilesystems(this.#stagings, signal);
+    await Promise.all(this.#journals.map((j, i) => j.mark(counts[i]!)));
   }
 }
 
@@ -131,14 +220,17 @@ async function fetchOne(
     throw err;
   }
   try {
-    await pipeline([source, ...stages, check, createWriteStream(part, { flags: 'wx', mode: 0o644 })] as unknown as [Readable, NodeJS.WritableStream], {
-      signal,
-    });
+    await pipeline(
+      [source, ...stages, check, createWriteStream(part, { flags: 'wx', mode: 0o644, highWaterMark: 4 << 20 })] as unknown as [Readable, NodeJS.WritableStream],
+      {
+        signal,
+      },
+    );
   } catch (err) {
     await rm(part, { force: true });
     throw classify(err, f);
   }
-  // Synced by the journal, in batches, before it lists the file (Journal.add).
+  // Synced before the step ends (Marks.final), with everything else it fetched.
   // Inside the caller's 0700 staging directory nobody else can swap the path between create and chown.
   await lchown(part, owner.uid, owner.gid);
   await rename(part, target);
@@ -183,97 +275,4 @@ function classify(err: unknown, f: RecordFile): unknown {
   if (e.code === 'ENOSPC') return new CbrError('CBR_ERR_INSUFFICIENT_SPACE', 'no space left on the device while fetching');
   if (e.code === 'EEXIST') return new CbrError('CBR_ERR_ARCHIVE_HOSTILE_ENTRY', `${f.path} would overwrite an existing file`);
   return new CbrError('CBR_ERR_ARCHIVE_CORRUPT', `the blob of ${f.path} could not be read: ${e.message}`);
-}
-
-/**
- * The staging directory's record of files fetched and verified: append-only `<sha256> <path>` lines, written only
- * after the files they name are synced, so after a kill or a power cut it never lists a file that is not whole.
- */
-class Journal {
-  readonly #done: Set<string>;
-  readonly #file: FileHandle;
-  #tail: Promise<void> = Promise.resolve();
-  #pending: { line: string; target: string }[] = [];
-  #pendingBytes = 0;
-  #failed: Error | undefined;
-
-  private constructor(done: Set<string>, file: FileHandle) {
-    this.#done = done;
-    this.#file = file;
-  }
-
-  static async open(staging: string): Promise<Journal> {
-    // Staging directories are the caller's (root's) and 0700 until the swap; a fresh one is made here, an existing
-    // one (a re-run) is kept with what it holds.
-    await mkdir(staging, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== 'EEXIST') throw err;
-    });
-    const path = join(staging, JOURNAL);
-    const text = await readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return '';
-      throw err;
-    });
-    // Only whole lines count: a kill mid-write leaves at most one partial last line.
-    const done = new Set(text.split('\n').filter((l) => /^[0-9a-f]{64} \S/.test(l) && text.includes(`${l}\n`)));
-    return new Journal(done, await open(path, 'a', 0o600));
-  }
-
-  /** Listed, and the file in place has its recorded size. */
-  async has(f: RecordFile, target: string): Promise<boolean> {
-    if (!this.#done.has(`${f.sha256} ${f.path}`)) return false;
-    const st = await stat(target).catch(() => null);
-    return st?.isFile() === true && st.size === f.size;
-  }
-
-  /**
-   * Lists a file once its bytes are on disk: files are taken in batches (BATCH_BYTES or BATCH_FILES, whichever
-   * comes first), each batch's files are synced, then their lines are appended and the journal synced, while the
-   * next files are fetched. A failed sync fails the next add, or close.
-   */
-  add(f: RecordFile, target: string): void {
-    if (this.#failed) throw this.#failed;
-    this.#pending.push({ line: `${f.sha256} ${f.path}`, target });
-    this.#pendingBytes += f.size;
-    if (this.#pendingBytes >= BATCH_BYTES || this.#pending.length >= BATCH_FILES) this.#flush();
-  }
-
-  #flush(): void {
-    const batch = this.#pending;
-    this.#pending = [];
-    this.#pendingBytes = 0;
-    if (batch.length === 0) return;
-    this.#tail = this.#tail.then(async () => {
-      if (this.#failed) return;
-      try {
-        // On disk before the journal says so: after a power cut, a file the journal lists is whole, not a hole of zeros.
-        await Promise.all(batch.map(({ target }) => syncFile(target)));
-        await this.#file.appendFile(batch.map(({ line }) => `${line}\n`).join(''));
-        await this.#file.datasync();
-        for (const { line } of batch) this.#done.add(line);
-      } catch (err) {
-        this.#failed = err as Error;
-      }
-    });
-  }
-
-  /** Journals what is pending; throws what a sync failed with. */
-  async finish(): Promise<void> {
-    this.#flush();
-    await this.#tail;
-    if (this.#failed) throw this.#failed;
-  }
-
-  async close(): Promise<void> {
-    await this.#tail.catch(() => {});
-    await this.#file.close();
-  }
-}
-
-async function syncFile(path: string): Promise<void> {
-  const fh = await open(path, 'r');
-  try {
-    await fh.datasync();
-  } finally {
-    await fh.close();
-  }
 }

@@ -1,9 +1,10 @@
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { syncFilesystems } from '../../core/removeTree.ts';
 import type { RestoreStepInput } from '../../machines/restore.machine.ts';
 import { assertStopped } from './assertStopped.ts';
-import { JOURNAL } from './fetchFiles.ts';
+import { FetchJournal, JOURNAL } from './fetchJournal.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
 
 /**
@@ -14,6 +15,21 @@ import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
 export async function swapDataDirs(deps: RestoreDeps, { ctx }: RestoreStepInput, signal: AbortSignal): Promise<void> {
   const paths = restorePaths(deps.profile, ctx.workflowId);
   await assertStopped(deps, 'the data directories are');
+  // An incremental restore's fetch step ends with every staging filesystem flushed and its journal marked durable;
+  // should a journal list a file after its last mark, nothing moves before the stagings are flushed.
+  for (const { staging } of paths.stagings) {
+    if (!existsSync(join(staging, JOURNAL))) continue;
+    const journal = await FetchJournal.open(staging);
+    const whole = journal.marked >= journal.count;
+    journal.close();
+    if (!whole) {
+      await syncFilesystems(
+        paths.stagings.map((s) => s.staging),
+        signal,
+      );
+      break;
+    }
+  }
   for (const { live, old } of paths.moves) {
     signal.throwIfAborted();
     if (existsSync(old)) continue;

@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, open, readdir, readFile, rm } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
@@ -37,6 +37,31 @@ const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
 
 /** A failure worth another attempt; its message ends up in the error thrown when the attempts are spent. */
 class Transient extends Error {}
+
+const SPOOL_PREFIX = 'cbr-swift-';
+const sweptSpools = new Map<string, Promise<void>>();
+
+/**
+ * A put spools its segments in `cbr-swift-<pid>-*` and removes them when it ends; a process killed with -9 cannot. The
+ * first put of a process into a spool folder removes the spools of processes that no longer exist (a live one's are left alone).
+ */
+async function sweepDeadSpools(root: string): Promise<void> {
+  const names = await readdir(root).catch(() => [] as string[]);
+  for (const name of names) {
+    const pid = Number(/^cbr-swift-(\d+)-/.exec(name)?.[1]);
+    if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid || alive(pid)) continue;
+    await rm(join(root, name), { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 export function createSwiftStore(config: SwiftConfig): ObjectStore {
   const segmentSize = config.segmentSize ?? 1 << 30;
@@ -189,7 +214,10 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
       checkKey(key);
       const signal = opts.signal;
       await ensureContainers(signal);
-      const spool = await mkdtemp(join(config.spoolDir ?? tmpdir(), 'cbr-swift-'));
+      const spoolRoot = config.spoolDir ?? tmpdir();
+      if (!sweptSpools.has(spoolRoot)) sweptSpools.set(spoolRoot, sweepDeadSpools(spoolRoot));
+      await sweptSpools.get(spoolRoot);
+      const spool = await mkdtemp(join(spoolRoot, `${SPOOL_PREFIX}${process.pid}-`));
       const uploadId = randomUUID();
       const segments: { path: string; etag: string; size_bytes: number }[] = [];
       let inflight: Promise<void> | null = null;

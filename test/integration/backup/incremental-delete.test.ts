@@ -19,7 +19,9 @@ import { REPO, sharedNode, testEnv } from '../../helpers/env.ts';
  * Deleting incremental backups on a real node, on local storage and on the Swift all-in-one: deleting a backup in
  * the middle of a chain frees exactly the blobs only it referenced and leaves the others restorable; a delete while
  * another backup of the node runs collects nothing (the running backup's blobs are referenced by no record yet),
- * the running backup completes and restores, and a later delete collects what was left.
+ * the running backup completes and restores, and a later delete collects what was left. On local storage: a delete
+ * of the very backup a restore is fetching collects nothing while the restore's read lease lives; the restore
+ * completes with the backup's rows, and the next delete collects.
  */
 
 const targets = backupTargets('inc-delete');
@@ -181,6 +183,73 @@ for (const [n, target] of targets.entries()) {
       const leases: string[] = [];
       for await (const o of store.list(leasePrefix(hostId))) leases.push(o.key);
       assert.deepEqual(leases, [], 'and no lease');
+    });
+
+    // The lease logic is the same on every store (unit-tested on memory and local); one real restore is enough.
+    it('deleting the backup a restore is fetching collects nothing under its read lease; the restore completes; the next delete collects', {
+      skip: n !== 0,
+    }, async () => {
+      await cql.execute(`CREATE TABLE IF NOT EXISTS ${ks}.only_b5 (id int PRIMARY KEY, payload blob)`);
+      await insert('kept', 2000, 60, 8);
+      await insert('only_b5', 0, 30, 4);
+      const rows5 = await dumpKeyspaces(cql, [ks]);
+      const b5 = await backup('b5');
+      await cql.execute(`DROP TABLE ${ks}.only_b5`);
+      await insert('kept', 3000, 10, 8);
+      const b6 = await backup('b6');
+      const hostId = (await readRecord(store, b5)).hostId;
+      const inB6 = blobsOf(await readRecord(store, b6));
+      const onlyB5 = [...blobsOf(await readRecord(store, b5))].filter((b) => !inB6.has(b));
+      const instance = `incdel-read-${n}`;
+      // 150 ms before each file it fetches: the restore is still fetching when the delete runs.
+      const child = spawn(
+        join(REPO, 'node_modules', '.bin', 'node'),
+        [join(REPO, 'bin', 'cbr.js'), 'create', instance, '--backup', b5, '--sandbox', '--json'],
+        {
+          env: { ...env, CBR_DRILL_FILE_DELAY_MS: '150' },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d) => {
+        out += d;
+      });
+      child.stderr.on('data', (d) => {
+        err += d;
+      });
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      const readLease = async () => {
+        for await (const o of store.list(leasePrefix(hostId))) if (o.key.slice(leasePrefix(hostId).length).startsWith('read-')) return o.key;
+        return null;
+      };
+      let lease = await readLease();
+      while (!lease) {
+        assert.equal(child.exitCode, null, `the restore ended before its read lease was seen: ${out} ${err}`);
+        await sleep(100);
+        lease = await readLease();
+      }
+      const before = await blobSizes(store);
+      const del = await cbr(['backup-delete', b5, '--json'], env);
+      assert.equal(del.code, 0, del.err);
+      assert.equal(del.json()['gcSkipped'], 'restore-running');
+      assert.equal(del.json()['deletedBlobs'], 0);
+      assert.ok(onlyB5.length > 0 && onlyB5.every((b) => before.has(b)));
+      assert.deepEqual([...(await blobSizes(store)).keys()].sort(), [...before.keys()].sort(), 'no blob was collected under the read lease');
+
+      assert.equal(await exited, 0, `${out} ${err}`);
+      assert.equal(await store.head(lease), null, 'the restore released its read lease');
+      const restored = await cqlFor(await loadProfile(String(JSON.parse(out)['profilePath'])));
+      try {
+        assert.equal(await dumpKeyspaces(restored, [ks]), rows5, 'the restore of the deleted backup has its rows');
+      } finally {
+        await restored.close();
+        await cbr(['sandbox', 'rm', instance], env);
+      }
+      const last = await cbr(['backup-delete', b6, '--json'], env);
+      assert.equal(last.code, 0, last.err);
+      assert.equal(last.json()['gcSkipped'], null);
+      assert.deepEqual([...(await blobSizes(store)).keys()], [], 'the blobs only the deleted backup named are collected once the restore is done');
     });
   });
 }

@@ -9,17 +9,19 @@ import type { Profile } from '../../../src/cassandra/profile.ts';
 import { listRecords } from '../../../src/catalog/catalog.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
 import { StateDb, type WorkflowRow } from '../../../src/state/stateDb.ts';
-import { createLocalStore } from '../../../src/storage/local/localStore.ts';
+import { backupTargets } from '../../helpers/backupTargets.ts';
 import { killHard, removeBusTopology, spawnAgent, stopGracefully, waitForAgentQueue } from '../../helpers/bus.ts';
 import { cqlFor, seedData } from '../../helpers/data.ts';
 import { scratchDir, sharedNode, TEST_HOME, testEnv } from '../../helpers/env.ts';
 
 /**
  * Schedules in a real agent (its own process, so it can be killed -9), against the real RabbitMQ, a real sandbox
- * node and local storage, with seconds-resolution cron expressions to keep it short.
+ * node and local storage (the catch-up also on the Swift all-in-one), with seconds-resolution cron expressions to
+ * keep it short.
  */
 const prefix = `sch${process.pid}.`;
-const HOSTS = ['sched-catch', 'sched-overlap'];
+const targets = backupTargets('schedule');
+const HOSTS = ['sched-overlap', ...targets.map((_, n) => `sched-catch-${n}`)];
 
 /** The scheduled workflows of a job, oldest first, with the instant each was for (from its id). */
 function runsOf(dbPath: string, job: string): (WorkflowRow & { instant: number })[] {
@@ -95,67 +97,70 @@ describe('schedules in the agent', () => {
     await removeBusTopology(prefix, HOSTS);
   });
 
-  it('SIGKILL across scheduled instants: at the next start exactly one catch-up run, for the latest missed instant', async () => {
-    const host = 'sched-catch';
-    const job = 'catch';
-    const stateDb = join(dir, 'catch-state.db');
-    const env = { ...testEnv, CBR_STORAGE_ROOT: storageRoot, CBR_STATE_DB: stateDb };
-    const opts = { host, profilePath: profilePath('source', testEnv), env, prefix, args: ['--schedule', writeSchedule(dir, job, '*/10 * * * * *')] };
-    const first = spawnAgent(opts);
-    let killedAt: number;
-    try {
-      await waitForAgentQueue(prefix, host);
-      await until(
-        'a first scheduled backup completed, none running',
-        () => {
-          const runs = runsOf(stateDb, job);
-          return runs.some((w) => w.state === 'completed') && runs.every((w) => w.status === 'done');
-        },
-        60_000,
-      );
-    } finally {
-      await killHard(first);
-      killedAt = Date.now();
-    }
-    const before = runsOf(stateDb, job);
-    assert.ok(
-      before.every((w) => w.status === 'done'),
-      'no run was in flight at the kill',
-    );
-    const lastBefore = before.at(-1)!.instant;
-    // The last instant taken (run, or skipped while a slow run was active): down until two more have passed.
-    const db = new StateDb(stateDb, { readOnly: true });
-    const lastTaken = Date.parse(db.scheduleRun(job)?.lastInstant ?? new Date(lastBefore).toISOString());
-    db.close();
-    await sleep(Math.max(0, lastTaken + 20_000 - killedAt) + 500);
-    const second = spawnAgent(opts);
-    try {
-      const catchUp = await until('the catch-up run in the log', () => logLines(host).find((l) => String(l['msg']).startsWith('catch-up run')), 30_000);
-      assert.ok(Number(catchUp['missedInstants']) >= 2, `missed ${catchUp['missedInstants']} instants`);
-      const catchUpId = String(catchUp['commandId']);
-      const row = await until('the catch-up backup to end', () => runsOf(stateDb, job).find((w) => w.id === catchUpId && w.status === 'done'), 60_000);
-      assert.equal(row.state, 'completed');
-      assert.equal(catchUpId, commandIdFor(job, new Date(row.instant)));
-      // Nothing for the instants missed before it: between the last run before the kill and the catch-up, no run.
-      const missed = runsOf(stateDb, job).filter((w) => w.instant > lastBefore && w.instant <= row.instant);
-      assert.deepEqual(
-        missed.map((w) => w.id),
-        [catchUpId],
-        'one run for all the missed instants',
-      );
-      assert.equal(logLines(host).filter((l) => String(l['msg']).startsWith('catch-up run')).length, 1, 'one catch-up in the log');
-      const records = await listRecords(createLocalStore(storageRoot, 'database_backups'));
+  for (const [n, target] of targets.entries()) {
+    it(`SIGKILL across scheduled instants: at the next start exactly one catch-up run, for the latest missed instant (${target.name})`, async () => {
+      const host = `sched-catch-${n}`;
+      const job = `catch${n}`;
+      const stateDb = join(dir, `catch-${n}-state.db`);
+      const { env: targetEnv, store } = target.setUp();
+      const env = { ...targetEnv, CBR_STATE_DB: stateDb };
+      const opts = { host, profilePath: profilePath('source', testEnv), env, prefix, args: ['--schedule', writeSchedule(dir, job, '*/10 * * * * *')] };
+      const first = spawnAgent(opts);
+      let killedAt: number;
+      try {
+        await waitForAgentQueue(prefix, host);
+        await until(
+          'a first scheduled backup completed, none running',
+          () => {
+            const runs = runsOf(stateDb, job);
+            return runs.some((w) => w.state === 'completed') && runs.every((w) => w.status === 'done');
+          },
+          60_000,
+        );
+      } finally {
+        await killHard(first);
+        killedAt = Date.now();
+      }
+      const before = runsOf(stateDb, job);
       assert.ok(
-        records.some((r) => r.id === catchUpId),
-        'the catch-up backup is in the catalog',
+        before.every((w) => w.status === 'done'),
+        'no run was in flight at the kill',
       );
-    } finally {
-      assert.equal(await stopGracefully(second), 0);
-    }
-    // Every run, before and after the restart, was taken once: ids are unique per instant and all ended.
-    const all = runsOf(stateDb, job);
-    assert.equal(new Set(all.map((w) => w.instant)).size, all.length);
-  });
+      const lastBefore = before.at(-1)!.instant;
+      // The last instant taken (run, or skipped while a slow run was active): down until two more have passed.
+      const db = new StateDb(stateDb, { readOnly: true });
+      const lastTaken = Date.parse(db.scheduleRun(job)?.lastInstant ?? new Date(lastBefore).toISOString());
+      db.close();
+      await sleep(Math.max(0, lastTaken + 20_000 - killedAt) + 500);
+      const second = spawnAgent(opts);
+      try {
+        const catchUp = await until('the catch-up run in the log', () => logLines(host).find((l) => String(l['msg']).startsWith('catch-up run')), 30_000);
+        assert.ok(Number(catchUp['missedInstants']) >= 2, `missed ${catchUp['missedInstants']} instants`);
+        const catchUpId = String(catchUp['commandId']);
+        const row = await until('the catch-up backup to end', () => runsOf(stateDb, job).find((w) => w.id === catchUpId && w.status === 'done'), 60_000);
+        assert.equal(row.state, 'completed');
+        assert.equal(catchUpId, commandIdFor(job, new Date(row.instant)));
+        // Nothing for the instants missed before it: between the last run before the kill and the catch-up, no run.
+        const missed = runsOf(stateDb, job).filter((w) => w.instant > lastBefore && w.instant <= row.instant);
+        assert.deepEqual(
+          missed.map((w) => w.id),
+          [catchUpId],
+          'one run for all the missed instants',
+        );
+        assert.equal(logLines(host).filter((l) => String(l['msg']).startsWith('catch-up run')).length, 1, 'one catch-up in the log');
+        const records = await listRecords(store);
+        assert.ok(
+          records.some((r) => r.id === catchUpId),
+          'the catch-up backup is in the catalog',
+        );
+      } finally {
+        assert.equal(await stopGracefully(second), 0);
+      }
+      // Every run, before and after the restart, was taken once: ids are unique per instant and all ended.
+      const all = runsOf(stateDb, job);
+      assert.equal(new Set(all.map((w) => w.instant)).size, all.length);
+    });
+  }
 
   it('a run that outlasts its interval is never overlapped: the instants in between are skipped, with a reason', async () => {
     const host = 'sched-overlap';

@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { mkdtemp, readdir, readFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
@@ -13,13 +12,14 @@ import type { Compression } from '../../../src/archive/format.ts';
 import { packArchive } from '../../../src/archive/pack.ts';
 import { unpackArchive } from '../../../src/archive/unpack.ts';
 import type { SnapshotFile } from '../../../src/cassandra/layout.ts';
+import { scratch } from '../../helpers/tmp.ts';
 
 type Entry = Partial<tar.Header> & { name: string };
 
 const TABLE = 'ks1/users-0123456789abcdef0123456789abcdef';
 
 async function fixture(): Promise<SnapshotFile[]> {
-  const dir = await mkdtemp(join(tmpdir(), 'cbr-pack-'));
+  const dir = scratch('cbr-pack-');
   const specs: [string, Buffer][] = [
     [`${TABLE}/nb-1-big-Data.db`, randomBytes(300_000)],
     [`${TABLE}/nb-1-big-TOC.txt`, Buffer.from('Data.db\nTOC.txt\n')],
@@ -50,7 +50,7 @@ describe('archive pack and unpack', () => {
         assert.equal(result.size, bytes.length);
         assert.equal(result.sha256, createHash('sha256').update(bytes).digest('hex'));
         assert.equal(result.files, files.length);
-        const target = await mkdtemp(join(tmpdir(), 'cbr-unpack-'));
+        const target = scratch('cbr-unpack-');
         const expected = new Map(files.map((f) => [f.archivePath, f.size]));
         const out = await unpackArchive(Readable.from([bytes]), target, { compression, key, sha256: result.sha256, expected });
         assert.equal(out.files, files.length);
@@ -72,7 +72,7 @@ describe('archive pack and unpack', () => {
       ['truncated', bytes.subarray(0, bytes.length - 100), key],
       ['wrong key', bytes, randomBytes(32)],
     ] as const) {
-      const target = await mkdtemp(join(tmpdir(), 'cbr-bad-'));
+      const target = scratch('cbr-bad-');
       await assert.rejects(unpackArchive(Readable.from([data]), target, { ...opts, key: k }), (err: { code: string }) => {
         codes.push(`${label}:${err.code}`);
         return true;
@@ -86,7 +86,7 @@ describe('archive pack and unpack', () => {
     const { bytes, result } = await stored(files, 'none');
     const flipped = Buffer.from(bytes);
     flipped[1024 + 10]! ^= 1; // inside the first file's content
-    const target = await mkdtemp(join(tmpdir(), 'cbr-bad-'));
+    const target = scratch('cbr-bad-');
     await assert.rejects(unpackArchive(Readable.from([flipped]), target, { compression: 'none', sha256: result.sha256 }), {
       code: 'CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH',
     });
@@ -113,7 +113,7 @@ describe('archive pack and unpack', () => {
   ] as [string, Entry][]) {
     it(`refuses ${label} and writes nothing outside the target`, async () => {
       const bytes = await craft([{ name: `${TABLE}/ok-Data.db`, size: 1 }, header]);
-      const parent = await mkdtemp(join(tmpdir(), 'cbr-hostile-'));
+      const parent = scratch('cbr-hostile-');
       const target = join(parent, 'target');
       mkdirSync(target);
       await assert.rejects(
@@ -238,7 +238,7 @@ describe('tar writer', () => {
     const { execFileSync } = await import('node:child_process');
     const files = await fixture();
     const { bytes } = await stored(files, 'none');
-    const out = await mkdtemp(join(tmpdir(), 'cbr-gnutar-'));
+    const out = scratch('cbr-gnutar-');
     execFileSync('tar', ['-xf', '-', '-C', out], { input: bytes });
     for (const f of files) assert.deepEqual(await readFile(join(out, f.archivePath)), readFileSync(f.path), f.archivePath);
     const listed = execFileSync('tar', ['-tf', '-'], { input: bytes }).toString().trim().split('\n');

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
@@ -12,10 +11,11 @@ import { deleteBackupObjects } from '../../../src/steps/backup/deleteBackupObjec
 import { streamArchive } from '../../../src/steps/backup/streamArchive.ts';
 import type { BackupDeps } from '../../../src/steps/nodeDeps.ts';
 import { openStore } from '../../../src/storage/open.ts';
+import { scratch } from '../../helpers/tmp.ts';
 
 /** A data directory on disk holding snapshot `tag` of one table, with the given extra file names in it. */
 function dataDirWith(tag: string, extra: string[]): string {
-  const data = mkdtempSync(join(tmpdir(), 'cbr-pack-check-'));
+  const data = scratch('cbr-pack-check-');
   const snap = join(data, 'ks', 'users-0123456789abcdef0123456789abcdef', 'snapshots', tag);
   mkdirSync(snap, { recursive: true });
   for (const f of ['da-3gxk_0s9t_1g4xs2f6hqs8cba2jr-bti-Data.db', 'da-3gxk_0s9t_1g4xs2f6hqs8cba2jr-bti-SAI+aa+GroupComplete.db', 'manifest.json', ...extra]) {
@@ -38,7 +38,7 @@ const input = (backupId: string): StepInput => ({ ctx: { backupId, compression: 
 
 describe('the restore’s entry check runs when the backup is packed', () => {
   it('a snapshot file a restore would refuse stops the backup, coded, with nothing stored', async () => {
-    const storeRoot = mkdtempSync(join(tmpdir(), 'cbr-pack-store-'));
+    const storeRoot = scratch('cbr-pack-store-');
     const data = dataDirWith('b1', ['weird name.db']);
     await assert.rejects(streamArchive(deps(data, storeRoot), input('b1'), new AbortController().signal), (e: Error & { code?: string }) => {
       assert.equal(e.code, 'CBR_ERR_BACKUP_UNRESTORABLE');
@@ -50,14 +50,14 @@ describe('the restore’s entry check runs when the backup is packed', () => {
   });
 
   it('SAI (+) and UUID-named files pass and are stored', async () => {
-    const storeRoot = mkdtempSync(join(tmpdir(), 'cbr-pack-store-'));
+    const storeRoot = scratch('cbr-pack-store-');
     const data = dataDirWith('b2', ['da-3gxk_0s9t_1g4xs2f6hqs8cba2jr-bti-SAI+aa+users_email+TermsData.db']);
     const out = await streamArchive(deps(data, storeRoot), input('b2'), new AbortController().signal);
     assert.equal(out.files, 4);
   });
 
   it('a reused id: an archive another backup recorded is never overwritten, nor purged by the compensation', async () => {
-    const storeRoot = mkdtempSync(join(tmpdir(), 'cbr-pack-store-'));
+    const storeRoot = scratch('cbr-pack-store-');
     const d = deps(dataDirWith('b3', []), storeRoot);
     const other = Buffer.from('another backup');
     await d.store.put('b3/archive.tar.zst', Readable.from([other]));
@@ -70,7 +70,7 @@ describe('the restore’s entry check runs when the backup is packed', () => {
   });
 
   it('a re-run after a crash replaces its own unrecorded archive', async () => {
-    const storeRoot = mkdtempSync(join(tmpdir(), 'cbr-pack-store-'));
+    const storeRoot = scratch('cbr-pack-store-');
     const d = deps(dataDirWith('b4', []), storeRoot);
     await d.store.put('b4/archive.tar.zst', Readable.from([Buffer.from('half of an earlier attempt')]));
     const out = await streamArchive(d, input('b4'), new AbortController().signal);

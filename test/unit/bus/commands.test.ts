@@ -24,10 +24,36 @@ describe('bus command validation', () => {
       'restore.create': { backupId: 'b-1', instanceName: 'bravo', clusterName: 'Bravo', force: true, superuser: 'admin' },
       'workflow.cancel': { workflowId: 'w-1' },
       'backup.prune': { keepDaily: 7, keepWithin: '1y6m', groupBy: 'instance', instance: 'alpha', dryRun: true },
+      'backup.drill': { latest: true, host: 'node-2', checks: [{ cql: 'SELECT v FROM ks.t WHERE id = 7', expect: 'v7' }], decryptKeyEnv: 'CBR_KEY' },
     };
     for (const [type, payload] of Object.entries(payloads)) {
       const cmd = parseCommand(Buffer.from(JSON.stringify(validCommand(host, { type, payload }))), { hostId: host });
       assert.equal(cmd.type, type);
+    }
+  });
+
+  it('backup.drill: one of backupId and latest, host only with latest, checks that are SELECTs', () => {
+    const parse = (payload: Record<string, unknown>) =>
+      parseCommand(Buffer.from(JSON.stringify(validCommand(host, { type: 'backup.drill', payload }))), { hostId: host });
+    assert.equal(parse({ backupId: 'b-1' }).type, 'backup.drill');
+    const refused: [Record<string, unknown>, RegExp][] = [
+      [{}, /backupId or payload.latest/],
+      [{ backupId: 'b-1', latest: true }, /backupId or payload.latest/],
+      [{ latest: false }, /backupId or payload.latest/],
+      [{ backupId: 'b-1', host: 'node-2' }, /host goes with payload.latest/],
+      [{ latest: true, checks: [{ cql: 'DROP KEYSPACE ks', expect: '' }] }, /checks\[\]\.cql has characters/],
+      [{ latest: true, checks: [{ cql: 'SELECT 1' }] }, /checks\[\]\.expect must be a string/],
+      [{ latest: true, checks: [{ cql: 'SELECT 1', expect: '1', x: 1 }] }, /unknown field "x"/],
+      [{ latest: true, checks: Array.from({ length: 33 }, () => ({ cql: 'SELECT 1', expect: '1' })) }, /at most 32/],
+      [{ latest: true, decryptKeyFile: '/k', decryptKeyEnv: 'K' }, /not both/],
+      [{ latest: true, sample: '10%' }, /unknown payload field "sample"/],
+    ];
+    for (const [payload, why] of refused) {
+      assert.throws(
+        () => parse(payload),
+        (err: { code: string; message: string }) => err.code === 'CBR_ERR_COMMAND_INVALID' && why.test(err.message),
+        JSON.stringify(payload),
+      );
     }
   });
 

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -10,6 +9,7 @@ import { type ChildSpec, JmxSession } from '../../../src/cassandra/jmx/session.t
 import { jmxClientKind, jmxNodetool, parseInfoId, parseJmxStatus, parseStatus, readJmxPassword } from '../../../src/cassandra/nodetool.ts';
 import type { Profile } from '../../../src/cassandra/profile.ts';
 import { rejectsCoded } from '../../fixtures/stepKit.ts';
+import { scratch } from '../../helpers/tmp.ts';
 
 const FAKE = fileURLToPath(new URL('../../fixtures/fakeJmxChild.ts', import.meta.url));
 
@@ -141,7 +141,7 @@ describe('JMX client session (a fake child speaking the protocol)', () => {
   });
 
   it('an idle child does not keep its owner process alive, and dies with it', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'cbr-jmx-'));
+    const dir = scratch('cbr-jmx-');
     const script = join(dir, 'owner.ts');
     const session = fileURLToPath(new URL('../../../src/cassandra/jmx/session.ts', import.meta.url));
     await writeFile(
@@ -185,7 +185,7 @@ describe('status, nodetool output and the password file', () => {
   });
 
   it("reads the user's password from a nodetool -pwf file, and never echoes the file", async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'cbr-jmx-'));
+    const dir = scratch('cbr-jmx-');
     const file = join(dir, 'jmx.password');
     await writeFile(file, '# comment\nmonitor  ro-pass\ncassandra  has spaces inside \n');
     assert.equal(await readJmxPassword(file, 'cassandra'), 'has spaces inside');
@@ -201,8 +201,8 @@ describe('status, nodetool output and the password file', () => {
 
 describe('which JMX client a profile gets', () => {
   it('builtin with a JDK; nodetool when asked, or when java.home has no javac (a JRE-only node keeps working)', async () => {
-    const jdk = await mkdtemp(join(tmpdir(), 'cbr-jdk-'));
-    const jre = await mkdtemp(join(tmpdir(), 'cbr-jre-'));
+    const jdk = scratch('cbr-jdk-');
+    const jre = scratch('cbr-jre-');
     await mkdir(join(jdk, 'bin'));
     await mkdir(join(jre, 'bin'));
     for (const f of [join(jdk, 'bin', 'java'), join(jdk, 'bin', 'javac'), join(jre, 'bin', 'java')]) await writeFile(f, '');

@@ -1,17 +1,17 @@
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { findJavaHome } from '../../../src/cassandra/java.ts';
 import { compileJmxClient, JMX_MAIN, JMX_SOURCE } from '../../../src/cassandra/jmx/compile.ts';
+import { scratch } from '../../helpers/tmp.ts';
 
 describe("compiling cbr's JMX client (the JDK's javac)", () => {
   it('two first uses at once end with one complete folder keyed by the source; an edited source compiles anew', async () => {
     const javaHome = await findJavaHome();
-    const cache = await mkdtemp(join(tmpdir(), 'cbr-jmx-cache-'));
-    const edited = join(await mkdtemp(join(tmpdir(), 'cbr-jmx-src-')), 'CbrJmx.java');
+    const cache = scratch('cbr-jmx-cache-');
+    const edited = join(scratch('cbr-jmx-src-'), 'CbrJmx.java');
     await writeFile(edited, `${await readFile(JMX_SOURCE, 'utf8')}\n// edited\n`);
     const [a, b, c] = await Promise.all([
       compileJmxClient(javaHome, cache, JMX_SOURCE),
@@ -26,7 +26,7 @@ describe("compiling cbr's JMX client (the JDK's javac)", () => {
   });
 
   it('a JRE without javac is CBR_ERR_JAVA_NOT_FOUND naming the way out', async () => {
-    const cache = await mkdtemp(join(tmpdir(), 'cbr-jmx-cache-'));
+    const cache = scratch('cbr-jmx-cache-');
     await assert.rejects(compileJmxClient(join(cache, 'no-jdk'), cache, JMX_SOURCE), (e: { code: string; message: string }) => {
       assert.equal(e.code, 'CBR_ERR_JAVA_NOT_FOUND');
       assert.match(e.message, /jmx\.client/);

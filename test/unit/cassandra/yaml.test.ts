@@ -180,6 +180,8 @@ describe('cbr sandbox --set', () => {
     assert.equal(def.native_transport_port, 21002, 'instance ports win over --set');
     assert.deepEqual(def.data_file_directories, ['/d/1', '/d/2']);
     assert.equal(def.seed_provider[0].parameters[0].seeds, '127.0.0.2:21000');
+    const node = parse(sandboxYaml({ ...instance, seeds: '127.0.0.1:21000' }), { version: '1.1' });
+    assert.equal(node.seed_provider[0].parameters[0].seeds, '127.0.0.1:21000', "a cluster node's seed is the first node");
 
     const file = parse(sandboxYaml(instance, OPERATOR, [parseSetting('authenticator.class_name=AllowAllAuthenticator')]), { version: '1.1' });
     assert.deepEqual(file.authenticator, { class_name: 'AllowAllAuthenticator' });

@@ -9,7 +9,7 @@ import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BLOBS_PREFIX, blobKey, blobName, blobPrefix, fileNameOf, tableIdOf } from '../../../src/catalog/blobs.ts';
 import { deleteBackup, recordKey } from '../../../src/catalog/catalog.ts';
-import { collectGarbage, holdBackupLease, leaseKey, leasePrefix, releaseBackupLease } from '../../../src/catalog/leases.ts';
+import { collectGarbage, holdBackupLease, holdReadLease, leaseKey, leasePrefix, releaseBackupLease } from '../../../src/catalog/leases.ts';
 import { filesDigest } from '../../../src/catalog/record.ts';
 import { CbrError } from '../../../src/core/errors.ts';
 import { openStore } from '../../../src/storage/open.ts';
@@ -289,6 +289,67 @@ for (const [kind, open] of stores) {
       await put(store, gcKey, JSON.stringify({ ...gcLease, ttlMs: 1 }));
       await sleep(20);
       await (await holdBackupLease(store, HOST, 'after-dead-gc', { pollMs: 20 })).release();
+    });
+
+    it("a restore's read lease: a delete of the record it reads keeps every blob until the lease is released", async () => {
+      const store = await open();
+      const { f2, f3, g } = await chain(store);
+      const reading = await holdReadLease(store, HOST, 'restore-1');
+      assert.deepEqual(await keys(store, leasePrefix(HOST)), [leaseKey(HOST, 'read', 'restore-1')]);
+      // The record of backup a (the only one naming f2, f3) is deleted while it is restored.
+      const del = await deleteBackup(store, 'a');
+      assert.equal(del.gc?.skipped, 'restore-running');
+      for (const b of [f2, f3, g[0]]) assert.ok((await keys(store, BLOBS_PREFIX)).includes(b.key), `${b.key} kept while the restore reads`);
+      assert.deepEqual(await keys(store, leasePrefix(HOST)), [leaseKey(HOST, 'read', 'restore-1')], 'the skipped collection removed only its own lease');
+      // Another host's collection is not held back.
+      const other = await storeBlob(store, OTHER, 'nb-7-big-Data.db', 50);
+      assert.deepEqual(await collectGarbage(store, OTHER), { deleted: 1, freedBytes: 50 });
+      assert.ok(!(await keys(store, BLOBS_PREFIX)).includes(other.key));
+      await reading.release();
+      assert.deepEqual(await keys(store, leasePrefix(HOST)), []);
+      assert.deepEqual(await collectGarbage(store, HOST), { deleted: 4, freedBytes: f2.stored + f3.stored + 2000 }, 'freed once the restore is done');
+    });
+
+    it('a read lease not refreshed within its ttl (a killed restore) is dead; a restore waits while a collection runs', async () => {
+      const store = await open();
+      await chain(store);
+      // What a restore killed with -9 leaves: its lease, refreshed last a while ago, never again.
+      const stale = {
+        kind: 'read',
+        id: 'killed',
+        host: 'elsewhere',
+        pid: 1,
+        created: new Date(0).toISOString(),
+        refreshed: new Date(0).toISOString(),
+        ttlMs: 50,
+      };
+      await put(store, leaseKey(HOST, 'read', 'killed'), JSON.stringify(stale));
+      await sleep(100);
+      assert.deepEqual(await collectGarbage(store, HOST), { deleted: 2, freedBytes: 2000 }, 'the dead read lease does not block');
+
+      const gcKey = leaseKey(HOST, 'gc', 'other-process');
+      const now = new Date().toISOString();
+      await put(store, gcKey, JSON.stringify({ kind: 'gc', id: 'other-process', host: 'elsewhere', pid: 1, created: now, refreshed: now, ttlMs: 600_000 }));
+      let held = false;
+      const waiting = holdReadLease(store, HOST, 'waits', { pollMs: 20 }).then((l) => {
+        held = true;
+        return l;
+      });
+      await sleep(150);
+      assert.equal(held, false, 'a restore starts fetching only once the collection that may not have seen its lease is done');
+      assert.ok((await keys(store, leasePrefix(HOST))).includes(leaseKey(HOST, 'read', 'waits')), 'its lease was written before it looked');
+      await store.delete(gcKey);
+      await (await waiting).release();
+      const ctl = new AbortController();
+      await put(
+        store,
+        gcKey,
+        JSON.stringify({ kind: 'gc', id: 'other-process', host: 'elsewhere', pid: 1, created: now, refreshed: new Date().toISOString(), ttlMs: 600_000 }),
+      );
+      const aborted = holdReadLease(store, HOST, 'aborted', { pollMs: 20, signal: ctl.signal });
+      await sleep(50);
+      ctl.abort();
+      await assert.rejects(aborted, isAborted);
     });
 
     it('a collection killed midway and run again leaves exactly the referenced blobs', async () => {

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { readRecord } from '../../../src/catalog/catalog.ts';
@@ -11,6 +10,7 @@ import { runVerify } from '../../../src/workflows/verifyRequest.ts';
 import { removeFakeNodes } from '../../fixtures/fakeNode.ts';
 import type { MemoryStore } from '../../fixtures/memoryStore.ts';
 import { makeBackup, rejectsCoded } from '../../fixtures/stepKit.ts';
+import { scratch } from '../../helpers/tmp.ts';
 
 after(removeFakeNodes);
 
@@ -62,7 +62,7 @@ describe('sample buckets', () => {
   });
 
   it('the cursor file moves on after each run, wraps around, and is kept per store, backup and bucket count', async () => {
-    const path = join(mkdtempSync(join(tmpdir(), 'cbr-cursor-')), 'c.json');
+    const path = join(scratch('cbr-cursor-'), 'c.json');
     assert.equal(await nextBucket(path, 's', 'b1', 3), 0);
     await advanceBucket(path, 's', 'b1', 3, 0);
     assert.equal(await nextBucket(path, 's', 'b1', 3), 1);
@@ -182,7 +182,7 @@ describe('verifyBackup on backups made by the backup steps', () => {
     const rec = await readRecord(store, 'sampled');
     // Every blob gone: each run's problems name exactly the files it checked.
     for (const f of rec.files) store.objects.delete(f.blob!);
-    const env = { CBR_HOME: mkdtempSync(join(tmpdir(), 'cbr-home-')) };
+    const env = { CBR_HOME: scratch('cbr-home-') };
     const seen: string[] = [];
     const buckets: number[] = [];
     for (let run = 0; run < 4; run++) {

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { readRecord } from '../../../src/catalog/catalog.ts';
@@ -16,6 +15,7 @@ import { writeRecord } from '../../../src/steps/backup/writeRecord.ts';
 import { fakeNode, removeFakeNodes } from '../../fixtures/fakeNode.ts';
 import { MemoryStore } from '../../fixtures/memoryStore.ts';
 import { backupDeps, backupInput, liveSignal } from '../../fixtures/stepKit.ts';
+import { scratch } from '../../helpers/tmp.ts';
 
 after(removeFakeNodes);
 
@@ -42,7 +42,7 @@ describe('cbr backup-verify (local storage)', () => {
     await takeSnapshot(deps, input, signal);
     await writeRecord(deps, { ...input, node: facts, result: await streamArchive(deps, input, signal) }, signal);
     // The same objects, as the local driver keeps them.
-    const home = mkdtempSync(join(tmpdir(), 'cbr-cli-verify-'));
+    const home = scratch('cbr-cli-verify-');
     const root = join(home, 'storage');
     for (const [k, o] of mem.objects) {
       const path = join(root, 'database_backups', ...k.split('/'));

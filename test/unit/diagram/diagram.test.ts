@@ -6,6 +6,7 @@ import { diagram, toMermaid } from '../../../src/diagram/graph.ts';
 import { machineSvgs, machinesDoc } from '../../../src/diagram/machinesDoc.ts';
 import { toSvg } from '../../../src/diagram/svg.ts';
 import { backupMachine } from '../../../src/machines/backup.machine.ts';
+import { clusterBackupMachine } from '../../../src/machines/clusterBackup.machine.ts';
 import { restoreMachine } from '../../../src/machines/restore.machine.ts';
 import { REPO } from '../../helpers/paths.ts';
 
@@ -17,7 +18,7 @@ describe('machine diagrams', () => {
   });
 
   it('SVG: one group per state with the dotted path the events carry, an arrow per transition pair', () => {
-    for (const machine of [backupMachine, restoreMachine]) {
+    for (const machine of [backupMachine, restoreMachine, clusterBackupMachine]) {
       const d = diagram(machine);
       const svg = toSvg(d);
       const groups = [...svg.matchAll(/<g class="([^"]*)" data-state="([^"]+)">/g)].map((m) => ({ cls: m[1]!, path: m[2]! }));

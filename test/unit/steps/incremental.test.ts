@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { listSnapshotFiles } from '../../../src/cassandra/layout.ts';
@@ -17,11 +17,12 @@ import { takeSnapshot } from '../../../src/steps/backup/takeSnapshot.ts';
 import { verifyNode } from '../../../src/steps/backup/verifyNode.ts';
 import { writeRecord } from '../../../src/steps/backup/writeRecord.ts';
 import { JOURNAL } from '../../../src/steps/restore/fetchFiles.ts';
+import { FetchJournal } from '../../../src/steps/restore/fetchJournal.ts';
 import { restorePaths } from '../../../src/steps/restore/restoreDeps.ts';
 import { unpackBackup } from '../../../src/steps/restore/unpackBackup.ts';
 import { type FakeNode, fakeNode, removeFakeNodes, TABLE_IDS } from '../../fixtures/fakeNode.ts';
 import { MemoryStore } from '../../fixtures/memoryStore.ts';
-import { backupDeps, backupInput, liveSignal, type MadeBackup, rejectsCoded, restoreUntil } from '../../fixtures/stepKit.ts';
+import { backupDeps, backupInput, liveSignal, type MadeBackup, recordingLogger, rejectsCoded, restoreUntil } from '../../fixtures/stepKit.ts';
 
 /**
  * The incremental strategy's steps on a FakeNode and a MemoryStore: storeFiles (through streamArchive) stores each
@@ -45,7 +46,7 @@ async function incrementalBackup(source: FakeNode, store: MemoryStore, key: Buff
   return { source, store, key, facts, result };
 }
 
-/** Every file under the staging directories (by path inside them) and its SHA-256; journals apart. */
+/** Every file under the staging directories (by path inside them) and its SHA-256; the journals' file lines apart. */
 function tree(roots: string[]): { files: Record<string, string>; journals: string[][] } {
   const files: Record<string, string> = {};
   const journals: string[][] = [];
@@ -58,7 +59,13 @@ function tree(roots: string[]): { files: Record<string, string>; journals: strin
       }
     };
     walk(root);
-    journals.push(existsSync(join(root, JOURNAL)) ? readFileSync(join(root, JOURNAL), 'utf8').trim().split('\n').filter(Boolean) : []);
+    journals.push(
+      existsSync(join(root, JOURNAL))
+        ? readFileSync(join(root, JOURNAL), 'utf8')
+            .split('\n')
+            .filter((l) => /^[0-9a-f]{64} /.test(l))
+        : [],
+    );
   }
   return { files, journals };
 }
@@ -216,6 +223,97 @@ describe('incremental backups: steps', () => {
     const gets = setup.store.calls.filter((c) => c.op === 'get' && c.key.startsWith('cbr.blobs/')).length;
     assert.equal(gets, rec.fileCount - kept, 'only files the journal does not list are fetched again');
     assert.deepEqual(tree(stagings).files, first.files);
+  });
+
+  it('after a cut, a file listed after the last durable mark is read back, and fetched again when it is not whole', async () => {
+    const source = await fakeNode({ name: 'source', userData: true });
+    const store = new MemoryStore();
+    const made = await incrementalBackup(source, store, null, { backupId: 'b1', startedAt: new Date().toISOString() });
+    const setup = await restoreUntil('unpackBackup', { backup: made });
+    await unpackBackup(setup.deps, setup.input, liveSignal());
+    const stagings = stagingsOf(setup);
+    const first = tree(stagings);
+    const rec = await readRecord(store, 'b1');
+    // The ending mark covers every line.
+    for (const s of stagings) {
+      const marks = readFileSync(join(s, JOURNAL), 'utf8')
+        .split('\n')
+        .filter((l) => l.startsWith('durable '));
+      assert.ok(marks.length > 0, 'the step ends with a durable mark');
+    }
+    // As after a power cut: the last mark covers only the first line of each journal; of the unsynced lines, one
+    // file lost its tail (zeros, same size) and one is missing.
+    const big = rec.files.filter((f) => f.size > 100);
+    const [zeroed, lost] = [big[0]!, big[1]!];
+    const pathOf = (f: (typeof rec.files)[number]) => stagings.map((s) => join(s, f.path)).find((p) => existsSync(p))!;
+    let listed = 0;
+    for (const [i, lines] of first.journals.entries()) {
+      listed += lines.length;
+      const ordered = [...lines.filter((l) => !l.endsWith(` ${zeroed.path}`) && !l.endsWith(` ${lost.path}`))];
+      const wanted = lines.filter((l) => l.endsWith(` ${zeroed.path}`) || l.endsWith(` ${lost.path}`));
+      // The damaged files are listed after the mark.
+      writeFileSync(
+        join(stagings[i]!, JOURNAL),
+        [ordered[0], 'durable 1', ...ordered.slice(1), ...wanted]
+          .filter(Boolean)
+          .map((l) => `${l}\n`)
+          .join(''),
+      );
+    }
+    const z = readFileSync(pathOf(zeroed));
+    z.fill(0, Math.floor(z.length / 2));
+    writeFileSync(pathOf(zeroed), z);
+    rmSync(pathOf(lost));
+    setup.store.calls.length = 0;
+    const log = recordingLogger();
+    await unpackBackup({ ...setup.deps, log }, setup.input, liveSignal());
+    const gets = setup.store.calls.filter((c) => c.op === 'get' && c.key.startsWith('cbr.blobs/')).map((c) => c.key);
+    assert.deepEqual(gets.sort(), [zeroed.blob!, lost.blob!].sort(), 'only the damaged files are fetched again');
+    assert.deepEqual(tree(stagings).files, first.files);
+    const done = log.lines.find((l) => l.msg === 'files fetched')!.fields!;
+    assert.equal(done['fetched'], 2);
+    // Every line after a mark was read back; the lines under a mark were not.
+    assert.equal(done['readBack'], listed - stagings.length);
+  });
+
+  it('a journal line under a durable mark is trusted at its size; a line of another content, or a cut line, is not', async () => {
+    const source = await fakeNode({ name: 'source', userData: true });
+    const store = new MemoryStore();
+    const made = await incrementalBackup(source, store, null, { backupId: 'b1', startedAt: new Date().toISOString() });
+    const setup = await restoreUntil('unpackBackup', { backup: made });
+    const rec = await readRecord(store, 'b1');
+    const [a, b] = rec.files.filter((f) => f.size > 100);
+    const staging = stagingsOf(setup)[0]!;
+    mkdirSync(staging, { recursive: true, mode: 0o700 });
+    const other = 'f'.repeat(64);
+    writeFileSync(join(staging, JOURNAL), `${a!.sha256} ${a!.path}\n${other} ${b!.path}\ndurable 7\n${b!.sha256} ${b!.path.slice(0, 3)}`);
+    const j = await FetchJournal.open(staging);
+    try {
+      assert.equal(j.listed(a!), 'durable');
+      assert.equal(j.listed(b!), null, 'listed with another SHA-256, or cut mid-line');
+      assert.equal(j.marked, 2, 'a mark never covers more lines than precede it');
+      j.add(b!);
+      assert.equal(j.listed(b!), 'unsynced');
+      await j.mark(j.count);
+    } finally {
+      j.close();
+    }
+    // The cut line was dropped, so the next one starts a line of its own.
+    assert.deepEqual(readFileSync(join(staging, JOURNAL), 'utf8').split('\n'), [
+      `${a!.sha256} ${a!.path}`,
+      `${other} ${b!.path}`,
+      'durable 7',
+      `${b!.sha256} ${b!.path}`,
+      'durable 3',
+      '',
+    ]);
+    const again = await FetchJournal.open(staging);
+    try {
+      assert.equal(again.listed(b!), 'durable');
+      assert.equal(again.marked, 3);
+    } finally {
+      again.close();
+    }
   });
 
   it('refuses a blob whose content is not the recorded file, naming the file', async () => {

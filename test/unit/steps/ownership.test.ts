@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { lstatSync, mkdirSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
@@ -12,12 +11,13 @@ import { removeTree } from '../../../src/core/removeTree.ts';
 import type { RestoreStepInput } from '../../../src/machines/restore.machine.ts';
 import { chownData } from '../../../src/steps/restore/chownData.ts';
 import type { RestoreDeps } from '../../../src/steps/restore/restoreDeps.ts';
+import { scratch } from '../../helpers/tmp.ts';
 
 const NOBODY = 65534;
 const asRoot = { skip: process.getuid?.() !== 0 ? 'needs root (chown)' : false };
 
 function tree(): { root: string; files: { path: string; archivePath: string; size: number; keyspace: string; table: string }[] } {
-  const root = mkdtempSync(join(tmpdir(), 'cbr-own-src-'));
+  const root = scratch('cbr-own-src-');
   const files = ['ks/t-0123456789abcdef0123456789abcdef/nb-1-big-Data.db', 'ks/t-0123456789abcdef0123456789abcdef/.t_idx/nb-1-big-Data.db'].map(
     (archivePath) => {
       const path = join(root, archivePath.replace(/\//g, '_'));
@@ -33,7 +33,7 @@ describe('ownership is set as files are created, never by following the tree', (
     const { files } = tree();
     const { stream, result } = packArchive(files, { compression: 'zstd' });
     const archive = await buffer(stream);
-    const staging = mkdtempSync(join(tmpdir(), 'cbr-own-staging-'));
+    const staging = scratch('cbr-own-staging-');
     await unpackArchive(Readable.from([archive]), staging, { compression: 'zstd', sha256: (await result).sha256, owner: { uid: NOBODY, gid: NOBODY } });
     const walk = (dir: string): string[] =>
       readdirSync(dir).flatMap((n) => [join(dir, n), ...(statSync(join(dir, n)).isDirectory() ? walk(join(dir, n)) : [])]);
@@ -43,7 +43,7 @@ describe('ownership is set as files are created, never by following the tree', (
   });
 
   it('chownData does not follow a link planted in place of a restored directory', asRoot, async () => {
-    const root = mkdtempSync(join(tmpdir(), 'cbr-own-node-'));
+    const root = scratch('cbr-own-node-');
     const victim = join(root, 'victim');
     mkdirSync(victim);
     writeFileSync(join(victim, 'shadow'), 'root only');
@@ -66,7 +66,7 @@ describe('ownership is set as files are created, never by following the tree', (
   });
 
   it('removeTree takes a tree out of reach before deleting it, links inside are not followed', async () => {
-    const root = mkdtempSync(join(tmpdir(), 'cbr-own-rm-'));
+    const root = scratch('cbr-own-rm-');
     const victim = join(root, 'victim');
     mkdirSync(victim);
     writeFileSync(join(victim, 'keep'), 'keep');

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { Profile } from '../../../src/cassandra/profile.ts';
@@ -10,10 +9,11 @@ import type { RestoreStepInput } from '../../../src/machines/restore.machine.ts'
 import { restoreDataDirs } from '../../../src/steps/restore/restoreDataDirs.ts';
 import type { RestoreDeps } from '../../../src/steps/restore/restoreDeps.ts';
 import { swapDataDirs } from '../../../src/steps/restore/swapDataDirs.ts';
+import { scratch } from '../../helpers/tmp.ts';
 
 /** A node's directories mid-restore on disk: live data (the restored files) and the old data moved aside. */
 function midRestore(cqlPort: number) {
-  const root = mkdtempSync(join(tmpdir(), 'cbr-stopped-'));
+  const root = scratch('cbr-stopped-');
   const dirs = ['data', 'commitlog', 'saved_caches', 'hints'].map((d) => join(root, d));
   for (const d of dirs) {
     mkdirSync(d);

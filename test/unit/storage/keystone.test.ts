@@ -1,15 +1,14 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { mkdtemp } from 'node:fs/promises';
 import { createServer, type IncomingMessage } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { describe, it } from 'node:test';
 import { objectStoreEndpoint } from '../../../src/storage/swift/keystone.ts';
 import { createSwiftStore } from '../../../src/storage/swift/swiftStore.ts';
+import { scratch } from '../../helpers/tmp.ts';
 
 /**
  * Keystone v3 could not be run here (see the closing note of the storage issue); this covers the v3 path against a
@@ -78,7 +77,7 @@ describe('Swift driver with Keystone v3 (recorded token response)', () => {
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const port = (server.address() as { port: number }).port;
-    const dir = await mkdtemp(join(tmpdir(), 'cbr-ks-'));
+    const dir = scratch('cbr-ks-');
     writeFileSync(join(dir, 'c.json'), JSON.stringify({ username: 'cbr', password: 's3cret' }), { mode: 0o600 });
     try {
       const store = createSwiftStore({

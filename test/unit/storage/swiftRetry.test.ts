@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -112,5 +112,28 @@ describe('Swift driver retries', () => {
     await assert.rejects(store.put('b1/x', Readable.from([Buffer.from('x')]), { signal: ac.signal }));
     assert.ok(performance.now() - started < 1000);
     script = [];
+  });
+
+  it("a put removes the spools of dead processes (a kill -9 mid-upload leaves one) and leaves a live process's", async () => {
+    const spoolDir = join(dir, 'spool');
+    const dead = join(spoolDir, 'cbr-swift-2147483646-abc');
+    const live = join(spoolDir, `cbr-swift-${process.ppid}-def`);
+    const other = join(spoolDir, 'cbr-swift-retry-x');
+    for (const d of [dead, live, other]) mkdirSync(d, { recursive: true });
+    writeFileSync(join(dead, '0'), 'segment');
+    const port = (server.address() as { port: number }).port;
+    const spooling = createSwiftStore({
+      driver: 'swift',
+      authUrl: `http://127.0.0.1:${port}/auth/v1.0`,
+      authVersion: 1,
+      credentialsFile: join(dir, 'c.json'),
+      container: 'c',
+      spoolDir,
+    });
+    script = [];
+    await spooling.put('b1/y', Readable.from([Buffer.from('y')]));
+    assert.equal(existsSync(dead), false, "a dead process's spool is removed");
+    assert.equal(existsSync(live), true, "a live process's spool stays");
+    assert.equal(existsSync(other), true, 'a folder not named by a pid stays');
   });
 });

@@ -99,6 +99,24 @@ describe('drill checks', () => {
     assert.match(describeFailures(checks), /^4 of 6 checks failed: table shop.customers: expected present, got missing; rows shop.orders: expected 12, got 11/);
   });
 
+  it('a table with a default TTL passes with fewer rows than recorded (they expire), never with more', async () => {
+    const ttlRecord = { ...record, tables: [{ keyspace: 'shop', table: 'orders', rows: 12, defaultTtl: 3600 }] };
+    const checksFor = async (count: number) =>
+      (await drillChecks(session([...schema, [/count\(\*\) FROM "shop"\."orders"/, [{ count }]]]), ttlRecord, [])).filter((c) => c.kind === 'rows');
+    assert.deepEqual(
+      (await checksFor(7)).map((c) => [c.ok, c.expected, c.actual]),
+      [[true, 'at most 12 (default TTL 3600 s)', '7']],
+    );
+    assert.deepEqual(
+      (await checksFor(12)).map((c) => c.ok),
+      [true],
+    );
+    assert.deepEqual(
+      (await checksFor(13)).map((c) => [c.ok, c.actual]),
+      [[false, '13']],
+    );
+  });
+
   it('--check and --expect pair up in order; a check without its expectation, or not a SELECT, is refused', () => {
     assert.deepEqual(pairChecks(['SELECT 1 FROM a', 'select b FROM c'], ['1', 'x']), [
       { cql: 'SELECT 1 FROM a', expect: '1' },

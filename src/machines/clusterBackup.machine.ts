@@ -1,0 +1,237 @@
+import { assign, setup } from 'xstate';
+import type { ErrorInfo } from '../core/errors.ts';
+import { type CancelEvent, type ProgressEvent, recordingActions, step } from './common.ts';
+
+/**
+ * The coordinator of a cluster backup: one backup id across every host. Each host's agent runs its own backup
+ * workflow; this machine only tells them what to do and when, so it holds no clients and no files:
+ *
+ *   resolve the hosts -> start a backup with the same id on each (it stops after its snapshot) -> barrier: every
+ *   host reports its snapshot taken -> release the uploads, at most `concurrency` hosts at once, and wait for all
+ *   -> write the cluster record (hosts, host ids, datacenters, racks, tokens, schema, each host's record) -> done.
+ *
+ * Any host failing (or a cancel) ends in `aborting`: every host is told to drop its part (stop, delete what it
+ * stored, clear its snapshot), then FAILED with an error naming each host's own. Each phase is one step that
+ * returns one outcome per host and is idempotent: after a crash the coordinator resumes in the same state and the
+ * step runs again (asking a host to start the same backup id twice, or to release an upload already done, does
+ * nothing new), so the machine never waits for an event that was sent while it was down.
+ */
+
+/** Bumped whenever states or context change shape; stored with every persisted snapshot. */
+export const CLUSTER_BACKUP_MACHINE_VERSION = 1;
+
+export interface ClusterBackupInput {
+  workflowId: string;
+  /** The one backup id every host's backup carries. */
+  backupId: string;
+  name: string;
+  description: string;
+  /** The cluster whose agents announce themselves; hosts are resolved from it unless named. */
+  cluster: string;
+  /** `--hosts a,b,c`; null = every agent announcing itself for `cluster`. */
+  hosts: string[] | null;
+  strategy: 'full' | 'incremental';
+  /** At most this many hosts upload at once, cluster-wide. */
+  concurrency: number;
+  startedAt: string;
+}
+
+export type HostPhase = 'pending' | 'started' | 'snapshotted' | 'uploaded' | 'failed' | 'aborted';
+
+/** One host's part, plain JSON. */
+export interface HostPart {
+  host: string;
+  phase: HostPhase;
+  error: ErrorInfo | null;
+  /** The snapshot the host took (barrier). */
+  snapshot?: { files: number; bytes: number };
+  /** What the host stored (its own backup record's key, sizes). */
+  upload?: { objectKey: string; size: number; rawBytes: number; files: number };
+}
+
+/** A phase step's answer for one host: done, or that host's coded error. */
+export type HostOutcome =
+  | { host: string; ok: true; snapshot?: HostPart['snapshot']; upload?: HostPart['upload'] }
+  | { host: string; ok: false; error: ErrorInfo };
+
+export interface ClusterBackupContext extends ClusterBackupInput {
+  parts: HostPart[];
+  /** Where the cluster record was written. */
+  recordKey: string | null;
+  error: ErrorInfo | null;
+  warnings: string[];
+  progress: null;
+}
+
+export type ClusterStepInput = { ctx: ClusterBackupInput; parts: HostPart[] };
+
+export interface ClusterBackupOutput {
+  backupId: string;
+  name: string;
+  cluster: string;
+  hosts: { host: string; phase: HostPhase; error: ErrorInfo | null }[];
+  recordKey: string | null;
+  warnings: string[];
+  error: ErrorInfo | null;
+}
+
+export function clusterBackupOutput(c: ClusterBackupContext): ClusterBackupOutput {
+  return {
+    backupId: c.backupId,
+    name: c.name,
+    cluster: c.cluster,
+    hosts: c.parts.map((p) => ({ host: p.host, phase: p.phase, error: p.error })),
+    recordKey: c.recordKey,
+    warnings: c.warnings,
+    error: c.error,
+  };
+}
+
+/**
+ * The parts after a phase: hosts that answered ok move to `phase`, the others are failed with their error. A host
+ * the step gave no answer for is failed too: the barrier never lets a host it has not heard from through.
+ */
+export function applyOutcomes(parts: readonly HostPart[], outcomes: readonly HostOutcome[], phase: HostPhase): HostPart[] {
+  const byHost = new Map(outcomes.map((o) => [o.host, o]));
+  return parts.map((p) => {
+    if (p.phase === 'failed') return p;
+    const o = byHost.get(p.host);
+    if (!o) return { ...p, phase: 'failed', error: { code: 'CBR_ERR_INTERNAL', message: `no answer from ${p.host} on the way to ${phase}`, retryable: true } };
+    if (!o.ok) return { ...p, phase: 'failed', error: o.error };
+    return { ...p, phase, ...(o.snapshot ? { snapshot: o.snapshot } : {}), ...(o.upload ? { upload: o.upload } : {}) };
+  });
+}
+
+/** The cluster's error: every failed host named with its own code and message. */
+export function clusterError(parts: readonly HostPart[], cause: ErrorInfo | null): ErrorInfo {
+  const failed = parts.filter((p) => p.error);
+  if (failed.length === 0 && cause) return cause;
+  const each = failed.map((p) => `${p.host}: ${p.error?.code}: ${p.error?.message}`);
+  if (cause && !failed.some((p) => p.error?.code === cause.code && p.error.message === cause.message))
+    each.push(`coordinator: ${cause.code}: ${cause.message}`);
+  return {
+    code: 'CBR_ERR_CLUSTER_BACKUP_FAILED',
+    message: `${failed.length} of ${parts.length} hosts failed; ${each.join('; ')}`,
+    retryable: failed.every((p) => p.error?.retryable !== false),
+  };
+}
+
+const hostsFailed = ({ context }: { context: ClusterBackupContext }) => context.parts.some((p) => p.phase === 'failed');
+
+type Events = ProgressEvent | CancelEvent;
+
+const cancel = { target: 'aborting', actions: { type: 'recordCancel', params: ({ event }: { event: CancelEvent }) => ({ reason: event.reason }) } } as const;
+
+export const clusterBackupMachine = setup({
+  types: {
+    context: {} as ClusterBackupContext,
+    input: {} as ClusterBackupInput,
+    output: {} as ClusterBackupOutput,
+    events: {} as Events,
+  },
+  actors: {
+    /** The hosts of the cluster: `input.hosts`, or the agents announcing themselves for it. */
+    resolveHosts: step<string[], { ctx: ClusterBackupInput }>('resolveHosts'),
+    /** Sends each host `backup.create` with the backup id, holding its upload until released. */
+    startHostBackups: step<HostOutcome[], ClusterStepInput>('startHostBackups'),
+    /** The barrier: resolves once every host has reported its snapshot taken, or failed. */
+    awaitSnapshots: step<HostOutcome[], ClusterStepInput>('awaitSnapshots'),
+    /** Releases the uploads, `concurrency` hosts at a time, and resolves once every host uploaded or failed. */
+    uploadHosts: step<HostOutcome[], ClusterStepInput>('uploadHosts'),
+    /** Writes the cluster record last (create-only; the same content again is no error). */
+    writeClusterRecord: step<{ recordKey: string }, ClusterStepInput>('writeClusterRecord'),
+    /** Tells every host to drop its part of this backup id: stop, delete what it stored, clear its snapshot. */
+    abortHosts: step<HostOutcome[], ClusterStepInput>('abortHosts'),
+  },
+  guards: {
+    hostsFailed,
+  },
+  actions: {
+    ...recordingActions<ClusterBackupContext>(),
+    recordOutcomes: assign(({ context }, p: { outcomes: HostOutcome[]; phase: HostPhase }) => ({ parts: applyOutcomes(context.parts, p.outcomes, p.phase) })),
+    nameHostErrors: assign(({ context }) => ({ error: clusterError(context.parts, context.error) })),
+  },
+}).createMachine({
+  id: 'clusterBackup',
+  context: ({ input }) => ({ ...input, parts: [], recordKey: null, error: null, warnings: [], progress: null }),
+  output: ({ context }) => clusterBackupOutput(context),
+  initial: 'resolvingHosts',
+  states: {
+    resolvingHosts: {
+      // Nothing was asked of any host yet: a failure or a cancel ends here, with nothing to undo.
+      on: { CANCEL: { target: 'failed', actions: { type: 'recordCancel', params: ({ event }) => ({ reason: event.reason }) } } },
+      invoke: {
+        src: 'resolveHosts',
+        input: ({ context }) => ({ ctx: context }),
+        onDone: {
+          target: 'startingHosts',
+          actions: assign({ parts: ({ event }) => event.output.map((host) => ({ host, phase: 'pending' as const, error: null })) }),
+        },
+        onError: { target: 'failed', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
+      },
+    },
+    startingHosts: {
+      on: { CANCEL: cancel },
+      invoke: {
+        src: 'startHostBackups',
+        input: ({ context }) => ({ ctx: context, parts: context.parts }),
+        onDone: { target: 'startedHosts', actions: { type: 'recordOutcomes', params: ({ event }) => ({ outcomes: event.output, phase: 'started' }) } },
+        onError: { target: 'aborting', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
+      },
+    },
+    startedHosts: { always: [{ guard: 'hostsFailed', target: 'aborting' }, { target: 'awaitingSnapshots' }] },
+    awaitingSnapshots: {
+      on: { CANCEL: cancel },
+      invoke: {
+        src: 'awaitSnapshots',
+        input: ({ context }) => ({ ctx: context, parts: context.parts }),
+        onDone: { target: 'snapshotsTaken', actions: { type: 'recordOutcomes', params: ({ event }) => ({ outcomes: event.output, phase: 'snapshotted' }) } },
+        onError: { target: 'aborting', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
+      },
+    },
+    snapshotsTaken: { always: [{ guard: 'hostsFailed', target: 'aborting' }, { target: 'uploading' }] },
+    uploading: {
+      on: { CANCEL: cancel },
+      invoke: {
+        src: 'uploadHosts',
+        input: ({ context }) => ({ ctx: context, parts: context.parts }),
+        onDone: { target: 'uploaded', actions: { type: 'recordOutcomes', params: ({ event }) => ({ outcomes: event.output, phase: 'uploaded' }) } },
+        onError: { target: 'aborting', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
+      },
+    },
+    uploaded: { always: [{ guard: 'hostsFailed', target: 'aborting' }, { target: 'recording' }] },
+    recording: {
+      on: { CANCEL: cancel },
+      invoke: {
+        src: 'writeClusterRecord',
+        input: ({ context }) => ({ ctx: context, parts: context.parts }),
+        onDone: { target: 'completed', actions: assign({ recordKey: ({ event }) => event.output.recordKey }) },
+        onError: { target: 'aborting', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
+      },
+    },
+    aborting: {
+      entry: 'nameHostErrors',
+      invoke: {
+        src: 'abortHosts',
+        input: ({ context }) => ({ ctx: context, parts: context.parts }),
+        onDone: {
+          target: 'failed',
+          actions: assign({
+            // Hosts that failed keep their own error; the others are marked aborted. A host that could not drop its
+            // part is a warning: the cluster backup failed either way, and the operator learns where something is left.
+            parts: ({ context }) => context.parts.map((p) => (p.phase === 'failed' ? p : { ...p, phase: 'aborted' as const })),
+            warnings: ({ context, event }) => [
+              ...context.warnings,
+              ...event.output.flatMap((o) => (o.ok ? [] : [`abortHosts: ${o.host}: ${o.error.code}: ${o.error.message}`])),
+            ],
+          }),
+        },
+        onError: { target: 'failed', actions: { type: 'recordWarning', params: ({ event }) => ({ step: 'abortHosts', error: event.error }) } },
+      },
+    },
+    completed: { type: 'final' },
+    failed: { type: 'final' },
+  },
+});
+
+export type ClusterBackupMachine = typeof clusterBackupMachine;
