@@ -78,16 +78,19 @@ export async function holdBackupLease(
   hostId: string,
   backupId: string,
   opts: LeaseOptions = {},
-): Promise<{ stop(): void; release(): Promise<void>; lastWritten(): number; ttlMs: number }> {
+): Promise<{ stop(): void; release(): Promise<void>; lastWritten(): number; lastLanded(): number; ttlMs: number }> {
   const ttlMs = opts.ttlMs ?? BACKUP_LEASE_TTL_MS;
   const lease = await holdLease(store, hostId, 'backup', backupId, ttlMs, opts);
   return {
     stop: lease.stop,
     /**
-     * When the last successful write of the lease began (ms), provided every write since the first came within
-     * half a ttl of the one before (the lease never looked dead); else 0.
+     * When the last successful write of the lease began (ms), provided every write since the first landed within
+     * half a ttl of the start of the one before, and that start is less than half a ttl ago (the lease never looked
+     * dead); else 0.
      */
     lastWritten: lease.lastWritten,
+    /** When that same write landed (its put resolved), under the same proviso; else 0. */
+    lastLanded: lease.lastLanded,
     ttlMs,
     async release() {
       lease.stop();
@@ -123,7 +126,7 @@ async function holdLease(
   id: string,
   ttlMs: number,
   opts: LeaseOptions,
-): Promise<{ stop(): void; lastWritten(): number }> {
+): Promise<{ stop(): void; lastWritten(): number; lastLanded(): number }> {
   const { signal, log = silentLogger, pollMs = 1000 } = opts;
   const key = leaseKey(hostId, kind, id);
   const refresher = startLease(store, key, newLease(kind, id, ttlMs), log);
@@ -148,7 +151,7 @@ async function holdLease(
     refresher.stop();
     throw err;
   }
-  return { stop: refresher.stop, lastWritten: refresher.lastWritten };
+  return { stop: refresher.stop, lastWritten: refresher.lastWritten, lastLanded: refresher.lastLanded };
 }
 
 /** Deletes a backup's lease (after its record is written, or when the backup is given up). Idempotent. */
@@ -220,20 +223,37 @@ function newLease(kind: LeaseKind, id: string, ttlMs: number): Lease {
   return { kind, id, host: hostname(), pid: process.pid, created: now, refreshed: now, ttlMs };
 }
 
-/** Writes the lease now and again every ttl/3 until stopped. A failed refresh is logged; the next one may succeed. */
-function startLease(store: ObjectStore, key: string, lease: Lease, log: Logger): { written: Promise<void>; stop(): void; lastWritten(): number } {
+/**
+ * Writes the lease now and again every ttl/3 until stopped. A failed refresh is logged; the next one may succeed.
+ * `lastSucceeded()` is when the last successful write began (0 before the first); `lastWritten()` and
+ * `lastLanded()` are when it began and when it landed, or 0 once the lease may have looked dead.
+ */
+function startLease(
+  store: ObjectStore,
+  key: string,
+  lease: Lease,
+  log: Logger,
+): { written: Promise<void>; stop(): void; lastWritten(): number; lastLanded(): number; lastSucceeded(): number } {
   const ctl = new AbortController();
-  let lastWritten = 0;
+  const half = lease.ttlMs / 2;
+  let lastStart = 0;
+  let landed = 0;
   let unbroken = true;
   const write = async () => {
     const at = Date.now();
     lease.refreshed = new Date(at).toISOString();
     const body = Readable.from([Buffer.from(`${JSON.stringify(lease)}\n`)]);
     await store.put(key, body, { contentType: 'application/json', signal: ctl.signal });
-    // Two successful writes further apart than half the ttl: the lease may have looked dead in between (the other
-    // half is the margin for clocks that disagree), so it no longer counts as held without a break.
-    if (lastWritten > 0 && at - lastWritten > lease.ttlMs / 2) unbroken = false;
-    lastWritten = Math.max(lastWritten, at);
+    const done = Date.now();
+    // Until this write landed the stored lease was the one before, dated when that write began: measured from there
+    // to this landing (not to this start: a put that starts on time may land late), more than half the ttl means
+    // the lease may have looked dead in between (the other half is the margin for clocks that disagree), so it no
+    // longer counts as held without a break.
+    if (lastStart > 0 && done - lastStart > half) unbroken = false;
+    if (at >= lastStart) {
+      lastStart = at;
+      landed = done;
+    }
   };
   const track = (p: Promise<void>) => {
     const settled = p.catch(() => {});
@@ -261,7 +281,15 @@ function startLease(store: ObjectStore, key: string, lease: Lease, log: Logger):
   };
   refreshers.get(key)?.();
   refreshers.set(key, stop);
-  return { written, stop, lastWritten: () => (unbroken ? lastWritten : 0) };
+  // A refresh still failing (or not yet landed) half a ttl after the last good one began: the lease may look dead now.
+  const held = () => unbroken && lastStart > 0 && Date.now() - lastStart <= half;
+  return {
+    written,
+    stop,
+    lastWritten: () => (held() ? lastStart : 0),
+    lastLanded: () => (held() ? landed : 0),
+    lastSucceeded: () => lastStart,
+  };
 }
 
 /** The leases of a host, each judged live or dead. An unreadable lease counts as live for the default backup ttl. */

@@ -59,8 +59,8 @@ export interface BackupResult {
   /** Incremental: every file and its blob, for the record (left out of the workflow's output). */
   manifest?: ManifestFile[];
   /**
-   * Incremental: the last write of the backup's lease (ISO) when it had been held without a break since before
-   * the first blob was looked at; every blob of the manifest was seen or stored under it.
+   * Incremental: when the last successful write of the backup's lease began (ISO), when it had been held without a
+   * break since before the first blob was looked at; every blob of the manifest was seen or stored under it.
    */
   leaseWrittenAt?: string;
 }

@@ -68,12 +68,15 @@ export async function writeRecord(deps: BackupDeps, input: WriteRecordInput, sig
       // The lease is refreshed until the record is written: the checks of a large backup can outlast its ttl.
       const held = await holdBackupLease(deps.store, deps.profile.hostId, ctx.backupId, { signal, log: deps.log });
       lease = held;
-      // storeFiles saw or stored every blob under a lease held without a break; that write and this one are less
-      // than half a ttl apart, so the lease never looked dead in between (the other half covers clocks that
-      // disagree): no collection can have run since, and every blob is still there. Then nothing to look at again.
+      // storeFiles saw or stored every blob under a lease held without a break, last written (begun) at seenUnder;
+      // this step's own write landed less than half a ttl after that, and its lease is unbroken too: the lease never
+      // looked dead in between (the other half covers clocks that disagree), so no collection can have run since
+      // and every blob is still there. Then nothing to look at again. Measured to the landing, not to the start of
+      // this write: a put begun in time that lands late leaves the lease looking dead meanwhile.
       const seenUnder = result.leaseWrittenAt ? Date.parse(result.leaseWrittenAt) : Number.NaN;
-      const gap = held.lastWritten() - seenUnder;
-      const unbroken = held.lastWritten() > 0 && gap >= 0 && gap < held.ttlMs / 2;
+      const landed = held.lastLanded();
+      const gap = landed - seenUnder;
+      const unbroken = landed > 0 && gap >= 0 && gap < held.ttlMs / 2;
       deps.log.debug('record: blobs to look at again', { count: unbroken ? 0 : files.length, leaseGapMs: Number.isFinite(gap) ? gap : null });
       if (!unbroken)
         await inPool(files, 8, signal, async (f, _i, poolSignal) => {
