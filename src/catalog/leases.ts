@@ -51,6 +51,8 @@ export const READ_LEASE_TTL_MS = 10 * 60_000;
 /** Shorter than a backup's: a collection killed midway blocks every backup of its host until its lease dies. */
 export const GC_LEASE_TTL_MS = 2 * 60_000;
 const MAX_TTL_MS = 24 * 3600_000;
+/** A collection looks at the leases again after this many deletes (and every ttl/3), so a backup that started meanwhile stops it. */
+const RELIST_EVERY = 256;
 /** catalog.ts's RECORD_NAME, spelled again: catalog.ts imports this file, and runtime imports may not cycle. */
 const RECORD_NAME = 'backup.json';
 
@@ -166,6 +168,9 @@ export async function releaseBackupLease(store: ObjectStore, hostId: string, bac
  * Deletes every blob of `hostId` that no record references, unless a backup of that host is running (its blobs
  * are not referenced yet): then it deletes nothing and says so. Killed midway it leaves only unreferenced blobs,
  * which the next run removes. `dryRun` counts without a lease and without deleting.
+ * While it deletes it looks at the leases again every ttl/3 and every RELIST_EVERY deletes, and stops (skipped, with
+ * what it freed so far) once a live backup or read lease appeared; and it stops with CBR_ERR_STORAGE_FAILED once its
+ * own lease was last written half a ttl ago: a backup may take that lease for dead and reuse a blob it would delete.
  */
 export async function collectGarbage(
   store: ObjectStore,
@@ -173,39 +178,68 @@ export async function collectGarbage(
   opts: LeaseOptions & { dryRun?: boolean; concurrency?: number } = {},
 ): Promise<GcResult> {
   const { signal, log = silentLogger, dryRun = false, concurrency = 8 } = opts;
+  const ttlMs = opts.ttlMs ?? GC_LEASE_TTL_MS;
   const prefix = blobPrefix(hostId);
   const gcId = `${Date.now().toString(36)}-${randomUUID().slice(0, 8)}`;
   const key = leaseKey(hostId, 'gc', gcId);
-  const refresher = dryRun ? null : startLease(store, key, newLease('gc', gcId, opts.ttlMs ?? GC_LEASE_TTL_MS), log);
+  const refresher = dryRun ? null : startLease(store, key, newLease('gc', gcId, ttlMs), log);
   try {
     if (refresher) {
       await refresher.written;
-      const leases = (await readLeases(store, hostId, log, signal)).filter((l) => l.live);
-      const running = leases.filter((l) => l.kind === 'backup');
-      if (running.length > 0) {
-        log.info('garbage collection skipped: a backup of this host is running; a later delete frees the bytes', { hostId, backups: running.map((l) => l.id) });
-        return { deleted: 0, freedBytes: 0, skipped: 'backup-running' };
-      }
-      const reading = leases.filter((l) => l.kind === 'read');
-      if (reading.length > 0) {
-        log.info('garbage collection skipped: a restore is fetching blobs of this host; a later delete frees the bytes', {
-          hostId,
-          restores: reading.map((l) => l.id),
-        });
-        return { deleted: 0, freedBytes: 0, skipped: 'restore-running' };
-      }
+      const busy = await othersRunning(store, hostId, log, signal);
+      if (busy) return { deleted: 0, freedBytes: 0, skipped: busy };
     }
+    let listedAt = Date.now();
     const referenced = await referencedBlobs(store, prefix, log, signal);
     const garbage: ObjectInfo[] = [];
     for await (const o of store.list(prefix, signal ? { signal } : {})) if (isBlobKeyUnder(o.key, prefix) && !referenced.has(o.key)) garbage.push(o);
     let deleted = 0;
     let freedBytes = 0;
-    if (dryRun) return { deleted: garbage.length, freedBytes: garbage.reduce((n, o) => n + o.size, 0) };
+    if (dryRun || !refresher) return { deleted: garbage.length, freedBytes: garbage.reduce((n, o) => n + o.size, 0) };
+    let sinceListed = 0;
+    let stopped: GcResult['skipped'];
+    let looking: Promise<void> | null = null;
+    // Before each delete: the leases looked at again when due (one look shared by every worker), and this one's own
+    // lease still fresh. A backup that wrote its lease after our last look waits for us while our lease is live; half a
+    // ttl of it is the margin for clocks that disagree and for deletes still in flight.
+    const mayDelete = async (): Promise<boolean> => {
+      if (!looking && !stopped && (sinceListed >= RELIST_EVERY || Date.now() - listedAt >= ttlMs / 3)) {
+        looking = (async () => {
+          sinceListed = 0;
+          listedAt = Date.now();
+          stopped = await othersRunning(store, hostId, log, signal);
+        })().finally(() => {
+          looking = null;
+        });
+      }
+      // No delete starts while a look is under way.
+      if (looking) await looking;
+      if (stopped) return false;
+      const age = Date.now() - refresher.lastSucceeded();
+      if (age >= ttlMs / 2) {
+        throw new CbrError(
+          'CBR_ERR_STORAGE_FAILED',
+          `garbage collection of host ${hostId} stopped after ${deleted} deletes: its lease could not be refreshed for ${Math.round(age / 1000)} s, so a backup could take it for dead; the next delete or prune collects the rest`,
+        );
+      }
+      sinceListed++;
+      return true;
+    };
     await inParallel(garbage, concurrency, async (o) => {
+      if (!(await mayDelete())) return;
       await store.delete(o.key, signal ? { signal } : {});
       deleted++;
       freedBytes += o.size;
     });
+    if (stopped) {
+      log.info('garbage collection stopped: a backup or restore of this host started; a later delete frees the rest', {
+        hostId,
+        deleted,
+        freedBytes,
+        why: stopped,
+      });
+      return { deleted, freedBytes, skipped: stopped };
+    }
     log.info('garbage collected', { hostId, deleted, freedBytes, kept: referenced.size });
     return { deleted, freedBytes };
   } finally {
@@ -216,6 +250,25 @@ export async function collectGarbage(
       await store.delete(key).catch((err: unknown) => log.warn('could not remove the garbage collection lease', { key, error: (err as Error).message }));
     }
   }
+}
+
+/** A live backup or read lease of the host (logged), which a collection must not delete under; else undefined. */
+async function othersRunning(store: ObjectStore, hostId: string, log: Logger, signal?: AbortSignal): Promise<GcResult['skipped']> {
+  const leases = (await readLeases(store, hostId, log, signal)).filter((l) => l.live);
+  const running = leases.filter((l) => l.kind === 'backup');
+  if (running.length > 0) {
+    log.info('garbage collection skipped: a backup of this host is running; a later delete frees the bytes', { hostId, backups: running.map((l) => l.id) });
+    return 'backup-running';
+  }
+  const reading = leases.filter((l) => l.kind === 'read');
+  if (reading.length > 0) {
+    log.info('garbage collection skipped: a restore is fetching blobs of this host; a later delete frees the bytes', {
+      hostId,
+      restores: reading.map((l) => l.id),
+    });
+    return 'restore-running';
+  }
+  return undefined;
 }
 
 function newLease(kind: LeaseKind, id: string, ttlMs: number): Lease {

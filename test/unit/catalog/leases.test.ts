@@ -368,3 +368,182 @@ for (const [kind, open] of stores) {
     });
   });
 }
+
+/** Lets the store's pending calls settle (setImmediate is never mocked here). */
+const settle = async (n = 20) => {
+  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+};
+
+const liveLease = (kind: 'backup' | 'read', id: string) => {
+  const now = new Date().toISOString();
+  return JSON.stringify({ kind, id, host: 'elsewhere', pid: 1, created: now, refreshed: now, ttlMs: 600_000 });
+};
+
+describe('leases on a clock the test moves (memory store)', () => {
+  it('a refresh that starts in time but lands more than half a ttl after the last one began breaks the lease', async (t) => {
+    t.mock.timers.enable({ apis: ['Date', 'setInterval'], now: 1_000_000 });
+    const ttlMs = 300;
+    const store = new MemoryStore();
+    const key = leaseKey(HOST, 'backup', 'slow');
+    const lease = await holdBackupLease(store, HOST, 'slow', { ttlMs });
+    assert.equal(lease.lastWritten(), 1_000_000);
+    // The next refresh begins on time (ttl/3 later) and its put takes 250 ms: it lands at +350, and the stored lease,
+    // dated +0, looked dead from +300 on. From start to start the gap is only 100 ms.
+    let slowed = false;
+    store.beforeCommit = (k) => {
+      if (k === key && !slowed) {
+        slowed = true;
+        t.mock.timers.tick(250);
+      }
+    };
+    t.mock.timers.tick(100);
+    await settle();
+    assert.ok(slowed, 'the refresh ran');
+    assert.equal(JSON.parse(store.objects.get(key)!.body.toString('utf8')).refreshed, new Date(1_000_100).toISOString(), 'the slow write landed');
+    assert.equal(lease.lastWritten(), 0, 'the slow landing broke the lease');
+    // Prompt refreshes after that do not mend it: the lease did look dead once.
+    for (let i = 0; i < 3; i++) {
+      t.mock.timers.tick(100);
+      await settle();
+    }
+    assert.equal(JSON.parse(store.objects.get(key)!.body.toString('utf8')).refreshed, new Date(1_000_650).toISOString());
+    assert.equal(lease.lastWritten(), 0);
+    assert.equal(lease.lastLanded(), 0);
+    await lease.release();
+
+    // The same lease refreshed promptly stays unbroken, and lastLanded is when its last write landed.
+    store.beforeCommit = null;
+    const prompt = await holdBackupLease(store, HOST, 'prompt', { ttlMs });
+    for (let i = 0; i < 4; i++) {
+      t.mock.timers.tick(100);
+      await settle();
+    }
+    assert.equal(prompt.lastWritten(), Date.now());
+    assert.equal(prompt.lastLanded(), Date.now());
+    // A refresh that keeps failing: half a ttl after the last good one began the lease no longer counts as held.
+    store.fail('put', new CbrError('CBR_ERR_STORAGE_FAILED', 'proxy down'), { match: (k) => k === leaseKey(HOST, 'backup', 'prompt') });
+    const last = prompt.lastWritten();
+    t.mock.timers.tick(100);
+    await settle();
+    assert.equal(prompt.lastWritten(), last, 'one missed refresh: still within half a ttl');
+    t.mock.timers.tick(60);
+    await settle();
+    assert.equal(prompt.lastWritten(), 0, 'the last good write began more than half a ttl ago');
+    prompt.stop();
+  });
+
+  it('a collection whose lease refreshes fail stops deleting before that lease can look dead, leaving only garbage', async (t) => {
+    t.mock.timers.enable({ apis: ['Date', 'setInterval'], now: 1_000_000 });
+    const ttlMs = 300;
+    const run = async (failRefreshes: boolean) => {
+      const store = new MemoryStore();
+      const { f1, f2, f3, f4, f5 } = await chain(store);
+      await Promise.all(Array.from({ length: 40 }, (_, i) => storeBlob(store, HOST, `nb-${100 + i}-big-Data.db`, 10)));
+      const isGc = (k: string) => k.startsWith(`${leasePrefix(HOST)}gc-`);
+      const t0 = Date.now();
+      const deletedAt: number[] = [];
+      // Every blob delete takes 10 ms of the test's clock and succeeds; from the first one on, the collection's
+      // lease writes fail (its deletes still go through).
+      const slow = new Proxy(store, {
+        get(target, prop) {
+          if (prop === 'delete') {
+            return async (k: string, opts?: { signal?: AbortSignal }) => {
+              await target.delete(k, opts);
+              if (!k.startsWith(BLOBS_PREFIX)) return;
+              if (failRefreshes && deletedAt.length === 0) target.fail('put', new CbrError('CBR_ERR_STORAGE_FAILED', 'proxy down'), { match: isGc });
+              deletedAt.push(Date.now() - t0);
+              t.mock.timers.tick(10);
+              await settle(5);
+            };
+          }
+          const v = Reflect.get(target, prop, target) as unknown;
+          return typeof v === 'function' ? v.bind(target) : v;
+        },
+      }) as MemoryStore;
+      const res = collectGarbage(slow, HOST, { ttlMs, concurrency: 1 });
+      return { store, res, deletedAt, referenced: [f1, f2, f3, f4, f5].map((b) => b.key).sort() };
+    };
+    // Refreshes that land: the whole run deletes all 42 garbage blobs, over more than a ttl of the test's clock.
+    const ok = await run(false);
+    assert.equal((await ok.res).deleted, 42);
+    assert.ok(ok.deletedAt.at(-1)! > ttlMs);
+    // Refreshes that fail: no delete at or after half a ttl from the lease's last good write, and an error says why.
+    const failing = await run(true);
+    await assert.rejects(
+      failing.res,
+      (err: unknown) => err instanceof CbrError && err.code === 'CBR_ERR_STORAGE_FAILED' && /lease could not be refreshed/.test(err.message),
+    );
+    assert.ok(failing.deletedAt.length > 0, 'it deleted while its lease was fresh');
+    assert.ok(
+      failing.deletedAt.every((ms) => ms < ttlMs / 2),
+      `deletes at ${failing.deletedAt.join(', ')} ms`,
+    );
+    const left = await keys(failing.store, BLOBS_PREFIX);
+    assert.equal(left.length, 47 - failing.deletedAt.length, 'some garbage left for the next run');
+    for (const k of failing.referenced) assert.ok(left.includes(k), 'every referenced blob kept');
+    assert.deepEqual(await keys(failing.store, leasePrefix(HOST)), [], 'it removed its lease');
+  });
+});
+
+describe('a collection looks at the leases again while it deletes (memory store)', () => {
+  for (const [kind, skipped] of [
+    ['backup', 'backup-running'],
+    ['read', 'restore-running'],
+  ] as const) {
+    it(`stops once a live ${kind} lease appeared (every few hundred deletes)`, async () => {
+      const store = new MemoryStore();
+      const { f1, f2, f3, f4, f5 } = await chain(store);
+      await Promise.all(Array.from({ length: 598 }, (_, i) => storeBlob(store, HOST, `nb-${100 + i}-big-Data.db`, 1)));
+      let count = 0;
+      const appearing = new Proxy(store, {
+        get(target, prop) {
+          if (prop === 'delete') {
+            return async (k: string, opts?: { signal?: AbortSignal }) => {
+              await target.delete(k, opts);
+              await settle(1); // a delete takes a turn of the event loop, as real I/O does
+              if (k.startsWith(BLOBS_PREFIX) && ++count === 10)
+                await put(target, leaseKey(HOST, kind, 'started-meanwhile'), liveLease(kind, 'started-meanwhile'));
+            };
+          }
+          const v = Reflect.get(target, prop, target) as unknown;
+          return typeof v === 'function' ? v.bind(target) : v;
+        },
+      }) as MemoryStore;
+      const res = await collectGarbage(appearing, HOST, { concurrency: 4 });
+      assert.equal(res.skipped, skipped);
+      assert.equal(res.deleted, count);
+      assert.ok(res.deleted >= 10 && res.deleted < 300, `stopped after ${res.deleted} of 600 deletes`);
+      const left = await keys(store, BLOBS_PREFIX);
+      assert.equal(left.length, 605 - res.deleted);
+      for (const b of [f1, f2, f3, f4, f5]) assert.ok(left.includes(b.key));
+      assert.deepEqual(await keys(store, leasePrefix(HOST)), [leaseKey(HOST, kind, 'started-meanwhile')], 'it removed only its own lease');
+    });
+  }
+
+  it('looks again every ttl/3 of its run, not only after many deletes', async (t) => {
+    t.mock.timers.enable({ apis: ['Date', 'setInterval'], now: 1_000_000 });
+    const store = new MemoryStore();
+    await chain(store);
+    await Promise.all(Array.from({ length: 40 }, (_, i) => storeBlob(store, HOST, `nb-${100 + i}-big-Data.db`, 1)));
+    let count = 0;
+    const slow = new Proxy(store, {
+      get(target, prop) {
+        if (prop === 'delete') {
+          return async (k: string, opts?: { signal?: AbortSignal }) => {
+            await target.delete(k, opts);
+            if (!k.startsWith(BLOBS_PREFIX)) return;
+            if (++count === 3) await put(target, leaseKey(HOST, 'backup', 'started-meanwhile'), liveLease('backup', 'started-meanwhile'));
+            t.mock.timers.tick(10);
+            await settle(5);
+          };
+        }
+        const v = Reflect.get(target, prop, target) as unknown;
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    }) as MemoryStore;
+    const res = await collectGarbage(slow, HOST, { ttlMs: 300, concurrency: 1 });
+    assert.equal(res.skipped, 'backup-running');
+    // 10 ms a delete, a look every 100 ms: the backup lease written after the third is seen before the eleventh.
+    assert.equal(res.deleted, 10);
+  });
+});
