@@ -5,7 +5,7 @@ import { join, relative } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { listSnapshotFiles } from '../../../src/cassandra/layout.ts';
 import { readRecord } from '../../../src/catalog/catalog.ts';
-import { leasePrefix } from '../../../src/catalog/leases.ts';
+import { leaseKey, leasePrefix } from '../../../src/catalog/leases.ts';
 import { CbrError } from '../../../src/core/errors.ts';
 import type { BackupInput } from '../../../src/machines/backup.machine.ts';
 import { checkFreeSpace } from '../../../src/steps/backup/checkFreeSpace.ts';
@@ -152,12 +152,12 @@ describe('incremental backups: steps', () => {
     assert.equal(result.newFiles, result.files);
   });
 
-  it('writeRecord looks at every blob again unless the lease was held without a break since storeFiles saw them', async () => {
+  it('writeRecord looks at every blob again unless the lease was held without a break since storeFiles saw them', async (t) => {
     const source = await fakeNode({ name: 'source', userData: true });
     const store = new MemoryStore();
     const deps = backupDeps(source, store);
     const base = backupInput(source, { strategy: 'incremental', parent: null, startedAt: new Date().toISOString() });
-    const record = async (backupId: string, age: number | null, drop = false) => {
+    const record = async (backupId: string, age: number | null, drop = false, leasePutMs = 0) => {
       const input = { ...base, ctx: { ...base.ctx, backupId } };
       const node = await verifyNode(deps, input, liveSignal());
       await takeSnapshot(deps, input, liveSignal());
@@ -167,6 +167,16 @@ describe('incremental backups: steps', () => {
       const { leaseWrittenAt: _, ...rest } = result;
       if (drop) await store.delete(rest.manifest![0]!.blob!);
       store.calls.length = 0;
+      if (leasePutMs > 0) {
+        // This step's own lease write takes leasePutMs of a clock the test moves.
+        t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
+        const key = leaseKey(source.profile.hostId, 'backup', backupId);
+        store.beforeCommit = (k) => {
+          if (k !== key) return;
+          store.beforeCommit = null;
+          t.mock.timers.tick(leasePutMs);
+        };
+      }
       const done = writeRecord(deps, { ...input, node, result: { ...rest, ...seen } }, liveSignal());
       return { done, heads: () => store.calls.filter((c) => c.op === 'head' && c.key.startsWith('cbr.blobs/')).length, files: rest.files };
     };
@@ -181,6 +191,12 @@ describe('incremental backups: steps', () => {
     assert.equal(stale.heads(), stale.files);
     const unsaid = await record('w3', null, true);
     await rejectsCoded(unsaid.done, 'CBR_ERR_STORAGE_FAILED', /gone: not recorded/);
+    // Seen 2 minutes before this step's lease write began, which lands 4 minutes later: from start to start the gap
+    // is under half the ttl (5 minutes), but this write landed 6 minutes after storeFiles' write began, past the
+    // half a ttl that covers clocks that disagree, so the lease may have looked dead in between: every blob again.
+    const late = await record('w4', 2 * 60_000, false, 4 * 60_000);
+    await late.done;
+    assert.equal(late.heads(), late.files);
   });
 
   it("a failed backup's compensation releases its lease", async () => {
