@@ -84,6 +84,8 @@ export class Agent {
   readonly #handling = new Map<string, Promise<void>>();
   /** Verifies, prunes and drills running now, by command id (they start no workflow of their id: a restart forgets them). */
   readonly #verifies = new Map<string, AbortController>();
+  /** The drill running now (its command id): a second one is refused. */
+  #drilling: string | null = null;
   #scheduler: Scheduler | null = null;
 
   constructor(opts: AgentOptions) {
@@ -430,6 +432,9 @@ export class Agent {
       const store = openStore(this.#o.storage);
       const backupId = p.latest ? await latestBackupId(store, p.host) : (p.backupId ?? '');
       const record = await readRecord(store, backupId);
+      // One at a time (each starts a Cassandra node beside the host's own); a request that cannot run says so first.
+      if (this.#drilling) throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `drill ${this.#drilling} is running on ${host}; one drill at a time`);
+      this.#drilling = c.id;
       const request = {
         backupId,
         record,
@@ -471,6 +476,8 @@ export class Agent {
       const error = toErrorInfo(err);
       this.#o.log.warn('backup drill failed', { commandId: c.id, code: error.code });
       this.#publish({ type: 'result', host, workflowId: c.id, kind: c.type, at: now(), state: 'failed', status: 'done', error });
+    } finally {
+      if (this.#drilling === c.id) this.#drilling = null;
     }
   }
 

@@ -108,7 +108,14 @@ export async function signingKey(file: string | undefined): Promise<Buffer | nul
  * Publishes a command to a host's agent and follows its events: a progress bar on a TTY, the result at the end.
  * Exit 0 on success; on failure the coded error of the workflow (or of the rejection) is thrown.
  */
-export async function runOverBus(io: CliIO, values: BusValues, draft: Omit<CommandDraft, 'host'>, json: boolean): Promise<BusEvent & { commandId: string }> {
+export async function runOverBus(
+  io: CliIO,
+  values: BusValues,
+  draft: Omit<CommandDraft, 'host'>,
+  json: boolean,
+  /** Shown a failed result event before its error is thrown (a failed drill's checks, say). */
+  onFailed?: (result: BusEvent) => void,
+): Promise<BusEvent & { commandId: string }> {
   if (!values.host) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--host is required with --bus');
   const bar = io.isTTY && !json ? new ProgressBar(io.stderr) : null;
   const deadlineMs = outageDeadline(values, io.env);
@@ -129,6 +136,7 @@ export async function runOverBus(io: CliIO, values: BusValues, draft: Omit<Comma
   });
   bar?.end();
   if (result.type === 'rejected' || result.state !== 'completed') {
+    if (result.type === 'result') onFailed?.(result);
     const err = result.error;
     if (err && isErrorCode(err.code)) throw fromErrorInfo({ ...err, code: err.code });
     throw new CbrError('CBR_ERR_INTERNAL', `command ended ${result.state ?? result.type}`);

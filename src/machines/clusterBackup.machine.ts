@@ -140,6 +140,8 @@ export const clusterBackupMachine = setup({
     uploadHosts: step<HostOutcome[], ClusterStepInput>('uploadHosts'),
     /** Writes the cluster record last (create-only; the same content again is no error). */
     writeClusterRecord: step<{ recordKey: string }, ClusterStepInput>('writeClusterRecord'),
+    /** Deletes the cluster record if it is there (a write that failed may have landed); none there is no error. */
+    removeClusterRecord: step<void, ClusterStepInput>('removeClusterRecord'),
     /** Tells every host to drop its part of this backup id: stop, delete what it stored, clear its snapshot. */
     abortHosts: step<HostOutcome[], ClusterStepInput>('abortHosts'),
   },
@@ -201,12 +203,22 @@ export const clusterBackupMachine = setup({
     },
     uploaded: { always: [{ guard: 'hostsFailed', target: 'aborting' }, { target: 'recording' }] },
     recording: {
-      on: { CANCEL: cancel },
+      // No cancel here: the record may be landing, and a cancel taken now would drop parts it names. One put; it ends.
       invoke: {
         src: 'writeClusterRecord',
         input: ({ context }) => ({ ctx: context, parts: context.parts }),
         onDone: { target: 'completed', actions: assign({ recordKey: ({ event }) => event.output.recordKey }) },
-        onError: { target: 'aborting', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
+        onError: { target: 'withdrawingRecord', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
+      },
+    },
+    withdrawingRecord: {
+      // The put may have landed before its error came: the record goes before any host drops its part, so no listed
+      // cluster backup ever names parts that are gone. If it cannot go, the parts stay (it restores) and it fails.
+      invoke: {
+        src: 'removeClusterRecord',
+        input: ({ context }) => ({ ctx: context, parts: context.parts }),
+        onDone: { target: 'aborting' },
+        onError: { target: 'failed', actions: { type: 'recordWarning', params: ({ event }) => ({ step: 'removeClusterRecord', error: event.error }) } },
       },
     },
     aborting: {

@@ -267,32 +267,64 @@ export async function freeSlot(owner: string, env: NodeJS.ProcessEnv, jmxPorts =
  * both find a stopped slot free. A create-only file per slot in the machine's temp folder names the instance
  * folder holding it; a slot whose holder folder is gone (removed, or never made after a minute) is taken over.
  */
-const SLOTS_DIR = join(tmpdir(), 'cbr-port-slots');
+export const SLOTS_DIR = join(tmpdir(), 'cbr-port-slots');
 
-async function claimSlot(slot: number, owner: string): Promise<boolean> {
-  await mkdir(SLOTS_DIR, { recursive: true });
+/** Claims port slot `slot` for the instance folder `owner`: true when it is (now) this folder's. */
+export async function claimSlot(slot: number, owner: string): Promise<boolean> {
+  await slotsDir();
   const file = join(SLOTS_DIR, String(slot));
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      await writeFile(file, owner, { flag: 'wx' });
-      return true;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    const holder = await readFile(file, 'utf8').catch(() => '');
-    if (holder === owner) return true;
-    const age = Date.now() - ((await stat(file).catch(() => undefined))?.mtimeMs ?? 0);
-    if ((holder !== '' && existsSync(holder)) || age < 60_000) return false;
-    await rm(file, { force: true });
+  if (await createOnly(file, owner)) return true;
+  const holder = await readFile(file, 'utf8').catch(() => '');
+  if (holder === owner) return true;
+  if (!(await stale(file, holder))) return false;
+  // Taking over a stale claim: one taker at a time (a second one moves on to the next slot), so two takers never
+  // both remove the stale file and then each other's fresh claim.
+  const lock = `${file}.takeover`;
+  if (!(await createOnly(lock, owner))) {
+    if (await stale(lock, '')) await rm(lock, { force: true }).catch(() => {});
+    return false;
   }
-  return false;
+  try {
+    if (!(await stale(file, await readFile(file, 'utf8').catch(() => '')))) return false;
+    await rm(file, { force: true });
+    return await createOnly(file, owner);
+  } finally {
+    await rm(lock, { force: true }).catch(() => {});
+  }
+}
+
+/** A claim whose instance folder is gone (or never came) for a minute. */
+async function stale(file: string, holder: string): Promise<boolean> {
+  const age = Date.now() - ((await stat(file).catch(() => undefined))?.mtimeMs ?? 0);
+  return !(holder !== '' && existsSync(holder)) && age >= 60_000;
+}
+
+/** Writes a new file; false when it exists already or this user may not write there (another user's slot). */
+async function createOnly(file: string, content: string): Promise<boolean> {
+  try {
+    await writeFile(file, content, { flag: 'wx' });
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' || code === 'EACCES' || code === 'EPERM') return false;
+    throw new CbrError('CBR_ERR_SANDBOX_START_FAILED', `cannot claim port slot file ${file}: ${code ?? (err as Error).message}`);
+  }
+}
+
+/** The slots folder, shared by every user of the machine (sticky, like /tmp: each removes only their own claims). */
+async function slotsDir(): Promise<void> {
+  const made = await mkdir(SLOTS_DIR, { recursive: true, mode: 0o1777 }).catch((err: NodeJS.ErrnoException) => {
+    throw new CbrError('CBR_ERR_SANDBOX_START_FAILED', `cannot make ${SLOTS_DIR}: ${err.code ?? err.message}`);
+  });
+  // mkdir's mode goes through the umask; the folder's maker widens it once.
+  if (made !== undefined) await chmod(SLOTS_DIR, 0o1777).catch(() => {});
 }
 
 export async function releaseSlots(owner: string): Promise<void> {
   const files = await readdir(SLOTS_DIR).catch(() => [] as string[]);
   for (const f of files) {
     const file = join(SLOTS_DIR, f);
-    if ((await readFile(file, 'utf8').catch(() => '')) === owner) await rm(file, { force: true });
+    if ((await readFile(file, 'utf8').catch(() => '')) === owner) await rm(file, { force: true }).catch(() => {});
   }
 }
 

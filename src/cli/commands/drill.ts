@@ -122,6 +122,13 @@ async function overBus(
       },
     },
     values.json,
+    // A drill that ran and failed: its checks are shown as a local drill's are, then its code ends the command.
+    (failed) => {
+      const r = failed.result as unknown as DrillResult | undefined;
+      if (!r?.checks) return;
+      if (values.json) printJson(io, r);
+      else printHuman(io, r);
+    },
   );
   const r = result as unknown as DrillResult;
   if (values.json) printJson(io, r);

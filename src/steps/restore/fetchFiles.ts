@@ -58,6 +58,7 @@ async function fetchAll(deps: RestoreDeps, { ctx, plan }: RestoreStepInput, rec:
   const { stagings } = restorePaths(deps.profile, ctx.workflowId);
   const owner = { uid: deps.profile.owner.uid, gid: deps.profile.owner.gid };
   const journals: FetchJournal[] = [];
+  let settleMarks: (() => Promise<void>) | undefined;
   try {
     for (const { staging } of stagings) journals.push(await FetchJournal.open(staging));
     const t0 = performance.now();
@@ -88,6 +89,7 @@ async function fetchAll(deps: RestoreDeps, { ctx, plan }: RestoreStepInput, rec:
       journals,
       stagings.map((s) => s.staging),
     );
+    settleMarks = () => marks.settled();
     let fetched = 0;
     let readBack = 0;
     await inPool(rec.files, concurrency, signal, async (f, _i, sig) => {
@@ -101,10 +103,17 @@ async function fetchAll(deps: RestoreDeps, { ctx, plan }: RestoreStepInput, rec:
       const target = join(root, ...parts);
       const listed = journal.listed(f);
       let there = false;
-      if (listed === 'durable') there = (await stat(target).catch(() => null))?.size === f.size;
-      else if (listed === 'unsynced') {
+      if (listed === 'durable') {
+        const st = await stat(target).catch(() => null);
+        there = st?.isFile() === true && st.size === f.size;
+      } else if (listed === 'unsynced') {
         there = await holds(target, f);
         readBack++;
+        // Read back and whole: listed again, so a mark taken from here on covers it (open() kept only marked lines).
+        if (there) {
+          journal.add(f);
+          marks.listed(f.size);
+        }
       }
       if (!there) {
         if (deps.fileDelayMs) await sleep(deps.fileDelayMs, undefined, { signal: sig });
@@ -131,6 +140,8 @@ async function fetchAll(deps: RestoreDeps, { ctx, plan }: RestoreStepInput, rec:
     deps.log.info('files fetched', { fetched, alreadyThere: rec.files.length - fetched, readBack, fetchSeconds, syncSeconds });
     return { files: rec.files.length, bytes: progress.bytes, fetchSeconds, syncSeconds };
   } finally {
+    // A background mark still flushing writes into its journals when done: they close after it (failed or aborted).
+    await settleMarks?.();
     for (const j of journals) j.close();
   }
 }
@@ -164,6 +175,11 @@ class Marks {
         this.#running = null;
       },
     );
+  }
+
+  /** Waits for a background mark in flight, whatever its outcome. */
+  async settled(): Promise<void> {
+    await this.#running;
   }
 
   async final(signal: AbortSignal): Promise<void> {

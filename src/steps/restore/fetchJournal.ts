@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { closeSync, createReadStream, fdatasync, openSync, writeSync } from 'node:fs';
-import { mkdir, readFile, stat, truncate } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
@@ -30,7 +30,7 @@ export type Listed = 'durable' | 'unsynced' | null;
  */
 export class FetchJournal {
   readonly #listed: Map<string, 'durable' | 'unsynced'>;
-  readonly #fd: number;
+  #fd: number;
   /** Lines listed in the file (its own and the ones read at open), in order. */
   #count: number;
   #marked: number;
@@ -69,7 +69,24 @@ export class FetchJournal {
     }
     const listed = new Map<string, 'durable' | 'unsynced'>();
     for (const [i, l] of lines.entries()) if (listed.get(l) !== 'durable') listed.set(l, i < marked ? 'durable' : 'unsynced');
-    return new FetchJournal(listed, openSync(path, 'a', 0o600), lines.length, marked);
+    if (lines.length > marked) {
+      // Lines after the last mark are not proven: were they kept in the file, the next mark (which counts lines)
+      // would cover them unread. The journal is rewritten with the marked lines only; the caller reads each
+      // unproven file back and lists it again (add) when it is whole.
+      const tmp = `${path}.tmp`;
+      await writeFile(
+        tmp,
+        lines
+          .slice(0, marked)
+          .map((l) => `${l}\n`)
+          .join('') + (marked > 0 ? `durable ${marked}\n` : ''),
+        { encoding: 'latin1', mode: 0o600 },
+      );
+      await syncPath(tmp);
+      await rename(tmp, path);
+      await syncPath(staging);
+    }
+    return new FetchJournal(listed, openSync(path, 'a', 0o600), marked, marked);
   }
 
   /** How the journal lists this file. */
@@ -79,6 +96,7 @@ export class FetchJournal {
 
   /** Lists a file that is verified and in place; no sync (a mark makes it durable). */
   add(f: RecordFile): void {
+    if (this.#fd < 0) throw new Error('fetch journal is closed');
     const line = `${f.sha256} ${f.path}`;
     // One small write into the page cache, in order: a line is never split between two writers.
     writeSync(this.#fd, `${line}\n`);
@@ -99,13 +117,26 @@ export class FetchJournal {
   /** Records that the first `n` listed files are on disk (the caller flushed them), and syncs the journal. */
   async mark(n: number): Promise<void> {
     if (n <= this.#marked) return;
+    if (this.#fd < 0) throw new Error('fetch journal is closed');
     writeSync(this.#fd, `durable ${n}\n`);
     await fdatasyncAsync(this.#fd);
     this.#marked = n;
   }
 
   close(): void {
+    if (this.#fd < 0) return;
     closeSync(this.#fd);
+    this.#fd = -1;
+  }
+}
+
+/** fsync of a file or directory. */
+async function syncPath(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
   }
 }
 

@@ -23,7 +23,7 @@ const input: ClusterBackupInput = {
 };
 const HOSTS = ['ring-1', 'ring-2', 'ring-3'];
 
-type Step = 'resolveHosts' | 'startHostBackups' | 'awaitSnapshots' | 'uploadHosts' | 'writeClusterRecord' | 'abortHosts';
+type Step = 'resolveHosts' | 'startHostBackups' | 'awaitSnapshots' | 'uploadHosts' | 'writeClusterRecord' | 'removeClusterRecord' | 'abortHosts';
 
 /**
  * Fake phase steps standing for the hosts' agents: each records its call and the parts it was given, answers one
@@ -61,6 +61,10 @@ function fakes(opts: { failHost?: { step: Step; host: string }; throwIn?: Step; 
       if (opts.gate?.step === 'writeClusterRecord') await opts.gate.until;
       if (opts.throwIn === 'writeClusterRecord') throw new CbrError('CBR_ERR_STORAGE_FAILED', 'record refused');
       return { recordKey: 'cb1/cluster.json' };
+    }),
+    removeClusterRecord: fromPromise<void, ClusterStepInput>(async () => {
+      calls.push({ step: 'removeClusterRecord', phases: [] });
+      if (opts.throwIn === 'removeClusterRecord') throw new CbrError('CBR_ERR_STORAGE_FAILED', 'storage down');
     }),
     abortHosts: fromPromise(phase('abortHosts')),
   };
@@ -127,6 +131,35 @@ describe('cluster backup machine (coordinator)', () => {
       assert.equal(f.steps().at(-1), 'abortHosts');
       assert.equal(out.error?.code, step === 'awaitSnapshots' ? 'CBR_ERR_BUS_UNAVAILABLE' : 'CBR_ERR_STORAGE_FAILED');
     }
+  });
+
+  it('a record write that fails removes the record before any host drops its part; if it cannot, the parts stay', async () => {
+    const f = fakes({ throwIn: 'writeClusterRecord' });
+    const out = await toPromise(createActor(f.machine, { input }).start());
+    assert.deepEqual(f.steps().slice(-3), ['writeClusterRecord', 'removeClusterRecord', 'abortHosts']);
+    assert.equal(out.error?.code, 'CBR_ERR_STORAGE_FAILED');
+    const stuck = fakes({ throwIn: 'writeClusterRecord' });
+    const removing = stuck.machine.provide({
+      actors: {
+        removeClusterRecord: fromPromise<void, ClusterStepInput>(async () => {
+          throw new CbrError('CBR_ERR_STORAGE_FAILED', 'storage down');
+        }),
+      },
+    });
+    const left = await toPromise(createActor(removing, { input }).start());
+    assert.equal(stuck.steps().includes('abortHosts'), false, 'no host drops a part a record may name');
+    assert.match(left.warnings.join('\n'), /removeClusterRecord/);
+  });
+
+  it('a cancel while the record is written is not taken: the backup completes', async () => {
+    let release!: () => void;
+    const f = fakes({ gate: { step: 'writeClusterRecord', until: new Promise<void>((r) => (release = r)) } });
+    const actor = createActor(f.machine, { input }).start();
+    while (actor.getSnapshot().value !== 'recording') await new Promise((r) => setImmediate(r));
+    actor.send({ type: 'CANCEL', reason: 'operator' });
+    release();
+    await toPromise(actor);
+    assert.equal(actor.getSnapshot().value, 'completed');
   });
 
   it('a host the barrier step gives no answer for is failed, never let through', () => {

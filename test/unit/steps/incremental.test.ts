@@ -332,6 +332,38 @@ describe('incremental backups: steps', () => {
     }
   });
 
+  it("a mark taken by the next run never covers an earlier run's line it has not read back", async () => {
+    const source = await fakeNode({ name: 'source', userData: true });
+    const store = new MemoryStore();
+    const made = await incrementalBackup(source, store, null, { backupId: 'b1', startedAt: new Date().toISOString() });
+    const setup = await restoreUntil('unpackBackup', { backup: made });
+    const rec = await readRecord(store, 'b1');
+    const [a, b] = rec.files.filter((f) => f.size > 100);
+    const staging = stagingsOf(setup)[0]!;
+    mkdirSync(staging, { recursive: true, mode: 0o700 });
+    // Run 1 listed A and was cut before any mark; run 2 fetches B, marks, and is killed before reading A back.
+    writeFileSync(join(staging, JOURNAL), `${a!.sha256} ${a!.path}\n`);
+    const run2 = await FetchJournal.open(staging);
+    try {
+      assert.equal(run2.listed(a!), 'unsynced');
+      run2.add(b!);
+      await run2.mark(run2.count);
+    } finally {
+      run2.close();
+    }
+    const run3 = await FetchJournal.open(staging);
+    try {
+      assert.notEqual(run3.listed(a!), 'durable', 'A was never read back: a mark must not vouch for it');
+      assert.equal(run3.listed(b!), 'durable');
+    } finally {
+      run3.close();
+    }
+    // Closed, it writes nothing more (a mark still in flight when a failed step closes its journals must not write
+    // into whatever file reuses the descriptor).
+    await assert.rejects(run3.mark(9), /closed/);
+    assert.throws(() => run3.add(a!), /closed/);
+  });
+
   it('refuses a blob whose content is not the recorded file, naming the file', async () => {
     const source = await fakeNode({ name: 'source', userData: true });
     const store = new MemoryStore();
