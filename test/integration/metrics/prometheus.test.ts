@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { copyFileSync, createWriteStream, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { freeLoopbackPorts } from '../../../src/cassandra/ports.ts';
 import { loadProfile } from '../../../src/cassandra/profile.ts';
 import type { BackupOutput } from '../../../src/machines/backup.machine.ts';
 import { parseExposition } from '../../../src/metrics/textfile.ts';
@@ -36,13 +36,7 @@ function promtool(args: string[], cwd?: string): { code: number | null; out: str
   return { code: r.status, out: `${r.stdout}${r.stderr}` };
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((r) => server.close(r));
-  return port;
-}
+const freePort = async (): Promise<number> => (await freeLoopbackPorts(1))[0]!;
 
 describe('alert rules (promtool)', { skip: missing ?? false }, () => {
   it('check rules: every rule parses', () => {

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CqlSession } from '../../../src/cassandra/cql.ts';
+import { freeLoopbackPorts } from '../../../src/cassandra/ports.ts';
 import type { Profile } from '../../../src/cassandra/profile.ts';
 import { latestBackupId, readRecord } from '../../../src/catalog/catalog.ts';
 import { removeStaleDrillSandboxes } from '../../../src/cli/drillSandboxes.ts';
@@ -30,13 +30,7 @@ import { swiftEnv, swiftUp } from '../../helpers/swift.ts';
 const prefix = `drl${process.pid}.`;
 const AGENT_HOST = 'drill-agent';
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((r) => server.close(r));
-  return port;
-}
+const freePort = async (): Promise<number> => (await freeLoopbackPorts(1))[0]!;
 
 const KS = `drill${process.pid}`;
 
