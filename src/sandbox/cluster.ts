@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import { connectCql } from '../cassandra/cql.ts';
 import { createNodetool } from '../cassandra/nodetool.ts';
@@ -125,7 +126,22 @@ export async function startCluster(name: string, nodes: number | undefined, opts
     const profile = await loadProfile(profilePath(node.name, env));
     await startInstance(profile, { ...opts, heap: opts.heap ?? cluster.heap });
   }
-  return clusterStatus(name, { env });
+  return settledStatus(name, env, opts.signal);
+}
+
+/**
+ * The last node answering CQL is not yet a formed ring: the others learn it by gossip a moment later. Start returns
+ * once every node is Up/Normal and knows every other one (or after a minute, with the status as it is, for the
+ * caller to see which node is not).
+ */
+async function settledStatus(name: string, env: NodeJS.ProcessEnv, signal?: AbortSignal): Promise<ClusterStatus> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const status = await clusterStatus(name, { env });
+    const others = status.nodes.length - 1;
+    if (status.nodes.every((n) => n.running && n.state === 'UN' && n.peers === others) || Date.now() > deadline) return status;
+    await sleep(1000, undefined, signal ? { signal } : undefined);
+  }
 }
 
 async function createCluster(name: string, nodes: number, opts: SandboxOptions): Promise<ClusterFile> {
