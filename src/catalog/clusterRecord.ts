@@ -1,0 +1,133 @@
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
+import { z } from 'zod';
+import { CbrError } from '../core/errors.ts';
+import { ID_RE } from '../core/ids.ts';
+import type { ObjectStore } from '../storage/port.ts';
+import { checkId } from './catalog.ts';
+
+/**
+ * A cluster backup in storage. Each host's part is an ordinary host backup with an id of its own
+ * (`<cluster backup id>-<n>`, n = the host's 1-based place in the coordinator's sorted host list), so single-node
+ * restore, verify, drill, incremental chains and garbage collection work on a part unchanged. What makes them one
+ * backup is the cluster record, written last by the coordinator:
+ *
+ *   cbr.clusters/<cluster backup id>.json   the hosts (agent name, part id, host id, datacenter, rack, tokens,
+ *                                           address), the schema, the strategy
+ *
+ * A part whose cluster record exists belongs to that cluster backup: prune keeps or drops a cluster backup's parts
+ * together, and a delete of the cluster backup deletes the record first (so it stops being listed), then its parts.
+ */
+
+export const CLUSTERS_PREFIX = 'cbr.clusters/';
+/** The part id has `-<n>` appended: the cluster backup id leaves room for it within the 64 characters of an id. */
+export const MAX_CLUSTER_BACKUP_ID = 58;
+
+export function clusterRecordKey(id: string): string {
+  return `${CLUSTERS_PREFIX}${checkClusterBackupId(id)}.json`;
+}
+
+export function checkClusterBackupId(id: string): string {
+  checkId(id);
+  if (id.length > MAX_CLUSTER_BACKUP_ID) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `a cluster backup id has at most ${MAX_CLUSTER_BACKUP_ID} characters`);
+  return id;
+}
+
+/** The id of the `index`th (0-based) host's part of a cluster backup. */
+export function partId(clusterBackupId: string, index: number): string {
+  return `${checkClusterBackupId(clusterBackupId)}-${index + 1}`;
+}
+
+const token = z.string().regex(/^-?\d{1,20}$|^[0-9a-f]{1,64}$/i);
+const hostSchema = z.strictObject({
+  /** The agent's host name on the bus. */
+  host: z.string().min(1).max(255),
+  /** The host's part: an ordinary backup id. */
+  backupId: z.string().regex(ID_RE),
+  /** Cassandra's host id of the node the part was taken from. */
+  hostId: z.string().min(1).max(64),
+  address: z.string().min(1).max(255),
+  datacenter: z.string().min(1).max(255),
+  rack: z.string().min(1).max(255),
+  tokens: z.array(token).min(1).max(65_536),
+});
+
+export const clusterRecordSchema = z.strictObject({
+  format: z.literal(1),
+  kind: z.literal('cluster'),
+  id: z.string().regex(ID_RE).max(MAX_CLUSTER_BACKUP_ID),
+  name: z.string().max(128),
+  description: z.string().max(1024),
+  state: z.literal('COMPLETED'),
+  /** The source cluster's cluster_name. */
+  clusterName: z.string().min(1).max(255),
+  partitioner: z.string().min(1).max(255),
+  strategy: z.enum(['full', 'incremental']),
+  created: z.string(),
+  finished: z.string(),
+  /** The non-system schema as CREATE statements (DESCRIBE SCHEMA on one node). */
+  schema: z.string().max(16 * 1024 * 1024),
+  hosts: z.array(hostSchema).min(1).max(10_000),
+});
+
+export type ClusterRecord = z.infer<typeof clusterRecordSchema>;
+export type ClusterRecordHost = ClusterRecord['hosts'][number];
+
+export function parseClusterRecord(value: unknown, id: string): ClusterRecord {
+  const parsed = clusterRecordSchema.safeParse(value);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new CbrError('CBR_ERR_RECORD_INVALID', `the cluster record of ${id} is invalid: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`);
+  }
+  if (parsed.data.id !== id) throw new CbrError('CBR_ERR_RECORD_INVALID', `the cluster record of ${id} names ${parsed.data.id}`);
+  const parts = parsed.data.hosts.map((h) => h.backupId);
+  if (new Set(parts).size !== parts.length) throw new CbrError('CBR_ERR_RECORD_INVALID', `the cluster record of ${id} names a part twice`);
+  return parsed.data;
+}
+
+/** Create-only: a second coordinator run writing the same id finds it there (the caller compares, see recording). */
+export async function writeClusterRecord(store: ObjectStore, record: ClusterRecord, signal?: AbortSignal): Promise<void> {
+  const body = Readable.from([Buffer.from(`${JSON.stringify(record, null, 1)}\n`)]);
+  await store.put(clusterRecordKey(record.id), body, { contentType: 'application/json', ifAbsent: true, ...(signal ? { signal } : {}) });
+}
+
+export async function readClusterRecord(store: ObjectStore, id: string, signal?: AbortSignal): Promise<ClusterRecord> {
+  let text: string;
+  try {
+    text = (await buffer(await store.get(clusterRecordKey(id), signal ? { signal } : {}))).toString('utf8');
+  } catch (err) {
+    if (err instanceof CbrError && err.code === 'CBR_ERR_OBJECT_NOT_FOUND') throw new CbrError('CBR_ERR_BACKUP_NOT_FOUND', `no cluster backup ${id}`);
+    throw err;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new CbrError('CBR_ERR_RECORD_INVALID', `the cluster record of ${id} is not JSON`);
+  }
+  return parseClusterRecord(parsed, id);
+}
+
+/** Every readable cluster record, oldest first. */
+export async function listClusterRecords(store: ObjectStore, signal?: AbortSignal): Promise<ClusterRecord[]> {
+  const ids: string[] = [];
+  for await (const o of store.list(CLUSTERS_PREFIX, signal ? { signal } : {})) {
+    const m = /^cbr\.clusters\/([^/]+)\.json$/.exec(o.key);
+    if (m?.[1] && ID_RE.test(m[1])) ids.push(m[1]);
+  }
+  const out: ClusterRecord[] = [];
+  for (const id of ids) {
+    try {
+      out.push(await readClusterRecord(store, id, signal));
+    } catch (err) {
+      if (err instanceof CbrError && err.code === 'CBR_ERR_ABORTED') throw err;
+      /* an unreadable cluster record is not a usable cluster backup */
+    }
+  }
+  return out.sort((a, b) => (a.created < b.created ? -1 : 1));
+}
+
+/** Removes the cluster record only (idempotent); the caller deletes the parts after it. */
+export async function deleteClusterRecord(store: ObjectStore, id: string, signal?: AbortSignal): Promise<void> {
+  await store.delete(clusterRecordKey(id), signal ? { signal } : {});
+}
