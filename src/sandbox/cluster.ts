@@ -105,7 +105,8 @@ export async function clusterProfiles(name: string, env: NodeJS.ProcessEnv = pro
 export async function startCluster(name: string, nodes: number | undefined, opts: SandboxOptions = {}): Promise<ClusterStatus> {
   const env = opts.env ?? process.env;
   let cluster: ClusterFile;
-  if (isCluster(name, env)) {
+  const existed = isCluster(name, env);
+  if (existed) {
     cluster = await loadCluster(name, env);
     if (
       (nodes !== undefined && nodes !== cluster.nodes.length) ||
@@ -122,10 +123,12 @@ export async function startCluster(name: string, nodes: number | undefined, opts
   } else {
     cluster = await createCluster(name, nodes ?? 3, opts);
   }
-  for (const node of cluster.nodes) {
-    const profile = await loadProfile(profilePath(node.name, env));
-    await startInstance(profile, { ...opts, heap: opts.heap ?? cluster.heap });
-  }
+  const profiles = await Promise.all(cluster.nodes.map((node) => loadProfile(profilePath(node.name, env))));
+  const heap = opts.heap ?? cluster.heap;
+  // A cluster started before keeps its roles in system_auth at replication 3: its first node back alone cannot log
+  // anyone in (QUORUM), so a restart waits for each node's CQL port first, and for logins once all are up.
+  for (const profile of profiles) await startInstance(profile, { ...opts, heap, ...(existed ? { requireAuth: false } : {}) });
+  if (existed) for (const profile of profiles) await startInstance(profile, { ...opts, heap });
   return settledStatus(name, env, opts.signal);
 }
 

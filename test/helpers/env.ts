@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadProfile, type Profile } from '../../src/cassandra/profile.ts';
-import { listClusters, removeCluster } from '../../src/sandbox/cluster.ts';
+import { clusterProfiles, listClusters, removeCluster, startCluster } from '../../src/sandbox/cluster.ts';
 import { listSandboxes, profilePath, removeSandbox, startSandbox } from '../../src/sandbox/sandbox.ts';
 
 export { REPO } from './paths.ts';
@@ -28,6 +28,16 @@ export const testEnv: NodeJS.ProcessEnv = {
 export async function sharedNode(name: string, clusterName?: string): Promise<Profile> {
   await startSandbox(name, { env: testEnv, ...(clusterName ? { clusterName } : {}) });
   return loadProfile(profilePath(name, testEnv));
+}
+
+/**
+ * The running 3-node cluster shared by every test file that needs one (started once, by whichever file comes first;
+ * stopped by the global teardown): its nodes' profiles, node 1 first. Files seed keyspaces of their own in it.
+ */
+export const SHARED_CLUSTER = 'ring';
+export async function sharedCluster(): Promise<Profile[]> {
+  await startCluster(SHARED_CLUSTER, 3, { env: testEnv });
+  return clusterProfiles(SHARED_CLUSTER, testEnv);
 }
 
 export async function removeAllSandboxes(): Promise<void> {

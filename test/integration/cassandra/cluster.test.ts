@@ -1,21 +1,18 @@
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import cassandra from 'cassandra-driver';
 import { connectCql } from '../../../src/cassandra/cql.ts';
 import { loadCredentials } from '../../../src/cassandra/profile.ts';
 import { readSchema, readTopology } from '../../../src/cassandra/topology.ts';
-import { type ClusterStatus, clusterProfiles, isCluster } from '../../../src/sandbox/cluster.ts';
-import { instanceDir } from '../../../src/sandbox/sandbox.ts';
+import { type ClusterStatus, clusterProfiles } from '../../../src/sandbox/cluster.ts';
 import { cbr } from '../../helpers/cli.ts';
-import { testEnv } from '../../helpers/env.ts';
+import { SHARED_CLUSTER, testEnv } from '../../helpers/env.ts';
 
 /**
- * One real 3-node cluster for this whole file, started once (nodes one at a time, as Cassandra requires) and removed
- * at the end. Cluster tests (cluster backup, restore as a cluster or as one node) go in this describe, before the
- * last test, which stops and removes it.
+ * The real 3-node cluster every cluster test shares (sharedCluster in test/helpers/env.ts): started here through the
+ * CLI, or found running when another file started it first (start is idempotent); removed by the global teardown.
  */
-const NAME = 'ring';
+const NAME = SHARED_CLUSTER;
 
 describe('sandbox cluster of 3 real nodes', () => {
   let started: ClusterStatus & { startSeconds: number };
@@ -25,10 +22,6 @@ describe('sandbox cluster of 3 real nodes', () => {
     assert.equal(r.code, 0, r.err);
     started = r.json() as unknown as ClusterStatus & { startSeconds: number };
     console.log(`# 3-node cluster started in ${started.startSeconds.toFixed(1)} s`);
-  });
-
-  after(async () => {
-    if (isCluster(NAME, testEnv) && !process.env['CBR_KEEP_NODES']) await cbr(['sandbox', 'rm', NAME]);
   });
 
   it('forms one ring: 3 nodes UN on 127.0.0.1-3 with the same ports, their own JMX ports, 16 tokens each', async () => {
@@ -120,8 +113,9 @@ describe('sandbox cluster of 3 real nodes', () => {
     assert.doesNotMatch(first.schema, /CREATE KEYSPACE system_schema/);
   });
 
-  // Cluster tests that need the running cluster go above this one.
-  it('stops and removes the whole cluster', async () => {
+  // Other files share this cluster (sharedCluster in test/helpers/env.ts; the global teardown removes it): the last
+  // case stops it and starts it again, as an operator's restart of the machine would.
+  it('stops the whole cluster and starts it again from its saved state: same host ids and tokens, rows still there', async () => {
     const stop = await cbr(['sandbox', 'stop', NAME]);
     assert.equal(stop.code, 0, stop.err);
     const stopped = await cbr(['sandbox', 'status', NAME, '--json']);
@@ -134,11 +128,19 @@ describe('sandbox cluster of 3 real nodes', () => {
         [false, 'DN'],
       ],
     );
-    const rm = await cbr(['sandbox', 'rm', NAME]);
-    assert.equal(rm.code, 0, rm.err);
-    for (const n of [NAME, `${NAME}-1`, `${NAME}-2`, `${NAME}-3`]) assert.ok(!existsSync(instanceDir(n, testEnv)), `${n} removed`);
-    const missing = await cbr(['sandbox', 'status', NAME]);
-    assert.equal(missing.code, 4);
-    assert.match(missing.err, /CBR_ERR_SANDBOX_NOT_FOUND/);
+    const again = await cbr(['sandbox', 'start', NAME, '--json']);
+    assert.equal(again.code, 0, again.err);
+    const restarted = again.json() as unknown as ClusterStatus;
+    assert.deepEqual(
+      restarted.nodes.map((n) => [n.name, n.state, n.hostId, n.tokens, n.peers]),
+      started.nodes.map((n) => [n.name, 'UN', n.hostId, 16, 2]),
+    );
+    const profiles = await clusterProfiles(NAME, testEnv);
+    const cql = await connectCql({ ...profiles[2]!.cql, credentials: await loadCredentials(profiles[2]!.cql.credentialsFile) });
+    try {
+      assert.equal((await cql.execute('SELECT count(*) AS n FROM ring3.kv'))[0]?.['n']?.toString(), '200');
+    } finally {
+      await cql.close();
+    }
   });
 });
