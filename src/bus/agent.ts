@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import amqplib, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type RecoveringChannelModel } from 'amqplib';
 import type { InspectionEvent, Observer } from 'xstate';
 import { deleteBackup, latestBackupId, readRecord } from '../catalog/catalog.ts';
+import { refuseClusterPart } from '../catalog/clusterRecord.ts';
 import { prune } from '../catalog/prune.ts';
 import { parsePolicy } from '../catalog/retention.ts';
 import { type VerifyResult, verdictCode, verdictMessage } from '../catalog/verify.ts';
@@ -321,6 +322,7 @@ export class Agent {
         const store = openStore(this.#o.storage);
         const active = this.#stateDb.get(c.payload.backupId);
         if (active?.status === 'active') throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `backup ${c.payload.backupId} is still running`);
+        await refuseClusterPart(store, c.payload.backupId);
         const { removed, record, gc } = await deleteBackup(store, c.payload.backupId, undefined, this.#o.log);
         if (!record && removed === 0) throw new CbrError('CBR_ERR_BACKUP_NOT_FOUND', `no backup ${c.payload.backupId}`);
         const freed = { incremental: gc !== null, freedBytes: gc?.freedBytes ?? 0, deletedBlobs: gc?.deleted ?? 0, gcSkipped: gc?.skipped ?? null };

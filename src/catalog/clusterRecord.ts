@@ -3,8 +3,9 @@ import { buffer } from 'node:stream/consumers';
 import { z } from 'zod';
 import { CbrError } from '../core/errors.ts';
 import { ID_RE } from '../core/ids.ts';
+import type { Logger } from '../core/log.ts';
 import type { ObjectStore } from '../storage/port.ts';
-import { checkId } from './catalog.ts';
+import { checkId, type DeleteResult, deleteBackup, recordKey } from './catalog.ts';
 
 /**
  * A cluster backup in storage. Each host's part is an ordinary host backup with an id of its own
@@ -130,4 +131,44 @@ export async function listClusterRecords(store: ObjectStore, signal?: AbortSigna
 /** Removes the cluster record only (idempotent); the caller deletes the parts after it. */
 export async function deleteClusterRecord(store: ObjectStore, id: string, signal?: AbortSignal): Promise<void> {
   await store.delete(clusterRecordKey(id), signal ? { signal } : {});
+}
+
+/** The cluster backup whose record names `backupId` as a part, or null (a host backup of its own). */
+export function clusterOwning(clusters: readonly ClusterRecord[], backupId: string): ClusterRecord | null {
+  return clusters.find((c) => c.hosts.some((h) => h.backupId === backupId)) ?? null;
+}
+
+/** A host backup that is a part of a listed cluster backup cannot be deleted alone: it would break that backup. */
+export async function refuseClusterPart(store: ObjectStore, backupId: string, signal?: AbortSignal): Promise<void> {
+  const owner = clusterOwning(await listClusterRecords(store, signal), backupId);
+  if (owner)
+    throw new CbrError(
+      'CBR_ERR_CLUSTER_PART',
+      `backup ${backupId} is the part of host ${owner.hosts.find((h) => h.backupId === backupId)?.host} in cluster backup ${owner.id}: delete ${owner.id}`,
+    );
+}
+
+export interface ClusterDeleteResult {
+  id: string;
+  /** Each part as its own delete removed it (a part already gone counts as removed, with no record). */
+  parts: (DeleteResult & { id: string })[];
+}
+
+/**
+ * Deletes a cluster backup: its record first (it stops being listed, and its parts stop being protected), then each
+ * part as an ordinary backup delete (incremental parts collect their host's garbage). Idempotent: killed midway, the
+ * parts left are host backups no cluster record names; deleting them by id, or the next prune, finishes the job.
+ */
+export async function deleteClusterBackup(store: ObjectStore, id: string, opts: { signal?: AbortSignal; log?: Logger } = {}): Promise<ClusterDeleteResult> {
+  const record = await readClusterRecord(store, id, opts.signal);
+  await deleteClusterRecord(store, id, opts.signal);
+  const parts: ClusterDeleteResult['parts'] = [];
+  for (const h of record.hosts) parts.push({ id: h.backupId, ...(await deleteBackup(store, h.backupId, opts.signal, opts.log)) });
+  return { id, parts };
+}
+
+/** True when `id` names a cluster record (and no host backup of that id: host records are looked at first). */
+export async function isClusterBackup(store: ObjectStore, id: string, signal?: AbortSignal): Promise<boolean> {
+  if (id.length > MAX_CLUSTER_BACKUP_ID || (await store.head(recordKey(id), signal ? { signal } : {})) !== null) return false;
+  return (await store.head(clusterRecordKey(id), signal ? { signal } : {})) !== null;
 }

@@ -6,6 +6,7 @@ import { CbrError } from '../core/errors.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
 import type { ObjectStore } from '../storage/port.ts';
 import { type BackupRecord, checkId, listRecords, readRecord, recordKey } from './catalog.ts';
+import { checkClusterBackupId, deleteClusterRecord, listClusterRecords } from './clusterRecord.ts';
 import { collectGarbage, type GcResult } from './leases.ts';
 import { applyPolicy, describePolicy, type GroupBy, type RetentionPolicy } from './retention.ts';
 
@@ -32,6 +33,8 @@ export interface PrunedBackup {
   strategy: 'full' | 'incremental';
   /** Stored bytes the backup names (of blobs it shares with others too). */
   size: number;
+  /** The cluster backup it is a part of (removed with all its parts). */
+  cluster?: string;
 }
 
 export interface KeptBackup {
@@ -41,6 +44,8 @@ export interface KeptBackup {
   created: string;
   strategy: 'full' | 'incremental';
   reasons: string[];
+  /** The cluster backup it is a part of (kept with all its parts). */
+  cluster?: string;
 }
 
 export interface PrunePlan {
@@ -48,6 +53,8 @@ export interface PrunePlan {
   groupBy: GroupBy;
   keep: KeptBackup[];
   remove: PrunedBackup[];
+  /** Cluster backups removed: their cluster records go first, then their parts (in `remove`). */
+  removeClusters: string[];
   /** Bytes the removal frees: archives of full backups, blobs only removed backups name (shared ones counted once). */
   freedBytes: number;
   /** Blobs named by removed backups only. */
@@ -71,10 +78,12 @@ interface Journal {
   id: string;
   created: string;
   backups: { id: string; sha256: string }[];
+  /** Cluster records to delete before any backup (absent in journals of earlier versions). */
+  clusters?: string[];
   hosts: string[];
 }
 
-const strategyOf = (r: BackupRecord) => (r.strategy === 'incremental' ? 'incremental' : 'full');
+const strategyOf = (r: BackupRecord): 'full' | 'incremental' => (r.strategy === 'incremental' ? 'incremental' : 'full');
 
 /** What a policy removes and keeps, and what that frees, from the records in storage now. Reads only. */
 export async function planPrune(
@@ -84,16 +93,30 @@ export async function planPrune(
 ): Promise<PrunePlan> {
   const groupBy = opts.groupBy ?? 'host';
   const all = await listRecords(store, opts.signal);
-  const records = opts.instance === undefined ? all : all.filter((r) => r.sourceInstance === opts.instance);
-  const byId = new Map(records.map((r) => [r.id, r]));
-  const decisions = applyPolicy(records, policy, groupBy);
+  const byId = new Map(all.map((r) => [r.id, r]));
+  // A cluster backup is one candidate (grouped by its cluster's name), its parts never candidates of their own: the
+  // policy keeps or drops all of a cluster backup's parts together. `--instance` narrows to host backups of that
+  // instance, or to the cluster backups of a cluster of that name.
+  const clusters = await listClusterRecords(store, opts.signal);
+  const partOf = new Map(clusters.flatMap((c) => c.hosts.map((h) => [h.backupId, c] as const)));
+  const records = all.filter((r) => !partOf.has(r.id) && (opts.instance === undefined || r.sourceInstance === opts.instance));
+  const clusterCandidates = clusters
+    .filter((c) => opts.instance === undefined || c.clusterName === opts.instance)
+    .map((c) => ({ id: c.id, created: c.created, hostId: `cluster:${c.clusterName}`, sourceInstance: `cluster:${c.clusterName}` }));
+  const clusterById = new Map(clusters.map((c) => [c.id, c]));
+  const decisions = applyPolicy([...records, ...clusterCandidates], policy, groupBy);
   const keep: KeptBackup[] = [];
   const remove: PrunedBackup[] = [];
+  const removeClusters: string[] = [];
   for (const d of decisions) {
-    const r = byId.get(d.id) as BackupRecord;
-    const base = { id: r.id, name: r.name, group: d.group, created: r.created, strategy: strategyOf(r) } as const;
-    if (d.keep) keep.push({ ...base, reasons: d.reasons });
-    else remove.push({ ...base, size: r.size });
+    const cluster = clusterById.get(d.id);
+    if (cluster && !d.keep) removeClusters.push(cluster.id);
+    const parts = cluster ? cluster.hosts.flatMap((h) => byId.get(h.backupId) ?? []) : [byId.get(d.id) as BackupRecord];
+    for (const r of parts) {
+      const base = { id: r.id, name: r.name, group: d.group, created: r.created, strategy: strategyOf(r), ...(cluster ? { cluster: cluster.id } : {}) };
+      if (d.keep) keep.push({ ...base, reasons: d.reasons });
+      else remove.push({ ...base, size: r.size });
+    }
   }
   const removed = new Set(remove.map((b) => b.id));
   // Every record that stays (also of other instances, when --instance narrows the policy) keeps its blobs.
@@ -108,7 +131,7 @@ export async function planPrune(
   }
   for (const n of doomed.values()) freedBytes += n;
   const hosts = [...new Set(remove.flatMap((b) => (b.strategy === 'incremental' ? [(byId.get(b.id) as BackupRecord).hostId] : [])))].sort();
-  return { policy: describePolicy(policy), groupBy, keep, remove, freedBytes, freedBlobs: doomed.size, hosts };
+  return { policy: describePolicy(policy), groupBy, keep, remove, removeClusters, freedBytes, freedBlobs: doomed.size, hosts };
 }
 
 export interface PruneOptions {
@@ -138,6 +161,7 @@ export async function prune(store: ObjectStore, policy: RetentionPolicy, opts: P
   const resumed: string[] = [];
   let freedBytesDone = 0;
   for (const j of journals) {
+    for (const c of j.clusters ?? []) await deleteClusterRecord(store, c, signal);
     for (const b of j.backups) {
       if (await removeBackup(store, b.id, b.sha256, log, signal)) resumed.push(b.id);
     }
@@ -156,9 +180,12 @@ export async function prune(store: ObjectStore, policy: RetentionPolicy, opts: P
       const r = records.get(b.id);
       return r ? [{ id: b.id, sha256: r.sha256 }] : [];
     }),
+    ...(plan.removeClusters.length > 0 ? { clusters: plan.removeClusters } : {}),
     hosts: plan.hosts,
   };
   if (journal.backups.length > 0) await writeJournal(store, journal, signal);
+  // A cluster backup stops being listed (and protecting its parts) before any of its parts goes.
+  for (const c of plan.removeClusters) await deleteClusterRecord(store, c, signal);
   let done = 0;
   for (const b of journal.backups) {
     await removeBackup(store, b.id, b.sha256, log, signal, opts.delayMs);
@@ -236,6 +263,8 @@ async function readJournals(store: ObjectStore, log: Logger, signal?: AbortSigna
     try {
       const j = JSON.parse((await buffer(await store.get(key, signal ? { signal } : {}))).toString('utf8')) as Partial<Journal>;
       if (j.version !== 1 || typeof j.id !== 'string' || !Array.isArray(j.backups) || !Array.isArray(j.hosts)) throw new Error('not a prune journal');
+      if (j.clusters !== undefined && !Array.isArray(j.clusters)) throw new Error('not a prune journal');
+      for (const c of j.clusters ?? []) checkClusterBackupId(String(c));
       if (journalKey(j.id) !== key) throw new Error('journal id does not match its key');
       for (const b of j.backups) checkId(String(b?.id));
       out.push(j as Journal);

@@ -36,6 +36,11 @@ export const ERRORS = {
     retryable: false,
     summary: 'The retention policy is malformed or keeps nothing (backup-prune needs at least one --keep-* option); nothing was deleted.',
   },
+  CBR_ERR_CLUSTER_PART: {
+    exit: 9,
+    retryable: false,
+    summary: "The backup is one host's part of a cluster backup: delete or prune the cluster backup, which drops its parts together.",
+  },
   CBR_ERR_BACKUP_NOT_COMPLETE: { exit: 9, retryable: false, summary: 'The backup exists but is not COMPLETED, so it cannot be restored.' },
   CBR_ERR_RECORD_INVALID: { exit: 10, retryable: false, summary: 'The backup record fails its schema or its authentication (MAC); it is not trusted.' },
   CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH: {

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { checkId, deleteBackup } from '../../catalog/catalog.ts';
+import { deleteClusterBackup, isClusterBackup, refuseClusterPart } from '../../catalog/clusterRecord.ts';
 import { CbrError } from '../../core/errors.ts';
 import { StateDb } from '../../state/stateDb.ts';
 import { busOptions, followOptions, runOverBus } from '../bus.ts';
@@ -11,7 +12,10 @@ export const command = defineCommand('backup-delete', {
   summary: 'Delete a backup: its record first (it stops being listed), then its archive.',
   args: '<id>',
   options: { ...jsonOption, ...storageOptions, ...busOptions, ...followOptions },
-  notes: ["With --bus the host's agent deletes it from its storage."],
+  notes: [
+    "With --bus the host's agent deletes it from its storage.",
+    "A cluster backup id deletes the cluster record, then every host's part; one part alone is refused (CBR_ERR_CLUSTER_PART).",
+  ],
   async run({ values, positionals }, io) {
     const id = checkId(positionals[0] ?? '');
     if (values.bus) {
@@ -28,6 +32,15 @@ export const command = defineCommand('backup-delete', {
       if (w && w.status === 'active') throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `backup ${id} is still running (${w.state}); cancel it first`);
     }
     const store = openStorage(values, io.env);
+    if (await isClusterBackup(store, id)) {
+      const { parts } = await deleteClusterBackup(store, id);
+      const freedBytes = parts.reduce((n, p) => n + (p.gc?.freedBytes ?? 0), 0);
+      if (values.json)
+        printJson(io, { id, deleted: true, cluster: true, parts: parts.map((p) => ({ id: p.id, hadRecord: p.record !== null, gc: p.gc })), freedBytes });
+      else io.stdout(`cluster backup ${id} deleted with its ${parts.length} parts (${parts.map((p) => p.id).join(', ')})\n`);
+      return 0;
+    }
+    await refuseClusterPart(store, id);
     const { removed, record, gc } = await deleteBackup(store, id);
     const had = record !== null;
     if (!had && removed === 0) throw new CbrError('CBR_ERR_BACKUP_NOT_FOUND', `no backup ${id}`);

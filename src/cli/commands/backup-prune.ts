@@ -106,8 +106,9 @@ function report(r: PruneResult): string {
     const kept = r.keep.filter((b) => b.group === g);
     const gone = r.remove.filter((b) => b.group === g);
     lines.push('', `${r.groupBy} ${g}: keep ${kept.length}, ${r.dryRun ? 'would remove' : 'remove'} ${gone.length}`);
-    for (const b of kept) lines.push(`  keep    ${b.id}  ${b.created}  ${b.name}  (${b.reasons.join(', ')})`);
-    for (const b of gone) lines.push(`  remove  ${b.id}  ${b.created}  ${b.name}  ${b.strategy} ${formatBytes(b.size)}`);
+    const part = (b: { cluster?: string }) => (b.cluster ? `  part of cluster backup ${b.cluster}` : '');
+    for (const b of kept) lines.push(`  keep    ${b.id}  ${b.created}  ${b.name}  (${b.reasons.join(', ')})${part(b)}`);
+    for (const b of gone) lines.push(`  remove  ${b.id}  ${b.created}  ${b.name}  ${b.strategy} ${formatBytes(b.size)}${part(b)}`);
   }
   lines.push('');
   if (r.dryRun) lines.push(`dry run: would remove ${r.remove.length} backups and free ${formatBytes(r.freedBytes)} (${r.freedBytes} bytes)`);

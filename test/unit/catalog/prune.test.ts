@@ -7,6 +7,17 @@ import { Readable } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import { BLOBS_PREFIX, blobKey, blobName, blobPrefix, fileNameOf, tableIdOf } from '../../../src/catalog/blobs.ts';
 import { latestBackupId, listRecords, recordKey } from '../../../src/catalog/catalog.ts';
+import {
+  type ClusterRecord,
+  clusterRecordKey,
+  deleteClusterBackup,
+  isClusterBackup,
+  listClusterRecords,
+  parseClusterRecord,
+  partId,
+  refuseClusterPart,
+  writeClusterRecord,
+} from '../../../src/catalog/clusterRecord.ts';
 import { holdBackupLease } from '../../../src/catalog/leases.ts';
 import { PRUNE_PREFIX, prune } from '../../../src/catalog/prune.ts';
 import { filesDigest } from '../../../src/catalog/record.ts';
@@ -240,5 +251,158 @@ describe('latestBackupId (what a scheduled verify or drill takes)', () => {
     assert.equal(await latestBackupId(store), 'a-day3');
     assert.equal(await latestBackupId(store, HOST), 'a-day3');
     await assert.rejects(latestBackupId(store, 'another-host'), /no completed backup of host another-host/);
+  });
+});
+
+describe('cluster backups: one unit for prune and delete', () => {
+  /** Cluster backup `id` of cluster "ring" made on `day`: its record and two full parts `<id>-1`, `<id>-2`. */
+  async function writeCluster(store: ObjectStore, id: string, day: number): Promise<void> {
+    for (const i of [0, 1]) await writeFull(store, partId(id, i), day, 10 + i);
+    const record: ClusterRecord = {
+      format: 1,
+      kind: 'cluster',
+      id,
+      name: id,
+      description: '',
+      state: 'COMPLETED',
+      clusterName: 'ring',
+      partitioner: 'org.apache.cassandra.dht.Murmur3Partitioner',
+      strategy: 'full',
+      created: new Date(Date.UTC(2026, 0, 1 + day, 2)).toISOString(),
+      finished: new Date(Date.UTC(2026, 0, 1 + day, 3)).toISOString(),
+      schema: 'CREATE KEYSPACE ks ...',
+      hosts: [0, 1].map((i) => ({
+        host: `node-${i + 1}`,
+        backupId: partId(id, i),
+        hostId: `0b6ee5a3-0e1b-4e4e-9d4c-5a1d2c3b4a5${i}`,
+        address: `127.0.0.${i + 1}`,
+        datacenter: 'datacenter1',
+        rack: 'rack1',
+        tokens: [String(-1000 + i)],
+      })),
+    };
+    await writeClusterRecord(store, record);
+  }
+
+  it('a policy keeps or drops a cluster backup with all its parts, grouped by its cluster; its record goes first', async () => {
+    const store = new MemoryStore();
+    for (const [id, day] of [
+      ['c0', 0],
+      ['c1', 1],
+      ['c2', 2],
+    ] as const)
+      await writeCluster(store, id, day);
+    await writeFull(store, 'h0', 0, 5);
+    await writeFull(store, 'h1', 5, 5);
+    // Parts are the newest host backups of their hosts on days 0-2; as backups of their own, keep-last would keep them.
+    const plan = await prune(store, parsePolicy({ last: '1' }), { dryRun: true });
+    assert.deepEqual([...plan.removeClusters].sort(), ['c0', 'c1']);
+    assert.deepEqual(
+      plan.remove.map((b) => [b.id, b.cluster ?? null]).sort(),
+      [
+        ['h0', null],
+        ['c0-1', 'c0'],
+        ['c0-2', 'c0'],
+        ['c1-1', 'c1'],
+        ['c1-2', 'c1'],
+      ].sort(),
+    );
+    assert.deepEqual(plan.keep.map((b) => [b.id, b.group]).sort(), [
+      ['c2-1', 'cluster:ring'],
+      ['c2-2', 'cluster:ring'],
+      ['h1', HOST],
+    ]);
+
+    const deletes: string[] = [];
+    const watched = new Proxy(store, {
+      get(target, prop) {
+        if (prop === 'delete')
+          return async (key: string, opts?: { signal?: AbortSignal }) => {
+            deletes.push(key);
+            await target.delete(key, opts);
+          };
+        const v = Reflect.get(target, prop, target) as unknown;
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    await prune(watched, parsePolicy({ last: '1' }));
+    const firstPart = deletes.findIndex((k) => k.startsWith('c0-'));
+    assert.ok(deletes.indexOf(clusterRecordKey('c0')) < firstPart && deletes.indexOf(clusterRecordKey('c1')) < firstPart, 'cluster records first');
+    assert.deepEqual(
+      (await listClusterRecords(store)).map((c) => c.id),
+      ['c2'],
+    );
+    assert.deepEqual((await listRecords(store)).map((r) => r.id).sort(), ['c2-1', 'c2-2', 'h1']);
+    assert.deepEqual(await keys(store, 'c0-'), []);
+  });
+
+  it('a prune killed after the cluster records went is finished by the next one: no part of a dropped cluster backup stays', async () => {
+    const store = new MemoryStore();
+    for (const [id, day] of [
+      ['c0', 0],
+      ['c1', 1],
+    ] as const)
+      await writeCluster(store, id, day);
+    const ctl = new AbortController();
+    await assert.rejects(prune(abortingAfterRecordDeletes(store, 1, ctl), parsePolicy({ last: '1' }), { signal: ctl.signal }));
+    assert.deepEqual(
+      (await listClusterRecords(store)).map((c) => c.id),
+      ['c1'],
+      'the record went before the kill',
+    );
+    const again = await prune(store, parsePolicy({ last: '1' }));
+    assert.ok(again.resumed.length >= 1);
+    assert.deepEqual((await listRecords(store)).map((r) => r.id).sort(), ['c1-1', 'c1-2']);
+    assert.deepEqual(await keys(store, PRUNE_PREFIX), []);
+  });
+
+  it('delete: a cluster backup goes record first, then its parts; one part alone is refused with CBR_ERR_CLUSTER_PART', async () => {
+    const store = new MemoryStore();
+    await writeCluster(store, 'c0', 0);
+    await assert.rejects(
+      refuseClusterPart(store, 'c0-2'),
+      (e: unknown) => e instanceof CbrError && e.code === 'CBR_ERR_CLUSTER_PART' && /node-2/.test(e.message),
+    );
+    await refuseClusterPart(store, 'f-other');
+    assert.equal(await isClusterBackup(store, 'c0'), true);
+    assert.equal(await isClusterBackup(store, 'c0-1'), false, 'a part is a host backup');
+    const { parts } = await deleteClusterBackup(store, 'c0');
+    assert.deepEqual(
+      parts.map((p) => [p.id, p.record?.id]),
+      [
+        ['c0-1', 'c0-1'],
+        ['c0-2', 'c0-2'],
+      ],
+    );
+    assert.deepEqual(await keys(store, ''), []);
+    await assert.rejects(deleteClusterBackup(store, 'c0'), (e: unknown) => e instanceof CbrError && e.code === 'CBR_ERR_BACKUP_NOT_FOUND');
+  });
+
+  it('a cluster record is refused when it names another id, a part twice, or a malformed token', () => {
+    const good = {
+      format: 1,
+      kind: 'cluster',
+      id: 'c9',
+      name: 'n',
+      description: '',
+      state: 'COMPLETED',
+      clusterName: 'ring',
+      partitioner: 'p',
+      strategy: 'full',
+      created: 'x',
+      finished: 'x',
+      schema: '',
+      hosts: [{ host: 'a', backupId: 'c9-1', hostId: 'h', address: '127.0.0.1', datacenter: 'd', rack: 'r', tokens: ['-5'] }],
+    };
+    assert.equal(parseClusterRecord(good, 'c9').hosts.length, 1);
+    const refused = (v: unknown, id = 'c9') =>
+      assert.throws(
+        () => parseClusterRecord(v, id),
+        (e: unknown) => e instanceof CbrError && e.code === 'CBR_ERR_RECORD_INVALID',
+      );
+    refused(good, 'c8');
+    refused({ ...good, hosts: [good.hosts[0], good.hosts[0]] });
+    refused({ ...good, hosts: [{ ...good.hosts[0], tokens: ['1; DROP'] }] });
+    refused({ ...good, extra: 1 });
   });
 });
