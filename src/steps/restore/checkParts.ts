@@ -38,7 +38,11 @@ export async function checkParts(deps: RestoreDeps, { ctx, plan }: RestoreStepIn
         `part ${rec.id} of cluster backup ${clusterBackupId} comes from cluster ${rec.clusterName}, the first part from ${plan.sourceClusterName}`,
       );
     }
-    const keyspaces = rec.keyspaces.filter((k) => !SYSTEM_KEYSPACES.has(k) || IMPORTED_SYSTEM_KEYSPACES.includes(k));
+    // The record's keyspaces are its user keyspaces; system_auth is found among its files.
+    const inFiles = new Set(rec.files.map((f) => f.path.split('/')[0]!));
+    const keyspaces = [...new Set([...rec.keyspaces, ...IMPORTED_SYSTEM_KEYSPACES.filter((k) => inFiles.has(k))])].filter(
+      (k) => !SYSTEM_KEYSPACES.has(k) || IMPORTED_SYSTEM_KEYSPACES.includes(k),
+    );
     // A full part's archive is unpacked whole (its SHA-256 covers all of it); an incremental one's imported files only.
     const bytes = rec.strategy === 'full' ? rec.rawBytes : rec.files.filter((f) => keyspaces.includes(f.path.split('/')[0]!)).reduce((a, f) => a + f.size, 0);
     rawBytes += bytes;

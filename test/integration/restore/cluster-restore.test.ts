@@ -23,7 +23,8 @@ import { scratchDir, testEnv } from '../../helpers/env.ts';
 const CLUSTER = 'c1n';
 const TARGET = 'c1n-one';
 const KEYSPACES = ['c1n_spread', 'c1n_pairs'];
-const ROWS = 300;
+const ROWS = 240;
+const ROLES = Array.from({ length: 6 }, (_, i) => `c1n_reader_${i}`);
 /** A new id each run (CBR_KEEP_NODES=1 keeps the cluster and its storage for the next run). */
 const ID = `c1n-${Date.now().toString(36)}`;
 
@@ -62,6 +63,9 @@ describe('restore a cluster backup into one node', () => {
   let profiles: Profile[];
   let record: ClusterRecord;
   let source: Record<string, string[]>;
+  let roleTokens: { role: string; token: bigint }[];
+  const t0 = performance.now();
+  const lap = (what: string) => console.log(`# ${what} at ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
   before(async () => {
     await removeSandbox(TARGET, env).catch(() => {});
@@ -87,34 +91,45 @@ describe('restore a cluster backup into one node', () => {
         );
         await c.execute(`CREATE TABLE IF NOT EXISTS ${ks}.kv (k text PRIMARY KEY, v text)`);
       }
+      // 40 writes in flight at a time: the cluster is on 2 busy cores, but one at a time is the slow part.
+      const writes: (() => Promise<unknown>)[] = [];
       for (const ks of KEYSPACES) {
         for (let i = 0; i < ROWS; i++) {
-          await c.execute(
-            `INSERT INTO ${ks}.things (id, part, at, big, ratio, ok, who, tags, attrs, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-            [
-              i,
-              `p${i % 37}`,
-              new Date(1_700_000_000_000 + i * 1000),
-              cassandra.types.Long.fromString(`${9_000_000_000_000 + i}`),
-              i / 7,
-              i % 2 === 0,
-              cassandra.types.Uuid.random(),
-              [`t${i % 3}`, `u${i % 5}`],
-              { a: i, b: -i },
-              randomBytes(64 + (i % 200)),
-            ],
-            ALL,
+          writes.push(() =>
+            c.execute(
+              `INSERT INTO ${ks}.things (id, part, at, big, ratio, ok, who, tags, attrs, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+              [
+                i,
+                `p${i % 37}`,
+                new Date(1_700_000_000_000 + i * 1000),
+                cassandra.types.Long.fromString(`${9_000_000_000_000 + i}`),
+                i / 7,
+                i % 2 === 0,
+                cassandra.types.Uuid.random(),
+                [`t${i % 3}`, `u${i % 5}`],
+                { a: i, b: -i },
+                randomBytes(64 + (i % 200)),
+              ],
+              ALL,
+            ),
           );
-          await c.execute(`INSERT INTO ${ks}.kv (k, v) VALUES (?, ?)`, [`key-${i}`, `value-${i}`], ALL);
+          writes.push(() => c.execute(`INSERT INTO ${ks}.kv (k, v) VALUES (?, ?)`, [`key-${i}`, `value-${i}`], ALL));
         }
       }
-      // A role: system_auth's rows are spread over the nodes like user data.
-      await c.execute("CREATE ROLE IF NOT EXISTS c1n_reader WITH LOGIN = true AND PASSWORD = 'reader-password-1'");
+      for (let at = 0; at < writes.length; at += 40) await Promise.all(writes.slice(at, at + 40).map((w) => w()));
+      // Roles: system_auth (SimpleStrategy RF 1 in 5.0) spreads them over the nodes like user rows.
+      for (const role of ROLES) await c.execute(`CREATE ROLE IF NOT EXISTS ${role} WITH LOGIN = true AND PASSWORD = 'reader-password-1'`);
+      roleTokens = (await c.execute('SELECT role, token(role) AS t FROM system_auth.roles')).rows.map((r) => ({
+        role: String(r['role']),
+        token: BigInt(String(r['t'])),
+      }));
       source = await dump(c, consistencies.all);
     } finally {
       await c.shutdown();
     }
+    lap('cluster up, rows written');
     record = await backUpSandboxClusterForRestoreTests(CLUSTER, ID, store, env);
+    lap('cluster backup made');
   });
 
   after(async () => {
@@ -136,6 +151,12 @@ describe('restore a cluster backup into one node', () => {
         names.set(f.path, (names.get(f.path) ?? 0) + 1);
       }
     }
+    // Which host holds each role (RF 1: the owner of the first ring token at or after the role's token).
+    const ring = record.hosts.flatMap((h, i) => h.tokens.map((t) => ({ t: BigInt(t), i }))).sort((a, b) => (a.t < b.t ? -1 : a.t > b.t ? 1 : 0));
+    const holder = (t: bigint) => (ring.find((r) => r.t >= t) ?? ring[0]!).i;
+    const elsewhere = roleTokens.filter((r) => holder(r.token) !== 0).map((r) => r.role);
+    assert.ok(elsewhere.length > 0, 'some role lives only on the second or third node');
+    console.log(`# roles only on nodes 2-3: ${elsewhere.join(', ')}`);
     const shared = [...names].filter(([, n]) => n > 1).map(([p]) => p);
     assert.ok(shared.length > 0, `some SSTable path is in more than one part: ${[...names.keys()].join(', ')}`);
     console.log(`# SSTables named alike in several parts: ${shared.join(', ')}`);
@@ -146,6 +167,7 @@ describe('restore a cluster backup into one node', () => {
     const password = `one-${randomBytes(8).toString('hex')}`;
     writeFileSync(pwFile, `${password}\n`, { mode: 0o600 });
     const res = await cbr(['create', TARGET, '--backup', ID, '--sandbox', '--password-file', pwFile, '--json'], env);
+    lap('restored into one node');
     assert.equal(res.code, 0, res.err);
     const out = res.json();
     assert.equal(out['clusterBackupId'], ID);
@@ -169,7 +191,7 @@ describe('restore a cluster backup into one node', () => {
       assert.equal(local?.['cluster_name'], TARGET);
       assert.equal((await c.execute('SELECT peer FROM system.peers')).rows.length, 0, 'no peer of the source cluster');
       const roles = (await c.execute('SELECT role FROM system_auth.roles')).rows.map((r) => String(r['role']));
-      assert.ok(roles.includes('c1n_reader'), `the role created on the source is there: ${roles.join(', ')}`);
+      for (const role of ROLES) assert.ok(roles.includes(role), `role ${role} from the source is there: ${roles.join(', ')}`);
     } finally {
       await c.shutdown();
     }
