@@ -219,7 +219,7 @@ export const restoreMachine = setup({
       invoke: {
         src: 'unpackBackup',
         input: ({ context }) => ({ ctx: context, plan: context.plan! }),
-        onDone: [{ guard: 'clusterRestore', target: 'fetchingParts' }, { target: 'stoppingNode' }],
+        onDone: [{ guard: 'clusterRestore', target: 'fetchingParts' }, { target: 'forgettingSourcePeers' }],
         onError: { target: 'rollingBack', actions: fail },
       },
     },
@@ -234,8 +234,9 @@ export const restoreMachine = setup({
         onError: { target: 'rollingBack', actions: fail },
       },
     },
-    // The first host's system.peers and peers_v2 name the source cluster's nodes: left in, the maintenance start
-    // would gossip with them (same cluster_name) and own only the first host's ranges.
+    // A backup of one node of a cluster (a cluster backup's part) holds system.peers and peers_v2 naming the source
+    // cluster's other nodes: left in, the maintenance start (under the source's cluster_name) would gossip with
+    // them, live or not, and own only that host's ranges. A single node's backup has none: nothing to do.
     forgettingSourcePeers: {
       on: { CANCEL: { target: 'rollingBack', actions: cancel } },
       invoke: {

@@ -19,7 +19,8 @@ export async function backUpSandboxClusterForRestoreTests(
   id: string,
   store: ObjectStore,
   env: NodeJS.ProcessEnv,
-  opts: { strategy?: 'full' | 'incremental' } = {},
+  /** afterPart: runs after the `index`th part is stored (a test changing the cluster between parts). */
+  opts: { strategy?: 'full' | 'incremental'; afterPart?: (index: number) => Promise<void> } = {},
 ): Promise<ClusterRecord> {
   const created = new Date().toISOString();
   const profiles = await clusterProfiles(cluster, env);
@@ -28,6 +29,7 @@ export async function backUpSandboxClusterForRestoreTests(
     if (opts.strategy) args.push('--strategy', opts.strategy);
     const r = await cbr(args, env);
     if (r.code !== 0) throw new Error(`backup of ${p.name} failed: ${r.err}`);
+    await opts.afterPart?.(i);
   }
   const first = profiles[0]!;
   const cql = await connectCql({ ...first.cql, credentials: await loadCredentials(first.cql.credentialsFile) });

@@ -7,11 +7,12 @@ import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
 const PEERS_TABLE = /^(peers|peers_v2)-[0-9a-f]{32}$/;
 
 /**
- * A cluster backup into one node: the first part's `system.peers` and `system.peers_v2` SSTables are removed from
- * the staging directories before the node starts on them. Left in, the maintenance start would load the source's
- * other nodes into gossip (same cluster_name as the live source cluster, their real addresses and ports) and
- * their tokens, owning only the first host's ranges, so nodetool import would refuse the other hosts' rows.
- * Cassandra creates the tables empty. Idempotent.
+ * Every restore, after the unpack: the backup's `system.peers` and `system.peers_v2` SSTables are removed from the
+ * staging directories before the node starts on them. A backup of one node of a cluster (a cluster backup's part)
+ * names the source's other nodes there: left in, the maintenance start (under the source's cluster_name) would load
+ * them into gossip and talk to them at their real addresses and ports, live or not, and own only that host's token
+ * ranges, so nodetool import would refuse the other hosts' rows. Cassandra creates the tables empty; a single
+ * node's backup has nothing to remove. Idempotent.
  */
 export async function forgetSourcePeers(deps: RestoreDeps, { ctx }: RestoreStepInput, signal: AbortSignal): Promise<void> {
   for (const { staging } of restorePaths(deps.profile, ctx.workflowId).stagings) {

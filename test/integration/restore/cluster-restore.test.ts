@@ -244,6 +244,59 @@ describe('restore a cluster backup into one node', () => {
       await c.shutdown();
     }
   });
+
+  it('an import Cassandra refuses after the stop (a table the first part lacks) rolls back: the node restarts on its data', async () => {
+    const target = await loadProfile(profilePath(TARGET, env));
+    const creds = await loadCredentials(target.cql.credentialsFile);
+    // The first node's part is taken before the table exists, the others after: their SSTables of it have no table here.
+    const late = `${ID}-late`;
+    await backUpSandboxClusterForRestoreTests(CLUSTER, late, store, env, {
+      afterPart: async (i) => {
+        if (i !== 0) return;
+        const first = profiles[0]!;
+        const own = await loadCredentials(first.cql.credentialsFile);
+        const c = client(
+          profiles.map((p) => p.cql.host),
+          first.cql.port,
+          own.username,
+          own.password,
+        );
+        await c.connect();
+        try {
+          await c.execute(`CREATE TABLE IF NOT EXISTS ${KEYSPACES[1]}.late (k int PRIMARY KEY, v text)`);
+          for (let k = 0; k < 20; k++)
+            await c.execute(`INSERT INTO ${KEYSPACES[1]}.late (k, v) VALUES (?, ?)`, [k, `v${k}`], { prepare: true, consistency: consistencies.all });
+        } finally {
+          await c.shutdown();
+        }
+      },
+    });
+    const pidBefore = readPid(target);
+    const pwFile = join(scratchDir('c1n-pw3'), 'pw');
+    writeFileSync(pwFile, 'another-password-3\n', { mode: 0o600 });
+    const res = await cbr(['create', TARGET, '--backup', late, '--config', profilePath(TARGET, env), '--force', '--password-file', pwFile, '--json'], env);
+    lap('import refused and rolled back');
+    assert.equal(res.code, 11, res.out + res.err);
+    assert.equal(res.json().error?.code, 'CBR_ERR_IMPORT_FAILED', res.out);
+    assert.match(String(res.json().error?.message), /late/);
+    const pidAfter = readPid(target);
+    assert.ok(pidAfter !== null && pidAfter !== pidBefore, 'the node was stopped, and started again by the rollback');
+    assert.deepEqual(
+      readdirSync(join(target.dataDirs[0]!, '..')).filter((n) => n.includes('.cbr-')),
+      [],
+      'staging, parts and moved-aside directories all gone',
+    );
+    assert.deepEqual(await loadCredentials(target.cql.credentialsFile), creds, 'the password is the one before');
+    const c = client([target.cql.host], target.cql.port, creds.username, creds.password);
+    await c.connect();
+    try {
+      const [local] = (await c.execute('SELECT cluster_name FROM system.local')).rows;
+      assert.equal(local?.['cluster_name'], TARGET, 'its own cluster name again');
+      assert.deepEqual(await dump(c, consistencies.quorum), source, 'the rows restored before are all there');
+    } finally {
+      await c.shutdown();
+    }
+  });
 });
 
 function readPid(p: Profile): number | null {

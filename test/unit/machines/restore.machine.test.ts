@@ -80,6 +80,7 @@ describe('restore machine', () => {
     assert.deepEqual(calls, [
       'checkRestore',
       'unpackBackup',
+      'forgetSourcePeers',
       'stopNode',
       'swapDataDirs',
       'chownData',
