@@ -29,8 +29,12 @@ export async function importParts(deps: RestoreDeps, { ctx, parts }: PartsStepIn
         const m = TABLE_DIR.exec(name);
         if (!m) continue;
         const dir = join(partRoot, keyspace, name);
+        const files = await listDir(dir);
+        // Secondary-index SSTables (`.<index>/` folders) are not imported: the import builds the indexes of what it
+        // loads, from the rows themselves.
+        for (const f of files.filter((n) => n.startsWith('.'))) await removeTree(join(dir, f));
         // Nothing (left) to import: an empty table, or one a killed run imported already.
-        if (!(await listDir(dir)).some((f) => f.endsWith('-Data.db'))) continue;
+        if (!files.some((f) => f.endsWith('-Data.db'))) continue;
         const key = `${keyspace}.${m[1]}`;
         const entry = byTable.get(key) ?? { keyspace, table: m[1]!, dirs: [] };
         entry.dirs.push(dir);

@@ -90,6 +90,7 @@ describe('restore a cluster backup into one node', () => {
           `CREATE TABLE IF NOT EXISTS ${ks}.things (id int, part text, at timestamp, big bigint, ratio double, ok boolean, who uuid, tags set<text>, attrs map<text, int>, data blob, PRIMARY KEY ((part), id))`,
         );
         await c.execute(`CREATE TABLE IF NOT EXISTS ${ks}.kv (k text PRIMARY KEY, v text)`);
+        await c.execute(`CREATE INDEX IF NOT EXISTS kv_v ON ${ks}.kv (v)`);
       }
       // 40 writes in flight at a time: the cluster is on 2 busy cores, but one at a time is the slow part.
       const writes: (() => Promise<unknown>)[] = [];
@@ -189,6 +190,17 @@ describe('restore a cluster backup into one node', () => {
       assert.equal(source[`${KEYSPACES[0]}.things`]?.length, ROWS);
       const [local] = (await c.execute('SELECT cluster_name FROM system.local')).rows;
       assert.equal(local?.['cluster_name'], TARGET);
+      // A secondary index answers for rows of every part (the import builds it for what it loads).
+      for (const ks of KEYSPACES) {
+        for (let i = 0; i < ROWS; i += 17) {
+          const hit = await c.execute(`SELECT k FROM ${ks}.kv WHERE v = ?`, [`value-${i}`], { prepare: true, consistency: consistencies.quorum });
+          assert.deepEqual(
+            hit.rows.map((r) => r['k']),
+            [`key-${i}`],
+            `${ks}.kv_v finds value-${i}`,
+          );
+        }
+      }
       assert.equal((await c.execute('SELECT peer FROM system.peers')).rows.length, 0, 'no peer of the source cluster');
       const roles = (await c.execute('SELECT role FROM system_auth.roles')).rows.map((r) => String(r['role']));
       for (const role of ROLES) assert.ok(roles.includes(role), `role ${role} from the source is there: ${roles.join(', ')}`);
