@@ -30,6 +30,12 @@ export interface Nodetool {
   listSnapshots(signal?: AbortSignal): Promise<string[]>;
   flush(keyspace?: string, table?: string, signal?: AbortSignal): Promise<void>;
   drain(signal?: AbortSignal): Promise<void>;
+  /**
+   * `nodetool import <keyspace> <table> <dirs...>`: moves the SSTables found in each directory into the live table,
+   * each under a new SSTable id of the table's own kind (sequential or UUID), verified and its tokens checked to
+   * be owned by this node. Answers the directories that failed (empty: all imported).
+   */
+  importSSTables(keyspace: string, table: string, dirs: string[], signal?: AbortSignal): Promise<string[]>;
   /** Ends the JMX client process, if one is running (it also ends by itself when idle, and with this process). */
   close(): void;
 }
@@ -164,6 +170,13 @@ export function createNodetoolCli(profile: Profile, env: NodeJS.ProcessEnv = pro
     async drain(signal) {
       await run(['drain'], 'CBR_ERR_NODETOOL_FAILED', signal);
     },
+    async importSSTables(keyspace, table, dirs, signal) {
+      checkIdents(keyspace, table);
+      checkDirs(dirs);
+      // nodetool import prints the directories that failed and exits non-zero: a coded failure here.
+      await run(['import', '--', keyspace, table, ...dirs], 'CBR_ERR_IMPORT_FAILED', signal);
+      return [];
+    },
     close() {},
   };
 }
@@ -247,6 +260,13 @@ export function jmxNodetool(session: JmxSession): Nodetool {
     async drain(signal) {
       await call('drain', {}, 'CBR_ERR_NODETOOL_FAILED', signal);
     },
+    async importSSTables(keyspace, table, dirs, signal) {
+      checkIdents(keyspace, table);
+      checkDirs(dirs);
+      const failed = await call('import', { keyspace, table, dirs }, 'CBR_ERR_IMPORT_FAILED', signal);
+      if (!Array.isArray(failed)) throw new CbrError('CBR_ERR_IMPORT_FAILED', 'JMX import answered something else than a list of directories');
+      return failed.map(String);
+    },
     close: () => session.close(),
   };
 }
@@ -286,6 +306,11 @@ export async function readJmxPassword(path: string, user: string): Promise<strin
 function checkIdents(keyspace?: string, table?: string): void {
   if (keyspace !== undefined && !IDENT_RE.test(keyspace)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `bad keyspace name ${keyspace}`);
   if (table !== undefined && !IDENT_RE.test(table)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `bad table name ${table}`);
+}
+
+function checkDirs(dirs: string[]): void {
+  if (dirs.length === 0 || !dirs.every((d) => d.startsWith('/') && !d.includes('\n')))
+    throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'import takes one or more absolute directories');
 }
 
 export function checkTag(tag: string): void {

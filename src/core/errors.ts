@@ -70,6 +70,11 @@ export const ERRORS = {
   },
   CBR_ERR_TARGET_NOT_EMPTY: { exit: 11, retryable: false, summary: 'The restore target holds user data; pass --force to replace it.' },
   CBR_ERR_RESTORE_VERIFY_FAILED: { exit: 11, retryable: false, summary: 'The restored node did not answer with the new password or lacks a keyspace.' },
+  CBR_ERR_IMPORT_FAILED: {
+    exit: 11,
+    retryable: false,
+    summary: "Restoring a cluster backup into one node: nodetool import refused another host's SSTables (the restore rolls back).",
+  },
   CBR_ERR_DRILL_FAILED: {
     exit: 16,
     retryable: false,

@@ -11,7 +11,7 @@ import { type CancelEvent, type Progress, type ProgressEvent, recordingActions, 
  */
 
 /** Bumped whenever states or context change shape; stored with every persisted snapshot. */
-export const RESTORE_MACHINE_VERSION = 2;
+export const RESTORE_MACHINE_VERSION = 3;
 
 export interface RestoreInput {
   workflowId: string;
@@ -27,6 +27,25 @@ export interface RestoreInput {
   keySource: { file?: string; env?: string } | null;
   force: boolean;
   startedAt: string;
+  /**
+   * Restoring a cluster backup into this one node: the cluster record's id. `backupId` is then its first host's
+   * part (restored as usual: schema, system tables, users); every other part's user tables are imported.
+   */
+  clusterBackupId?: string | null;
+}
+
+/** The other hosts' parts of a cluster backup restored into one node (what the checkParts step learned). */
+export interface PartsPlan {
+  clusterBackupId: string;
+  /** Every part but the first: its backup id, its host, and the keyspaces imported from it. */
+  parts: { backupId: string; host: string; keyspaces: string[]; rawBytes: number; fileCount: number }[];
+}
+
+/** A keyspace's replication as the restore into one node changed it (see lowerReplication). */
+export interface ReplicationChange {
+  keyspace: string;
+  from: Record<string, string>;
+  to: Record<string, string>;
 }
 
 /** What the check step learned; plain JSON. */
@@ -55,9 +74,16 @@ export interface RestoreContext extends RestoreInput {
   superusers: string[];
   /** cassandra.yaml settings the restore changed on the target so the restored data starts. */
   settingChanges: SettingChange[];
+  /** A cluster backup restored into this node: the other hosts' parts (null for an ordinary restore). */
+  parts: PartsPlan | null;
+  /** SSTables imported from the other parts. */
+  imported: { tables: number; dirs: number };
+  replicationChanges: ReplicationChange[];
 }
 
 export type RestoreStepInput = { ctx: RestoreInput; plan: RestorePlan };
+/** The steps that handle a cluster backup's other parts also get what checkParts planned. */
+export type PartsStepInput = RestoreStepInput & { parts: PartsPlan };
 
 /** What a finished restore tells its caller (the CLI's output, the bus's result event, a status reply). */
 export interface RestoreOutput {
@@ -72,6 +98,10 @@ export interface RestoreOutput {
   keyspaces: string[];
   superusers: string[];
   settingChanges: SettingChange[];
+  /** A cluster backup restored into one node: its id, the parts imported besides the first, replication lowered. */
+  clusterBackupId: string | null;
+  partsImported: string[];
+  replicationChanges: ReplicationChange[];
   warnings: string[];
   error: ErrorInfo | null;
 }
@@ -89,6 +119,9 @@ export function restoreOutput(c: RestoreContext): RestoreOutput {
     keyspaces: c.plan?.keyspaces ?? [],
     superusers: c.superusers,
     settingChanges: c.settingChanges,
+    clusterBackupId: c.clusterBackupId ?? null,
+    partsImported: c.parts?.parts.map((p) => p.backupId) ?? [],
+    replicationChanges: c.replicationChanges ?? [],
     warnings: c.warnings,
     error: c.error,
   };
@@ -119,8 +152,14 @@ export const restoreMachine = setup({
     restoreConfig: step<void, RestoreStepInput>('restoreConfig'),
     restoreDataDirs: step<void, RestoreStepInput>('restoreDataDirs'),
     discardStaging: step<void, RestoreStepInput>('discardStaging'),
+    checkParts: step<PartsPlan, RestoreStepInput>('checkParts'),
+    fetchParts: step<{ files: number; bytes: number }, PartsStepInput>('fetchParts'),
+    forgetSourcePeers: step<void, RestoreStepInput>('forgetSourcePeers'),
+    importParts: step<{ tables: number; dirs: number }, PartsStepInput>('importParts'),
+    lowerReplication: step<{ changes: ReplicationChange[] }, RestoreStepInput>('lowerReplication'),
   },
   guards: {
+    clusterRestore: ({ context }) => Boolean(context.clusterBackupId),
     touched: ({ context }) => context.touched,
     restartNeeded: ({ context }) => context.touched && context.plan?.wasRunning === true,
   },
@@ -140,6 +179,9 @@ export const restoreMachine = setup({
     warnings: [],
     superusers: [],
     settingChanges: [],
+    parts: null,
+    imported: { tables: 0, dirs: 0 },
+    replicationChanges: [],
   }),
   output: ({ context }) => restoreOutput(context),
   initial: 'checking',
@@ -153,7 +195,21 @@ export const restoreMachine = setup({
       invoke: {
         src: 'checkRestore',
         input: ({ context }) => ({ ctx: context }),
-        onDone: { target: 'unpacking', actions: assign({ plan: ({ event }) => event.output }) },
+        onDone: [
+          { guard: 'clusterRestore', target: 'checkingParts', actions: assign({ plan: ({ event }) => event.output }) },
+          { target: 'unpacking', actions: assign({ plan: ({ event }) => event.output }) },
+        ],
+        onError: { target: 'failed', actions: fail },
+      },
+    },
+    // A cluster backup into one node: the cluster record, every other host's part (complete, whole, the same key),
+    // and room beside the data directory for them too. Still nothing touched.
+    checkingParts: {
+      on: { CANCEL: { target: 'failed', actions: cancel } },
+      invoke: {
+        src: 'checkParts',
+        input: ({ context }) => ({ ctx: context, plan: context.plan! }),
+        onDone: { target: 'unpacking', actions: assign({ parts: ({ event }) => event.output }) },
         onError: { target: 'failed', actions: fail },
       },
     },
@@ -162,6 +218,29 @@ export const restoreMachine = setup({
       on: { CANCEL: { target: 'rollingBack', actions: cancel } },
       invoke: {
         src: 'unpackBackup',
+        input: ({ context }) => ({ ctx: context, plan: context.plan! }),
+        onDone: [{ guard: 'clusterRestore', target: 'fetchingParts' }, { target: 'forgettingSourcePeers' }],
+        onError: { target: 'rollingBack', actions: fail },
+      },
+    },
+    // Every other part into its own staging directory beside the data directory (verified as the unpack is),
+    // still while the target runs: a corrupt part is refused before the node is stopped.
+    fetchingParts: {
+      on: { CANCEL: { target: 'rollingBack', actions: cancel } },
+      invoke: {
+        src: 'fetchParts',
+        input: ({ context }) => ({ ctx: context, plan: context.plan!, parts: context.parts! }),
+        onDone: 'forgettingSourcePeers',
+        onError: { target: 'rollingBack', actions: fail },
+      },
+    },
+    // A backup of one node of a cluster (a cluster backup's part) holds system.peers and peers_v2 naming the source
+    // cluster's other nodes: left in, the maintenance start (under the source's cluster_name) would gossip with
+    // them, live or not, and own only that host's ranges. A single node's backup has none: nothing to do.
+    forgettingSourcePeers: {
+      on: { CANCEL: { target: 'rollingBack', actions: cancel } },
+      invoke: {
+        src: 'forgetSourcePeers',
         input: ({ context }) => ({ ctx: context, plan: context.plan! }),
         onDone: 'stoppingNode',
         onError: { target: 'rollingBack', actions: fail },
@@ -203,7 +282,28 @@ export const restoreMachine = setup({
       invoke: {
         src: 'startMaintenance',
         input: ({ context }) => ({ ctx: context, plan: context.plan! }),
-        onDone: 'resettingIdentity',
+        onDone: [{ guard: 'clusterRestore', target: 'importingParts' }, { target: 'resettingIdentity' }],
+        onError: { target: 'rollingBack', actions: fail },
+      },
+    },
+    // nodetool import of every other part's tables, while no client can reach the node; each SSTable moves in
+    // under a new id of the table's own kind, so ids the hosts share never collide.
+    importingParts: {
+      on: { CANCEL: { target: 'rollingBack', actions: cancel } },
+      invoke: {
+        src: 'importParts',
+        input: ({ context }) => ({ ctx: context, plan: context.plan!, parts: context.parts! }),
+        onDone: { target: 'loweringReplication', actions: assign({ imported: ({ event }) => event.output }) },
+        onError: { target: 'rollingBack', actions: fail },
+      },
+    },
+    // One node holds every replica: a keyspace kept at RF 3 would refuse QUORUM reads and writes.
+    loweringReplication: {
+      on: { CANCEL: { target: 'rollingBack', actions: cancel } },
+      invoke: {
+        src: 'lowerReplication',
+        input: ({ context }) => ({ ctx: context, plan: context.plan! }),
+        onDone: { target: 'resettingIdentity', actions: assign({ replicationChanges: ({ event }) => event.output.changes }) },
         onError: { target: 'rollingBack', actions: fail },
       },
     },

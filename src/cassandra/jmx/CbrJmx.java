@@ -104,6 +104,8 @@ public final class CbrJmx {
       case "drain":
         invoke("drain", new Object[0]);
         return null;
+      case "import":
+        return importSSTables(str(req, "keyspace", ""), str(req, "table", ""), req.get("dirs"));
       default:
         throw new IllegalArgumentException("unknown operation " + op);
     }
@@ -140,6 +142,23 @@ public final class CbrJmx {
     List<String> names = new ArrayList<>();
     if (tables instanceof List) for (Object t : (List<?>) tables) names.add(String.valueOf(t));
     for (String k : keyspaces) invoke("forceKeyspaceFlush", new Object[] {k, names.toArray(NONE)}, "java.lang.String", STRINGS);
+  }
+
+  /**
+   * nodetool import &lt;ks&gt; &lt;table&gt; &lt;dir&gt;...: ColumnFamilyStoreMBean.importNewSSTables with nodetool's defaults
+   * (levels and repaired state reset, SSTables and their tokens verified, caches invalidated, no extended verify,
+   * files moved, not copied). Each SSTable gets a new id of the table's own kind as it moves in. Answers the
+   * directories that failed.
+   */
+  private Object importSSTables(String keyspace, String table, Object dirs) throws Exception {
+    if (keyspace.isEmpty() || table.isEmpty()) throw new IllegalArgumentException("import needs a keyspace and a table");
+    java.util.Set<String> paths = new java.util.LinkedHashSet<>();
+    if (dirs instanceof List) for (Object d : (List<?>) dirs) paths.add(String.valueOf(d));
+    if (paths.isEmpty()) throw new IllegalArgumentException("import needs at least one directory");
+    ObjectName name = new ObjectName(String.format("org.apache.cassandra.db:type=Tables,keyspace=%s,table=%s", keyspace, table));
+    Object[] params = {paths, true, true, true, true, true, false, false};
+    String b = "boolean";
+    return call(() -> mbs.invoke(name, "importNewSSTables", params, new String[] {"java.util.Set", b, b, b, b, b, b, b}));
   }
 
   private static String tag(Map<String, Object> req) {

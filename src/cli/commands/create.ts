@@ -8,7 +8,15 @@ import { CbrError, fromErrorInfo } from '../../core/errors.ts';
 import { INSTANCE_NAME_RE, SYSTEM_KEYSPACES } from '../../core/ids.ts';
 import { createSandbox, removeSandbox, runningPid, profilePath as sandboxProfilePath } from '../../sandbox/sandbox.ts';
 import { StateDb } from '../../state/stateDb.ts';
-import { checkRestoreRequest, DEFAULT_SUPERUSER, type RestoreRequest, restoreInput, restorePayload } from '../../workflows/restoreRequest.ts';
+import { openStore } from '../../storage/open.ts';
+import {
+  checkRestoreRequest,
+  DEFAULT_SUPERUSER,
+  type RestoreRequest,
+  resolveClusterBackup,
+  restoreInput,
+  restorePayload,
+} from '../../workflows/restoreRequest.ts';
 import { busOptions, followOptions, runOverBus } from '../bus.ts';
 import { defineCommand, jsonOption } from '../command.ts';
 import { metricsOptions, runLocally, stateDbPath, storageConfig, storageOptions } from '../context.ts';
@@ -18,7 +26,11 @@ export const command = defineCommand('create', {
   summary: 'Restore a backup as a new, independent single-node instance (Trove: create --backup).',
   args: '<instance-name> --backup <id> (--config <profile> | --sandbox | --bus <url> --host <host-id>)',
   options: {
-    backup: { type: 'string', placeholder: '<id>', description: 'the backup to restore' },
+    backup: {
+      type: 'string',
+      placeholder: '<id>',
+      description: "the backup to restore; a cluster backup's id restores every host's data into this one node",
+    },
     config: {
       type: 'string',
       placeholder: '<profile>',
@@ -79,6 +91,9 @@ export const command = defineCommand('create', {
     // Refused before a sandbox is made or a password written.
     const { clusterName } = checkRestoreRequest(request);
     const storage = storageConfig(values, io.env);
+    // A cluster backup's id: its first part is restored as usual, every other part's tables imported into it.
+    const cluster = await resolveClusterBackup(openStore(storage), backupId);
+    if (cluster) request.backupId = cluster.backupId;
 
     let profilePath: string;
     let createdSandbox = false;
@@ -99,6 +114,7 @@ export const command = defineCommand('create', {
 
     const workflowId = randomUUID();
     const { input, passwordGenerated: generated } = await restoreInput(request, { id: workflowId, profilePath, storage }, io.env);
+    if (cluster) input.clusterBackupId = cluster.clusterBackupId;
     const { passwordFile } = input;
     const outcome = await runLocally(io, values.json, workflowId, (runtime) => runtime.startRestore(input), {
       metricsTextfile: values['metrics-textfile'],
@@ -125,6 +141,7 @@ export const command = defineCommand('create', {
       keyspaces: restored.keyspaces,
       superusers: restored.superusers,
       settingChanges: restored.settingChanges,
+      ...(cluster ? { clusterBackupId: cluster.clusterBackupId, partsImported: restored.partsImported, replicationChanges: restored.replicationChanges } : {}),
       warnings: restored.warnings,
     };
     if (values.json) printJson(io, out);
@@ -133,6 +150,11 @@ export const command = defineCommand('create', {
       io.stdout(`profile   ${profilePath}\npassword  ${passwordFile}${generated ? ' (generated, mode 0600)' : ''}\n`);
       io.stdout(`superusers ${out.superusers.join(', ') || '(none)'} (every superuser role of the restored data)\n`);
       for (const c of out.settingChanges) io.stdout(`changed   ${c.key}: ${JSON.stringify(c.from)} -> ${JSON.stringify(c.to)} (the restored data needs it)\n`);
+      if (cluster) {
+        io.stdout(`cluster backup ${cluster.clusterBackupId}: part ${cluster.backupId} restored, ${restored.partsImported.join(', ')} imported into it\n`);
+        for (const c of restored.replicationChanges)
+          io.stdout(`replication ${c.keyspace}: ${JSON.stringify(c.from)} -> ${JSON.stringify(c.to)} (one node holds every replica)\n`);
+      }
       for (const w of out.warnings) io.stderr(`warning: ${w}\n`);
     }
     return 0;

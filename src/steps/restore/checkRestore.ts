@@ -20,30 +20,8 @@ import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
  */
 export async function checkRestore(deps: RestoreDeps, { ctx }: { ctx: RestoreInput }, signal: AbortSignal): Promise<RestorePlan> {
   const rec = await readRecord(deps.store, ctx.backupId, signal);
-  if (rec.state !== 'COMPLETED') throw new CbrError('CBR_ERR_BACKUP_NOT_COMPLETE', `backup ${rec.id} is ${rec.state}`);
-  if (rec.strategy === 'incremental') await checkBlobs(deps, rec, signal);
-  else {
-    const head = await deps.store.head(rec.object, { signal });
-    if (!head) throw new CbrError('CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH', `the archive of backup ${rec.id} is missing from storage`);
-    if (head.size !== rec.size) {
-      throw new CbrError(
-        'CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH',
-        `the archive of backup ${rec.id} has ${head.size} bytes, the record says ${rec.size} (truncated or replaced)`,
-      );
-    }
-  }
-  if (deps.key && !rec.encryption) {
-    // A key was given, so the operator expects a sealed backup: an unsealed record in its place is what someone
-    // with write access to the store would leave (unsealed records carry no MAC).
-    throw new CbrError('CBR_ERR_RECORD_INVALID', `backup ${rec.id} is not encrypted, but a decryption key was given: refusing an unauthenticated backup`);
-  }
-  if (rec.encryption) {
-    if (!deps.key) throw new CbrError('CBR_ERR_KEY_REQUIRED', `backup ${rec.id} is encrypted; give --decrypt-key-file`);
-    if (keyFingerprint(deps.key) !== rec.encryption.keyFingerprint) {
-      throw new CbrError('CBR_ERR_DECRYPT_FAILED', `wrong key: backup ${rec.id} was encrypted with key ${rec.encryption.keyFingerprint}`);
-    }
-    verifyRecord(rec, deps.key);
-  }
+  await checkStored(deps, rec, signal);
+  checkSealed(deps, rec);
   const password = await deps.readPassword();
   if (password.length < 8) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'the new superuser password must have at least 8 characters');
 
@@ -102,6 +80,38 @@ export async function checkRestore(deps: RestoreDeps, { ctx }: { ctx: RestoreInp
     settings: rec.settings ?? null,
     placement,
   };
+}
+
+/** The record is COMPLETED and what it names is in storage with the recorded sizes (the archive, or every blob). */
+export async function checkStored(deps: RestoreDeps, rec: BackupRecord, signal: AbortSignal): Promise<void> {
+  if (rec.state !== 'COMPLETED') throw new CbrError('CBR_ERR_BACKUP_NOT_COMPLETE', `backup ${rec.id} is ${rec.state}`);
+  if (rec.strategy === 'incremental') await checkBlobs(deps, rec, signal);
+  else {
+    const head = await deps.store.head(rec.object, { signal });
+    if (!head) throw new CbrError('CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH', `the archive of backup ${rec.id} is missing from storage`);
+    if (head.size !== rec.size) {
+      throw new CbrError(
+        'CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH',
+        `the archive of backup ${rec.id} has ${head.size} bytes, the record says ${rec.size} (truncated or replaced)`,
+      );
+    }
+  }
+}
+
+/** A sealed record is opened only with its own key, and a key given means a sealed record is expected. */
+export function checkSealed(deps: RestoreDeps, rec: BackupRecord): void {
+  if (deps.key && !rec.encryption) {
+    // A key was given, so the operator expects a sealed backup: an unsealed record in its place is what someone
+    // with write access to the store would leave (unsealed records carry no MAC).
+    throw new CbrError('CBR_ERR_RECORD_INVALID', `backup ${rec.id} is not encrypted, but a decryption key was given: refusing an unauthenticated backup`);
+  }
+  if (rec.encryption) {
+    if (!deps.key) throw new CbrError('CBR_ERR_KEY_REQUIRED', `backup ${rec.id} is encrypted; give --decrypt-key-file`);
+    if (keyFingerprint(deps.key) !== rec.encryption.keyFingerprint) {
+      throw new CbrError('CBR_ERR_DECRYPT_FAILED', `wrong key: backup ${rec.id} was encrypted with key ${rec.encryption.keyFingerprint}`);
+    }
+    verifyRecord(rec, deps.key);
+  }
 }
 
 /** Every blob an incremental backup references is in storage with its recorded size (before the node is touched). */

@@ -40,7 +40,20 @@ const MARK_BYTES = 1 << 30;
  * id: a delete or prune of this backup meanwhile removes its record, but no collection removes a blob until the
  * lease is released here (or, the restore killed, dies with its ttl). A re-run holds it again.
  */
-export async function fetchFiles(deps: RestoreDeps, input: RestoreStepInput, rec: BackupRecord, signal: AbortSignal) {
+/**
+ * Where fetched files go: staging roots (one per data directory) and which root takes each `<ks>/<table>-<id>`.
+ * Default: the restore's own staging directories and the check step's placement; a cluster backup's other parts
+ * go each into a root of their own (fetchParts).
+ */
+export interface FetchTarget {
+  roots: string[];
+  placement: Record<string, number>;
+  totals: { rawBytes: number; fileCount: number };
+  /** The progress step name. */
+  step: string;
+}
+
+export async function fetchFiles(deps: RestoreDeps, input: RestoreStepInput, rec: BackupRecord, signal: AbortSignal, target?: FetchTarget) {
   const lease = await holdReadLease(deps.store, rec.hostId, input.ctx.workflowId, { signal, log: deps.log });
   try {
     // Held, and no collection runs: if the record is still there now, every collection from here on keeps its
@@ -48,14 +61,20 @@ export async function fetchFiles(deps: RestoreDeps, input: RestoreStepInput, rec
     if (!(await deps.store.head(recordKey(rec.id), { signal }))) {
       throw new CbrError('CBR_ERR_BACKUP_NOT_FOUND', `backup ${rec.id} was deleted before its restore fetched its files`);
     }
-    return await fetchAll(deps, input, rec, signal);
+    const into = target ?? {
+      roots: restorePaths(deps.profile, input.ctx.workflowId).stagings.map((s) => s.staging),
+      placement: input.plan.placement,
+      totals: { rawBytes: input.plan.rawBytes, fileCount: input.plan.fileCount },
+      step: 'unpacking',
+    };
+    return await fetchAll(deps, input, rec, signal, into);
   } finally {
     await lease.release().catch((err: unknown) => deps.log.warn('could not release the read lease; it dies with its ttl', { error: (err as Error).message }));
   }
 }
 
-async function fetchAll(deps: RestoreDeps, { ctx, plan }: RestoreStepInput, rec: BackupRecord, signal: AbortSignal) {
-  const { stagings } = restorePaths(deps.profile, ctx.workflowId);
+async function fetchAll(deps: RestoreDeps, { ctx }: RestoreStepInput, rec: BackupRecord, signal: AbortSignal, into: FetchTarget) {
+  const stagings = into.roots.map((staging) => ({ staging }));
   const owner = { uid: deps.profile.owner.uid, gid: deps.profile.owner.gid };
   const journals: FetchJournal[] = [];
   let settleMarks: (() => Promise<void>) | undefined;
@@ -63,13 +82,13 @@ async function fetchAll(deps: RestoreDeps, { ctx, plan }: RestoreStepInput, rec:
     for (const { staging } of stagings) journals.push(await FetchJournal.open(staging));
     const t0 = performance.now();
     const concurrency = (ctx as { concurrency?: number }).concurrency ?? DEFAULT_CONCURRENCY;
-    const progress = { bytes: 0, files: 0, storedBytes: 0, totalBytes: plan.rawBytes, totalFiles: plan.fileCount };
+    const progress = { bytes: 0, files: 0, storedBytes: 0, totalBytes: into.totals.rawBytes, totalFiles: into.totals.fileCount };
     let lastReport = 0;
     const report = (force = false) => {
       const now = Date.now();
       if (!force && now - lastReport < 250) return;
       lastReport = now;
-      deps.onProgress('unpacking', { ...progress });
+      deps.onProgress(into.step, { ...progress });
     };
     const dirs = new Map<string, Promise<void>>();
     // One level at a time, each directory owned as it is made (a re-run finds them made).
@@ -95,7 +114,7 @@ async function fetchAll(deps: RestoreDeps, { ctx, plan }: RestoreStepInput, rec:
     await inPool(rec.files, concurrency, signal, async (f, _i, sig) => {
       const problem = entryProblem(f.path);
       if (problem) throw new CbrError('CBR_ERR_ARCHIVE_HOSTILE_ENTRY', `refused file ${JSON.stringify(f.path.slice(0, 200))}: ${problem}`);
-      const index = plan.placement[tableKey(f.path)] ?? 0;
+      const index = into.placement[tableKey(f.path)] ?? 0;
       const root = stagings[index]!.staging;
       const journal = journals[index]!;
       const parts = f.path.split('/');

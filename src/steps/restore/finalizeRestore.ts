@@ -15,4 +15,5 @@ export async function finalizeRestore(deps: RestoreDeps, { ctx }: RestoreStepInp
   for (const { old } of paths.moves) await removeTree(old);
   await rm(paths.yamlOrig, { force: true });
   for (const { staging } of paths.stagings) await removeTree(staging);
+  await removeTree(paths.parts);
 }

@@ -26,5 +26,7 @@ export function restorePaths(profile: Profile, workflowId: string) {
     moves: live.map((dir) => ({ live: dir, old: `${dir}.cbr-old-${workflowId}` })),
     yaml: profile.cassandraYaml,
     yamlOrig: `${profile.cassandraYaml}.cbr-orig-${workflowId}`,
+    /** A cluster backup restored into one node: the other hosts' parts, one folder each (`<n>/`), beside the first data directory. */
+    parts: `${profile.dataDirs[0]}.cbr-parts-${workflowId}`,
   };
 }

@@ -1,8 +1,13 @@
 import { bindStep } from '../bindStep.ts';
+import { checkParts } from './checkParts.ts';
 import { checkRestore } from './checkRestore.ts';
 import { chownData } from './chownData.ts';
 import { discardStaging } from './discardStaging.ts';
+import { fetchParts } from './fetchParts.ts';
 import { finalizeRestore } from './finalizeRestore.ts';
+import { forgetSourcePeers } from './forgetSourcePeers.ts';
+import { importParts } from './importParts.ts';
+import { lowerReplication } from './lowerReplication.ts';
 import { resetIdentity } from './resetIdentity.ts';
 import { restoreConfig } from './restoreConfig.ts';
 import { restoreDataDirs } from './restoreDataDirs.ts';
@@ -32,5 +37,10 @@ export function createRestoreSteps(deps: RestoreDeps) {
     restoreConfig: bindStep(deps, 'restoreConfig', restoreConfig),
     restoreDataDirs: bindStep(deps, 'restoreDataDirs', restoreDataDirs),
     discardStaging: bindStep(deps, 'discardStaging', discardStaging),
+    checkParts: bindStep(deps, 'checkParts', checkParts),
+    fetchParts: bindStep(deps, 'fetchParts', fetchParts),
+    forgetSourcePeers: bindStep(deps, 'forgetSourcePeers', forgetSourcePeers),
+    importParts: bindStep(deps, 'importParts', importParts),
+    lowerReplication: bindStep(deps, 'lowerReplication', lowerReplication),
   };
 }

@@ -48,6 +48,7 @@ function fakes(opts: { fail?: string; wasRunning?: boolean; gate?: { step: strin
     'restoreConfig',
     'restoreDataDirs',
     'discardStaging',
+    'forgetSourcePeers',
   ] as const;
   const actors = Object.fromEntries(steps.map((s) => [s, mk<void>(s, undefined)]));
   const machine = restoreMachine.provide({
@@ -57,6 +58,12 @@ function fakes(opts: { fail?: string; wasRunning?: boolean; gate?: { step: strin
       unpackBackup: mk('unpackBackup', { files: 2, bytes: 10 }),
       resetIdentity: mk('resetIdentity', { superusers: ['cassandra', 'ops'] }),
       writeFinalConfig: mk('writeFinalConfig', { changes: [{ key: 'num_tokens', from: 16, to: 256 }] }),
+      checkParts: mk('checkParts', { clusterBackupId: 'cb', parts: [{ backupId: 'cb-2', host: 'n2', keyspaces: ['ks'], rawBytes: 5, fileCount: 1 }] }),
+      fetchParts: mk('fetchParts', { files: 1, bytes: 5 }),
+      importParts: mk('importParts', { tables: 1, dirs: 1 }),
+      lowerReplication: mk('lowerReplication', {
+        changes: [{ keyspace: 'ks', from: { class: 'SimpleStrategy', replication_factor: '3' }, to: { class: 'SimpleStrategy', replication_factor: '1' } }],
+      }),
     } as never,
   });
   return { calls, machine };
@@ -73,6 +80,7 @@ describe('restore machine', () => {
     assert.deepEqual(calls, [
       'checkRestore',
       'unpackBackup',
+      'forgetSourcePeers',
       'stopNode',
       'swapDataDirs',
       'chownData',
@@ -129,5 +137,75 @@ describe('restore machine', () => {
     assert.equal(resumed.getSnapshot().value, 'completed');
     assert.equal(second.calls[0], 'chownData');
     assert.equal(resumed.getSnapshot().context.starts, 2);
+  });
+
+  describe('a cluster backup into one node', () => {
+    const clusterInput: RestoreInput = { ...input, backupId: 'cb-1', clusterBackupId: 'cb' };
+
+    it('checks and fetches the other parts before the stop, drops the source peers, imports them on the maintenance start', async () => {
+      const { calls, machine } = fakes();
+      const actor = createActor(machine, { input: clusterInput }).start();
+      await toPromise(actor);
+      assert.equal(actor.getSnapshot().value, 'completed');
+      assert.deepEqual(calls, [
+        'checkRestore',
+        'checkParts',
+        'unpackBackup',
+        'fetchParts',
+        'forgetSourcePeers',
+        'stopNode',
+        'swapDataDirs',
+        'chownData',
+        'startMaintenance',
+        'importParts',
+        'lowerReplication',
+        'resetIdentity',
+        'writeFinalConfig',
+        'startNode',
+        'verifyRestore',
+        'finalizeRestore',
+      ]);
+      assert.equal(actor.getSnapshot().context.starts, 2, 'still two Cassandra starts');
+      const out = actor.getSnapshot().output!;
+      assert.equal(out.clusterBackupId, 'cb');
+      assert.deepEqual(out.partsImported, ['cb-2']);
+      assert.equal(out.replicationChanges[0]?.keyspace, 'ks');
+    });
+
+    it('a bad part is refused before the node is touched: only staging is discarded', async () => {
+      const { calls, machine } = fakes({ fail: 'fetchParts' });
+      const actor = createActor(machine, { input: clusterInput }).start();
+      await toPromise(actor);
+      assert.equal(actor.getSnapshot().value, 'failed');
+      assert.deepEqual(calls, ['checkRestore', 'checkParts', 'unpackBackup', 'fetchParts', 'discardStaging']);
+    });
+
+    it('an import refused on the maintenance start rolls everything back and restarts the node', async () => {
+      const { calls, machine } = fakes({ fail: 'importParts', wasRunning: true });
+      const actor = createActor(machine, { input: clusterInput }).start();
+      await toPromise(actor);
+      assert.equal(actor.getSnapshot().value, 'failed');
+      assert.deepEqual(calls.slice(calls.indexOf('importParts')), [
+        'importParts',
+        'stopNode',
+        'restoreConfig',
+        'restoreDataDirs',
+        'discardStaging',
+        'startNode',
+      ]);
+    });
+
+    it('resumes mid-import from a JSON round trip and re-runs the import', async () => {
+      const first = fakes({ gate: { step: 'importParts', until: new Promise(() => {}) } });
+      const actor = createActor(first.machine, { input: clusterInput }).start();
+      await waitFor(actor, (s) => s.matches('importingParts'));
+      const persisted = JSON.parse(JSON.stringify(actor.getPersistedSnapshot()));
+      actor.stop();
+      const second = fakes();
+      const resumed = createActor(second.machine, { snapshot: persisted as SnapshotFrom<typeof restoreMachine>, input: clusterInput }).start();
+      await toPromise(resumed);
+      assert.equal(resumed.getSnapshot().value, 'completed');
+      assert.deepEqual(second.calls.slice(0, 2), ['importParts', 'lowerReplication']);
+    });
   });
 });
