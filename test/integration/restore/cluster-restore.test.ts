@@ -7,20 +7,20 @@ import cassandra from 'cassandra-driver';
 import { loadCredentials, loadProfile, type Profile } from '../../../src/cassandra/profile.ts';
 import { readRecord } from '../../../src/catalog/catalog.ts';
 import type { ClusterRecord } from '../../../src/catalog/clusterRecord.ts';
-import { clusterProfiles, isCluster } from '../../../src/sandbox/cluster.ts';
 import { profilePath, removeSandbox, runningPid } from '../../../src/sandbox/sandbox.ts';
 import { openStore } from '../../../src/storage/open.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { backUpSandboxClusterForRestoreTests } from '../../helpers/clusterBackup.ts';
-import { scratchDir, testEnv } from '../../helpers/env.ts';
+import { SHARED_CLUSTER, scratchDir, sharedCluster, testEnv } from '../../helpers/env.ts';
 
 /**
  * Issue #15 item 4: a cluster backup restored into ONE node (`cbr create <name> --backup <cluster backup id>`).
- * One real 3-node cluster for the file, keyspaces at RF 1 and RF 2 (so each node holds rows the others lack), a
+ * The shared real 3-node cluster, keyspaces at RF 1 and RF 2 (so each node holds rows the others lack), a
  * cluster backup made as the coordinator will make it (test/helpers/clusterBackup.ts), then restored into a new
  * sandbox node and compared row by row with the source read at consistency ALL.
  */
-const CLUSTER = 'c1n';
+/** The 3-node cluster every cluster test shares (test/helpers/env.ts). */
+const CLUSTER = SHARED_CLUSTER;
 const TARGET = 'c1n-one';
 const KEYSPACES = ['c1n_spread', 'c1n_pairs'];
 const ROWS = 240;
@@ -69,9 +69,7 @@ describe('restore a cluster backup into one node', () => {
 
   before(async () => {
     await removeSandbox(TARGET, env).catch(() => {});
-    const r = await cbr(['sandbox', 'start', CLUSTER, '--nodes', '3', '--json'], env);
-    assert.equal(r.code, 0, r.err);
-    profiles = await clusterProfiles(CLUSTER, env);
+    profiles = await sharedCluster();
     const first = profiles[0]!;
     const creds = await loadCredentials(first.cql.credentialsFile);
     const c = client(
@@ -136,7 +134,6 @@ describe('restore a cluster backup into one node', () => {
   after(async () => {
     if (process.env['CBR_KEEP_NODES']) return;
     await removeSandbox(TARGET, env).catch(() => {});
-    if (isCluster(CLUSTER, env)) await cbr(['sandbox', 'rm', CLUSTER], env);
   });
 
   it('the parts hold different rows and share SSTable names (the ids every node numbers from 1)', async () => {
