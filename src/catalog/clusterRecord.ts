@@ -131,3 +131,13 @@ export async function listClusterRecords(store: ObjectStore, signal?: AbortSigna
 export async function deleteClusterRecord(store: ObjectStore, id: string, signal?: AbortSignal): Promise<void> {
   await store.delete(clusterRecordKey(id), signal ? { signal } : {});
 }
+
+/**
+ * The cluster record when `id` names a cluster backup, else null (`cbr create --backup` takes either kind of id).
+ * A record that exists but cannot be read still fails, coded.
+ */
+export async function findClusterRecord(store: ObjectStore, id: string, signal?: AbortSignal): Promise<ClusterRecord | null> {
+  if (id.length > MAX_CLUSTER_BACKUP_ID) return null;
+  if (!(await store.head(clusterRecordKey(id), signal ? { signal } : {}))) return null;
+  return readClusterRecord(store, id, signal);
+}

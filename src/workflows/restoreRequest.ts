@@ -113,7 +113,7 @@ export async function restoreInput(
   };
 }
 
-async function generatePassword(name: string, env: NodeJS.ProcessEnv): Promise<string> {
+export async function generatePassword(name: string, env: NodeJS.ProcessEnv): Promise<string> {
   const dir = join(cbrHome(env), 'secrets');
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const file = join(dir, `${name}.password`);

@@ -4,10 +4,12 @@ import { resolve } from 'node:path';
 import { listKeyspaces } from '../../cassandra/layout.ts';
 import { loadProfile } from '../../cassandra/profile.ts';
 import { checkId } from '../../catalog/catalog.ts';
+import { findClusterRecord } from '../../catalog/clusterRecord.ts';
 import { CbrError, fromErrorInfo } from '../../core/errors.ts';
 import { INSTANCE_NAME_RE, SYSTEM_KEYSPACES } from '../../core/ids.ts';
 import { createSandbox, removeSandbox, runningPid, profilePath as sandboxProfilePath } from '../../sandbox/sandbox.ts';
 import { StateDb } from '../../state/stateDb.ts';
+import { openStore } from '../../storage/open.ts';
 import { checkRestoreRequest, DEFAULT_SUPERUSER, type RestoreRequest, restoreInput, restorePayload } from '../../workflows/restoreRequest.ts';
 import { busOptions, followOptions, runOverBus } from '../bus.ts';
 import { defineCommand, jsonOption } from '../command.ts';
@@ -16,7 +18,7 @@ import { printJson } from '../io.ts';
 
 export const command = defineCommand('create', {
   summary: 'Restore a backup as a new, independent single-node instance (Trove: create --backup).',
-  args: '<instance-name> --backup <id> (--config <profile> | --sandbox | --bus <url> --host <host-id>)',
+  args: '<instance-name> --backup <id> (--config <profile> | --sandbox | --bus <url> --host <host-id>); a cluster backup: --sandbox --nodes <n> | --profile <p> ...',
   options: {
     backup: { type: 'string', placeholder: '<id>', description: 'the backup to restore' },
     config: {
@@ -40,6 +42,18 @@ export const command = defineCommand('create', {
     },
     'cluster-name': { type: 'string', placeholder: '<name>', description: "the new instance's cluster_name (default: the instance name)" },
     force: { type: 'boolean', default: false, description: "replace the target's data even though it holds user keyspaces" },
+    nodes: {
+      type: 'string',
+      placeholder: '<n>',
+      description: 'with a cluster backup id and --sandbox: restore it as a new sandbox cluster of <n> nodes (as many as the backup has hosts)',
+    },
+    profile: {
+      type: 'string',
+      multiple: true,
+      placeholder: '<profile>',
+      description: "with a cluster backup id: the new cluster's nodes, one profile per host of the backup, in its host order",
+    },
+    profiles: { type: 'string', placeholder: '<a,b,c>', description: 'the same as --profile, comma-separated' },
     ...jsonOption,
     ...storageOptions,
     ...metricsOptions,
@@ -64,6 +78,20 @@ export const command = defineCommand('create', {
       decryptKeyEnv: values['decrypt-key-env'],
       force: values.force,
     };
+    // A cluster backup id (issue #15): restored as a new cluster with --nodes or --profile.
+    const cluster = values.bus ? null : await findClusterRecord(openStore(storageConfig(values, io.env)), backupId);
+    const profiles = [...(values.profile ?? []), ...(values.profiles ?? '').split(',')].map((p) => p.trim()).filter(Boolean);
+    if (cluster && (values.nodes !== undefined || profiles.length > 0)) {
+      const { createFromClusterBackup } = await import('../clusterCreate.ts');
+      const nodes = values.nodes === undefined ? null : Number(values.nodes);
+      if (nodes !== null && (!Number.isInteger(nodes) || nodes < 1 || !values.sandbox)) {
+        throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--nodes takes a node count, with --sandbox\nusage: ${usage}`);
+      }
+      return createFromClusterBackup(io, cluster, { request, storage: storageConfig(values, io.env), sandboxNodes: nodes, profiles, json: values.json });
+    }
+    if (values.nodes !== undefined || profiles.length > 0) {
+      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--nodes and --profile restore a cluster backup; ${backupId} is not one\nusage: ${usage}`);
+    }
     if (values.bus) {
       // Over the bus the agent checks the rest of the request (the bus schema, then the same restoreInput).
       const result = await runOverBus(io, values, { type: 'restore.create', payload: restorePayload(request) }, values.json);
