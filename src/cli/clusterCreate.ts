@@ -51,7 +51,7 @@ export async function createFromClusterBackup(io: CliIO, record: ClusterRecord, 
   let profilePaths: string[];
   let created = false;
   if (o.sandboxNodes !== null) {
-    if (isCluster(instance, io.env)) await takeOverCluster(instance, io.env);
+    if (isCluster(instance, io.env)) await takeOverCluster(instance, count, io.env);
     else if (existsSync(instanceDir(instance, io.env))) {
       throw new CbrError('CBR_ERR_SANDBOX_EXISTS', `a sandbox named ${instance} exists and is not a cluster; remove it with cbr sandbox rm ${instance}`);
     } else {
@@ -114,9 +114,11 @@ export async function createFromClusterBackup(io: CliIO, record: ClusterRecord, 
 }
 
 /** An existing sandbox cluster is taken only as the stopped, empty leftover of an earlier run (or made empty by `sandbox start`, then stopped). */
-async function takeOverCluster(name: string, env: NodeJS.ProcessEnv): Promise<void> {
+async function takeOverCluster(name: string, count: number, env: NodeJS.ProcessEnv): Promise<void> {
   const taken = (why: string) =>
     new CbrError('CBR_ERR_SANDBOX_EXISTS', `sandbox cluster ${name} already exists and ${why}; remove it with cbr sandbox rm ${name}`);
+  const nodes = (await loadCluster(name, env)).nodes.length;
+  if (nodes !== count) throw taken(`has ${nodes} nodes`);
   for (const p of await clusterProfiles(name, env)) {
     if (p.service.kind !== 'sandbox' || runningPid(p.service.instanceDir) !== null) throw taken(`node ${p.name} is running`);
     const userData = (await listKeyspaces(p.dataDirs)).filter((k) => !SYSTEM_KEYSPACES.has(k));
