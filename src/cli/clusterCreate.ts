@@ -103,6 +103,11 @@ export async function createFromClusterBackup(io: CliIO, record: ClusterRecord, 
       for (const n of result.nodes) io.stdout(`  ${n.node}  <- ${n.backupId} (${n.sourceHost}, ${n.sourceAddress}, ${n.tokens} tokens, host id ${n.hostId})\n`);
       io.stdout(`password  ${passwordFile}${out.passwordGenerated ? ' (generated, mode 0600)' : ''} (superuser ${result.superuser})\n`);
       io.stdout(`superusers ${result.superusers.join(', ') || '(none)'} (every superuser role of the restored data)\n`);
+      io.stdout(
+        `phases    ${Object.entries(result.seconds)
+          .map(([p, t]) => `${p} ${t} s`)
+          .join(', ')}\n`,
+      );
       for (const w of result.warnings) io.stderr(`warning: ${w}\n`);
     }
     return 0;

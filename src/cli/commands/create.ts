@@ -90,6 +90,7 @@ export const command = defineCommand('create', {
       return createFromClusterBackup(io, cluster, { request, storage: storageConfig(values, io.env), sandboxNodes: nodes, profiles, json: values.json });
     }
     if (values.nodes !== undefined || profiles.length > 0) {
+      if (values.bus) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `a restore as a new cluster (--nodes, --profile) runs without --bus\nusage: ${usage}`);
       throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--nodes and --profile restore a cluster backup; ${backupId} is not one\nusage: ${usage}`);
     }
     if (values.bus) {

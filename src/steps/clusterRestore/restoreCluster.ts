@@ -1,9 +1,11 @@
 import { readFile } from 'node:fs/promises';
+import { createActor, fromPromise, toPromise } from 'xstate';
 import type { SettingChange } from '../../cassandra/configFiles.ts';
 import { CassandraYaml } from '../../cassandra/yaml.ts';
 import type { ClusterRecord, ClusterRecordHost } from '../../catalog/clusterRecord.ts';
 import { CbrError, type ErrorInfo, toErrorInfo } from '../../core/errors.ts';
 import type { Logger } from '../../core/log.ts';
+import { CLUSTER_RESTORE_PHASES, type ClusterRestorePhase, clusterRestoreMachine } from '../../machines/clusterRestore.machine.ts';
 import type { RestoreInput, RestorePlan } from '../../machines/restore.machine.ts';
 import { checkRestore } from '../restore/checkRestore.ts';
 import { chownData } from '../restore/chownData.ts';
@@ -27,8 +29,9 @@ import { verifyRing } from './verifyRing.ts';
 /**
  * Restore a cluster backup as a new cluster of the same size (issue #15 item 3): target node i takes the part of
  * the record's host i (its data, host id and tokens), every node the new cluster_name and ONE new superuser
- * password, the seeds are new nodes only. Each node goes through the ordinary restore's steps; the coordinator
- * runs them phase by phase with a barrier between phases, because the nodes depend on each other:
+ * password, the seeds are new nodes only. Each node goes through the ordinary restore's steps; the pure machine
+ * src/machines/clusterRestore.machine.ts orders them phase by phase with a barrier between phases, because the
+ * nodes depend on each other, and this runs each phase on every node at once:
  *
  *   check -> unpack -> clear staged peers -> stop, swap, chown -> maintenance start + reset identity (each node
  *   alone on loopback) -> final yaml + source tokens + new seeds -> start (first node, then the others)
@@ -36,7 +39,7 @@ import { verifyRing } from './verifyRing.ts';
  *
  * Finalize (which drops the replaced data) comes only after every node and the ring are proven good, so a node
  * failing at any earlier point rolls back every node with the ordinary restore's rollback steps, including nodes
- * that had already started in the new cluster. Not persisted: a coordinator killed midway leaves each node's
+ * that had already started in the new cluster. The machine is not persisted yet: a coordinator killed midway leaves each node's
  * `.cbr-old-<id>` directories and kept yaml in place for an operator (the workflow ids are logged).
  */
 
@@ -70,6 +73,8 @@ export interface ClusterRestoreResult {
   /** Every superuser role of the restored data. */
   superusers: string[];
   warnings: string[];
+  /** Seconds each phase took (both start phases summed), for the operator's sense of where the time went. */
+  seconds: Partial<Record<Phase | 'finalize', number>>;
 }
 
 export interface ClusterRestoreOptions {
@@ -77,11 +82,10 @@ export interface ClusterRestoreOptions {
   log: Logger;
   signal?: AbortSignal | undefined;
   /** Each phase as it begins (the CLI prints them). */
-  onPhase?: (phase: Phase) => void;
+  onPhase?: (phase: Phase | 'finalize') => void;
 }
 
-export const PHASES = ['check', 'unpack', 'clearPeers', 'swap', 'maintenance', 'config', 'start', 'verify', 'ring', 'finalize'] as const;
-export type Phase = (typeof PHASES)[number];
+export type Phase = ClusterRestorePhase;
 
 interface NodeRun extends ClusterTarget {
   index: number;
@@ -95,16 +99,6 @@ interface NodeRun extends ClusterTarget {
 interface NodeFailure {
   node: NodeRun;
   error: ErrorInfo;
-}
-
-class PhaseFailed extends Error {
-  readonly phase: Phase;
-  readonly failures: NodeFailure[];
-  constructor(phase: Phase, failures: NodeFailure[]) {
-    super(`${phase} failed`);
-    this.phase = phase;
-    this.failures = failures;
-  }
 }
 
 /**
@@ -133,14 +127,67 @@ export async function restoreCluster(record: ClusterRecord, targets: ClusterTarg
   const nodes: NodeRun[] = targets.map((t, index) => ({ ...t, index, plan: null, touched: false, superusers: [], settingChanges: [] }));
   const seeds = await seedsOf(nodes[0]!);
   const drill = drillFailure(env);
-  const ac = new AbortController();
-  const onAbort = () => ac.abort(opts.signal?.reason);
-  opts.signal?.addEventListener('abort', onAbort, { once: true });
   const s = (n: NodeRun) => ({ ctx: n.input, plan: n.plan! });
-  const phase = async (name: Phase, which: NodeRun[], fn: (n: NodeRun, signal: AbortSignal) => Promise<void>) => {
+  const password = async () => ({ username: first.superuser, password: await nodes[0]!.deps.readPassword() });
+  // What each phase does on one node, and on which nodes it runs.
+  const work: Record<Phase, { which: NodeRun[]; run: (n: NodeRun, signal: AbortSignal) => Promise<unknown> }> = {
+    check: { which: nodes, run: async (n, signal) => (n.plan = await checkRestore(n.deps, { ctx: n.input }, signal)) },
+    unpack: { which: nodes, run: (n, signal) => unpackBackup(n.deps, s(n), signal) },
+    clearPeers: { which: nodes, run: (n, signal) => clearStagedPeers(n.deps, s(n), signal) },
+    swap: {
+      which: nodes,
+      run: async (n, signal) => {
+        n.touched = true;
+        await stopNode(n.deps, s(n), signal);
+        await swapDataDirs(n.deps, s(n), signal);
+        await chownData(n.deps, s(n), signal);
+      },
+    },
+    // Each node alone, on loopback ports of its own, under the source's cluster_name: the new name and the new
+    // password's hash go into its own system.local and its own copy of system_auth.roles (a lone node owns the
+    // whole ring, so the write lands locally whatever system_auth's replication). Every node writes the same
+    // role, so whichever replica answers a login after the ring forms holds the new password.
+    maintenance: {
+      which: nodes,
+      run: async (n, signal) => {
+        await startMaintenance(n.deps, s(n), signal);
+        n.superusers = (await resetIdentity(n.deps, s(n), signal)).superusers;
+      },
+    },
+    config: {
+      which: nodes,
+      run: async (n, signal) => {
+        n.settingChanges = (await writeFinalConfig(n.deps, s(n), signal)).changes;
+        await writeClusterConfig(n.deps, { ...s(n), node: { tokens: n.host.tokens, seeds } }, signal);
+      },
+    },
+    // The seed first (saved tokens: every node starts without bootstrap or streaming), then the others at once.
+    startSeed: { which: nodes.slice(0, 1), run: (n, signal) => startNode(n.deps, s(n), signal) },
+    startOthers: { which: nodes.slice(1), run: (n, signal) => startNode(n.deps, s(n), signal) },
+    verify: { which: nodes, run: (n, signal) => verifyRestore(n.deps, s(n), signal) },
+    ring: {
+      which: nodes.slice(0, 1),
+      run: async (_n, signal) =>
+        verifyRing(
+          nodes.map((n) => ({ deps: n.deps, hostId: n.host.hostId, tokens: n.host.tokens })),
+          await password(),
+          signal,
+        ),
+    },
+  };
+
+  const seconds: Partial<Record<Phase | 'finalize', number>> = {};
+  let failures: NodeFailure[] = [];
+  /** One phase on its nodes at once; the first node failing aborts the others, and the phase fails naming each. */
+  const runPhase = async (name: Phase, signal: AbortSignal) => {
     opts.onPhase?.(name);
+    const began = performance.now();
+    const { which, run } = work[name];
     log.info('cluster restore phase', { phase: name, nodes: which.map((n) => n.deps.profile.name) });
-    const failures: NodeFailure[] = [];
+    const ac = new AbortController();
+    const onAbort = () => ac.abort(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    const failed: NodeFailure[] = [];
     await Promise.all(
       which.map(async (n) => {
         try {
@@ -148,76 +195,54 @@ export async function restoreCluster(record: ClusterRecord, targets: ClusterTarg
           if (drill && drill.node === n.index + 1 && drill.phase === name) {
             throw new CbrError('CBR_ERR_INTERNAL', `failure injected by CBR_DRILL_CLUSTER_RESTORE_FAIL at ${name}`);
           }
-          await fn(n, ac.signal);
+          await run(n, ac.signal);
         } catch (err) {
-          failures.push({ node: n, error: toErrorInfo(err) });
+          failed.push({ node: n, error: toErrorInfo(err) });
           ac.abort(err);
         }
       }),
     );
-    if (failures.length) throw new PhaseFailed(name, failures);
+    signal.removeEventListener('abort', onAbort);
+    seconds[name] = Math.round((performance.now() - began) / 100) / 10;
+    if (failed.length) {
+      failures = failed;
+      throw new CbrError('CBR_ERR_CLUSTER_RESTORE_FAILED', describeFailures(failed));
+    }
+  };
+  const finalize = async () => {
+    // Proven good: the replaced data goes on every node. A finalize that fails leaves leftovers, not a broken node.
+    opts.onPhase?.('finalize');
+    const began = performance.now();
+    const warnings: string[] = [];
+    await Promise.all(
+      nodes.map(async (n) => {
+        try {
+          await finalizeRestore(n.deps, s(n), new AbortController().signal);
+        } catch (err) {
+          warnings.push(`${n.deps.profile.name}: finalize: ${toErrorInfo(err).message}`);
+        }
+      }),
+    );
+    seconds.finalize = Math.round((performance.now() - began) / 100) / 10;
+    return { warnings };
   };
 
-  try {
-    await phase('check', nodes, async (n, signal) => {
-      n.plan = await checkRestore(n.deps, { ctx: n.input }, signal);
-    });
-    await phase('unpack', nodes, async (n, signal) => {
-      await unpackBackup(n.deps, s(n), signal);
-    });
-    await phase('clearPeers', nodes, async (n, signal) => {
-      await clearStagedPeers(n.deps, s(n), signal);
-    });
-    await phase('swap', nodes, async (n, signal) => {
-      n.touched = true;
-      await stopNode(n.deps, s(n), signal);
-      await swapDataDirs(n.deps, s(n), signal);
-      await chownData(n.deps, s(n), signal);
-    });
-    // Each node alone, on loopback ports of its own, under the source's cluster_name: the new name and the new
-    // password's hash go into its own system.local and its own copy of system_auth.roles (a lone node owns the
-    // whole ring, so the write lands locally whatever system_auth's replication). Every node writes the same
-    // role, so whichever replica answers a login after the ring forms holds the new password.
-    await phase('maintenance', nodes, async (n, signal) => {
-      await startMaintenance(n.deps, s(n), signal);
-      n.superusers = (await resetIdentity(n.deps, s(n), signal)).superusers;
-    });
-    await phase('config', nodes, async (n, signal) => {
-      n.settingChanges = (await writeFinalConfig(n.deps, s(n), signal)).changes;
-      await writeClusterConfig(n.deps, { ...s(n), node: { tokens: n.host.tokens, seeds } }, signal);
-    });
-    // The seed first (its saved tokens make every node start without bootstrap or streaming), then the others.
-    await phase('start', nodes.slice(0, 1), async (n, signal) => startNode(n.deps, s(n), signal));
-    await phase('start', nodes.slice(1), async (n, signal) => startNode(n.deps, s(n), signal));
-    await phase('verify', nodes, async (n, signal) => verifyRestore(n.deps, s(n), signal));
-    const password = await nodes[0]!.deps.readPassword();
-    await phase('ring', nodes.slice(0, 1), async (_n, signal) =>
-      verifyRing(
-        nodes.map((n) => ({ deps: n.deps, hostId: n.host.hostId, tokens: n.host.tokens })),
-        { username: first.superuser, password },
-        signal,
-      ),
-    );
-  } catch (err) {
-    opts.signal?.removeEventListener('abort', onAbort);
-    const failures = err instanceof PhaseFailed ? err.failures : [{ node: nodes[0]!, error: toErrorInfo(err) }];
-    const warnings = await rollBack(nodes, log);
-    throw failedError(record, err instanceof PhaseFailed ? err.phase : 'check', failures, warnings);
-  }
-  opts.signal?.removeEventListener('abort', onAbort);
-
-  // Proven good: the replaced data goes on every node. A finalize that fails leaves leftovers, not a broken node.
-  opts.onPhase?.('finalize');
-  const warnings: string[] = [];
-  await Promise.all(
-    nodes.map(async (n) => {
-      try {
-        await finalizeRestore(n.deps, s(n), new AbortController().signal);
-      } catch (err) {
-        warnings.push(`${n.deps.profile.name}: finalize: ${toErrorInfo(err).message}`);
-      }
-    }),
-  );
+  const machine = clusterRestoreMachine.provide({
+    actors: {
+      runPhase: fromPromise<void, { phase: Phase }>(({ input, signal }) => runPhase(input.phase, signal)),
+      rollBackNodes: fromPromise(async () => ({ warnings: await rollBack(nodes, log) })),
+      finalizeNodes: fromPromise(finalize),
+    },
+  });
+  const actor = createActor(machine, { input: { clusterBackupId: record.id, nodes: nodes.length } });
+  const done = toPromise(actor);
+  const onCancel = () => actor.send({ type: 'CANCEL', reason: 'interrupted' });
+  if (opts.signal?.aborted) onCancel();
+  opts.signal?.addEventListener('abort', onCancel, { once: true });
+  actor.start();
+  if (opts.signal?.aborted) onCancel();
+  const out = await done.finally(() => opts.signal?.removeEventListener('abort', onCancel));
+  if (out.error) throw failedError(record, out.failedPhase, out.error, failures, out.warnings);
   return {
     clusterBackupId: record.id,
     clusterName: first.clusterName,
@@ -236,7 +261,8 @@ export async function restoreCluster(record: ClusterRecord, targets: ClusterTarg
       settingChanges: n.settingChanges,
     })),
     superusers: [...new Set(nodes.flatMap((n) => n.superusers))].sort(),
-    warnings,
+    warnings: out.warnings,
+    seconds,
   };
 }
 
@@ -286,18 +312,22 @@ function emptyPlan(): RestorePlan {
   return { sourceClusterName: '', keyspaces: [], rawBytes: 0, fileCount: 0, wasRunning: false, settings: null, placement: {} };
 }
 
-function failedError(record: ClusterRecord, phase: Phase, failures: NodeFailure[], warnings: string[]): CbrError {
-  // A node aborted because another one failed says nothing new: name the failures that caused the abort.
+/** Each failing node, its part and its own error (a node aborted because another failed says nothing new). */
+function describeFailures(failures: NodeFailure[]): string {
   const own = failures.filter((f) => f.error.code !== 'CBR_ERR_ABORTED');
   const named = (own.length ? own : failures).sort((a, b) => a.node.index - b.node.index);
-  const lines = named.map((f) => `${f.node.deps.profile.name} (part ${f.node.host.backupId}): ${f.error.code}: ${f.error.message.split('\n')[0]}`);
+  return named.map((f) => `${f.node.deps.profile.name} (part ${f.node.host.backupId}): ${f.error.code}: ${f.error.message.split('\n')[0]}`).join('; ');
+}
+
+function failedError(record: ClusterRecord, phase: Phase | null, error: ErrorInfo, failures: NodeFailure[], warnings: string[]): CbrError {
+  const what = error.code === 'CBR_ERR_CLUSTER_RESTORE_FAILED' && failures.length ? describeFailures(failures) : `${error.code}: ${error.message}`;
   const rolled = warnings.length ? `; rollback warnings: ${warnings.join('; ')}` : '; every target node rolled back';
-  return new CbrError('CBR_ERR_CLUSTER_RESTORE_FAILED', `restore of cluster backup ${record.id} failed at ${phase}: ${lines.join('; ')}${rolled}`);
+  return new CbrError('CBR_ERR_CLUSTER_RESTORE_FAILED', `restore of cluster backup ${record.id} failed at ${phase ?? 'start'}: ${what}${rolled}`);
 }
 
 /** Test drill: `CBR_DRILL_CLUSTER_RESTORE_FAIL=<node number>:<phase>` fails that node as that phase begins. */
 function drillFailure(env: NodeJS.ProcessEnv): { node: number; phase: Phase } | null {
   const m = /^(\d+):([a-zA-Z]+)$/.exec(env['CBR_DRILL_CLUSTER_RESTORE_FAIL'] ?? '');
-  if (!m || !(PHASES as readonly string[]).includes(m[2]!)) return null;
+  if (!m || !(CLUSTER_RESTORE_PHASES as readonly string[]).includes(m[2]!)) return null;
   return { node: Number(m[1]), phase: m[2] as Phase };
 }

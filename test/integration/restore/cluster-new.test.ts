@@ -150,7 +150,7 @@ describe('restore a cluster backup as a new cluster', () => {
     const t0 = Date.now();
     const r = await cbr(['create', 'crnew', '--backup', ID, '--sandbox', '--nodes', '3', '--json'], env);
     assert.equal(r.code, 0, r.err + r.out);
-    console.log(`# restored as a new 3-node cluster in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    console.log(`# restored as a new 3-node cluster in ${((Date.now() - t0) / 1000).toFixed(1)} s (phases, s: ${JSON.stringify(r.json()['seconds'])})`);
     const out = r.json() as unknown as {
       clusterName: string;
       passwordFile: string;
@@ -235,12 +235,15 @@ describe('restore a cluster backup as a new cluster', () => {
     }));
 
     const t0 = Date.now();
-    const r = await cbr(['create', 'crfail', '--backup', ID, '--profiles', paths.join(','), '--json'], { ...env, CBR_DRILL_CLUSTER_RESTORE_FAIL: '3:start' });
+    const r = await cbr(['create', 'crfail', '--backup', ID, '--profiles', paths.join(','), '--json'], {
+      ...env,
+      CBR_DRILL_CLUSTER_RESTORE_FAIL: '3:startOthers',
+    });
     assert.equal(r.code, 11, r.err + r.out);
     console.log(`# failed and rolled back 3 nodes in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     const error = r.json().error;
     assert.equal(error?.code, 'CBR_ERR_CLUSTER_RESTORE_FAILED');
-    assert.match(error?.message ?? '', /failed at start: crfail-3 \(part crn-\d+-3\): CBR_ERR_INTERNAL: failure injected/);
+    assert.match(error?.message ?? '', /failed at startOthers: crfail-3 \(part crn-\d+-3\): CBR_ERR_INTERNAL: failure injected/);
     assert.match(error?.message ?? '', /every target node rolled back/);
 
     // The first node had started twice (maintenance, then in the new cluster) before the failure; the third only once.

@@ -89,12 +89,26 @@ describe('restore as a new cluster: the coordinator rolls every node back', () =
     const nodes = await Promise.all([1, 2, 3].map((i) => fakeNode({ name: `t${i}` })));
     const before = nodes.map(snapshot);
     await rejectsCoded(
-      restoreCluster(record, targetsOf(nodes, store, record), { env: { CBR_DRILL_CLUSTER_RESTORE_FAIL: '3:start' }, log: recordingLogger() }),
+      restoreCluster(record, targetsOf(nodes, store, record), { env: { CBR_DRILL_CLUSTER_RESTORE_FAIL: '3:startOthers' }, log: recordingLogger() }),
       'CBR_ERR_CLUSTER_RESTORE_FAILED',
-      /failed at start: t3 \(part cb-3\): CBR_ERR_INTERNAL: failure injected/,
+      /failed at startOthers: t3 \(part cb-3\): CBR_ERR_INTERNAL: failure injected/,
     );
     const own = `service start 127.0.0.1:${nodes[0]!.profile.cql.port}`;
     assert.ok(nodes[0]!.calls.includes(own), 'the first node had started on its own configuration');
+    for (const [i, n] of nodes.entries()) assert.deepEqual(snapshot(n), before[i], `t${i + 1} as before`);
+  });
+
+  it('a cancel (Ctrl-C) rolls back too, and says it was cancelled', async () => {
+    const { store, record } = await clusterBackup();
+    const nodes = await Promise.all([1, 2, 3].map((i) => fakeNode({ name: `t${i}` })));
+    const before = nodes.map(snapshot);
+    const ac = new AbortController();
+    ac.abort();
+    await rejectsCoded(
+      restoreCluster(record, targetsOf(nodes, store, record), { env: {}, log: recordingLogger(), signal: ac.signal }),
+      'CBR_ERR_CLUSTER_RESTORE_FAILED',
+      /failed at check: CBR_ERR_ABORTED: cancelled: interrupted; every target node rolled back$/,
+    );
     for (const [i, n] of nodes.entries()) assert.deepEqual(snapshot(n), before[i], `t${i + 1} as before`);
   });
 
