@@ -77,7 +77,7 @@ export function sandboxYaml(o: InstanceSettings, base?: string, settings: readon
  * The node as its own only seed, through Cassandra's SimpleSeedProvider: only the `seeds` value changes where
  * the file already uses that provider (its comments stay), any other provider is replaced.
  */
-function setSimpleSeeds(y: CassandraYaml, seeds: string): void {
+export function setSimpleSeeds(y: CassandraYaml, seeds: string): void {
   const provider = y.get('seed_provider') as { class_name?: unknown; parameters?: { seeds?: unknown }[] }[] | undefined;
   const first = Array.isArray(provider) ? provider[0] : undefined;
   if (provider?.length === 1 && /(^|\.)SimpleSeedProvider$/.test(String(first?.class_name)) && first?.parameters?.length === 1) {

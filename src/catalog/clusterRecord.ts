@@ -172,3 +172,13 @@ export async function isClusterBackup(store: ObjectStore, id: string, signal?: A
   if (id.length > MAX_CLUSTER_BACKUP_ID || (await store.head(recordKey(id), signal ? { signal } : {})) !== null) return false;
   return (await store.head(clusterRecordKey(id), signal ? { signal } : {})) !== null;
 }
+
+/**
+ * The cluster record when `id` names a cluster backup, else null (`cbr create --backup` takes either kind of id).
+ * A record that exists but cannot be read still fails, coded.
+ */
+export async function findClusterRecord(store: ObjectStore, id: string, signal?: AbortSignal): Promise<ClusterRecord | null> {
+  if (id.length > MAX_CLUSTER_BACKUP_ID) return null;
+  if (!(await store.head(clusterRecordKey(id), signal ? { signal } : {}))) return null;
+  return readClusterRecord(store, id, signal);
+}

@@ -87,6 +87,11 @@ export const ERRORS = {
     retryable: true,
     summary: 'A host of a cluster backup failed; every host dropped its part. The message names each host and its own error.',
   },
+  CBR_ERR_CLUSTER_RESTORE_FAILED: {
+    exit: 11,
+    retryable: true,
+    summary: 'A node of a restore as a new cluster failed; every target node was rolled back. The message names each node and its own error.',
+  },
   CBR_ERR_COMMAND_INVALID: {
     exit: 14,
     retryable: false,

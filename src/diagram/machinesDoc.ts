@@ -1,5 +1,6 @@
 import { backupMachine } from '../machines/backup.machine.ts';
 import { clusterBackupMachine } from '../machines/clusterBackup.machine.ts';
+import { clusterRestoreMachine } from '../machines/clusterRestore.machine.ts';
 import { restoreMachine } from '../machines/restore.machine.ts';
 import { diagram, toMermaid } from './graph.ts';
 import { toSvg } from './svg.ts';
@@ -10,6 +11,7 @@ export function machineSvgs(): Record<string, string> {
     'backup.svg': toSvg(diagram(backupMachine)),
     'restore.svg': toSvg(diagram(restoreMachine)),
     'cluster-backup.svg': toSvg(diagram(clusterBackupMachine)),
+    'cluster-restore.svg': toSvg(diagram(clusterRestoreMachine)),
   };
 }
 
@@ -47,6 +49,17 @@ export function machinesDoc(): string {
     '',
     '```mermaid',
     toMermaid(diagram(clusterBackupMachine)).trimEnd(),
+    '```',
+    '',
+    '## Cluster restore (as a new cluster)',
+    '',
+    "Each target node runs the restore machine's steps; this one runs each phase on every node at once, with a barrier",
+    'between phases, and rolls every node back from any of them (finalize, which drops the replaced data, comes last).',
+    '',
+    '![cluster restore machine](machines/cluster-restore.svg)',
+    '',
+    '```mermaid',
+    toMermaid(diagram(clusterRestoreMachine)).trimEnd(),
     '```',
     '',
   ].join('\n');

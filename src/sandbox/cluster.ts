@@ -147,7 +147,7 @@ async function settledStatus(name: string, env: NodeJS.ProcessEnv, signal?: Abor
   }
 }
 
-async function createCluster(name: string, nodes: number, opts: SandboxOptions): Promise<ClusterFile> {
+export async function createCluster(name: string, nodes: number, opts: SandboxOptions): Promise<ClusterFile> {
   const env = opts.env ?? process.env;
   if (!Number.isInteger(nodes) || nodes < 1 || nodes > MAX_SLOT_NODES) {
     throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--nodes must be 1 to ${MAX_SLOT_NODES} (got ${nodes})`);

@@ -3,13 +3,12 @@ import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { checkClusterName } from '../cassandra/yaml.ts';
 import { checkId } from '../catalog/catalog.ts';
-import { CLUSTERS_PREFIX, MAX_CLUSTER_BACKUP_ID, readClusterRecord } from '../catalog/clusterRecord.ts';
 import { writeFileAtomic } from '../core/atomicWrite.ts';
 import { CbrError } from '../core/errors.ts';
 import { INSTANCE_NAME_RE, ROLE_RE } from '../core/ids.ts';
 import { cbrHome } from '../core/paths.ts';
 import type { RestoreInput } from '../machines/restore.machine.ts';
-import type { ObjectStore, StorageConfig } from '../storage/port.ts';
+import type { StorageConfig } from '../storage/port.ts';
 import { type KeySource, keySource } from './keySource.ts';
 
 /**
@@ -114,26 +113,10 @@ export async function restoreInput(
   };
 }
 
-async function generatePassword(name: string, env: NodeJS.ProcessEnv): Promise<string> {
+export async function generatePassword(name: string, env: NodeJS.ProcessEnv): Promise<string> {
   const dir = join(cbrHome(env), 'secrets');
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const file = join(dir, `${name}.password`);
   await writeFileAtomic(file, `${randomBytes(18).toString('base64url')}\n`, 0o600);
   return file;
-}
-
-/**
- * `create --backup <id>` where `<id>` names a cluster backup (`cbr.clusters/<id>.json`): restored into one node,
- * its first host's part through the ordinary restore and every other part's tables imported. Answers the first
- * part's id and the cluster backup's id, or null when `<id>` is no cluster backup (an ordinary one, or none).
- */
-export async function resolveClusterBackup(
-  store: ObjectStore,
-  id: string,
-  signal?: AbortSignal,
-): Promise<{ backupId: string; clusterBackupId: string } | null> {
-  if (id.length > MAX_CLUSTER_BACKUP_ID) return null;
-  if (!(await store.head(`${CLUSTERS_PREFIX}${id}.json`, signal ? { signal } : {}))) return null;
-  const cluster = await readClusterRecord(store, id, signal);
-  return { backupId: cluster.hosts[0]!.backupId, clusterBackupId: id };
 }

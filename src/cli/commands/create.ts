@@ -4,19 +4,13 @@ import { resolve } from 'node:path';
 import { listKeyspaces } from '../../cassandra/layout.ts';
 import { loadProfile } from '../../cassandra/profile.ts';
 import { checkId } from '../../catalog/catalog.ts';
+import { findClusterRecord } from '../../catalog/clusterRecord.ts';
 import { CbrError, fromErrorInfo } from '../../core/errors.ts';
 import { INSTANCE_NAME_RE, SYSTEM_KEYSPACES } from '../../core/ids.ts';
 import { createSandbox, removeSandbox, runningPid, profilePath as sandboxProfilePath } from '../../sandbox/sandbox.ts';
 import { StateDb } from '../../state/stateDb.ts';
 import { openStore } from '../../storage/open.ts';
-import {
-  checkRestoreRequest,
-  DEFAULT_SUPERUSER,
-  type RestoreRequest,
-  resolveClusterBackup,
-  restoreInput,
-  restorePayload,
-} from '../../workflows/restoreRequest.ts';
+import { checkRestoreRequest, DEFAULT_SUPERUSER, type RestoreRequest, restoreInput, restorePayload } from '../../workflows/restoreRequest.ts';
 import { busOptions, followOptions, runOverBus } from '../bus.ts';
 import { defineCommand, jsonOption } from '../command.ts';
 import { metricsOptions, runLocally, stateDbPath, storageConfig, storageOptions } from '../context.ts';
@@ -24,7 +18,7 @@ import { printJson } from '../io.ts';
 
 export const command = defineCommand('create', {
   summary: 'Restore a backup as a new, independent single-node instance (Trove: create --backup).',
-  args: '<instance-name> --backup <id> (--config <profile> | --sandbox | --bus <url> --host <host-id>)',
+  args: '<instance-name> --backup <id> (--config <profile> | --sandbox | --bus <url> --host <host-id>); a cluster backup: --sandbox --nodes <n> | --profile <p> ...',
   options: {
     backup: {
       type: 'string',
@@ -52,6 +46,18 @@ export const command = defineCommand('create', {
     },
     'cluster-name': { type: 'string', placeholder: '<name>', description: "the new instance's cluster_name (default: the instance name)" },
     force: { type: 'boolean', default: false, description: "replace the target's data even though it holds user keyspaces" },
+    nodes: {
+      type: 'string',
+      placeholder: '<n>',
+      description: 'with a cluster backup id and --sandbox: restore it as a new sandbox cluster of <n> nodes (as many as the backup has hosts)',
+    },
+    profile: {
+      type: 'string',
+      multiple: true,
+      placeholder: '<profile>',
+      description: "with a cluster backup id: the new cluster's nodes, one profile per host of the backup, in its host order",
+    },
+    profiles: { type: 'string', placeholder: '<a,b,c>', description: 'the same as --profile, comma-separated' },
     ...jsonOption,
     ...storageOptions,
     ...metricsOptions,
@@ -76,6 +82,21 @@ export const command = defineCommand('create', {
       decryptKeyEnv: values['decrypt-key-env'],
       force: values.force,
     };
+    // A cluster backup id (issue #15): restored as a new cluster with --nodes or --profile.
+    const cluster = values.bus ? null : await findClusterRecord(openStore(storageConfig(values, io.env)), backupId);
+    const profiles = [...(values.profile ?? []), ...(values.profiles ?? '').split(',')].map((p) => p.trim()).filter(Boolean);
+    if (cluster && (values.nodes !== undefined || profiles.length > 0)) {
+      const { createFromClusterBackup } = await import('../clusterCreate.ts');
+      const nodes = values.nodes === undefined ? null : Number(values.nodes);
+      if (nodes !== null && (!Number.isInteger(nodes) || nodes < 1 || !values.sandbox)) {
+        throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--nodes takes a node count, with --sandbox\nusage: ${usage}`);
+      }
+      return createFromClusterBackup(io, cluster, { request, storage: storageConfig(values, io.env), sandboxNodes: nodes, profiles, json: values.json });
+    }
+    if (values.nodes !== undefined || profiles.length > 0) {
+      if (values.bus) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `a restore as a new cluster (--nodes, --profile) runs without --bus\nusage: ${usage}`);
+      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `--nodes and --profile restore a cluster backup; ${backupId} is not one\nusage: ${usage}`);
+    }
     if (values.bus) {
       // Over the bus the agent checks the rest of the request (the bus schema, then the same restoreInput).
       const result = await runOverBus(io, values, { type: 'restore.create', payload: restorePayload(request) }, values.json);
@@ -92,8 +113,8 @@ export const command = defineCommand('create', {
     const { clusterName } = checkRestoreRequest(request);
     const storage = storageConfig(values, io.env);
     // A cluster backup's id: its first part is restored as usual, every other part's tables imported into it.
-    const cluster = await resolveClusterBackup(openStore(storage), backupId);
-    if (cluster) request.backupId = cluster.backupId;
+    const intoOne = cluster ? { backupId: cluster.hosts[0]!.backupId, clusterBackupId: cluster.id } : null;
+    if (intoOne) request.backupId = intoOne.backupId;
 
     let profilePath: string;
     let createdSandbox = false;
@@ -114,7 +135,7 @@ export const command = defineCommand('create', {
 
     const workflowId = randomUUID();
     const { input, passwordGenerated: generated } = await restoreInput(request, { id: workflowId, profilePath, storage }, io.env);
-    if (cluster) input.clusterBackupId = cluster.clusterBackupId;
+    if (intoOne) input.clusterBackupId = intoOne.clusterBackupId;
     const { passwordFile } = input;
     const outcome = await runLocally(io, values.json, workflowId, (runtime) => runtime.startRestore(input), {
       metricsTextfile: values['metrics-textfile'],
@@ -141,7 +162,7 @@ export const command = defineCommand('create', {
       keyspaces: restored.keyspaces,
       superusers: restored.superusers,
       settingChanges: restored.settingChanges,
-      ...(cluster ? { clusterBackupId: cluster.clusterBackupId, partsImported: restored.partsImported, replicationChanges: restored.replicationChanges } : {}),
+      ...(intoOne ? { clusterBackupId: intoOne.clusterBackupId, partsImported: restored.partsImported, replicationChanges: restored.replicationChanges } : {}),
       warnings: restored.warnings,
     };
     if (values.json) printJson(io, out);
@@ -150,8 +171,8 @@ export const command = defineCommand('create', {
       io.stdout(`profile   ${profilePath}\npassword  ${passwordFile}${generated ? ' (generated, mode 0600)' : ''}\n`);
       io.stdout(`superusers ${out.superusers.join(', ') || '(none)'} (every superuser role of the restored data)\n`);
       for (const c of out.settingChanges) io.stdout(`changed   ${c.key}: ${JSON.stringify(c.from)} -> ${JSON.stringify(c.to)} (the restored data needs it)\n`);
-      if (cluster) {
-        io.stdout(`cluster backup ${cluster.clusterBackupId}: part ${cluster.backupId} restored, ${restored.partsImported.join(', ')} imported into it\n`);
+      if (intoOne) {
+        io.stdout(`cluster backup ${intoOne.clusterBackupId}: part ${intoOne.backupId} restored, ${restored.partsImported.join(', ')} imported into it\n`);
         for (const c of restored.replicationChanges)
           io.stdout(`replication ${c.keyspace}: ${JSON.stringify(c.from)} -> ${JSON.stringify(c.to)} (one node holds every replica)\n`);
       }

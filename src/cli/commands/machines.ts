@@ -3,13 +3,14 @@ import { diagram, toMermaid } from '../../diagram/graph.ts';
 import { toSvg } from '../../diagram/svg.ts';
 import { backupMachine } from '../../machines/backup.machine.ts';
 import { clusterBackupMachine } from '../../machines/clusterBackup.machine.ts';
+import { clusterRestoreMachine } from '../../machines/clusterRestore.machine.ts';
 import { restoreMachine } from '../../machines/restore.machine.ts';
 import { defineCommand, jsonOption } from '../command.ts';
 import { printJson } from '../io.ts';
 
 export const command = defineCommand('machines', {
   summary: 'Draw the workflow machines from their definitions (Mermaid, SVG or JSON), failure and rollback paths included.',
-  args: '[backup|restore|cluster-backup]',
+  args: '[backup|restore|cluster-backup|cluster-restore]',
   options: {
     format: { type: 'string', default: 'mermaid', placeholder: 'mermaid|svg|json', description: 'what to draw (SVG: one machine at a time)' },
     ...jsonOption,
@@ -17,7 +18,7 @@ export const command = defineCommand('machines', {
   notes: ['--json is --format json.'],
   async run({ values, positionals, usage }, io) {
     const which = positionals[0];
-    const machines = { backup: backupMachine, restore: restoreMachine, 'cluster-backup': clusterBackupMachine };
+    const machines = { backup: backupMachine, restore: restoreMachine, 'cluster-backup': clusterBackupMachine, 'cluster-restore': clusterRestoreMachine };
     if (which && !(which in machines)) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `unknown machine ${JSON.stringify(which)}\nusage: ${usage}`);
     const format = values.json ? 'json' : values.format;
     if (format !== 'mermaid' && format !== 'json' && format !== 'svg') throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--format must be mermaid, svg or json');

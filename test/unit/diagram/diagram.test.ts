@@ -7,6 +7,7 @@ import { machineSvgs, machinesDoc } from '../../../src/diagram/machinesDoc.ts';
 import { toSvg } from '../../../src/diagram/svg.ts';
 import { backupMachine } from '../../../src/machines/backup.machine.ts';
 import { clusterBackupMachine } from '../../../src/machines/clusterBackup.machine.ts';
+import { clusterRestoreMachine } from '../../../src/machines/clusterRestore.machine.ts';
 import { restoreMachine } from '../../../src/machines/restore.machine.ts';
 import { REPO } from '../../helpers/paths.ts';
 
@@ -18,7 +19,7 @@ describe('machine diagrams', () => {
   });
 
   it('SVG: one group per state with the dotted path the events carry, an arrow per transition pair', () => {
-    for (const machine of [backupMachine, restoreMachine, clusterBackupMachine]) {
+    for (const machine of [backupMachine, restoreMachine, clusterBackupMachine, clusterRestoreMachine]) {
       const d = diagram(machine);
       const svg = toSvg(d);
       const groups = [...svg.matchAll(/<g class="([^"]*)" data-state="([^"]+)">/g)].map((m) => ({ cls: m[1]!, path: m[2]! }));
