@@ -39,17 +39,19 @@ export function partId(clusterBackupId: string, index: number): string {
   return `${checkClusterBackupId(clusterBackupId)}-${index + 1}`;
 }
 
+/** Names printed to terminals and written into properties files: no control or line-breaking characters. */
+const PRINTABLE = /^[^\u0000-\u001f\u007f-\u009f\u2028\u2029=]{1,255}$/;
 const token = z.string().regex(/^-?\d{1,20}$|^[0-9a-f]{1,64}$/i);
 const hostSchema = z.strictObject({
   /** The agent's host name on the bus. */
-  host: z.string().min(1).max(255),
+  host: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/),
   /** The host's part: an ordinary backup id. */
   backupId: z.string().regex(ID_RE),
   /** Cassandra's host id of the node the part was taken from. */
-  hostId: z.string().min(1).max(64),
-  address: z.string().min(1).max(255),
-  datacenter: z.string().min(1).max(255),
-  rack: z.string().min(1).max(255),
+  hostId: z.string().regex(/^[A-Za-z0-9-]{1,64}$/),
+  address: z.string().regex(/^[0-9A-Za-z.:%-]{1,255}$/),
+  datacenter: z.string().regex(PRINTABLE),
+  rack: z.string().regex(PRINTABLE),
   tokens: z.array(token).min(1).max(65_536),
 });
 
@@ -81,8 +83,11 @@ export function parseClusterRecord(value: unknown, id: string): ClusterRecord {
     throw new CbrError('CBR_ERR_RECORD_INVALID', `the cluster record of ${id} is invalid: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`);
   }
   if (parsed.data.id !== id) throw new CbrError('CBR_ERR_RECORD_INVALID', `the cluster record of ${id} names ${parsed.data.id}`);
-  const parts = parsed.data.hosts.map((h) => h.backupId);
-  if (new Set(parts).size !== parts.length) throw new CbrError('CBR_ERR_RECORD_INVALID', `the cluster record of ${id} names a part twice`);
+  // Parts are exactly `<id>-1..n` in order: a record can never name (and a delete or prune never remove) another backup.
+  for (const [i, h] of parsed.data.hosts.entries()) {
+    if (h.backupId !== partId(id, i))
+      throw new CbrError('CBR_ERR_RECORD_INVALID', `the cluster record of ${id} names part ${i + 1} ${h.backupId}, not ${partId(id, i)}`);
+  }
   return parsed.data;
 }
 
@@ -109,23 +114,64 @@ export async function readClusterRecord(store: ObjectStore, id: string, signal?:
   return parseClusterRecord(parsed, id);
 }
 
-/** Every readable cluster record, oldest first. */
-export async function listClusterRecords(store: ObjectStore, signal?: AbortSignal): Promise<ClusterRecord[]> {
+export interface ClusterRecordScan {
+  /** Every readable cluster record, oldest first. */
+  records: ClusterRecord[];
+  /**
+   * Cluster backup ids whose parts must be left alone though no readable record names them: a record that cannot be
+   * read (a newer format, a torn write, a failing GET) and a backup still running (its pending marker). Prune and
+   * delete treat every `<id>-<n>` of these as part of a cluster backup.
+   */
+  protectedIds: string[];
+}
+
+/** The cluster records, and the ids whose parts are protected without one (see ClusterRecordScan). */
+export async function scanClusterRecords(store: ObjectStore, signal?: AbortSignal): Promise<ClusterRecordScan> {
   const ids: string[] = [];
+  const pending: string[] = [];
   for await (const o of store.list(CLUSTERS_PREFIX, signal ? { signal } : {})) {
-    const m = /^cbr\.clusters\/([^/]+)\.json$/.exec(o.key);
-    if (m?.[1] && ID_RE.test(m[1])) ids.push(m[1]);
+    const m = /^cbr\.clusters\/([^/]+)\.(json|pending)$/.exec(o.key);
+    if (!m?.[1] || !ID_RE.test(m[1])) continue;
+    (m[2] === 'json' ? ids : pending).push(m[1]);
   }
-  const out: ClusterRecord[] = [];
+  const records: ClusterRecord[] = [];
+  const unreadable: string[] = [];
   for (const id of ids) {
     try {
-      out.push(await readClusterRecord(store, id, signal));
+      records.push(await readClusterRecord(store, id, signal));
     } catch (err) {
       if (err instanceof CbrError && err.code === 'CBR_ERR_ABORTED') throw err;
-      /* an unreadable cluster record is not a usable cluster backup */
+      if (err instanceof CbrError && err.code === 'CBR_ERR_BACKUP_NOT_FOUND') continue; // deleted since the listing
+      unreadable.push(id);
     }
   }
-  return out.sort((a, b) => (a.created < b.created ? -1 : 1));
+  return { records: records.sort((a, b) => (a.created < b.created ? -1 : 1)), protectedIds: [...new Set([...unreadable, ...pending])].sort() };
+}
+
+/** Every readable cluster record, oldest first (listings; prune and delete use scanClusterRecords). */
+export async function listClusterRecords(store: ObjectStore, signal?: AbortSignal): Promise<ClusterRecord[]> {
+  return (await scanClusterRecords(store, signal)).records;
+}
+
+/** True when `backupId` is `<id>-<n>` of one of `protectedIds`. */
+export function isProtectedPart(protectedIds: readonly string[], backupId: string): string | null {
+  return protectedIds.find((id) => new RegExp(`^${id}-[1-9][0-9]{0,4}$`).test(backupId)) ?? null;
+}
+
+/** `cbr.clusters/<id>.pending`: written by the coordinator before any host backs up, removed once the record is written or the backup failed. */
+export function pendingMarkerKey(id: string): string {
+  return `${CLUSTERS_PREFIX}${checkClusterBackupId(id)}.pending`;
+}
+
+export async function writePendingMarker(store: ObjectStore, id: string, body: { coordinator: string; started: string }, signal?: AbortSignal): Promise<void> {
+  await store.put(pendingMarkerKey(id), Readable.from([Buffer.from(`${JSON.stringify(body)}\n`)]), {
+    contentType: 'application/json',
+    ...(signal ? { signal } : {}),
+  });
+}
+
+export async function deletePendingMarker(store: ObjectStore, id: string, signal?: AbortSignal): Promise<void> {
+  await store.delete(pendingMarkerKey(id), signal ? { signal } : {});
 }
 
 /** Removes the cluster record only (idempotent); the caller deletes the parts after it. */
@@ -140,7 +186,14 @@ export function clusterOwning(clusters: readonly ClusterRecord[], backupId: stri
 
 /** A host backup that is a part of a listed cluster backup cannot be deleted alone: it would break that backup. */
 export async function refuseClusterPart(store: ObjectStore, backupId: string, signal?: AbortSignal): Promise<void> {
-  const owner = clusterOwning(await listClusterRecords(store, signal), backupId);
+  const scan = await scanClusterRecords(store, signal);
+  const unread = isProtectedPart(scan.protectedIds, backupId);
+  if (unread)
+    throw new CbrError(
+      'CBR_ERR_CLUSTER_PART',
+      `backup ${backupId} may be a part of cluster backup ${unread} (still running, or its record cbr.clusters/${unread}.json cannot be read): delete ${unread}`,
+    );
+  const owner = clusterOwning(scan.records, backupId);
   if (owner)
     throw new CbrError(
       'CBR_ERR_CLUSTER_PART',

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -6,7 +6,7 @@ import { CbrError } from '../core/errors.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
 import type { ObjectStore } from '../storage/port.ts';
 import { type BackupRecord, checkId, listRecords, readRecord, recordKey } from './catalog.ts';
-import { checkClusterBackupId, deleteClusterRecord, listClusterRecords } from './clusterRecord.ts';
+import { type ClusterRecord, checkClusterBackupId, deleteClusterRecord, isProtectedPart, scanClusterRecords } from './clusterRecord.ts';
 import { collectGarbage, type GcResult } from './leases.ts';
 import { applyPolicy, describePolicy, type GroupBy, type RetentionPolicy } from './retention.ts';
 
@@ -55,6 +55,8 @@ export interface PrunePlan {
   remove: PrunedBackup[];
   /** Cluster backups removed: their cluster records go first, then their parts (in `remove`). */
   removeClusters: string[];
+  /** Backups left out of the policy: parts of a cluster backup still running, or whose cluster record cannot be read. */
+  protected: string[];
   /** Bytes the removal frees: archives of full backups, blobs only removed backups name (shared ones counted once). */
   freedBytes: number;
   /** Blobs named by removed backups only. */
@@ -85,6 +87,15 @@ interface Journal {
 
 const strategyOf = (r: BackupRecord): 'full' | 'incremental' => (r.strategy === 'incremental' ? 'incremental' : 'full');
 
+/**
+ * A cluster backup's group: its cluster name and the host ids of its nodes (two clusters of the stock name
+ * "Test Cluster" are two groups), `cluster:<name>/<8 hex>`.
+ */
+function clusterGroup(c: ClusterRecord): string {
+  const hosts = c.hosts.map((h) => h.hostId).sort();
+  return `cluster:${c.clusterName}/${createHash('sha256').update(hosts.join(',')).digest('hex').slice(0, 8)}`;
+}
+
 /** What a policy removes and keeps, and what that frees, from the records in storage now. Reads only. */
 export async function planPrune(
   store: ObjectStore,
@@ -97,12 +108,15 @@ export async function planPrune(
   // A cluster backup is one candidate (grouped by its cluster's name), its parts never candidates of their own: the
   // policy keeps or drops all of a cluster backup's parts together. `--instance` narrows to host backups of that
   // instance, or to the cluster backups of a cluster of that name.
-  const clusters = await listClusterRecords(store, opts.signal);
+  // Parts of a cluster backup still running (its pending marker) or whose record cannot be read are no candidates at
+  // all: kept, and named in `protected`.
+  const { records: clusters, protectedIds } = await scanClusterRecords(store, opts.signal);
   const partOf = new Map(clusters.flatMap((c) => c.hosts.map((h) => [h.backupId, c] as const)));
-  const records = all.filter((r) => !partOf.has(r.id) && (opts.instance === undefined || r.sourceInstance === opts.instance));
+  const shielded = all.filter((r) => !partOf.has(r.id) && isProtectedPart(protectedIds, r.id)).map((r) => r.id);
+  const records = all.filter((r) => !partOf.has(r.id) && !shielded.includes(r.id) && (opts.instance === undefined || r.sourceInstance === opts.instance));
   const clusterCandidates = clusters
     .filter((c) => opts.instance === undefined || c.clusterName === opts.instance)
-    .map((c) => ({ id: c.id, created: c.created, hostId: `cluster:${c.clusterName}`, sourceInstance: `cluster:${c.clusterName}` }));
+    .map((c) => ({ id: c.id, created: c.created, hostId: clusterGroup(c), sourceInstance: clusterGroup(c) }));
   const clusterById = new Map(clusters.map((c) => [c.id, c]));
   const decisions = applyPolicy([...records, ...clusterCandidates], policy, groupBy);
   const keep: KeptBackup[] = [];
@@ -131,7 +145,7 @@ export async function planPrune(
   }
   for (const n of doomed.values()) freedBytes += n;
   const hosts = [...new Set(remove.flatMap((b) => (b.strategy === 'incremental' ? [(byId.get(b.id) as BackupRecord).hostId] : [])))].sort();
-  return { policy: describePolicy(policy), groupBy, keep, remove, removeClusters, freedBytes, freedBlobs: doomed.size, hosts };
+  return { policy: describePolicy(policy), groupBy, keep, remove, removeClusters, protected: shielded, freedBytes, freedBlobs: doomed.size, hosts };
 }
 
 export interface PruneOptions {

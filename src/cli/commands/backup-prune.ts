@@ -111,6 +111,8 @@ function report(r: PruneResult): string {
     for (const b of gone) lines.push(`  remove  ${b.id}  ${b.created}  ${b.name}  ${b.strategy} ${formatBytes(b.size)}${part(b)}`);
   }
   lines.push('');
+  if (r.protected?.length)
+    lines.push(`left alone: ${r.protected.join(', ')} (parts of a cluster backup still running, or whose cluster record cannot be read)`);
   if (r.dryRun) lines.push(`dry run: would remove ${r.remove.length} backups and free ${formatBytes(r.freedBytes)} (${r.freedBytes} bytes)`);
   else {
     if (r.resumed.length) lines.push(`finished an interrupted prune: ${r.resumed.length} backups`);

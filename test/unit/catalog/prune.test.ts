@@ -11,12 +11,14 @@ import {
   type ClusterRecord,
   clusterRecordKey,
   deleteClusterBackup,
+  deletePendingMarker,
   isClusterBackup,
   listClusterRecords,
   parseClusterRecord,
   partId,
   refuseClusterPart,
   writeClusterRecord,
+  writePendingMarker,
 } from '../../../src/catalog/clusterRecord.ts';
 import { holdBackupLease } from '../../../src/catalog/leases.ts';
 import { PRUNE_PREFIX, prune } from '../../../src/catalog/prune.ts';
@@ -307,9 +309,11 @@ describe('cluster backups: one unit for prune and delete', () => {
         ['c1-2', 'c1'],
       ].sort(),
     );
+    const group = plan.keep.find((b) => b.id === 'c2-1')?.group ?? '';
+    assert.match(group, /^cluster:ring\/[0-9a-f]{8}$/, 'grouped by the cluster name and its host ids');
     assert.deepEqual(plan.keep.map((b) => [b.id, b.group]).sort(), [
-      ['c2-1', 'cluster:ring'],
-      ['c2-2', 'cluster:ring'],
+      ['c2-1', group],
+      ['c2-2', group],
       ['h1', HOST],
     ]);
 
@@ -378,6 +382,25 @@ describe('cluster backups: one unit for prune and delete', () => {
     await assert.rejects(deleteClusterBackup(store, 'c0'), (e: unknown) => e instanceof CbrError && e.code === 'CBR_ERR_BACKUP_NOT_FOUND');
   });
 
+  it('parts of a running cluster backup (its pending marker) or of an unreadable cluster record are never pruned or deleted alone', async () => {
+    const store = new MemoryStore();
+    await writeCluster(store, 'c0', 0);
+    for (const i of [0, 1]) await writeFull(store, partId('run', i), 1, 7);
+    await writePendingMarker(store, 'run', { coordinator: 'node-1', started: new Date().toISOString() });
+    await writeFull(store, 'h9', 9, 5);
+    // A record of a newer format: unreadable here, its parts still protected.
+    await put(store, clusterRecordKey('c0'), JSON.stringify({ format: 2, kind: 'cluster', id: 'c0' }));
+    const plan = await prune(store, parsePolicy({ last: '1' }), { dryRun: true });
+    assert.deepEqual(plan.protected.sort(), ['c0-1', 'c0-2', 'run-1', 'run-2']);
+    assert.deepEqual(plan.remove, []);
+    await prune(store, parsePolicy({ last: '1' }));
+    assert.deepEqual((await listRecords(store)).map((r) => r.id).sort(), ['c0-1', 'c0-2', 'h9', 'run-1', 'run-2']);
+    for (const id of ['c0-2', 'run-1'])
+      await assert.rejects(refuseClusterPart(store, id), (e: unknown) => e instanceof CbrError && e.code === 'CBR_ERR_CLUSTER_PART');
+    await deletePendingMarker(store, 'run');
+    await refuseClusterPart(store, 'run-1');
+  });
+
   it('a cluster record is refused when it names another id, a part twice, or a malformed token', () => {
     const good = {
       format: 1,
@@ -392,7 +415,7 @@ describe('cluster backups: one unit for prune and delete', () => {
       created: 'x',
       finished: 'x',
       schema: '',
-      hosts: [{ host: 'a', backupId: 'c9-1', hostId: 'h', address: '127.0.0.1', datacenter: 'd', rack: 'r', tokens: ['-5'] }],
+      hosts: [{ host: 'a', backupId: 'c9-1', hostId: '0b6ee5a3', address: '127.0.0.1', datacenter: 'd', rack: 'r', tokens: ['-5'] }],
     };
     assert.equal(parseClusterRecord(good, 'c9').hosts.length, 1);
     const refused = (v: unknown, id = 'c9') =>
@@ -402,6 +425,8 @@ describe('cluster backups: one unit for prune and delete', () => {
       );
     refused(good, 'c8');
     refused({ ...good, hosts: [good.hosts[0], good.hosts[0]] });
+    refused({ ...good, hosts: [{ ...good.hosts[0], backupId: 'prod-golden' }] }, 'c9');
+    refused({ ...good, hosts: [{ ...good.hosts[0], host: 'a\u001b[2J' }] });
     refused({ ...good, hosts: [{ ...good.hosts[0], tokens: ['1; DROP'] }] });
     refused({ ...good, extra: 1 });
   });

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { readRecord } from '../../../../src/catalog/catalog.ts';
 import { writeClusterRecord } from '../../../../src/catalog/clusterRecord.ts';
 import type { PartsStepInput } from '../../../../src/machines/restore.machine.ts';
 import { checkParts } from '../../../../src/steps/restore/checkParts.ts';
@@ -22,7 +23,7 @@ import { abortedSignal, type MadeBackup, makeBackup, type RestoreSetup, rejectsA
 /**
  * The steps a cluster backup restored into one node adds to the restore (checkParts, fetchParts, forgetSourcePeers,
  * importParts, lowerReplication), each on the state it finds in a real restore: a cluster record naming three parts
- * (b1, made by the backup steps from a fake node, and b2, b3 from two more), a FakeNode target whose nodetool
+ * (cb-1, made by the backup steps from a fake node, and cb-2, cb-3 from two more), a FakeNode target whose nodetool
  * import moves SSTables in under new generations as Cassandra does. Each run twice, aborted, and into its codes.
  * Cassandra's own import (ids, token checks) is tested on real nodes in test/integration/restore/cluster-restore.test.ts.
  */
@@ -34,13 +35,15 @@ let first: MadeBackup;
 
 before(async () => {
   const store = new MemoryStore();
-  first = await makeBackup({ store });
-  await makeBackup({ store, backupId: 'b2' });
-  await makeBackup({ store, backupId: 'b3', strategy: 'incremental' });
+  first = await makeBackup({ store, backupId: 'cb-1' });
+  await makeBackup({ store, backupId: 'cb-2' });
+  await makeBackup({ store, backupId: 'cb-3', strategy: 'incremental' });
+  // The fake nodes share one host id: the parts name it as the cluster record does.
+  const hostId = (await readRecord(store, 'cb-1')).hostId;
   const host = (n: number) => ({
     host: `n${n}`,
-    backupId: `b${n}`,
-    hostId: `h${n}`,
+    backupId: `cb-${n}`,
+    hostId,
     address: `10.0.0.${n}`,
     datacenter: 'dc1',
     rack: 'r1',
@@ -92,8 +95,8 @@ describe('checkParts', () => {
     assert.deepEqual(
       plan.parts.map((p) => [p.backupId, p.host, p.keyspaces]),
       [
-        ['b2', 'n2', ['shop']],
-        ['b3', 'n3', ['shop']],
+        ['cb-2', 'n2', ['shop']],
+        ['cb-3', 'n3', ['shop']],
       ],
     );
     assert.equal(plan.clusterBackupId, 'cb');
@@ -108,16 +111,16 @@ describe('checkParts', () => {
 
   it('a missing part, a truncated archive, a record naming another first part, no room: each its code', async () => {
     const gone = await clusterUntil('checkParts');
-    await gone.store.delete('b2/backup.json');
+    await gone.store.delete('cb-2/backup.json');
     await rejectsCoded(checkParts(gone.deps, gone.input, live()), 'CBR_ERR_BACKUP_NOT_FOUND');
 
     const cut = await clusterUntil('checkParts');
-    const body = cut.store.objects.get('b2/archive.tar.zst')!.body;
-    cut.store.objects.set('b2/archive.tar.zst', { body: body.subarray(1), modified: '' });
+    const body = cut.store.objects.get('cb-2/archive.tar.zst')!.body;
+    cut.store.objects.set('cb-2/archive.tar.zst', { body: body.subarray(1), modified: '' });
     await rejectsCoded(checkParts(cut.deps, cut.input, live()), 'CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH');
 
     const other = await clusterUntil('checkParts');
-    other.input.ctx.backupId = 'b2';
+    other.input.ctx.backupId = 'cb-2';
     await rejectsCoded(checkParts(other.deps, other.input, live()), 'CBR_ERR_RECORD_INVALID', /first part/);
 
     const none = await clusterUntil('checkParts');
@@ -160,7 +163,7 @@ describe('fetchParts', () => {
       s.store.objects.set(key, { body, modified: '' });
     };
     const full = await clusterUntil('fetchParts');
-    flip(full, 'b2/archive.tar.zst');
+    flip(full, 'cb-2/archive.tar.zst');
     await assert.rejects(fetchParts(full.deps, full.input, live()), (err: { code?: string }) =>
       ['CBR_ERR_ARCHIVE_CORRUPT', 'CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH'].includes(String(err.code)),
     );
