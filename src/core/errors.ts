@@ -77,6 +77,16 @@ export const ERRORS = {
     retryable: true,
     summary: 'A host of a cluster backup failed; every host dropped its part. The message names each host and its own error.',
   },
+  CBR_ERR_HOLD_EXPIRED: {
+    exit: 12,
+    retryable: true,
+    summary: 'A held snapshot (a cluster backup part) waited past its hold timeout without a release; the host cleared it and the part failed.',
+  },
+  CBR_ERR_HOST_TIMEOUT: {
+    exit: 12,
+    retryable: true,
+    summary: "A host of a cluster backup did not answer, or did not take its snapshot, within the coordinator's deadline.",
+  },
   CBR_ERR_COMMAND_INVALID: {
     exit: 14,
     retryable: false,
