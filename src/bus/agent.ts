@@ -141,9 +141,10 @@ export class Agent {
     if (!this.#o.cluster) {
       // In the background: the agent answers (without a cluster) while its node is still starting.
       readClusterName(this.#o.profilePath, this.#clusterRead.signal).then(
-        (name) => {
-          this.#status.cluster = name;
-          this.#o.log.info('node cluster name read', { cluster: name });
+        (node) => {
+          this.#status.address = node.address || null;
+          this.#status.cluster = node.cluster;
+          this.#o.log.info('node cluster name read', { cluster: node.cluster, address: node.address });
         },
         () => {},
       );

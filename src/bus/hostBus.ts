@@ -58,6 +58,7 @@ export async function openHostBus(o: HostBusOptions): Promise<HostBus> {
   const toReply = (r: StatusReply): HostReply => ({
     host: r.host,
     ...(r.cluster ? { cluster: r.cluster } : {}),
+    ...(r.address ? { address: r.address } : {}),
     workflows: r.workflows.map((w) => ({ ...w, error: coded(w.error) })),
   });
   return {

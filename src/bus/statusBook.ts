@@ -21,6 +21,8 @@ export class StatusBook {
   readonly #outcomes = new Map<string, BusEvent>();
   /** The Cassandra cluster_name of this host's node, once known: every reply carries it (hosts of a cluster are found by it). */
   cluster: string | null = null;
+  /** The node's broadcast address, read with its cluster name: a coordinator maps the agent onto the ring by it. */
+  address: string | null = null;
 
   constructor(stateDb: StateDb, hostId: string) {
     this.#stateDb = stateDb;
@@ -64,6 +66,7 @@ export class StatusBook {
         host,
         at,
         ...(this.cluster ? { cluster: this.cluster } : {}),
+        ...(this.address ? { address: this.address } : {}),
         ...this.statusOf(query.payload),
       };
     } catch (err) {

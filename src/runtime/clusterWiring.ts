@@ -55,19 +55,19 @@ export function clusterSteps(o: {
 }
 
 /**
- * The cluster_name of the node a profile describes, read once over CQL; retried until it answers (an agent may start
+ * The cluster_name and broadcast address of the node a profile describes, read once over CQL; retried until it answers (an agent may start
  * before its node), given up when `signal` aborts.
  */
-export async function readClusterName(profilePath: string, signal: AbortSignal, retryMs = 5000): Promise<string> {
+export async function readClusterName(profilePath: string, signal: AbortSignal, retryMs = 5000): Promise<{ cluster: string; address: string }> {
   const { setTimeout: sleep } = await import('node:timers/promises');
   for (;;) {
     try {
       const { cql } = await loadProfile(profilePath);
       const session = await connectCql({ ...cql, credentials: await loadCredentials(cql.credentialsFile) });
       try {
-        const [row] = await session.execute('SELECT cluster_name FROM system.local');
+        const [row] = await session.execute('SELECT cluster_name, broadcast_address FROM system.local');
         const name = String(row?.['cluster_name'] ?? '');
-        if (name) return name;
+        if (name) return { cluster: name, address: String(row?.['broadcast_address'] ?? '').replace(/^\//, '') };
       } finally {
         await session.close();
       }

@@ -89,6 +89,8 @@ export const statusReplySchema = z.object({
   host: z.string().regex(HOST),
   /** The Cassandra cluster_name of the agent's node, once the agent has read it (a cluster backup finds its hosts by it). */
   cluster: z.string().max(255).optional(),
+  /** The broadcast address of the agent's node, read with its cluster name. */
+  address: z.string().max(255).optional(),
   at: z.string(),
   workflows: z.array(workflowStatusSchema),
   /** More workflows matched than the reply lists. */
@@ -132,6 +134,7 @@ const listedWorkflowSchema = workflowStatusSchema
 const receivedReplySchema = statusReplySchema.extend({
   at: z.string().catch(''),
   cluster: z.string().max(255).optional().catch(undefined),
+  address: z.string().max(255).optional().catch(undefined),
   workflows: z.array(z.unknown()),
   truncated: z.boolean().catch(false),
   error: errorInfoSchema.optional().catch(undefined),

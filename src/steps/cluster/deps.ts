@@ -23,6 +23,8 @@ export interface HostReply {
   host: string;
   /** The host's Cassandra cluster_name, once its agent has read it. */
   cluster?: string;
+  /** The broadcast address of the host's node, once its agent has read it. */
+  address?: string;
   workflows: HostWorkflow[];
 }
 

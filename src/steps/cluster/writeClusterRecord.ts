@@ -3,7 +3,7 @@ import { readRecord } from '../../catalog/catalog.ts';
 import { type ClusterRecord, clusterRecordKey, partId, writeClusterRecord as putClusterRecord, readClusterRecord } from '../../catalog/clusterRecord.ts';
 import { CbrError } from '../../core/errors.ts';
 import type { ClusterStepInput } from '../../machines/clusterBackup.machine.ts';
-import { type ClusterDeps, pauseIfAsked } from './deps.ts';
+import { type ClusterDeps, pauseIfAsked, withBus } from './deps.ts';
 
 /**
  * The cluster record, written last and create-only: the ring as the coordinator's node sees it (host ids,
@@ -15,6 +15,9 @@ export async function writeClusterRecord(deps: ClusterDeps, input: ClusterStepIn
   await pauseIfAsked(deps, 'writeClusterRecord', signal);
   const { ctx, parts } = input;
   const records = await Promise.all(parts.map((_, i) => readRecord(deps.store, partId(ctx.backupId, i), signal)));
+  // Each host's node address, as its agent announces it: a host is matched to its ring entry by it (tokens alone can
+  // mislead: a node's own system.local may list tokens the ring gives another node).
+  const addresses = await withBus(deps, (bus) => Promise.all(parts.map(async (p) => (await bus.ask(p.host, undefined, signal))?.address)));
   const cql = await deps.cql();
   let topology: Awaited<ReturnType<typeof readTopology>>;
   let schema: string;
@@ -27,13 +30,25 @@ export async function writeClusterRecord(deps: ClusterDeps, input: ClusterStepIn
   signal.throwIfAborted();
   const hosts = parts.map((p, i) => {
     const rec = records[i]!;
+    const address = addresses[i];
     const tokens = rec.settings?.tokens ?? [];
     const key = [...tokens].sort().join(',');
-    const ring = topology.hosts.find((h) => [...h.tokens].sort().join(',') === key);
-    if (!ring || tokens.length === 0)
-      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `the part of ${p.host} (${rec.id}) holds tokens no node of cluster ${topology.clusterName} owns now`);
+    const ring = address
+      ? topology.hosts.find((h) => h.address === address)
+      : tokens.length > 0
+        ? topology.hosts.find((h) => [...h.tokens].sort().join(',') === key)
+        : undefined;
+    if (!ring)
+      throw new CbrError(
+        'CBR_ERR_INVALID_ARGUMENT',
+        address
+          ? `${p.host} announces node address ${address}, which no node of cluster ${topology.clusterName} has`
+          : `${p.host} announces no node address, and its part ${rec.id} holds tokens no node of cluster ${topology.clusterName} owns`,
+      );
     return { host: p.host, backupId: rec.id, hostId: ring.hostId, address: ring.address, datacenter: ring.datacenter, rack: ring.rack, tokens: ring.tokens };
   });
+  const seen = new Set(hosts.map((h) => h.hostId));
+  if (seen.size !== hosts.length) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `two hosts of cluster backup ${ctx.backupId} map onto the same node`);
   const record: ClusterRecord = {
     format: 1,
     kind: 'cluster',

@@ -125,9 +125,8 @@ describe('cluster backup over the bus (3 real nodes, 3 real agents, real RabbitM
     );
     assert.equal(new Set(record.hosts.map((h) => h.hostId)).size, 3);
     assert.match(record.schema, new RegExp(`CREATE KEYSPACE cb${process.pid}_shop`));
-    for (const [i, h] of record.hosts.entries()) {
-      const part = await readRecord(store(), h.backupId);
-      assert.deepEqual([...(part.settings?.tokens ?? [])].sort(), [...h.tokens].sort(), `part ${i + 1} holds its node's tokens`);
+    for (const h of record.hosts) {
+      assert.equal((await readRecord(store(), h.backupId)).sourceInstance, h.host, "each part is its own host's backup");
       const v = await cbr(['backup-verify', h.backupId, '--deep', '--json'], env());
       assert.equal(v.code, 0, `${h.backupId}: ${v.err}${v.out}`);
     }
