@@ -2,14 +2,15 @@ import { randomUUID } from 'node:crypto';
 import amqplib, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type RecoveringChannelModel } from 'amqplib';
 import type { InspectionEvent, Observer } from 'xstate';
 import { deleteBackup, latestBackupId, readRecord } from '../catalog/catalog.ts';
-import { refuseClusterPart } from '../catalog/clusterRecord.ts';
+import { checkClusterBackupId, refuseClusterPart } from '../catalog/clusterRecord.ts';
 import { prune } from '../catalog/prune.ts';
 import { parsePolicy } from '../catalog/retention.ts';
 import { type VerifyResult, verdictCode, verdictMessage } from '../catalog/verify.ts';
 import { CbrError, toErrorInfo } from '../core/errors.ts';
 import { ID_RE } from '../core/ids.ts';
 import type { Logger } from '../core/log.ts';
-import { type StepsFactory, type WorkflowEvent, WorkflowRuntime } from '../runtime/runtime.ts';
+import { clusterSteps, readClusterName } from '../runtime/clusterWiring.ts';
+import { type ClusterStepsFactory, type StepsFactory, type WorkflowEvent, WorkflowRuntime } from '../runtime/runtime.ts';
 import { DrillLog } from '../state/drillLog.ts';
 import { StateDb } from '../state/stateDb.ts';
 import { openStore } from '../storage/open.ts';
@@ -18,6 +19,7 @@ import { backupInput } from '../workflows/backupRequest.ts';
 import { type DrillResult, type DrillSandboxes, runDrill } from '../workflows/drill.ts';
 import { restoreInput } from '../workflows/restoreRequest.ts';
 import { runVerify } from '../workflows/verifyRequest.ts';
+import { openHostBus } from './hostBus.ts';
 import type { ScheduleJob } from './schedule/config.ts';
 import { Scheduler } from './schedule/scheduler.ts';
 import { type Command, parseCommand } from './schemas/commands.ts';
@@ -56,6 +58,13 @@ export interface AgentOptions {
   drill?: { sandboxes: DrillSandboxes; onDrilled?: (result: DrillResult) => void };
   /** Schedule jobs (src/bus/schedule): commands the agent issues itself at cron instants; default none. */
   schedule?: ScheduleJob[];
+  /**
+   * The Cassandra cluster_name its status replies announce (fake hosts); default: read once from its node over CQL
+   * (retried until the node answers).
+   */
+  cluster?: string;
+  /** The cluster backup coordinator's steps (fakes for benchmarks); default: the real ones over this agent's bus. */
+  clusterSteps?: ClusterStepsFactory;
 }
 
 /**
@@ -88,6 +97,8 @@ export class Agent {
   /** The drill running now (its command id): a second one is refused. */
   #drilling: string | null = null;
   #scheduler: Scheduler | null = null;
+  /** Stops the background read of the node's cluster name. */
+  readonly #clusterRead = new AbortController();
 
   constructor(opts: AgentOptions) {
     this.#o = opts;
@@ -101,8 +112,19 @@ export class Agent {
       stepDelayMs: opts.stepDelayMs ?? 0,
       ...(opts.steps ? { steps: opts.steps } : {}),
       ...(opts.inspect ? { inspect: opts.inspect } : {}),
+      clusterSteps:
+        opts.clusterSteps ??
+        clusterSteps({
+          bus: () => openHostBus({ url: opts.url, prefix: opts.prefix ?? '', signingKey: opts.signingKey ?? null }),
+          storage: opts.storage,
+          profilePath: opts.profilePath,
+          env: opts.env,
+          log: opts.log,
+          stepDelayMs: opts.stepDelayMs ?? 0,
+        }),
       onEvent: (e) => this.#onWorkflowEvent(e),
     });
+    if (opts.cluster) this.#status.cluster = opts.cluster;
   }
 
   get store(): StateDb {
@@ -116,6 +138,17 @@ export class Agent {
 
   /** Resumes unfinished workflows at once (the broker may be down), then connects and consumes. */
   async start(): Promise<void> {
+    if (!this.#o.cluster) {
+      // In the background: the agent answers (without a cluster) while its node is still starting.
+      readClusterName(this.#o.profilePath, this.#clusterRead.signal).then(
+        (node) => {
+          this.#status.address = node.address || null;
+          this.#status.cluster = node.cluster;
+          this.#o.log.info('node cluster name read', { cluster: node.cluster, address: node.address });
+        },
+        () => {},
+      );
+    }
     for (const w of this.#runtime.orphans()) {
       this.#o.log.info('resuming workflow', { workflowId: w.id, kind: w.kind, state: w.state });
       try {
@@ -192,6 +225,7 @@ export class Agent {
   /** Graceful stop: take no more commands, stop the actors (their state stays persisted), flush events, close. */
   async stop(): Promise<void> {
     this.#stopping = true;
+    this.#clusterRead.abort();
     for (const v of this.#verifies.values()) v.abort();
     this.#scheduler?.stop();
     if (this.#consumeCh && this.#consumerTag) await this.#consumeCh.cancel(this.#consumerTag).catch(() => {});
@@ -315,6 +349,33 @@ export class Agent {
       case 'restore.create': {
         const { input } = await restoreInput(c.payload, { id: c.id, profilePath: this.#o.profilePath, storage: this.#o.storage }, this.#o.env);
         const running = await this.#runtime.startRestore(input, { commandId: c.id });
+        if (running) this.#watch(running.done);
+        return;
+      }
+      case 'backup.release': {
+        const row = this.#stateDb.get(c.payload.backupId);
+        if (row?.kind !== 'backup') throw new CbrError('CBR_ERR_WORKFLOW_NOT_FOUND', `no backup ${c.payload.backupId} on ${this.#o.hostId}`);
+        // A held backup goes on; one not yet holding remembers the release; one past it (or done) is left as it is.
+        if (row.status === 'active' && !this.#runtime.send(row.id, { type: 'RELEASE' }))
+          throw new CbrError('CBR_ERR_WORKFLOW_NOT_FOUND', `backup ${row.id} is not running in the agent of ${this.#o.hostId}`);
+        this.#publishDone(c, { backupId: row.id, released: true, state: row.state });
+        return;
+      }
+      case 'cluster.backup': {
+        const p = c.payload;
+        const input = {
+          workflowId: c.id,
+          backupId: checkClusterBackupId(c.id),
+          name: p.name,
+          description: p.description ?? '',
+          cluster: p.cluster,
+          hosts: p.hosts ?? null,
+          strategy: p.strategy ?? 'full',
+          concurrency: p.concurrency ?? 2,
+          startedAt: now(),
+          ...(p.holdTimeoutMs ? { holdTimeoutMs: p.holdTimeoutMs } : {}),
+        };
+        const running = await this.#runtime.startClusterBackup(input, { commandId: c.id });
         if (running) this.#watch(running.done);
         return;
       }

@@ -1,6 +1,7 @@
 import { toErrorInfo } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { BackupOutput } from '../machines/backup.machine.ts';
+import type { ClusterBackupOutput } from '../machines/clusterBackup.machine.ts';
 import type { Progress } from '../machines/common.ts';
 import type { RestoreOutput } from '../machines/restore.machine.ts';
 import { outputOf } from '../runtime/runtime.ts';
@@ -18,6 +19,10 @@ export class StatusBook {
   readonly #hostId: string;
   readonly #progress = new Map<string, { step: string; progress: Progress }>();
   readonly #outcomes = new Map<string, BusEvent>();
+  /** The Cassandra cluster_name of this host's node, once known: every reply carries it (hosts of a cluster are found by it). */
+  cluster: string | null = null;
+  /** The node's broadcast address, read with its cluster name: a coordinator maps the agent onto the ring by it. */
+  address: string | null = null;
 
   constructor(stateDb: StateDb, hostId: string) {
     this.#stateDb = stateDb;
@@ -35,7 +40,13 @@ export class StatusBook {
   /** Keeps the outcome of a command that starts no workflow. A later rejection of the same id (a replay) does not hide what the command itself came to. */
   remember(event: BusEvent): void {
     const firstWord = event.type === 'result' || !this.#outcomes.has(event.workflowId);
-    if ((event.type === 'result' || event.type === 'rejected') && event.kind !== 'backup' && event.kind !== 'restore' && firstWord) {
+    if (
+      (event.type === 'result' || event.type === 'rejected') &&
+      event.kind !== 'backup' &&
+      event.kind !== 'restore' &&
+      event.kind !== 'clusterBackup' &&
+      firstWord
+    ) {
       this.#outcomes.delete(event.workflowId);
       this.#outcomes.set(event.workflowId, event);
       if (this.#outcomes.size > STATUS_MAX_WORKFLOWS) this.#outcomes.delete(this.#outcomes.keys().next().value!);
@@ -48,7 +59,16 @@ export class StatusBook {
     const at = new Date().toISOString();
     try {
       const query = parseStatusQuery(body, { hostId: host });
-      return { version: 1, type: 'status.reply', queryId: query.id, host, at, ...this.statusOf(query.payload) };
+      return {
+        version: 1,
+        type: 'status.reply',
+        queryId: query.id,
+        host,
+        at,
+        ...(this.cluster ? { cluster: this.cluster } : {}),
+        ...(this.address ? { address: this.address } : {}),
+        ...this.statusOf(query.payload),
+      };
     } catch (err) {
       const error = toErrorInfo(err, 'CBR_ERR_COMMAND_INVALID');
       log.warn('status query refused', { code: error.code, reason: error.message });
@@ -104,9 +124,9 @@ export class StatusBook {
 }
 
 /** A workflow's output as the bus's result event carries it: a backup's archive fields at the top level, no error (the event has its own). */
-export function busResult(output: BackupOutput | RestoreOutput): Record<string, unknown> {
+export function busResult(output: BackupOutput | RestoreOutput | ClusterBackupOutput): Record<string, unknown> {
   const { error: _error, ...rest } = output;
-  if ('instance' in rest) return rest;
+  if ('instance' in rest || 'cluster' in rest) return rest;
   const { result, ...backup } = rest;
   return { ...backup, ...(result ?? {}) };
 }

@@ -220,7 +220,8 @@ export function statusEvents(reply: StatusReply): BusEvent[] {
       continue;
     }
     // Commands that start no workflow only ever have a result event.
-    if (w.kind === 'backup' || w.kind === 'restore') out.push({ ...base, type: 'state', at: w.updatedAt, state: w.state, status: w.status, error });
+    if (w.kind === 'backup' || w.kind === 'restore' || w.kind === 'clusterBackup')
+      out.push({ ...base, type: 'state', at: w.updatedAt, state: w.state, status: w.status, error });
     if (w.status === 'active' && w.progress) out.push({ ...base, type: 'progress', at: reply.at, step: w.step ?? w.state, progress: w.progress });
     if (w.status === 'done') out.push({ ...base, type: 'result', at: w.updatedAt, state: w.state, status: 'done', error, result: w.result ?? {} });
   }

@@ -92,6 +92,16 @@ export const ERRORS = {
     retryable: true,
     summary: 'A node of a restore as a new cluster failed; every target node was rolled back. The message names each node and its own error.',
   },
+  CBR_ERR_HOLD_EXPIRED: {
+    exit: 12,
+    retryable: true,
+    summary: 'A held snapshot (a cluster backup part) waited past its hold timeout without a release; the host cleared it and the part failed.',
+  },
+  CBR_ERR_HOST_TIMEOUT: {
+    exit: 12,
+    retryable: true,
+    summary: "A host of a cluster backup did not answer, or did not take its snapshot, within the coordinator's deadline.",
+  },
   CBR_ERR_COMMAND_INVALID: {
     exit: 14,
     retryable: false,

@@ -4,10 +4,17 @@ import type { DataSettings } from '../cassandra/dataSettings.ts';
 import type { TableCount } from '../cassandra/rowCounts.ts';
 import type { ErrorInfo } from '../core/errors.ts';
 import type { StorageConfig } from '../storage/port.ts';
-import { type CancelEvent, type Progress, type ProgressEvent, recordingActions, step } from './common.ts';
+import { type CancelEvent, type Progress, type ProgressEvent, type ReleaseEvent, recordingActions, step } from './common.ts';
 
 /** Bumped whenever states or context change shape; stored with every persisted snapshot. */
-export const BACKUP_MACHINE_VERSION = 1;
+export const BACKUP_MACHINE_VERSION = 2;
+/**
+ * Persisted versions this machine resumes: v1 snapshots (before `holding`) name only states v2 still has, and lack
+ * only optional context fields; any other version is refused (CBR_ERR_WORKFLOW_CONFLICT, naming both versions).
+ */
+export const BACKUP_MACHINE_RESUMES = [1, 2] as const;
+/** How long a held snapshot waits for its release by default (a coordinator that never comes back leaves none). */
+export const DEFAULT_HOLD_TIMEOUT_MS = 60 * 60 * 1000;
 
 export interface BackupInput {
   workflowId: string;
@@ -30,6 +37,12 @@ export interface BackupInput {
   parent?: string | null;
   /** Files in flight at once (incremental); default 4. */
   concurrency?: number;
+  /** The cluster backup this backup is a part of (its coordinator's id); absent for a host's own backup. */
+  clusterBackupId?: string;
+  /** Wait in `holding` after the snapshot until RELEASE (a cluster backup's barrier); absent = false. */
+  hold?: boolean;
+  /** How long `holding` waits for RELEASE before the backup fails (CBR_ERR_HOLD_EXPIRED); default 1 h. */
+  holdTimeoutMs?: number;
 }
 
 /** One file of an incremental backup and the blob holding it; plain JSON (it travels in the workflow context). */
@@ -81,6 +94,16 @@ export interface BackupContext extends BackupInput {
   result: BackupResult | null;
   error: ErrorInfo | null;
   warnings: string[];
+  /** When the snapshot started being held (ISO): the hold's deadline counts from here, across restarts. */
+  heldSince?: string | null;
+  /** A RELEASE came (perhaps before the snapshot was taken): the backup does not hold, or stops holding. */
+  released?: boolean;
+}
+
+/** When a held snapshot's wait ends (ISO); null when the backup does not hold. */
+export function holdDeadline(c: Pick<BackupContext, 'heldSince' | 'holdTimeoutMs'>): string | null {
+  if (!c.heldSince) return null;
+  return new Date(Date.parse(c.heldSince) + (c.holdTimeoutMs ?? DEFAULT_HOLD_TIMEOUT_MS)).toISOString();
 }
 
 export type StepInput = { ctx: BackupInput };
@@ -111,7 +134,7 @@ export const backupMachine = setup({
     context: {} as BackupContext,
     input: {} as BackupInput,
     output: {} as BackupOutput,
-    events: {} as ProgressEvent | CancelEvent,
+    events: {} as ProgressEvent | CancelEvent | ReleaseEvent,
   },
   actors: {
     verifyNode: step<NodeFacts, StepInput>('verifyNode'),
@@ -121,9 +144,21 @@ export const backupMachine = setup({
     streamArchive: step<BackupResult, StepInput>('streamArchive'),
     writeRecord: step<void, WriteRecordInput>('writeRecord'),
     deleteBackupObjects: step<void, StepInput>('deleteBackupObjects'),
+    /** Resolves at `until` (ISO), and no sooner: the held snapshot's deadline. Abortable; a restart waits the rest. */
+    waitUntil: step<void, { until: string }>('waitUntil'),
+  },
+  guards: {
+    holds: ({ context }: { context: BackupContext }) => context.hold === true && context.released !== true,
   },
   actions: {
-    ...recordingActions<BackupContext>(),
+    ...recordingActions<BackupContext, ProgressEvent | CancelEvent | ReleaseEvent>(),
+    recordHoldExpired: assign(({ context }: { context: BackupContext }) => ({
+      error: {
+        code: 'CBR_ERR_HOLD_EXPIRED' as const,
+        message: `the snapshot of ${context.backupId} was held ${Math.round((context.holdTimeoutMs ?? DEFAULT_HOLD_TIMEOUT_MS) / 1000)} s without a release${context.clusterBackupId ? ` (cluster backup ${context.clusterBackupId})` : ''}; it is cleared`,
+        retryable: true,
+      },
+    })),
   },
 }).createMachine({
   id: 'backup',
@@ -132,6 +167,8 @@ export const backupMachine = setup({
   initial: 'verifyingNode',
   on: {
     PROGRESS: { actions: { type: 'recordProgress', params: ({ event }) => ({ progress: event.progress }) } },
+    // A release that comes before the snapshot (or after the upload began) is remembered; it never moves a state by itself.
+    RELEASE: { actions: assign({ released: true }) },
   },
   states: {
     verifyingNode: {
@@ -166,7 +203,28 @@ export const backupMachine = setup({
       invoke: {
         src: 'takeSnapshot',
         input: ({ context }) => ({ ctx: context }),
-        onDone: { target: 'streaming', actions: assign({ tables: ({ event }) => event.output.tables ?? null }) },
+        onDone: [
+          {
+            guard: 'holds',
+            target: 'holding',
+            actions: assign({ tables: ({ event }) => event.output.tables ?? null, heldSince: () => new Date().toISOString() }),
+          },
+          { target: 'streaming', actions: assign({ tables: ({ event }) => event.output.tables ?? null }) },
+        ],
+        onError: { target: 'compensating', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
+      },
+    },
+    holding: {
+      // A cluster backup's barrier: the snapshot is taken and waits for the coordinator's release (or cancel). The
+      // deadline lives in context (heldSince): a restarted agent keeps holding for what is left of it, then fails.
+      on: {
+        RELEASE: { target: 'streaming', actions: assign({ released: true }) },
+        CANCEL: { target: 'compensating', actions: { type: 'recordCancel', params: ({ event }) => ({ reason: event.reason }) } },
+      },
+      invoke: {
+        src: 'waitUntil',
+        input: ({ context }) => ({ until: holdDeadline(context) ?? new Date(0).toISOString() }),
+        onDone: { target: 'compensating', actions: 'recordHoldExpired' },
         onError: { target: 'compensating', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
       },
     },

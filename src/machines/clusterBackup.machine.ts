@@ -34,6 +34,8 @@ export interface ClusterBackupInput {
   /** At most this many hosts upload at once, cluster-wide. */
   concurrency: number;
   startedAt: string;
+  /** How long each host holds its snapshot for the release before it fails by itself; absent: the host's default (1 h). */
+  holdTimeoutMs?: number;
 }
 
 export type HostPhase = 'pending' | 'started' | 'snapshotted' | 'uploaded' | 'failed' | 'aborted';
@@ -49,9 +51,12 @@ export interface HostPart {
   upload?: { objectKey: string; size: number; rawBytes: number; files: number };
 }
 
-/** A phase step's answer for one host: done, or that host's coded error. */
+/**
+ * A phase step's answer for one host: done, or that host's coded error, or `keep`: the phase stopped before this
+ * host was done (another host failed first), so its part stays as it was and the abort takes care of it.
+ */
 export type HostOutcome =
-  | { host: string; ok: true; snapshot?: HostPart['snapshot']; upload?: HostPart['upload'] }
+  | { host: string; ok: true; snapshot?: HostPart['snapshot']; upload?: HostPart['upload']; keep?: true }
   | { host: string; ok: false; error: ErrorInfo };
 
 export interface ClusterBackupContext extends ClusterBackupInput {
@@ -98,6 +103,7 @@ export function applyOutcomes(parts: readonly HostPart[], outcomes: readonly Hos
     const o = byHost.get(p.host);
     if (!o) return { ...p, phase: 'failed', error: { code: 'CBR_ERR_INTERNAL', message: `no answer from ${p.host} on the way to ${phase}`, retryable: true } };
     if (!o.ok) return { ...p, phase: 'failed', error: o.error };
+    if (o.keep) return p;
     return { ...p, phase, ...(o.snapshot ? { snapshot: o.snapshot } : {}), ...(o.upload ? { upload: o.upload } : {}) };
   });
 }

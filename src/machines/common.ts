@@ -1,4 +1,4 @@
-import { assign, fromPromise, type MachineContext } from 'xstate';
+import { assign, type EventObject, fromPromise, type MachineContext } from 'xstate';
 import type { ErrorInfo } from '../core/errors.ts';
 import { toErrorInfo } from '../core/errors.ts';
 
@@ -23,6 +23,8 @@ export interface Progress {
 
 export type ProgressEvent = { type: 'PROGRESS'; step: string; progress: Progress };
 export type CancelEvent = { type: 'CANCEL'; reason?: string };
+/** A held backup (a cluster backup part) may upload now: sent by the agent on `backup.release`. */
+export type ReleaseEvent = { type: 'RELEASE' };
 
 export function errorFrom(error: unknown): ErrorInfo {
   return toErrorInfo(error);
@@ -43,17 +45,17 @@ interface RecordingContext extends MachineContext {
 type WorkflowEvents = ProgressEvent | CancelEvent;
 
 /** The actions both machines share; each machine's `setup` spreads them into its own. */
-export function recordingActions<C extends RecordingContext>() {
+export function recordingActions<C extends RecordingContext, E extends EventObject = WorkflowEvents>() {
   type Args = { context: C };
   // The assigners return a part of C; a generic C cannot see that `error` of RecordingContext is one.
   return {
-    recordError: assign<C, WorkflowEvents, { error: unknown }, WorkflowEvents, never>((_: Args, p) => ({ error: errorFrom(p.error) }) as Partial<C>),
-    recordCancel: assign<C, WorkflowEvents, { reason?: string | undefined }, WorkflowEvents, never>(
+    recordError: assign<C, E, { error: unknown }, E, never>((_: Args, p) => ({ error: errorFrom(p.error) }) as Partial<C>),
+    recordCancel: assign<C, E, { reason?: string | undefined }, E, never>(
       (_: Args, p) => ({ error: { code: 'CBR_ERR_ABORTED', message: `cancelled${p.reason ? `: ${p.reason}` : ''}`, retryable: true } }) as Partial<C>,
     ),
-    recordWarning: assign<C, WorkflowEvents, { step: string; error: unknown }, WorkflowEvents, never>(
+    recordWarning: assign<C, E, { step: string; error: unknown }, E, never>(
       ({ context }: Args, p) => ({ warnings: [...context.warnings, warningFrom(p.step, p.error)] }) as Partial<C>,
     ),
-    recordProgress: assign<C, WorkflowEvents, { progress: Progress }, WorkflowEvents, never>((_: Args, p) => ({ progress: p.progress }) as Partial<C>),
+    recordProgress: assign<C, E, { progress: Progress }, E, never>((_: Args, p) => ({ progress: p.progress }) as Partial<C>),
   };
 }

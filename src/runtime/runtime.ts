@@ -1,20 +1,46 @@
 import { type AnyActorRef, createActor, type InspectionEvent, type Observer } from 'xstate';
 import { CbrError, type ErrorInfo } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
-import { BACKUP_MACHINE_VERSION, type BackupInput, type BackupOutput, backupMachine, backupOutput } from '../machines/backup.machine.ts';
+import {
+  BACKUP_MACHINE_RESUMES,
+  BACKUP_MACHINE_VERSION,
+  type BackupInput,
+  type BackupOutput,
+  backupMachine,
+  backupOutput,
+} from '../machines/backup.machine.ts';
+import {
+  CLUSTER_BACKUP_MACHINE_VERSION,
+  type ClusterBackupInput,
+  type ClusterBackupOutput,
+  clusterBackupMachine,
+  clusterBackupOutput,
+} from '../machines/clusterBackup.machine.ts';
 import type { Progress } from '../machines/common.ts';
 import { RESTORE_MACHINE_VERSION, type RestoreInput, type RestoreOutput, restoreMachine, restoreOutput } from '../machines/restore.machine.ts';
 import type { StateDb, WorkflowKind, WorkflowRow, WorkflowStatus } from '../state/stateDb.ts';
 import { ownerAlive, ownerToken } from './owner.ts';
 import type { DepsOptions } from './wiring.ts';
 
-const VERSIONS: Record<WorkflowKind, number> = { backup: BACKUP_MACHINE_VERSION, restore: RESTORE_MACHINE_VERSION };
-type InputOf<K extends WorkflowKind> = K extends 'backup' ? BackupInput : RestoreInput;
-export type OutputOf<K extends WorkflowKind> = K extends 'backup' ? BackupOutput : RestoreOutput;
+const VERSIONS: Record<WorkflowKind, number> = {
+  backup: BACKUP_MACHINE_VERSION,
+  restore: RESTORE_MACHINE_VERSION,
+  clusterBackup: CLUSTER_BACKUP_MACHINE_VERSION,
+};
+/** The persisted versions each machine resumes (older snapshots whose states and context it still reads). */
+const RESUMES: Record<WorkflowKind, readonly number[]> = {
+  backup: BACKUP_MACHINE_RESUMES,
+  restore: [RESTORE_MACHINE_VERSION],
+  clusterBackup: [CLUSTER_BACKUP_MACHINE_VERSION],
+};
+type InputOf<K extends WorkflowKind> = K extends 'backup' ? BackupInput : K extends 'restore' ? RestoreInput : ClusterBackupInput;
+export type OutputOf<K extends WorkflowKind> = K extends 'backup' ? BackupOutput : K extends 'restore' ? RestoreOutput : ClusterBackupOutput;
+export type AnyInput = BackupInput | RestoreInput | ClusterBackupInput;
 
 /** The output of a persisted workflow's context (a status reply, a workflow resumed after it finished). */
 export function outputOf<K extends WorkflowKind>(kind: K, context: unknown): OutputOf<K> {
-  return (kind === 'backup' ? backupOutput(context as never) : restoreOutput(context as never)) as OutputOf<K>;
+  const out = kind === 'backup' ? backupOutput(context as never) : kind === 'restore' ? restoreOutput(context as never) : clusterBackupOutput(context as never);
+  return out as OutputOf<K>;
 }
 
 /** What a workflow tells the world: every state change and progress. The bus publishes these; the CLI draws them. */
@@ -28,7 +54,7 @@ export type WorkflowEvent =
       at: string;
       error: ErrorInfo | null;
       /** The machine's output, on the last event of a workflow (status 'done'); plain JSON without secrets. */
-      output?: BackupOutput | RestoreOutput;
+      output?: BackupOutput | RestoreOutput | ClusterBackupOutput;
     }
   | { type: 'progress'; workflowId: string; kind: WorkflowKind; step: string; progress: Progress; at: string };
 
@@ -52,6 +78,8 @@ export interface RuntimeOptions {
   steps?: StepsFactory;
   /** XState inspection of every workflow actor (`--inspect <ws-url>`: a Stately inspector). */
   inspect?: Observer<InspectionEvent>;
+  /** The cluster backup coordinator's steps; without them a clusterBackup workflow is refused (CBR_ERR_INVALID_ARGUMENT). */
+  clusterSteps?: ClusterStepsFactory;
 }
 
 /** Builds the step actors of one workflow; the machines check them against their declared logic. */
@@ -59,6 +87,9 @@ export type StepsFactory = {
   backup: (input: BackupInput) => Parameters<typeof backupMachine.provide>[0]['actors'];
   restore: (input: RestoreInput) => Parameters<typeof restoreMachine.provide>[0]['actors'];
 };
+
+/** The coordinator's steps talk to other hosts' agents: only a process on the bus (the agent) can provide them. */
+export type ClusterStepsFactory = (input: ClusterBackupInput) => Parameters<typeof clusterBackupMachine.provide>[0]['actors'];
 
 export interface Running<K extends WorkflowKind = WorkflowKind> {
   actor: AnyActorRef;
@@ -89,6 +120,19 @@ export class WorkflowRuntime {
   /** Starts a restore; returns null when a workflow with this command id (or workflow id) already exists. */
   startRestore(input: RestoreInput, opts: { commandId?: string } = {}): Promise<Running<'restore'> | null> {
     return this.start('restore', input, opts);
+  }
+
+  /** Starts a cluster backup's coordinator; returns null when a workflow with this command id (or workflow id) already exists. */
+  startClusterBackup(input: ClusterBackupInput, opts: { commandId?: string } = {}): Promise<Running<'clusterBackup'> | null> {
+    return this.start('clusterBackup', input, opts);
+  }
+
+  /** Sends an event to a running workflow (RELEASE to a held backup); false when it does not run here. */
+  send(id: string, event: { type: 'RELEASE' }): boolean {
+    const r = this.#running.get(id);
+    if (!r) return false;
+    r.actor.send(event);
+    return true;
   }
 
   async start<K extends WorkflowKind>(kind: K, input: InputOf<K>, opts: { commandId?: string } = {}): Promise<Running<K> | null> {
@@ -134,9 +178,12 @@ export class WorkflowRuntime {
    * One node, one restore: a restore never starts while another workflow is active on the same node (it stops the
    * node and swaps its data), and a backup never starts during a restore. Backups may run side by side.
    */
-  #refuseConflict(kind: WorkflowKind, input: BackupInput | RestoreInput, active: WorkflowRow[]): void {
+  #refuseConflict(kind: WorkflowKind, input: AnyInput, active: WorkflowRow[]): void {
+    // A coordinator touches no node: it runs beside anything (its own host's part is an ordinary backup).
+    if (kind === 'clusterBackup') return;
     for (const w of active) {
-      if (w.id === input.workflowId || (w.input as { profilePath?: string }).profilePath !== input.profilePath) continue;
+      if (w.kind === 'clusterBackup') continue;
+      if (w.id === input.workflowId || (w.input as { profilePath?: string }).profilePath !== (input as { profilePath?: string }).profilePath) continue;
       if (kind === 'backup' && w.kind === 'backup') continue;
       throw new CbrError(
         'CBR_ERR_WORKFLOW_CONFLICT',
@@ -151,7 +198,7 @@ export class WorkflowRuntime {
     if (existing) return existing;
     const row = this.#opts.stateDb.get(id);
     if (!row) throw new CbrError('CBR_ERR_WORKFLOW_NOT_FOUND', `no workflow ${id}`);
-    if (row.machineVersion !== VERSIONS[row.kind]) {
+    if (!RESUMES[row.kind].includes(row.machineVersion)) {
       throw new CbrError(
         'CBR_ERR_WORKFLOW_CONFLICT',
         `workflow ${id} was persisted by ${row.kind} machine v${row.machineVersion}, this is v${VERSIONS[row.kind]}`,
@@ -189,7 +236,7 @@ export class WorkflowRuntime {
     this.#running.clear();
   }
 
-  async #prepare(kind: WorkflowKind, input: BackupInput | RestoreInput) {
+  async #prepare(kind: WorkflowKind, input: AnyInput) {
     const log = this.#opts.log.child({ workflowId: input.workflowId, kind });
     let lastProgress = 0;
     let actorRef: AnyActorRef | null = null;
@@ -210,10 +257,16 @@ export class WorkflowRuntime {
     const fake = this.#opts.steps;
     // The real steps and their dependencies load with the first workflow of their kind: a process that never
     // restores does not hold the restore code (and its libraries) in memory.
-    const machine =
-      kind === 'backup'
-        ? backupMachine.provide({ actors: fake ? fake.backup(input as BackupInput) : await realBackupSteps(input as BackupInput, opts) })
-        : restoreMachine.provide({ actors: fake ? fake.restore(input as RestoreInput) : await realRestoreSteps(input as RestoreInput, opts) });
+    let machine: typeof backupMachine | typeof restoreMachine | typeof clusterBackupMachine;
+    if (kind === 'backup')
+      machine = backupMachine.provide({ actors: fake ? fake.backup(input as BackupInput) : await realBackupSteps(input as BackupInput, opts) });
+    else if (kind === 'restore')
+      machine = restoreMachine.provide({ actors: fake ? fake.restore(input as RestoreInput) : await realRestoreSteps(input as RestoreInput, opts) });
+    else {
+      const cluster = this.#opts.clusterSteps;
+      if (!cluster) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'cluster backups are coordinated by an agent on the bus (cbr agent), not by this process');
+      machine = clusterBackupMachine.provide({ actors: cluster(input as ClusterBackupInput) });
+    }
     return {
       machine,
       attach: (a: AnyActorRef) => {

@@ -7,7 +7,8 @@ import { DatabaseSync } from 'node:sqlite';
  * anything else happens, so a crash at any point resumes (or compensates) from the last persisted state.
  */
 
-export type WorkflowKind = 'backup' | 'restore';
+/** `clusterBackup`: a cluster backup's coordinator (src/machines/clusterBackup.machine.ts). */
+export type WorkflowKind = 'backup' | 'restore' | 'clusterBackup';
 export type WorkflowStatus = 'active' | 'done' | 'error' | 'stopped';
 
 export interface WorkflowRow {

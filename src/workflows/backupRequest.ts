@@ -28,6 +28,10 @@ export interface BackupRequest {
   parent?: string | undefined;
   /** Files in flight at once (incremental). */
   concurrency?: number | undefined;
+  /** A cluster backup's part (bus only): the coordinator's id, and the hold after the snapshot until released. */
+  clusterBackupId?: string | undefined;
+  hold?: boolean | undefined;
+  holdTimeoutMs?: number | undefined;
 }
 
 export const STRATEGIES = ['full', 'incremental'] as const;
@@ -190,5 +194,8 @@ export async function backupInput(
     strategy,
     parent,
     concurrency: c.concurrency,
+    ...(request.clusterBackupId ? { clusterBackupId: request.clusterBackupId } : {}),
+    ...(request.hold ? { hold: true } : {}),
+    ...(request.hold && request.holdTimeoutMs ? { holdTimeoutMs: request.holdTimeoutMs } : {}),
   };
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { MAX_CLUSTER_BACKUP_ID } from '../../catalog/clusterRecord.ts';
 import { verifySignature } from '../signing.ts';
 import { CLUSTER, count, ENV, firstIssue, flag, HOST, ID, invalid, NAME, oneOf, quoted, ROLE, readJson, text } from './fields.ts';
 
@@ -9,7 +10,17 @@ import { CLUSTER, count, ENV, firstIssue, flag, HOST, ID, invalid, NAME, oneOf, 
  * the field it is about. Signatures: src/bus/signing.ts.
  */
 
-export const COMMAND_TYPES = ['backup.create', 'backup.delete', 'restore.create', 'workflow.cancel', 'backup.prune', 'backup.verify', 'backup.drill'] as const;
+export const COMMAND_TYPES = [
+  'backup.create',
+  'backup.delete',
+  'restore.create',
+  'workflow.cancel',
+  'backup.prune',
+  'backup.verify',
+  'backup.drill',
+  'backup.release',
+  'cluster.backup',
+] as const;
 export type CommandType = (typeof COMMAND_TYPES)[number];
 export const MAX_COMMAND_BYTES = 64 * 1024;
 
@@ -65,11 +76,50 @@ export const backupCreatePayload = payload('backup.create', (at) => ({
   parent: text(at('parent'), { re: ID }).optional(),
   /** Files in flight at once. */
   concurrency: count(at('concurrency'), 1, 64).int({ error: 'backup.create: payload.concurrency must be a whole number from 1 to 64' }).optional(),
+  /** The cluster backup this backup is a part of (set by its coordinator; the command id is then the part id). */
+  clusterBackupId: text(at('clusterBackupId'), { re: ID, max: MAX_CLUSTER_BACKUP_ID }).optional(),
+  /** Hold after the snapshot (state `holding`) until `backup.release` of this backup id, a cancel, or the hold timeout. */
+  hold: flag(at('hold')).optional(),
+  /** How long the hold waits for its release (ms, 1 s to 7 days); default 1 h. */
+  holdTimeoutMs: count(at('holdTimeoutMs'), 1000, 7 * 24 * 3600 * 1000)
+    .int({ error: 'backup.create: payload.holdTimeoutMs must be a whole number of ms from 1000 to 604800000' })
+    .optional(),
 }))
   .superRefine(oneKeySource('backup.create', 'encryptKeyFile', 'encryptKeyEnv'))
   .superRefine((p, ctx) => {
     if (p.strategy === 'full' && p.parent) ctx.addIssue({ code: 'custom', message: 'backup.create: a parent is for strategy incremental, not full' });
+    if (p.holdTimeoutMs !== undefined && !p.hold)
+      ctx.addIssue({ code: 'custom', message: 'backup.create: payload.holdTimeoutMs goes with payload.hold: true' });
   });
+
+/** A held backup (a cluster backup's part, in state `holding`) may upload now; a part already uploading or done is left as it is. */
+export const backupReleasePayload = payload('backup.release', (at) => ({ backupId: text(at('backupId'), { re: ID }) }));
+
+/**
+ * A cluster backup coordinated by the agent it is sent to (a persisted workflow of its own, id = the command id =
+ * the cluster backup id, at most 58 characters): every host of `cluster` (found by a status broadcast) or the named
+ * `hosts` backs up its part `<id>-<n>`, snapshots held together, uploads `concurrency` hosts at a time.
+ */
+export const clusterBackupPayload = payload('cluster.backup', (at) => ({
+  name: text(at('name'), { max: 128, re: /^[^\u0000-\u001f]+$/ }),
+  description: text(at('description'), { max: 1024, re: /^[^\u0000-\u0008\u000b-\u001f]*$/ }).optional(),
+  /** The Cassandra cluster_name whose agents take part. */
+  cluster: text(at('cluster'), { re: CLUSTER }),
+  /** The agents by host id, instead of every agent announcing `cluster`. */
+  hosts: z
+    .array(text(at('hosts[]'), { re: HOST }), { error: `${at('hosts')} must be a list of host ids` })
+    .min(1, { error: `${at('hosts')} names at least one host` })
+    .max(10_000, { error: `${at('hosts')} names at most 10000 hosts` })
+    .optional(),
+  /** Every part's strategy; default full. */
+  strategy: oneOf(at('strategy'), ['full', 'incremental']).optional(),
+  /** Hosts uploading at once, cluster-wide; default 2. */
+  concurrency: count(at('concurrency'), 1, 1000).int({ error: 'cluster.backup: payload.concurrency must be a whole number from 1 to 1000' }).optional(),
+  /** How long each host holds its snapshot for the release (ms); default the hosts' own (1 h). */
+  holdTimeoutMs: count(at('holdTimeoutMs'), 1000, 7 * 24 * 3600 * 1000)
+    .int({ error: 'cluster.backup: payload.holdTimeoutMs must be a whole number of ms from 1000 to 604800000' })
+    .optional(),
+}));
 
 export const backupDeletePayload = payload('backup.delete', (at) => ({ backupId: text(at('backupId'), { re: ID }) }));
 
@@ -170,6 +220,8 @@ export const commandSchema = z.discriminatedUnion('type', [
   command('backup.prune', backupPrunePayload),
   command('backup.verify', backupVerifyPayload),
   command('backup.drill', backupDrillPayload),
+  command('backup.release', backupReleasePayload),
+  command('cluster.backup', clusterBackupPayload),
 ]);
 
 export type Command = z.infer<typeof commandSchema>;
@@ -180,6 +232,8 @@ export type WorkflowCancelPayload = z.infer<typeof workflowCancelPayload>;
 export type BackupPrunePayload = z.infer<typeof backupPrunePayload>;
 export type BackupVerifyPayload = z.infer<typeof backupVerifyPayload>;
 export type BackupDrillPayload = z.infer<typeof backupDrillPayload>;
+export type BackupReleasePayload = z.infer<typeof backupReleasePayload>;
+export type ClusterBackupPayload = z.infer<typeof clusterBackupPayload>;
 
 /**
  * Parses and validates a raw message body; throws CBR_ERR_COMMAND_INVALID or CBR_ERR_COMMAND_UNAUTHORIZED. With a

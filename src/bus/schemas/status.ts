@@ -87,6 +87,10 @@ export const statusReplySchema = z.object({
   type: z.literal('status.reply'),
   queryId: z.string(),
   host: z.string().regex(HOST),
+  /** The Cassandra cluster_name of the agent's node, once the agent has read it (a cluster backup finds its hosts by it). */
+  cluster: z.string().max(255).optional(),
+  /** The broadcast address of the agent's node, read with its cluster name. */
+  address: z.string().max(255).optional(),
   at: z.string(),
   workflows: z.array(workflowStatusSchema),
   /** More workflows matched than the reply lists. */
@@ -129,6 +133,8 @@ const listedWorkflowSchema = workflowStatusSchema
 /** A reply's own fields, checked for shape only (an agent wrote it); its entries are read one by one. */
 const receivedReplySchema = statusReplySchema.extend({
   at: z.string().catch(''),
+  cluster: z.string().max(255).optional().catch(undefined),
+  address: z.string().max(255).optional().catch(undefined),
   workflows: z.array(z.unknown()),
   truncated: z.boolean().catch(false),
   error: errorInfoSchema.optional().catch(undefined),

@@ -25,11 +25,48 @@ describe('bus command validation', () => {
       'workflow.cancel': { workflowId: 'w-1' },
       'backup.prune': { keepDaily: 7, keepWithin: '1y6m', groupBy: 'instance', instance: 'alpha', dryRun: true },
       'backup.drill': { latest: true, host: 'node-2', checks: [{ cql: 'SELECT v FROM ks.t WHERE id = 7', expect: 'v7' }], decryptKeyEnv: 'CBR_KEY' },
+      'backup.release': { backupId: 'cb-1-2' },
+      'cluster.backup': {
+        name: 'nightly',
+        cluster: 'Prod Cluster',
+        hosts: ['node-1', 'node-2'],
+        strategy: 'incremental',
+        concurrency: 2,
+        holdTimeoutMs: 60_000,
+      },
     };
     for (const [type, payload] of Object.entries(payloads)) {
       const cmd = parseCommand(Buffer.from(JSON.stringify(validCommand(host, { type, payload }))), { hostId: host });
       assert.equal(cmd.type, type);
     }
+  });
+
+  it('cluster backups: a held part, its release, the coordinator command; each field checked', () => {
+    const parse = (type: string, payload: Record<string, unknown>) =>
+      parseCommand(Buffer.from(JSON.stringify(validCommand(host, { type, payload }))), { hostId: host });
+    const part = parse('backup.create', { name: 'n', clusterBackupId: 'cb-1', hold: true, holdTimeoutMs: 5000 });
+    assert.deepEqual(part.payload, { name: 'n', clusterBackupId: 'cb-1', hold: true, holdTimeoutMs: 5000 });
+    assert.deepEqual(parse('cluster.backup', { name: 'n', cluster: 'ring' }).payload, { name: 'n', cluster: 'ring' });
+    const refused: [string, Record<string, unknown>, RegExp][] = [
+      ['backup.create', { name: 'n', holdTimeoutMs: 5000 }, /holdTimeoutMs goes with payload.hold: true/],
+      ['backup.create', { name: 'n', hold: true, holdTimeoutMs: 10 }, /holdTimeoutMs/],
+      ['backup.create', { name: 'n', hold: 'yes' }, /payload.hold/],
+      ['backup.create', { name: 'n', clusterBackupId: 'x'.repeat(59) }, /clusterBackupId/],
+      ['backup.release', {}, /backup.release: payload.backupId/],
+      ['backup.release', { backupId: 'b', extra: 1 }, /unknown payload field "extra"/],
+      ['cluster.backup', { name: 'n' }, /cluster.backup: payload.cluster/],
+      ['cluster.backup', { name: 'n', cluster: 'c', hosts: [] }, /names at least one host/],
+      ['cluster.backup', { name: 'n', cluster: 'c', hosts: ['../x'] }, /hosts\[\]/],
+      ['cluster.backup', { name: 'n', cluster: 'c', strategy: 'differential' }, /strategy/],
+      ['cluster.backup', { name: 'n', cluster: 'c', concurrency: 0 }, /concurrency/],
+      ['cluster.backup', { name: 'n', cluster: 'c', parent: 'b-1' }, /unknown payload field "parent"/],
+    ];
+    for (const [type, payload, why] of refused)
+      assert.throws(
+        () => parse(type, payload),
+        (err: Error & { code?: string }) => err.code === 'CBR_ERR_COMMAND_INVALID' && why.test(err.message),
+        JSON.stringify(payload),
+      );
   });
 
   it('backup.drill: one of backupId and latest, host only with latest, checks that are SELECTs', () => {

@@ -6,6 +6,7 @@ import { after, describe, it } from 'node:test';
 import { fromPromise } from 'xstate';
 import { Agent } from '../../../src/bus/agent.ts';
 import { parseStatusQuery, parseStatusReply, type StatusReply, statusReplyTo } from '../../../src/bus/schemas/status.ts';
+import { StatusBook } from '../../../src/bus/statusBook.ts';
 import { statusEvents } from '../../../src/bus/subscriber.ts';
 import { outageDeadline, parseDuration } from '../../../src/cli/bus.ts';
 import { CbrError } from '../../../src/core/errors.ts';
@@ -92,6 +93,17 @@ describe('status queries: the parser', () => {
       }),
     );
     assert.equal(r?.workflows.length, 1);
+  });
+
+  it("names the agent's cluster once it is known (a cluster backup finds its hosts by it); a malformed one is dropped", () => {
+    const book = new StatusBook(new StateDb(':memory:'), host);
+    const query = j({ version: 1, id: 'q1', type: 'status.query', host: '*', issuedAt: new Date().toISOString(), payload: {} });
+    assert.equal(book.reply(query, 'x', silentLogger).cluster, undefined, 'not yet read from the node');
+    book.cluster = 'Prod Cluster';
+    const reply = book.reply(query, 'x', silentLogger);
+    assert.equal(reply.cluster, 'Prod Cluster');
+    assert.equal(parseStatusReply(j(reply))?.cluster, 'Prod Cluster');
+    assert.equal(parseStatusReply(j({ ...reply, cluster: 42 }))?.cluster, undefined);
   });
 });
 

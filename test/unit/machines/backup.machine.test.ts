@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createActor, fromPromise, type SnapshotFrom, toPromise, waitFor } from 'xstate';
 import { CbrError } from '../../../src/core/errors.ts';
-import { type BackupInput, backupMachine } from '../../../src/machines/backup.machine.ts';
+import { type BackupInput, backupMachine, holdDeadline } from '../../../src/machines/backup.machine.ts';
 
 const input: BackupInput = {
   workflowId: 'b1',
@@ -37,6 +37,12 @@ function fakes(opts: { fail?: string; gate?: Promise<void> } = {}) {
     streamArchive: mk('streamArchive', { objectKey: 'b1/archive.tar.zst', size: 10, sha256: 'ab', rawBytes: 30, files: 3 }),
     writeRecord: mk<void>('writeRecord', undefined),
     deleteBackupObjects: mk<void>('deleteBackupObjects', undefined),
+    // The hold's deadline: `until` in the past resolves at once; otherwise it waits for its abort (a release, a cancel).
+    waitUntil: fromPromise<void, { until: string }>(async ({ input: w, signal }) => {
+      calls.push('waitUntil');
+      if (Date.parse(w.until) <= Date.now()) return;
+      await new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true }));
+    }),
   };
   return { calls, machine: backupMachine.provide({ actors }) };
 }
@@ -125,5 +131,95 @@ describe('machines are pure', () => {
         assert.ok(spec === 'xstate' || spec === './common.ts' || spec === '../core/errors.ts', `${f} imports ${spec}`);
       }
     }
+  });
+
+  describe('holding (a cluster backup part)', () => {
+    const held: BackupInput = { ...input, clusterBackupId: 'c1', hold: true, holdTimeoutMs: 60_000 };
+
+    it('waits in holding after the snapshot until RELEASE, then uploads and completes', async () => {
+      const { calls, machine } = fakes();
+      const actor = createActor(machine, { input: held }).start();
+      const holding = await waitFor(actor, (s) => s.value === 'holding');
+      assert.deepEqual(calls, ['verifyNode', 'checkFreeSpace', 'clearSnapshot', 'takeSnapshot', 'waitUntil']);
+      assert.ok(holding.context.heldSince, 'the hold start is in context');
+      assert.equal(holdDeadline(holding.context), new Date(Date.parse(holding.context.heldSince!) + 60_000).toISOString());
+      actor.send({ type: 'RELEASE' });
+      await toPromise(actor);
+      assert.equal(actor.getSnapshot().value, 'completed');
+      assert.deepEqual(calls.slice(5), ['streamArchive', 'writeRecord', 'clearSnapshot']);
+    });
+
+    it('keeps holding across a JSON round trip of its snapshot, with the same deadline', async () => {
+      const { machine } = fakes();
+      const first = createActor(machine, { input: held }).start();
+      const snap = await waitFor(first, (s) => s.value === 'holding');
+      const persisted = JSON.parse(JSON.stringify(first.getPersistedSnapshot()));
+      first.stop();
+      const again = fakes();
+      const resumed = createActor(again.machine, { input: held, snapshot: persisted }).start();
+      assert.equal(resumed.getSnapshot().value, 'holding');
+      assert.equal(resumed.getSnapshot().context.heldSince, snap.context.heldSince);
+      assert.deepEqual(again.calls, ['waitUntil'], 'only the wait re-runs');
+      resumed.send({ type: 'RELEASE' });
+      await toPromise(resumed);
+      assert.equal(resumed.getSnapshot().value, 'completed');
+    });
+
+    it('fails with CBR_ERR_HOLD_EXPIRED and clears the snapshot when the hold passes its deadline', async () => {
+      const { calls, machine } = fakes();
+      const actor = createActor(machine, { input: { ...held, holdTimeoutMs: 0 } }).start();
+      await toPromise(actor);
+      const snap = actor.getSnapshot();
+      assert.equal(snap.value, 'failed');
+      assert.equal(snap.context.error?.code, 'CBR_ERR_HOLD_EXPIRED');
+      assert.match(snap.context.error?.message ?? '', /cluster backup c1/);
+      assert.deepEqual(calls.slice(4), ['waitUntil', 'deleteBackupObjects', 'clearSnapshot'], 'the compensation ran');
+      assert.ok(!calls.includes('streamArchive'));
+    });
+
+    it('compensates on CANCEL while holding', async () => {
+      const { calls, machine } = fakes();
+      const actor = createActor(machine, { input: held }).start();
+      await waitFor(actor, (s) => s.value === 'holding');
+      actor.send({ type: 'CANCEL', reason: 'cluster aborted' });
+      await toPromise(actor);
+      assert.equal(actor.getSnapshot().value, 'failed');
+      assert.equal(actor.getSnapshot().context.error?.code, 'CBR_ERR_ABORTED');
+      assert.deepEqual(calls.slice(-2), ['deleteBackupObjects', 'clearSnapshot']);
+    });
+
+    it('a RELEASE that comes before the snapshot is remembered: it never holds', async () => {
+      let open!: () => void;
+      const gate = new Promise<void>((r) => {
+        open = r;
+      });
+      const calls: string[] = [];
+      const { machine } = fakes();
+      const slow = machine.provide({
+        actors: {
+          takeSnapshot: fromPromise(async () => {
+            calls.push('takeSnapshot');
+            await gate;
+            return { files: 1, bytes: 1 };
+          }),
+        },
+      });
+      const actor = createActor(slow, { input: held }).start();
+      await waitFor(actor, (s) => s.value === 'snapshotting');
+      actor.send({ type: 'RELEASE' });
+      open();
+      await toPromise(actor);
+      assert.equal(actor.getSnapshot().value, 'completed');
+      assert.equal(actor.getSnapshot().context.heldSince ?? null, null);
+    });
+
+    it('a backup without hold never enters holding; a RELEASE changes nothing', async () => {
+      const { calls, machine } = fakes();
+      const actor = createActor(machine, { input }).start();
+      actor.send({ type: 'RELEASE' });
+      await toPromise(actor);
+      assert.equal(actor.getSnapshot().value, 'completed');
+      assert.ok(!calls.includes('waitUntil'));
+    });
   });
 });

@@ -182,6 +182,28 @@ describe('cluster backup machine (coordinator)', () => {
     );
   });
 
+  it('a host the phase stopped before (keep: another host failed first) stays as it was, for the abort', () => {
+    const parts = HOSTS.map((host) => ({ host, phase: 'snapshotted' as const, error: null }));
+    const error = { code: 'CBR_ERR_STORAGE_FAILED' as const, message: 'swift down', retryable: true };
+    const after = applyOutcomes(
+      parts,
+      [
+        { host: 'ring-1', ok: true, upload: { objectKey: 'k', size: 1, rawBytes: 1, files: 1 } },
+        { host: 'ring-2', ok: false, error },
+        { host: 'ring-3', ok: true, keep: true },
+      ],
+      'uploaded',
+    );
+    assert.deepEqual(
+      after.map((p) => [p.host, p.phase, p.error?.code ?? null]),
+      [
+        ['ring-1', 'uploaded', null],
+        ['ring-2', 'failed', 'CBR_ERR_STORAGE_FAILED'],
+        ['ring-3', 'snapshotted', null],
+      ],
+    );
+  });
+
   it('fails at once, asking nothing of any host, when the hosts cannot be resolved', async () => {
     const f = fakes({ throwIn: 'resolveHosts' });
     const actor = createActor(f.machine, { input }).start();

@@ -1,0 +1,86 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { partId } from '../../catalog/clusterRecord.ts';
+import { toErrorInfo } from '../../core/errors.ts';
+import type { ClusterStepInput, HostOutcome, HostPart } from '../../machines/clusterBackup.machine.ts';
+import { type ClusterDeps, type HostBus, pauseIfAsked, viewOf } from './deps.ts';
+
+/**
+ * Releases the held uploads, at most `concurrency` hosts at once, and waits for each to complete. Resumable: a part
+ * already uploading or completed is waited for or taken as it is, a held one is released (again; a release of a
+ * part that already goes on changes nothing). The first host that fails stops the phase: no other host is released,
+ * the ones in flight and the held ones are kept as they are for the abort.
+ */
+export async function uploadHosts(deps: ClusterDeps, input: ClusterStepInput, signal: AbortSignal): Promise<HostOutcome[]> {
+  await pauseIfAsked(deps, 'uploadHosts', signal);
+  const { ctx, parts } = input;
+  const stop = new AbortController();
+  const both = AbortSignal.any([signal, stop.signal]);
+  const outcomes = new Map<string, HostOutcome>();
+  const queue = parts.map((p, i) => ({ part: p, id: partId(ctx.backupId, i) })).filter(({ part }) => part.phase !== 'failed');
+  const bus = await deps.bus();
+  try {
+    // Parts already past their hold take their slots first (a resumed coordinator finds them uploading).
+    const first = await Promise.all(queue.map(async (q) => ({ ...q, view: viewOf(await bus.ask(q.part.host, q.id, both), q.id) })));
+    first.sort((a, b) => rank(a.view.at) - rank(b.view.at));
+    let next = 0;
+    const worker = async () => {
+      while (next < first.length && !stop.signal.aborted) {
+        const q = first[next++]!;
+        try {
+          outcomes.set(q.part.host, await uploadOne(deps, bus, q.part, q.id, both));
+        } catch (err) {
+          if (signal.aborted) throw err;
+          if (stop.signal.aborted) break;
+          outcomes.set(q.part.host, { host: q.part.host, ok: false, error: toErrorInfo(err) });
+        }
+        if (outcomes.get(q.part.host)?.ok === false) stop.abort();
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(ctx.concurrency, first.length)) }, worker));
+    signal.throwIfAborted();
+  } finally {
+    await bus.close().catch(() => {});
+  }
+  return queue.map(({ part }) => outcomes.get(part.host) ?? { host: part.host, ok: true, keep: true });
+}
+
+function rank(at: string): number {
+  return at === 'completed' ? 0 : at === 'uploading' ? 1 : 2;
+}
+
+/** One host: release its held part if it holds, then wait until it completes or fails. */
+async function uploadOne(deps: ClusterDeps, bus: HostBus, part: HostPart, id: string, signal: AbortSignal): Promise<HostOutcome> {
+  let released = false;
+  let silentSince: number | null = null;
+  for (;;) {
+    const v = viewOf(await bus.ask(part.host, id, signal), id);
+    if (v.at === 'completed') return { host: part.host, ok: true, upload: uploadOf(v.result) };
+    if (v.at === 'failed') return { host: part.host, ok: false, error: v.error };
+    if (v.at === 'holding' && !released) {
+      await bus.send(part.host, 'backup.release', { backupId: id });
+      released = true;
+    }
+    if (v.at === 'none')
+      return { host: part.host, ok: false, error: { code: 'CBR_ERR_WORKFLOW_NOT_FOUND', message: `${part.host} has no part ${id}`, retryable: false } };
+    // An agent that stays silent past the barrier's timeout is taken as failed (its part is left to its hold timeout).
+    if (v.at === 'noAnswer') {
+      silentSince ??= Date.now();
+      if (Date.now() - silentSince > deps.barrierTimeoutMs)
+        return {
+          host: part.host,
+          ok: false,
+          error: {
+            code: 'CBR_ERR_HOST_TIMEOUT',
+            message: `${part.host} did not answer for ${Math.round(deps.barrierTimeoutMs / 1000)} s while uploading`,
+            retryable: true,
+          },
+        };
+    } else silentSince = null;
+    await sleep(deps.pollMs, undefined, { signal });
+  }
+}
+
+function uploadOf(r: Record<string, unknown>): NonNullable<HostPart['upload']> {
+  const n = (k: string) => (typeof r[k] === 'number' ? (r[k] as number) : 0);
+  return { objectKey: typeof r['objectKey'] === 'string' ? r['objectKey'] : '', size: n('size'), rawBytes: n('rawBytes'), files: n('files') };
+}
