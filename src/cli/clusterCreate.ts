@@ -6,13 +6,16 @@ import { loadProfile } from '../cassandra/profile.ts';
 import type { ClusterRecord } from '../catalog/clusterRecord.ts';
 import { CbrError } from '../core/errors.ts';
 import { SYSTEM_KEYSPACES } from '../core/ids.ts';
+import { ownerToken } from '../runtime/owner.ts';
 import { buildRestoreDeps } from '../runtime/wiring.ts';
 import { clusterProfiles, createCluster, isCluster, loadCluster, removeCluster } from '../sandbox/cluster.ts';
 import { instanceDir, profilePath, runningPid } from '../sandbox/sandbox.ts';
+import { StateDb } from '../state/stateDb.ts';
 import { type ClusterRestoreResult, type ClusterTarget, restoreCluster } from '../steps/clusterRestore/restoreCluster.ts';
 import type { StorageConfig } from '../storage/port.ts';
 import { checkRestoreRequest, generatePassword, type RestoreRequest, restoreInput } from '../workflows/restoreRequest.ts';
-import { cliLogger } from './context.ts';
+import { clearEarlierClusterRestores } from './clusterRecovery.ts';
+import { cliLogger, stateDbPath } from './context.ts';
 import type { CliIO } from './io.ts';
 import { printJson } from './io.ts';
 import { onInterrupt } from './signals.ts';
@@ -48,6 +51,13 @@ export async function createFromClusterBackup(io: CliIO, record: ClusterRecord, 
     );
   }
 
+  // A cluster restore killed earlier on these nodes (its journal, its process gone) is rolled back first.
+  const log = cliLogger(io).child({ clusterBackupId: record.id, instance });
+  const wanted =
+    o.sandboxNodes !== null ? Array.from({ length: count }, (_, i) => profilePath(`${instance}-${i + 1}`, io.env)) : o.profiles.map((p) => resolve(p));
+  await clearEarlierClusterRestores(io.env, log, wanted);
+  refuseActiveWorkflows(io.env, wanted);
+
   let profilePaths: string[];
   let created = false;
   if (o.sandboxNodes !== null) {
@@ -65,7 +75,6 @@ export async function createFromClusterBackup(io: CliIO, record: ClusterRecord, 
 
   try {
     const passwordFile = checked.passwordFile ?? (await generatePassword(`${instance}-${checked.superuser}-${randomUUID()}`, io.env));
-    const log = cliLogger(io).child({ clusterBackupId: record.id, instance });
     const targets: ClusterTarget[] = [];
     for (const [i, host] of record.hosts.entries()) {
       const target = profilePaths[i]!;
@@ -87,6 +96,7 @@ export async function createFromClusterBackup(io: CliIO, record: ClusterRecord, 
         env: io.env,
         log,
         signal: ac.signal,
+        journal: { runId: randomUUID(), owner: ownerToken() },
         onPhase: (phase) => {
           if (!o.json) io.stderr(`${phase}...\n`);
         },
@@ -115,6 +125,23 @@ export async function createFromClusterBackup(io: CliIO, record: ClusterRecord, 
     // A cluster made for this restore holds nothing else: a failed restore leaves no stopped nodes behind.
     if (created) await removeCluster(instance, io.env).catch(() => {});
     throw err;
+  }
+}
+
+/** A backup or restore workflow on a target node (running, or left by a dead process) keeps the cluster restore off it. */
+function refuseActiveWorkflows(env: NodeJS.ProcessEnv, profiles: string[]): void {
+  const state = new StateDb(stateDbPath(env));
+  try {
+    for (const w of state.list({ status: 'active' })) {
+      const p = (w.input as { profilePath?: string }).profilePath;
+      if (p === undefined || !profiles.includes(p)) continue;
+      throw new CbrError(
+        'CBR_ERR_WORKFLOW_CONFLICT',
+        `${w.kind} ${w.id} is still active on ${p} (${w.state}); a cluster restore waits until it ends (cancel it, or resume it with cbr resume if its process is gone)`,
+      );
+    }
+  } finally {
+    state.close();
   }
 }
 

@@ -19,6 +19,7 @@ import {
 import type { Progress } from '../machines/common.ts';
 import { RESTORE_MACHINE_VERSION, type RestoreInput, type RestoreOutput, restoreMachine, restoreOutput } from '../machines/restore.machine.ts';
 import type { StateDb, WorkflowKind, WorkflowRow, WorkflowStatus } from '../state/stateDb.ts';
+import { listJournals } from '../steps/clusterRestore/journal.ts';
 import { ownerAlive, ownerToken } from './owner.ts';
 import type { DepsOptions } from './wiring.ts';
 
@@ -139,6 +140,7 @@ export class WorkflowRuntime {
     const { stateDb: store } = this.#opts;
     // Early refusal without building anything; the binding check runs again with the insert below.
     this.#refuseConflict(kind, input, store.list({ status: 'active' }));
+    this.#refuseClusterRestore(kind, input);
     const { machine, attach } = await this.#prepare(kind, input);
     const actor = createActor(machine, { input, ...this.#inspect() } as never) as AnyActorRef;
     attach(actor);
@@ -188,6 +190,21 @@ export class WorkflowRuntime {
       throw new CbrError(
         'CBR_ERR_WORKFLOW_CONFLICT',
         `${w.kind} ${w.id} is still active on this node (${w.state}); a ${kind} waits until it ends (cancel it, or resume it with cbr resume if its process is gone)`,
+      );
+    }
+  }
+
+  /**
+   * A cluster restore (`cbr create --backup <cluster backup>`, one process for every node) is not a row of the
+   * state database: its journal names the nodes it is swapping, so no backup or restore starts on one of them
+   * while it runs, nor after it died before `cbr resume` rolled it back.
+   */
+  #refuseClusterRestore(kind: WorkflowKind, input: BackupInput | RestoreInput): void {
+    for (const j of listJournals(this.#opts.env)) {
+      if (!j.nodes.some((n) => n.profilePath === input.profilePath)) continue;
+      throw new CbrError(
+        'CBR_ERR_WORKFLOW_CONFLICT',
+        `cluster restore ${j.runId} of cluster backup ${j.clusterBackupId} holds this node (${j.phase}); a ${kind} waits until it ends (if its process is gone, cbr resume rolls it back)`,
       );
     }
   }

@@ -1,5 +1,6 @@
+import { recoverDeadClusterRestores } from '../clusterRecovery.ts';
 import { defineCommand, jsonOption } from '../command.ts';
-import { localRuntime, metricsOptions, textfileRecorder } from '../context.ts';
+import { cliLogger, localRuntime, metricsOptions, textfileRecorder } from '../context.ts';
 import { printJson } from '../io.ts';
 
 export const command = defineCommand('resume', {
@@ -9,8 +10,14 @@ export const command = defineCommand('resume', {
     const textfile = values['metrics-textfile'] ? textfileRecorder(values['metrics-textfile']) : null;
     const { runtime, state, bar } = localRuntime(io, values.json, textfile?.onEvent);
     try {
-      const orphans = runtime.orphans();
       const outcomes = [];
+      // Cluster restores first: their `cbr create` process is gone, each node's restore is rolled back (journal.ts).
+      for (const r of await recoverDeadClusterRestores(io.env, cliLogger(io))) {
+        const state = r.warnings.length ? 'failed' : r.action === 'finalize' ? 'completed' : 'rolled back';
+        const error = r.warnings.length ? { code: 'CBR_ERR_CLUSTER_RESTORE_FAILED', message: r.warnings.join('; '), retryable: true } : null;
+        outcomes.push({ id: r.journal.runId, kind: 'cluster-restore', from: r.journal.phase, state, error });
+      }
+      const orphans = runtime.orphans();
       for (const w of orphans) {
         const running = await runtime.resume(w.id);
         const o = await running.done;
@@ -24,7 +31,8 @@ export const command = defineCommand('resume', {
             ? `${outcomes.map((o) => `${o.kind} ${o.id}: ${o.from} -> ${o.state}${o.error ? ` (${o.error.code})` : ''}`).join('\n')}\n`
             : 'nothing to resume\n',
         );
-      return outcomes.every((o) => o.state === 'completed') ? 0 : 1;
+      // A cluster restore rolled back is resume's job done; the ordinary workflow it never finished ends failed (1).
+      return outcomes.every((o) => o.state === 'completed' || o.state === 'rolled back') ? 0 : 1;
     } finally {
       await textfile?.write(state, io);
       state.close();

@@ -1,7 +1,5 @@
-import { readFile } from 'node:fs/promises';
 import { createActor, fromPromise, toPromise } from 'xstate';
 import type { SettingChange } from '../../cassandra/configFiles.ts';
-import { CassandraYaml } from '../../cassandra/yaml.ts';
 import type { ClusterRecord, ClusterRecordHost } from '../../catalog/clusterRecord.ts';
 import { CbrError, type ErrorInfo, toErrorInfo } from '../../core/errors.ts';
 import type { Logger } from '../../core/log.ts';
@@ -24,6 +22,17 @@ import { unpackBackup } from '../restore/unpackBackup.ts';
 import { verifyRestore } from '../restore/verifyRestore.ts';
 import { writeClusterConfig } from '../restore/writeClusterConfig.ts';
 import { writeFinalConfig } from '../restore/writeFinalConfig.ts';
+import { checkTargetPlaces, readTargetPlace } from './checkTargets.ts';
+import {
+  type ClusterRestoreJournal,
+  type JournalPhase,
+  nodeInput,
+  nodeRollback,
+  type RecoveryStep,
+  recoveryPlan,
+  removeJournal,
+  writeJournal,
+} from './journal.ts';
 import { verifyRing } from './verifyRing.ts';
 
 /**
@@ -39,8 +48,9 @@ import { verifyRing } from './verifyRing.ts';
  *
  * Finalize (which drops the replaced data) comes only after every node and the ring are proven good, so a node
  * failing at any earlier point rolls back every node with the ordinary restore's rollback steps, including nodes
- * that had already started in the new cluster. The machine is not persisted yet: a coordinator killed midway leaves each node's
- * `.cbr-old-<id>` directories and kept yaml in place for an operator (the workflow ids are logged).
+ * that had already started in the new cluster. A coordinator killed midway (SIGKILL, crash) is answered by its journal
+ * (journal.ts, written before each phase): `cbr resume`, or the next `cbr create` onto the same nodes, rolls every
+ * node back with the same steps (recoverClusterRestore), or finishes a run that had reached finalize.
  */
 
 /** One target node, prepared by the composition root: its restore input and dependencies, and the host it takes. */
@@ -83,6 +93,8 @@ export interface ClusterRestoreOptions {
   signal?: AbortSignal | undefined;
   /** Each phase as it begins (the CLI prints them). */
   onPhase?: (phase: Phase | 'finalize') => void;
+  /** The journal's run id and coordinator (runtime/owner.ts's token); without it no journal is written (unit tests). */
+  journal?: { runId: string; owner: string } | undefined;
 }
 
 export type Phase = ClusterRestorePhase;
@@ -125,7 +137,32 @@ export async function restoreCluster(record: ClusterRecord, targets: ClusterTarg
     throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'every node of a cluster restore takes the same cluster name, superuser and password file');
   }
   const nodes: NodeRun[] = targets.map((t, index) => ({ ...t, index, plan: null, touched: false, superusers: [], settingChanges: [] }));
-  const seeds = await seedsOf(nodes[0]!);
+  const places = await Promise.all(nodes.map((n) => readTargetPlace(n.deps.profile)));
+  checkTargetPlaces(places, record.hosts);
+  const seeds = `${places[0]!.address}:${places[0]!.storagePort}`;
+  const startedAt = new Date().toISOString();
+  /** The journal before each phase (phases run one after another: no two writes at once). */
+  const journal = async (phase: JournalPhase) => {
+    if (!opts.journal) return;
+    await writeJournal(env, {
+      version: 1,
+      runId: opts.journal.runId,
+      clusterBackupId: record.id,
+      owner: opts.journal.owner,
+      pid: process.pid,
+      startedAt,
+      phase,
+      nodes: nodes.map((n) => ({
+        name: n.deps.profile.name,
+        profilePath: n.input.profilePath,
+        workflowId: n.input.workflowId,
+        input: { ...n.input },
+        touched: n.touched,
+        wasRunning: n.plan?.wasRunning ?? false,
+      })),
+    });
+  };
+  await journal('check');
   const drill = drillFailure(env);
   const s = (n: NodeRun) => ({ ctx: n.input, plan: n.plan! });
   const password = async () => ({ username: first.superuser, password: await nodes[0]!.deps.readPassword() });
@@ -136,8 +173,8 @@ export async function restoreCluster(record: ClusterRecord, targets: ClusterTarg
     clearPeers: { which: nodes, run: (n, signal) => forgetSourcePeers(n.deps, s(n), signal) },
     swap: {
       which: nodes,
+      // Marked touched in the journal before this phase begins (runPhase).
       run: async (n, signal) => {
-        n.touched = true;
         await stopNode(n.deps, s(n), signal);
         await swapDataDirs(n.deps, s(n), signal);
         await chownData(n.deps, s(n), signal);
@@ -183,6 +220,8 @@ export async function restoreCluster(record: ClusterRecord, targets: ClusterTarg
     opts.onPhase?.(name);
     const began = performance.now();
     const { which, run } = work[name];
+    if (name === 'swap') for (const n of which) n.touched = true;
+    await journal(name);
     log.info('cluster restore phase', { phase: name, nodes: which.map((n) => n.deps.profile.name) });
     const ac = new AbortController();
     const onAbort = () => ac.abort(signal.reason);
@@ -212,6 +251,7 @@ export async function restoreCluster(record: ClusterRecord, targets: ClusterTarg
   const finalize = async () => {
     // Proven good: the replaced data goes on every node. A finalize that fails leaves leftovers, not a broken node.
     opts.onPhase?.('finalize');
+    await journal('finalizing');
     const began = performance.now();
     const warnings: string[] = [];
     await Promise.all(
@@ -224,13 +264,25 @@ export async function restoreCluster(record: ClusterRecord, targets: ClusterTarg
       }),
     );
     seconds.finalize = Math.round((performance.now() - began) / 100) / 10;
+    if (opts.journal) await removeJournal(env, opts.journal.runId);
     return { warnings };
   };
 
   const machine = clusterRestoreMachine.provide({
     actors: {
       runPhase: fromPromise<void, { phase: Phase }>(({ input, signal }) => runPhase(input.phase, signal)),
-      rollBackNodes: fromPromise(async () => ({ warnings: await rollBack(nodes, log) })),
+      rollBackNodes: fromPromise(async () => {
+        // Best effort: a journal that cannot be written must not keep the nodes from being rolled back.
+        await journal('rollingBack').catch((err) => log.warn('cluster restore journal not written', { error: toErrorInfo(err).message }));
+        const warnings = await rollBack(
+          nodes.map((n) => ({ name: n.deps.profile.name, deps: n.deps, input: n.input, touched: n.touched, wasRunning: n.plan?.wasRunning ?? false })),
+          'rollBack',
+          log,
+        );
+        // A rollback with a warning keeps the journal: `cbr resume` tries again (every step is idempotent).
+        if (opts.journal && !warnings.length) await removeJournal(env, opts.journal.runId);
+        return { warnings };
+      }),
       finalizeNodes: fromPromise(finalize),
     },
   });
@@ -266,46 +318,71 @@ export async function restoreCluster(record: ClusterRecord, targets: ClusterTarg
   };
 }
 
-/** The new cluster's seed: the first target node's storage address and port, as its own cassandra.yaml says. */
-async function seedsOf(first: NodeRun): Promise<string> {
-  const y = CassandraYaml.parse(await readFile(first.deps.profile.cassandraYaml, 'utf8'));
-  const address = String(y.get('broadcast_address') ?? y.get('listen_address') ?? first.deps.profile.cql.host);
-  const port = Number(y.get('storage_port') ?? 7000);
-  return `${address}:${port}`;
+interface RecoveryNode {
+  name: string;
+  deps: RestoreDeps;
+  input: RestoreInput;
+  touched: boolean;
+  wasRunning: boolean;
 }
 
 /**
  * Every node's own restore rollback, all nodes at once: a node this restore stopped is stopped again, its yaml and
  * old directories go back, its staging goes, and it starts again if it was running before; an untouched node only
- * loses its staging. Each step's failure is a warning and the rollback goes on.
+ * loses its staging (journal.ts's nodeRollback). From a journal that reached finalize, each node's finalize instead.
+ * Each step's failure is a warning and the rest goes on.
  */
-async function rollBack(nodes: NodeRun[], log: Logger): Promise<string[]> {
+async function rollBack(nodes: RecoveryNode[], action: 'rollBack' | 'finalize', log: Logger): Promise<string[]> {
   const warnings: string[] = [];
   const signal = new AbortController().signal;
   await Promise.all(
     nodes.map(async (n) => {
-      const input = { ctx: n.input, plan: n.plan ?? emptyPlan() };
-      const steps: [string, () => Promise<unknown>][] = n.touched
-        ? [
-            ['stopNode', () => stopNode(n.deps, input, signal)],
-            ['restoreConfig', () => restoreConfig(n.deps, input, signal)],
-            ['restoreDataDirs', () => restoreDataDirs(n.deps, input, signal)],
-            ['discardStaging', () => discardStaging(n.deps, input, signal)],
-          ]
-        : [['discardStaging', () => discardStaging(n.deps, input, signal)]];
-      if (n.touched && n.plan?.wasRunning) steps.push(['startNode', () => startNode(n.deps, input, signal)]);
-      for (const [name, run] of steps) {
+      const input = { ctx: n.input, plan: { ...emptyPlan(), wasRunning: n.wasRunning } };
+      const run: Record<RecoveryStep, () => Promise<unknown>> = {
+        stopNode: () => stopNode(n.deps, input, signal),
+        restoreConfig: () => restoreConfig(n.deps, input, signal),
+        restoreDataDirs: () => restoreDataDirs(n.deps, input, signal),
+        discardStaging: () => discardStaging(n.deps, input, signal),
+        startNode: () => startNode(n.deps, input, signal),
+        finalizeRestore: () => finalizeRestore(n.deps, input, signal),
+      };
+      const steps: RecoveryStep[] = action === 'finalize' ? ['finalizeRestore'] : nodeRollback(n);
+      for (const name of steps) {
         try {
-          await run();
+          await run[name]();
         } catch (err) {
-          const w = `${n.deps.profile.name}: rollback ${name}: ${toErrorInfo(err).message.split('\n')[0]}`;
+          const w = `${n.name}: ${action === 'finalize' ? 'finalize' : 'rollback'} ${name}: ${toErrorInfo(err).message.split('\n')[0]}`;
           warnings.push(w);
-          log.warn('cluster restore rollback step failed', { node: n.deps.profile.name, step: name });
+          log.warn('cluster restore rollback step failed', { node: n.name, step: name });
         }
       }
     }),
   );
   return warnings;
+}
+
+/**
+ * The answer to a coordinator that died (its journal left behind): every node rolled back, or finished when the run
+ * had reached finalize. Idempotent: killed during this, it runs again from the same journal, which goes only once
+ * every step succeeded. `depsFor` builds a node's dependencies from its persisted restore input.
+ */
+export async function recoverClusterRestore(
+  j: ClusterRestoreJournal,
+  opts: { env: NodeJS.ProcessEnv; log: Logger; owner: string; depsFor: (input: RestoreInput) => Promise<RestoreDeps> },
+): Promise<{ action: 'finalize' | 'rollBack'; warnings: string[] }> {
+  const { action } = recoveryPlan(j);
+  // Claimed by this process: a second recovery at once sees a live owner and leaves it alone.
+  await writeJournal(opts.env, { ...j, owner: opts.owner, pid: process.pid });
+  const log = opts.log.child({ clusterBackupId: j.clusterBackupId, runId: j.runId });
+  log.info('cluster restore recovery', { action, phase: j.phase, nodes: j.nodes.map((n) => n.name) });
+  const nodes: RecoveryNode[] = [];
+  for (const n of j.nodes) {
+    const input = nodeInput(n);
+    nodes.push({ name: n.name, input, deps: await opts.depsFor(input), touched: n.touched, wasRunning: n.wasRunning });
+  }
+  const warnings = await rollBack(nodes, action, log);
+  if (!warnings.length) await removeJournal(opts.env, j.runId);
+  return { action, warnings };
 }
 
 function emptyPlan(): RestorePlan {

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import cassandra from 'cassandra-driver';
 import { connectCql } from '../../../src/cassandra/cql.ts';
 import { loadCredentials, loadProfile, type Profile } from '../../../src/cassandra/profile.ts';
@@ -9,11 +11,12 @@ import { readTopology } from '../../../src/cassandra/topology.ts';
 import type { ClusterRecord } from '../../../src/catalog/clusterRecord.ts';
 import { type ClusterStatus, clusterProfiles, clusterStatus, createCluster, isCluster, removeCluster } from '../../../src/sandbox/cluster.ts';
 import { profilePath, runningPid } from '../../../src/sandbox/sandbox.ts';
+import { journalDir, listJournals } from '../../../src/steps/clusterRestore/journal.ts';
 import { openStore } from '../../../src/storage/open.ts';
 import { DEFAULT_CONTAINER } from '../../../src/storage/port.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { backUpSandboxClusterForRestoreTests } from '../../helpers/clusterBackup.ts';
-import { SHARED_CLUSTER, scratchDir, sharedCluster, testEnv } from '../../helpers/env.ts';
+import { REPO, SHARED_CLUSTER, scratchDir, sharedCluster, testEnv } from '../../helpers/env.ts';
 
 /**
  * Issue #15 item 3: a cluster backup of the shared 3-node cluster (keyspace at RF 2, so each node holds its own
@@ -143,7 +146,7 @@ describe('restore a cluster backup as a new cluster', () => {
   });
 
   after(async () => {
-    for (const name of ['crnew', 'crfail']) if (isCluster(name, testEnv)) await removeCluster(name, testEnv);
+    for (const name of ['crnew', 'crfail', 'crkill']) if (isCluster(name, testEnv)) await removeCluster(name, testEnv);
   });
 
   it('as a new 3-node sandbox cluster: the source tokens and host ids, the new name and password, every row identical at ALL', async () => {
@@ -259,5 +262,54 @@ describe('restore a cluster backup as a new cluster', () => {
     const status: ClusterStatus = await clusterStatus('crfail', { env: testEnv });
     assert.ok(status.nodes.every((n) => !n.running));
     await removeCluster('crfail', testEnv);
+  });
+  it('SIGKILL of cbr create once the first node runs in the new cluster: cbr resume rolls every node back from the journal', async () => {
+    await createCluster('crkill', 3, { env: testEnv });
+    const paths = [1, 2, 3].map((i) => profilePath(`crkill-${i}`, testEnv));
+    const profiles = await Promise.all(paths.map((p) => loadProfile(p)));
+    const before = profiles.map((p) => ({ files: nodeFiles(p), yaml: readFileSync(p.cassandraYaml, 'utf8') }));
+    const child = spawn(
+      join(REPO, 'node_modules', '.bin', 'node'),
+      [join(REPO, 'bin', 'cbr.js'), 'create', 'crkill', '--backup', ID, '--profiles', paths.join(','), '--json'],
+      { env, stdio: 'ignore' },
+    );
+    const exited = new Promise((r) => child.once('exit', r));
+    // startOthers is journalled once the seed (node 1) runs in the new cluster, its peers swapped and configured.
+    let phase = '';
+    for (let i = 0; i < 600 && phase !== 'startOthers'; i++) {
+      await sleep(500);
+      phase = listJournals(testEnv).find((j) => j.nodes.some((n) => n.profilePath === paths[0]))?.phase ?? '';
+      assert.ok(child.exitCode === null, `cbr create ended (${child.exitCode}) before the kill`);
+    }
+    assert.equal(phase, 'startOthers');
+    child.kill('SIGKILL');
+    await exited;
+    const [journal] = listJournals(testEnv);
+    assert.ok(
+      journal?.nodes.every((n) => n.touched),
+      'the journal calls every node swapped',
+    );
+    assert.notEqual(runningPid(instanceDirOf(profiles[0]!)), null, 'node 1 runs in the new cluster after the kill');
+    assert.match(readFileSync(profiles[0]!.cassandraYaml, 'utf8'), /initial_token/);
+    assert.ok(
+      readdirSync(dirname(profiles[0]!.dataDirs[0]!)).some((n) => n.includes('.cbr-old-')),
+      'the replaced data lies aside',
+    );
+
+    const r = await cbr(['resume', '--json'], env);
+    assert.equal(r.code, 0, r.err + r.out);
+    const outcomes = JSON.parse(r.out) as { kind: string; from: string; state: string }[];
+    assert.deepEqual(
+      outcomes.filter((o) => o.kind === 'cluster-restore').map((o) => [o.from, o.state]),
+      [['startOthers', 'rolled back']],
+    );
+    for (const [i, p] of profiles.entries()) {
+      assert.equal(runningPid(instanceDirOf(p)), null, `${p.name} is not running`);
+      assert.deepEqual(nodeFiles(p), before[i]!.files, `${p.name}: its directories as before, no .cbr-old-* left`);
+      assert.equal(readFileSync(p.cassandraYaml, 'utf8'), before[i]!.yaml, `${p.name}: its cassandra.yaml as before`);
+    }
+    assert.deepEqual(listJournals(testEnv), [], 'the journal is gone');
+    assert.deepEqual(readdirSync(journalDir(testEnv)), []);
+    await removeCluster('crkill', testEnv);
   });
 });

@@ -1,11 +1,15 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { CassandraYaml } from '../../../src/cassandra/yaml.ts';
 import { type ClusterRecord, partId } from '../../../src/catalog/clusterRecord.ts';
 import { CbrError } from '../../../src/core/errors.ts';
-import { type ClusterTarget, restoreCluster } from '../../../src/steps/clusterRestore/restoreCluster.ts';
+import { WorkflowRuntime } from '../../../src/runtime/runtime.ts';
+import { StateDb } from '../../../src/state/stateDb.ts';
+import { type ClusterRestoreJournal, listJournals, writeJournal } from '../../../src/steps/clusterRestore/journal.ts';
+import { type ClusterTarget, recoverClusterRestore, restoreCluster } from '../../../src/steps/clusterRestore/restoreCluster.ts';
 import { forgetSourcePeers } from '../../../src/steps/restore/forgetSourcePeers.ts';
 import { restorePaths } from '../../../src/steps/restore/restoreDeps.ts';
 import { writeClusterConfig } from '../../../src/steps/restore/writeClusterConfig.ts';
@@ -32,8 +36,8 @@ async function clusterBackup(): Promise<{ store: MemoryStore; record: ClusterRec
       backupId: partId('cb', i),
       hostId: `host-${i + 1}`,
       address: `10.0.0.${i + 1}`,
-      datacenter: 'dc1',
-      rack: 'r1',
+      datacenter: 'datacenter1',
+      rack: 'rack1',
       tokens: TOKENS[i]!,
     });
   }
@@ -63,6 +67,16 @@ function targetsOf(nodes: FakeNode[], store: MemoryStore, record: ClusterRecord)
   }));
 }
 
+/** Fake target nodes, each on a storage address of its own (the operator yaml says localhost: one address for all). */
+async function targetNodes(count: number): Promise<FakeNode[]> {
+  const nodes = await Promise.all(Array.from({ length: count }, (_, i) => fakeNode({ name: `t${i + 1}` })));
+  for (const [i, n] of nodes.entries()) {
+    const y = readFileSync(n.profile.cassandraYaml, 'utf8');
+    writeFileSync(n.profile.cassandraYaml, y.replace(/^listen_address: localhost$/m, `listen_address: 127.0.0.${i + 1}`));
+  }
+  return nodes;
+}
+
 function snapshot(n: FakeNode) {
   return { tree: treeState(n.root), running: n.running };
 }
@@ -70,7 +84,7 @@ function snapshot(n: FakeNode) {
 describe('restore as a new cluster: the coordinator rolls every node back', () => {
   it('a node whose maintenance start fails: every node, already swapped, gets its directories and yaml back, and runs again', async () => {
     const { store, record } = await clusterBackup();
-    const nodes = await Promise.all([1, 2, 3].map((i) => fakeNode({ name: `t${i}` })));
+    const nodes = await targetNodes(3);
     const before = nodes.map(snapshot);
     nodes[2]!.fail('service.start', new CbrError('CBR_ERR_SERVICE_CONTROL_FAILED', 'the unit did not start'), { times: 1 });
     await rejectsCoded(
@@ -86,7 +100,7 @@ describe('restore as a new cluster: the coordinator rolls every node back', () =
 
   it('a node failing at its start after the first node started in the new cluster: that one is stopped and rolled back too', async () => {
     const { store, record } = await clusterBackup();
-    const nodes = await Promise.all([1, 2, 3].map((i) => fakeNode({ name: `t${i}` })));
+    const nodes = await targetNodes(3);
     const before = nodes.map(snapshot);
     await rejectsCoded(
       restoreCluster(record, targetsOf(nodes, store, record), { env: { CBR_DRILL_CLUSTER_RESTORE_FAIL: '3:startOthers' }, log: recordingLogger() }),
@@ -100,7 +114,7 @@ describe('restore as a new cluster: the coordinator rolls every node back', () =
 
   it('a cancel (Ctrl-C) rolls back too, and says it was cancelled', async () => {
     const { store, record } = await clusterBackup();
-    const nodes = await Promise.all([1, 2, 3].map((i) => fakeNode({ name: `t${i}` })));
+    const nodes = await targetNodes(3);
     const before = nodes.map(snapshot);
     const ac = new AbortController();
     ac.abort();
@@ -114,7 +128,7 @@ describe('restore as a new cluster: the coordinator rolls every node back', () =
 
   it('refuses targets that do not match the hosts one to one, before touching anything', async () => {
     const { store, record } = await clusterBackup();
-    const nodes = await Promise.all([1, 2].map((i) => fakeNode({ name: `t${i}` })));
+    const nodes = await targetNodes(2);
     const targets = targetsOf(nodes, store, { ...record, hosts: record.hosts.slice(0, 2) });
     await rejectsCoded(restoreCluster(record, targets, { env: {}, log: recordingLogger() }), 'CBR_ERR_INVALID_ARGUMENT', /3 hosts/);
     const same = targetsOf([nodes[0]!, nodes[0]!, nodes[1]!], store, record);
@@ -123,6 +137,74 @@ describe('restore as a new cluster: the coordinator rolls every node back', () =
       nodes.map((n) => n.calls),
       [[], []],
     );
+  });
+});
+
+describe('restore as a new cluster: a coordinator killed midway, recovered from its journal', () => {
+  it('the journal written before each phase rolls back nodes left swapped with the first one running in the new cluster, and again finds nothing to do', async () => {
+    const { store, record } = await clusterBackup();
+    const nodes = await targetNodes(3);
+    const before = nodes.map(snapshot);
+    const home = mkdtempSync(join(tmpdir(), 'cbr-journal-'));
+    const env = { CBR_HOME: home };
+    // The kill: at the moment startOthers begins, each node's state is forked (tree and in-memory) with the journal.
+    // The run itself then fails there (fakes form no ring) and rolls back in-process, its journal going with it.
+    let crashed: { forks: FakeNode[]; journal: ClusterRestoreJournal } | null = null;
+    const phases: string[] = [];
+    const run = restoreCluster(record, targetsOf(nodes, store, record), {
+      env: { ...env, CBR_DRILL_CLUSTER_RESTORE_FAIL: '3:startOthers' },
+      log: recordingLogger(),
+      journal: { runId: 'run-1', owner: 'boot:1:1' },
+      onPhase: (phase) => {
+        const j = listJournals(env);
+        phases.push(`${phase}: ${j.map((x) => `${x.phase} ${x.nodes.map((n) => (n.touched ? 't' : '-')).join('')}`).join()}`);
+        if (phase === 'startOthers') crashed = { forks: nodes.map((n) => n.fork()), journal: j[0]! };
+      },
+    });
+    await rejectsCoded(run, 'CBR_ERR_CLUSTER_RESTORE_FAILED', /every target node rolled back$/);
+    assert.deepEqual(listJournals(env), [], 'a run rolled back without a warning leaves no journal');
+    assert.deepEqual(phases, [
+      'check: check ---',
+      'unpack: check ---',
+      'clearPeers: unpack ---',
+      'swap: clearPeers ---',
+      'maintenance: swap ttt',
+      'config: maintenance ttt',
+      'startSeed: config ttt',
+      'startOthers: startSeed ttt',
+    ]);
+    const { forks, journal } = crashed!;
+    assert.equal(forks[0]!.running, true, 'node 1 ran in the new cluster when the coordinator died');
+    assert.match(readFileSync(forks[0]!.profile.cassandraYaml, 'utf8'), /initial_token/);
+    await writeJournal(env, journal);
+    const byWorkflow = new Map(journal.nodes.map((n, i) => [n.workflowId, forks[i]!]));
+    const recover = () =>
+      recoverClusterRestore(journal, {
+        env,
+        log: recordingLogger(),
+        owner: 'boot:2:2',
+        depsFor: async (input) => restoreDeps(byWorkflow.get(input.workflowId)!, store),
+      });
+    assert.deepEqual(await recover(), { action: 'rollBack', warnings: [] });
+    for (const [i, f] of forks.entries()) assert.deepEqual(snapshot(f), before[i], `t${i + 1} as before the restore`);
+    assert.deepEqual(listJournals(env), [], 'the journal is gone');
+    // Killed during the rollback, run again: every step finds its work done.
+    assert.deepEqual(await recover(), { action: 'rollBack', warnings: [] });
+    for (const [i, f] of forks.entries()) assert.deepEqual(snapshot(f), before[i], `t${i + 1} still as before`);
+  });
+
+  it('a backup or restore on a node a cluster restore holds is refused by the workflow runtime', async () => {
+    const env = { CBR_HOME: mkdtempSync(join(tmpdir(), 'cbr-journal-')) };
+    const node = { name: 'n1', profilePath: '/etc/cbr/n1.json', workflowId: 'w1', input: {}, touched: true, wasRunning: true };
+    await writeJournal(env, { version: 1, runId: 'r9', clusterBackupId: 'cb', owner: 'x', pid: 1, startedAt: '', phase: 'swap', nodes: [node] });
+    const db = new StateDb(':memory:');
+    const runtime = new WorkflowRuntime({ stateDb: db, env, log: recordingLogger() });
+    await rejectsCoded(
+      runtime.startBackup({ profilePath: '/etc/cbr/n1.json', workflowId: 'b1' } as never),
+      'CBR_ERR_WORKFLOW_CONFLICT',
+      /cluster restore r9 of cluster backup cb holds this node \(swap\)/,
+    );
+    db.close();
   });
 });
 
