@@ -1,3 +1,4 @@
+import { CLUSTER_KIND, ClusterGroups, type ClusterHostRow } from '../bus/clusterParts.ts';
 import type { BusEvent } from '../bus/schemas/events.ts';
 import type { Progress } from '../machines/common.ts';
 
@@ -37,6 +38,10 @@ export interface WorkflowView {
   history: HistoryEntry[];
   progress: ProgressView | null;
   result: Record<string, unknown> | null;
+  /** A host's part of a cluster backup: the cluster backup's workflow id (src/bus/clusterParts.ts). */
+  clusterOf?: string;
+  /** A cluster backup: one row per host (phase, the part's state and progress, error), drawn beneath its row. */
+  hosts?: ClusterHostRow[];
 }
 
 export interface UiSnapshot {
@@ -55,6 +60,7 @@ export class UiModel {
   /** Event ids already applied (events are at-least-once). */
   readonly #seen = new Set<string>();
   readonly #seenOrder: string[] = [];
+  readonly #groups = new ClusterGroups();
 
   constructor(opts: { maxWorkflows?: number } = {}) {
     this.#maxWorkflows = opts.maxWorkflows ?? 2000;
@@ -74,8 +80,18 @@ export class UiModel {
       return null;
     }
     // Results of commands that start no workflow (delete, cancel, refused starts) are not workflows.
-    if (e.kind !== 'backup' && e.kind !== 'restore') return null;
+    if (e.kind !== 'backup' && e.kind !== 'restore' && e.kind !== CLUSTER_KIND) return null;
     const w = this.#get(e);
+    const part = this.#groups.see(e);
+    const w2 = this.#apply(w, e);
+    // A cluster backup's rows follow its own events and each of its parts' (the server redraws both).
+    if (part) w.clusterOf = part.clusterId;
+    const cluster = part ? this.#workflows.get(part.clusterId) : e.kind === CLUSTER_KIND ? w : undefined;
+    if (cluster) cluster.hosts = this.#groups.rows(cluster.id);
+    return w2;
+  }
+
+  #apply(w: WorkflowView, e: BusEvent): WorkflowView | null {
     if (e.at > w.updatedAt) w.updatedAt = e.at;
     switch (e.type) {
       case 'state': {

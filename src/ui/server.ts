@@ -118,6 +118,7 @@ export async function startUi(o: UiOptions): Promise<UiServer> {
   const onEvent = (e: BusEvent) => {
     const w = model.apply(e);
     if (w) dirty.add(w.id);
+    if (w?.clusterOf) dirty.add(w.clusterOf);
     else if (e.type === 'rejected') broadcast('rejected', model.snapshot().rejected.slice(0, 5));
   };
 

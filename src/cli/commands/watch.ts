@@ -1,4 +1,5 @@
 import { watchEvents } from '../../bus/client.ts';
+import { CLUSTER_KIND, ClusterGroups, formatClusterRows } from '../../bus/clusterParts.ts';
 import type { BusEvent } from '../../bus/schemas/events.ts';
 import { busConnectionOptions, noticeLine } from '../bus.ts';
 import { defineCommand, jsonOption } from '../command.ts';
@@ -15,6 +16,7 @@ export const command = defineCommand('watch', {
   },
   notes: ['--json prints each event as one line of JSON. Ctrl-C stops.'],
   async run({ values }, io) {
+    const groups = new ClusterGroups();
     const sub = await watchEvents({
       url: values.bus,
       prefix: values.prefix,
@@ -24,13 +26,24 @@ export const command = defineCommand('watch', {
       // asks the agents again, so what happened meanwhile is printed too (marked resync).
       reconnect: true,
       onNotice: (n) => io.stderr(`cbr watch: ${noticeLine(n)}\n`),
-      onEvent: (e) => io.stdout(values.json ? `${JSON.stringify(e)}\n` : `${describe(e)}\n`),
+      onEvent: (e) => io.stdout(values.json ? `${JSON.stringify(e)}\n` : describeGrouped(groups, e)),
     });
     const dispose = onInterrupt(() => void sub.close());
     await sub.closed.finally(dispose);
     return 0;
   },
 });
+
+/**
+ * An event's line; a cluster backup's host parts (`<cluster id>-<n>`) indented beneath it, and the cluster's result
+ * followed by one row per host (its phase, its part's state and progress, its error).
+ */
+export function describeGrouped(groups: ClusterGroups, e: BusEvent): string {
+  const part = groups.see(e);
+  if (part) return `  ${part.n}. ${describe(e)}\n`;
+  if (e.kind === CLUSTER_KIND && e.type === 'result') return `${[describe(e), ...formatClusterRows(groups.rows(e.workflowId))].join('\n')}\n`;
+  return `${describe(e)}\n`;
+}
 
 export function describe(e: BusEvent): string {
   const head = `${e.at} ${e.host} ${e.kind} ${e.workflowId}${e.resync ? ' (resync)' : ''}`;

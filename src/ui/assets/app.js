@@ -150,6 +150,29 @@ function renderRow(w) {
   li.children[2].textContent = w.error ? `${w.state} · ${w.error.code}` : w.state;
   li.children[3].firstChild.style.width = `${pct(w)}%`;
   li.children[4].textContent = time(w.updatedAt);
+  if (w.hosts) renderHosts(li, w.hosts);
+}
+
+// A cluster backup: one indented row per host beneath its row (its phase, its part's state and progress, its error).
+function renderHosts(li, hosts) {
+  let ul = li.querySelector('ul.parts');
+  if (!ul) {
+    ul = el('ul', { class: 'parts' });
+    li.append(ul);
+  }
+  ul.replaceChildren(
+    ...hosts.map((h) => {
+      const p = h.progress && h.progress.totalBytes ? ` ${Math.round((h.progress.bytes / h.progress.totalBytes) * 100)}%` : '';
+      const state = h.state && h.state !== h.phase ? ` (${h.state}${p})` : p;
+      const row = el(
+        'li',
+        { class: 'part', dataset: { host: h.host ?? '', phase: h.phase } },
+        `${h.n}. ${h.host ?? '?'} ${h.phase}${state}${h.error ? ` · ${h.error.code}` : ''}`,
+      );
+      row.classList.toggle('failed', h.phase === 'failed');
+      return row;
+    }),
+  );
 }
 
 function select(id, byUser) {

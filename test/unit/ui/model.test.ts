@@ -78,4 +78,39 @@ describe('the live view model', () => {
     assert.ok(ids.includes('active-0'));
     assert.ok(ids.includes('w20') && !ids.includes('w1'));
   });
+
+  it("shows a cluster backup with one row per host beneath it, following its parts' own events", () => {
+    const m = new UiModel();
+    m.apply(ev({ type: 'state', workflowId: 'cb', kind: 'clusterBackup', host: 'h1', state: 'startingHosts', status: 'active', error: null }, 1, 1));
+    const part = m.apply(ev({ type: 'state', workflowId: 'cb-2', host: 'h2', eventId: 'h2:1', state: 'holding', status: 'active', error: null }, 2, 0));
+    assert.equal(part?.clusterOf, 'cb');
+    m.apply(ev({ type: 'state', workflowId: 'cb-1', host: 'h1', eventId: 'h1:2', state: 'streaming', status: 'active', error: null }, 3, 0));
+    m.apply(
+      ev(
+        {
+          type: 'progress',
+          workflowId: 'cb-1',
+          host: 'h1',
+          eventId: 'h1:3',
+          step: 'streaming',
+          progress: { bytes: 5, files: 1, totalBytes: 10, totalFiles: 2, storedBytes: 4 },
+        },
+        4,
+        0,
+      ),
+    );
+    const rows = m.get('cb')?.hosts ?? [];
+    assert.deepEqual(
+      rows.map((r) => [r.n, r.host, r.phase, r.state, r.progress?.bytes ?? null]),
+      [
+        [1, 'h1', 'started', 'streaming', 5],
+        [2, 'h2', 'snapshotted', 'holding', null],
+      ],
+    );
+    // An ordinary backup is no part of anything.
+    assert.equal(
+      m.apply(ev({ type: 'state', workflowId: 'nightly-1', host: 'h3', eventId: 'h3:1', state: 'streaming', status: 'active', error: null }, 5, 0))?.clusterOf,
+      undefined,
+    );
+  });
 });
