@@ -126,7 +126,7 @@ function readHosts(value: unknown[]): ClusterSeen['hosts'] {
 /** The rows as `cbr watch` prints them beneath the cluster workflow: `  <n> <host> <phase> [state] [progress] [error]`. */
 export function formatClusterRows(rows: ClusterHostRow[]): string[] {
   return rows.map((r) => {
-    const pct = r.progress && r.progress.totalBytes ? ` ${((r.progress.bytes / r.progress.totalBytes) * 100).toFixed(0)}%` : '';
+    const pct = r.progress?.totalBytes ? ` ${((r.progress.bytes / r.progress.totalBytes) * 100).toFixed(0)}%` : '';
     const state = r.state && r.state !== r.phase ? ` (${r.state}${pct})` : pct;
     return `  ${r.n}. ${r.host ?? '?'} ${r.partId} ${r.phase}${state}${r.error ? ` ${r.error.code}: ${r.error.message}` : ''}`;
   });

@@ -199,7 +199,9 @@ export class WorkflowRuntime {
    * state database: its journal names the nodes it is swapping, so no backup or restore starts on one of them
    * while it runs, nor after it died before `cbr resume` rolled it back.
    */
-  #refuseClusterRestore(kind: WorkflowKind, input: BackupInput | RestoreInput): void {
+  #refuseClusterRestore(kind: WorkflowKind, input: InputOf<WorkflowKind>): void {
+    // A coordinator touches no node of its own: only a backup or a restore is refused here.
+    if (!('profilePath' in input)) return;
     for (const j of listJournals(this.#opts.env)) {
       if (!j.nodes.some((n) => n.profilePath === input.profilePath)) continue;
       throw new CbrError(

@@ -162,7 +162,7 @@ function renderHosts(li, hosts) {
   }
   ul.replaceChildren(
     ...hosts.map((h) => {
-      const p = h.progress && h.progress.totalBytes ? ` ${Math.round((h.progress.bytes / h.progress.totalBytes) * 100)}%` : '';
+      const p = h.progress?.totalBytes ? ` ${Math.round((h.progress.bytes / h.progress.totalBytes) * 100)}%` : '';
       const state = h.state && h.state !== h.phase ? ` (${h.state}${p})` : p;
       const row = el(
         'li',
