@@ -8,7 +8,8 @@
 // minus the command's issuedAt), total time, events/s, lost or duplicated workflows, and each process's CPU and RSS.
 import { fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import amqplib, { type ConsumeMessage } from 'amqplib';
 import type { BusEvent } from '../src/bus/schemas/events.ts';
@@ -21,6 +22,8 @@ const HOSTS = Number(process.env['CBR_BENCH_FLEET_HOSTS'] ?? 1000);
 const CONCURRENCY = Number(process.env['CBR_BENCH_FLEET_CONCURRENCY'] ?? 100);
 // Classic host queues for the fake fleet: on this machine a quorum queue took 20 ms to 2 s to declare (a Raft group
 // each, its log synced), so 1,000 of them dominated the run; their cost is measured on a sample instead.
+/** `coordinator`: the coordinator's real steps drive the fleet; `protocol`: the bench's own fan-out driver. */
+const DRIVER = process.env['CBR_BENCH_FLEET_DRIVER'] ?? 'coordinator';
 const QUEUE_TYPE = (process.env['CBR_BENCH_FLEET_QUEUES'] ?? 'classic') as 'quorum' | 'classic';
 const QUORUM_SAMPLE = Number(process.env['CBR_BENCH_FLEET_QUORUM_SAMPLE'] ?? 100);
 const run = randomUUID().slice(0, 8);
@@ -185,28 +188,75 @@ await until(() => members.size >= HOSTS, 'the status replies');
 const resolvedAt = Date.now();
 const sorted = [...members].sort();
 
-// 2. backup.create with hold to every host (command id = the part id).
-for (const [i, h] of sorted.entries()) command('backup.create', h, partId(clusterId, i), { name: 'fleet', clusterBackupId: clusterId, hold: true });
-await pub.waitForConfirms();
-const sentAt = Date.now();
+let sentAt: number;
+let heldAt: number;
+let coordinatorFailed = 0;
+if (DRIVER === 'coordinator') {
+  // 2-4 by the coordinator's own steps (src/steps/cluster), over its own AMQP HostBus, as the agent runs them; only
+  // the CQL session (the cluster record's ring and schema) is absent: this bench stops before the record.
+  const { applyOutcomes } = await import('../src/machines/clusterBackup.machine.ts');
+  const { startHostBackups } = await import('../src/steps/cluster/startHostBackups.ts');
+  const { awaitSnapshots } = await import('../src/steps/cluster/awaitSnapshots.ts');
+  const { uploadHosts } = await import('../src/steps/cluster/uploadHosts.ts');
+  const { openHostBus } = await import('../src/bus/hostBus.ts');
+  const { openStore } = await import('../src/storage/open.ts');
+  const { silentLogger } = await import('../src/core/log.ts');
+  const root = mkdtempSync(join(tmpdir(), 'cbr-fleet-'));
+  const deps = {
+    bus: () => openHostBus({ url: URL, prefix }),
+    store: openStore({ driver: 'local', root, container: 'c' }),
+    cql: async () => {
+      throw new Error('the fleet bench has no CQL node');
+    },
+    log: silentLogger,
+    pollMs: 200,
+    barrierTimeoutMs: 600_000,
+    abortTimeoutMs: 60_000,
+  };
+  const ctx = {
+    workflowId: clusterId,
+    backupId: clusterId,
+    name: 'fleet',
+    description: '',
+    cluster,
+    hosts: sorted,
+    strategy: 'full' as const,
+    concurrency: CONCURRENCY,
+    startedAt: new Date().toISOString(),
+  };
+  const signal = new AbortController().signal;
+  let state = sorted.map((host) => ({ host, phase: 'pending' as const, error: null }) as Parameters<typeof applyOutcomes>[0][number]);
+  state = applyOutcomes(state, await startHostBackups(deps as never, { ctx, parts: state }, signal), 'started');
+  sentAt = Date.now();
+  state = applyOutcomes(state, await awaitSnapshots(deps as never, { ctx, parts: state }, signal), 'snapshotted');
+  heldAt = Date.now();
+  state = applyOutcomes(state, await uploadHosts(deps as never, { ctx, parts: state }, signal), 'uploaded');
+  coordinatorFailed = state.filter((p) => p.phase === 'failed').length;
+  rmSync(root, { recursive: true, force: true });
+} else {
+  // 2. backup.create with hold to every host (command id = the part id).
+  for (const [i, h] of sorted.entries()) command('backup.create', h, partId(clusterId, i), { name: 'fleet', clusterBackupId: clusterId, hold: true });
+  await pub.waitForConfirms();
+  sentAt = Date.now();
 
-// 3. The barrier: every host holding its snapshot.
-await until(() => onHolding.size >= HOSTS, 'every host holding');
-const heldAt = Date.now();
+  // 3. The barrier: every host holding its snapshot.
+  await until(() => onHolding.size >= HOSTS, 'every host holding');
+  heldAt = Date.now();
 
-// 4. Release the uploads, at most CONCURRENCY hosts at once, and wait for every result.
-let next = 0;
-const inFlight = () => [...parts.values()].filter((p) => p.releasedAt && !p.results).length;
-while (next < sorted.length || [...parts.values()].some((p) => !p.results)) {
-  while (next < sorted.length && inFlight() < CONCURRENCY) {
-    const host = sorted[next]!;
-    const p = parts.get(host)!;
-    p.releasedAt = Date.now();
-    command('backup.release', host, `${p.id}-r`, { backupId: p.id });
-    next++;
+  // 4. Release the uploads, at most CONCURRENCY hosts at once, and wait for every result.
+  let next = 0;
+  const inFlight = () => [...parts.values()].filter((p) => p.releasedAt && !p.results).length;
+  while (next < sorted.length || [...parts.values()].some((p) => !p.results)) {
+    while (next < sorted.length && inFlight() < CONCURRENCY) {
+      const host = sorted[next]!;
+      const p = parts.get(host)!;
+      p.releasedAt = Date.now();
+      command('backup.release', host, `${p.id}-r`, { backupId: p.id });
+      next++;
+    }
+    const allDone = () => [...parts.values()].every((p) => p.results > 0);
+    await until(() => (next < sorted.length && inFlight() < CONCURRENCY) || allDone(), 'the uploads');
   }
-  const allDone = () => [...parts.values()].every((p) => p.results > 0);
-  await until(() => (next < sorted.length && inFlight() < CONCURRENCY) || allDone(), 'the uploads');
 }
 const doneAt = Date.now();
 await new Promise((r) => setTimeout(r, 1000)); // late duplicates would land here
@@ -235,7 +285,7 @@ const date = new Date().toISOString().slice(0, 16).replace('T', ' ');
 const report = `### Fleet benchmark (${date} UTC, 2 cores, local RabbitMQ 3.10)
 
 A cluster backup fanned out to ${HOSTS} fake hosts (one child process, one connection, ${Math.ceil(HOSTS / 100)} consuming channels,
-a ${QUEUE_TYPE} host queue each) by the protocol's fan-out driver (status broadcast, backup.create with hold, barrier,
+a ${QUEUE_TYPE} host queue each) ${DRIVER === 'coordinator' ? "by the coordinator's own steps and HostBus (startHostBackups, awaitSnapshots, uploadHosts; the bench's status broadcast resolves the hosts; no cluster record: no CQL node)" : "by the protocol's fan-out driver"} (status broadcast, backup.create with hold, barrier,
 backup.release at most ${CONCURRENCY} hosts at once).
 
 ${table(
@@ -250,6 +300,7 @@ ${table(
     ['events received / duplicates (same eventId)', `${events} / ${duplicateEvents}`],
     ['events/s (first command to last event)', (events / eventSeconds).toFixed(0)],
     ['workflows: lost (no result) / duplicated results / hosts with other than one workflow', `${lost} / ${duplicatedResults} / ${extraWorkflows}`],
+    ...(DRIVER === 'coordinator' ? [['hosts the coordinator failed', String(coordinatorFailed)]] : []),
     ['hosts that uploaded before holding', String(notHeld)],
     ['commands the hosts received (dedupe hits) / unroutable', `${stats.commands} (${stats.duplicateCommands}) / ${unroutable}`],
     [`${HOSTS} ${QUEUE_TYPE} host queues: declare + bind / delete`, `${queueSeconds.toFixed(1)} s / ${Number(fleet['deleteSeconds']).toFixed(1)} s`],
@@ -272,4 +323,4 @@ ${table(
 mkdirSync(BENCH_DIR, { recursive: true });
 writeFileSync(join(BENCH_DIR, 'fleet.md'), report);
 process.stdout.write(report);
-process.exit(lost === 0 && duplicatedResults === 0 && extraWorkflows === 0 && notHeld === 0 ? 0 : 1);
+process.exit(lost === 0 && coordinatorFailed === 0 && duplicatedResults === 0 && extraWorkflows === 0 && notHeld === 0 ? 0 : 1);
