@@ -30,12 +30,6 @@ export async function checkParts(deps: RestoreDeps, { ctx, plan }: RestoreStepIn
   let rawBytes = 0;
   for (const host of others) {
     const rec = await readRecord(deps.store, host.backupId, signal);
-    if (rec.hostId !== host.hostId) {
-      throw new CbrError(
-        'CBR_ERR_RECORD_INVALID',
-        `part ${rec.id} of cluster backup ${clusterBackupId} is a backup of host ${rec.hostId}, the cluster record names ${host.hostId}`,
-      );
-    }
     await checkStored(deps, rec, signal);
     checkSealed(deps, rec);
     if (rec.clusterName !== plan.sourceClusterName) {
