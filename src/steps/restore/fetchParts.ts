@@ -3,12 +3,12 @@ import { lchown, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { unpackArchive } from '../../archive/unpack.ts';
 import { readRecord } from '../../catalog/catalog.ts';
-import { recordBinding } from '../../catalog/record.ts';
 import { removeTree, syncFilesystems } from '../../core/removeTree.ts';
 import type { PartsStepInput } from '../../machines/restore.machine.ts';
 import { checkSealed } from './checkRestore.ts';
 import { fetchFiles } from './fetchFiles.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
+import { archiveChecks } from './unpackBackup.ts';
 
 /**
  * A cluster backup into one node: every other host's part into a staging folder of its own, `<parts>/<n>/`
@@ -57,11 +57,7 @@ export async function fetchParts(deps: RestoreDeps, input: PartsStepInput, signa
       await mkdir(dir, { mode: 0o700 });
       await lchown(dir, owner.uid, owner.gid);
       const out = await unpackArchive(await deps.store.get(rec.object, { signal }), dir, {
-        compression: rec.compression,
-        key: deps.key ?? undefined,
-        binding: rec.encryption?.bound ? recordBinding(rec) : undefined,
-        sha256: rec.sha256,
-        expected: new Map(rec.files.map((f) => [f.path, f.size])),
+        ...archiveChecks(deps, rec),
         signal,
         owner,
         onProgress: (p) => deps.onProgress(step, { ...p, totalBytes: rec.rawBytes, totalFiles: rec.fileCount }),

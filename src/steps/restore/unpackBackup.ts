@@ -1,12 +1,23 @@
 import { mkdir } from 'node:fs/promises';
 import { tableKey } from '../../archive/entries.ts';
 import { unpackArchive } from '../../archive/unpack.ts';
-import { readRecord } from '../../catalog/catalog.ts';
+import { type BackupRecord, readRecord } from '../../catalog/catalog.ts';
 import { recordBinding, verifyRecord } from '../../catalog/record.ts';
 import { removeTree } from '../../core/removeTree.ts';
 import type { RestoreStepInput } from '../../machines/restore.machine.ts';
 import { fetchFiles } from './fetchFiles.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
+
+/** What unpacking a full backup's archive checks it against: its key and binding, its SHA-256, every entry's size. */
+export function archiveChecks(deps: RestoreDeps, rec: BackupRecord) {
+  return {
+    compression: rec.compression,
+    key: deps.key ?? undefined,
+    binding: rec.encryption?.bound ? recordBinding(rec) : undefined,
+    sha256: rec.sha256,
+    expected: new Map(rec.files.map((f) => [f.path, f.size])),
+  };
+}
 
 /**
  * Streams the archive from storage into fresh staging directories (one per data directory, each table where the
@@ -30,11 +41,7 @@ export async function unpackBackup(deps: RestoreDeps, { ctx, plan }: RestoreStep
   const totals = { totalBytes: plan.rawBytes, totalFiles: plan.fileCount };
   const into = (entry: string) => stagings[plan.placement[tableKey(entry)] ?? 0]!.staging;
   return unpackArchive(source, into, {
-    compression: rec.compression,
-    key: deps.key ?? undefined,
-    binding: rec.encryption?.bound ? recordBinding(rec) : undefined,
-    sha256: rec.sha256,
-    expected: new Map(rec.files.map((f) => [f.path, f.size])),
+    ...archiveChecks(deps, rec),
     signal,
     owner: { uid: deps.profile.owner.uid, gid: deps.profile.owner.gid },
     onProgress: (p) => deps.onProgress('unpacking', { ...p, ...totals }),
