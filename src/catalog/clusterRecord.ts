@@ -123,6 +123,8 @@ export interface ClusterRecordScan {
    * delete treat every `<id>-<n>` of these as part of a cluster backup.
    */
   protectedIds: string[];
+  /** Of protectedIds, those whose record exists but cannot be read. */
+  unreadable: string[];
 }
 
 /** The cluster records, and the ids whose parts are protected without one (see ClusterRecordScan). */
@@ -145,7 +147,11 @@ export async function scanClusterRecords(store: ObjectStore, signal?: AbortSigna
       unreadable.push(id);
     }
   }
-  return { records: records.sort((a, b) => (a.created < b.created ? -1 : 1)), protectedIds: [...new Set([...unreadable, ...pending])].sort() };
+  return {
+    records: records.sort((a, b) => (a.created < b.created ? -1 : 1)),
+    protectedIds: [...new Set([...unreadable, ...pending])].sort(),
+    unreadable: unreadable.sort(),
+  };
 }
 
 /** Every readable cluster record, oldest first (listings; prune and delete use scanClusterRecords). */

@@ -1,16 +1,17 @@
 import { existsSync } from 'node:fs';
 import { describeDataSettings } from '../../cassandra/dataSettings.ts';
-import { checkId, readRecord } from '../../catalog/catalog.ts';
+import { checkId, listRecords, readRecord } from '../../catalog/catalog.ts';
+import { findClusterRecord, scanClusterRecords } from '../../catalog/clusterRecord.ts';
 import { CbrError } from '../../core/errors.ts';
 import { StateDb } from '../../state/stateDb.ts';
 import { defineCommand, jsonOption } from '../command.ts';
 import { openStorage, stateDbPath, storageOptions } from '../context.ts';
 import { printJson } from '../io.ts';
 import { formatBytes } from '../progress.ts';
-import { strategyOf } from './backup-list.ts';
+import { clusterRows, strategyOf } from './backup-list.ts';
 
 export const command = defineCommand('backup-show', {
-  summary: 'Show one backup: strategy, size, new and shared bytes, checksum, source, keyspaces; or an unfinished one.',
+  summary: 'Show one backup: strategy, size, new and shared bytes, checksum, source, keyspaces; a cluster backup with its parts; or an unfinished one.',
   args: '<id>',
   options: {
     files: { type: 'boolean', default: false, description: 'also list every file of the archive with its size' },
@@ -52,6 +53,25 @@ export const command = defineCommand('backup-show', {
       return 0;
     } catch (err) {
       if (!(err instanceof CbrError && err.code === 'CBR_ERR_BACKUP_NOT_FOUND')) throw err;
+      const store = openStorage(values, io.env);
+      if (await findClusterRecord(store, id)) {
+        const [records, scan] = await Promise.all([listRecords(store), scanClusterRecords(store)]);
+        const row = clusterRows(scan, records).find((r) => r.id === id);
+        if (row) {
+          if (values.json) printJson(io, row);
+          else {
+            const hosts = row.hosts.map(
+              (h) => `  ${h.backupId}  ${h.host} ${h.address} (${h.datacenter}/${h.rack})${row.missingParts.includes(h.backupId) ? '  MISSING' : ''}`,
+            );
+            io.stdout(
+              `id          ${row.id}\nname        ${row.name}\nkind        cluster backup of ${row.clusterName}, ${row.hosts.length} hosts\n` +
+                `state       ${row.state}\ncreated     ${row.created}\nstrategy    ${row.strategy}\nsize        ${formatBytes(row.size)} (${row.size} bytes)\n` +
+                `parts\n${hosts.join('\n')}\n`,
+            );
+          }
+          return row.missingParts.length > 0 ? 1 : 0;
+        }
+      }
       // Not in storage: maybe this host knows it as an unfinished or failed workflow.
       if (!existsSync(stateDbPath(io.env))) throw err;
       const db = new StateDb(stateDbPath(io.env));

@@ -7,6 +7,7 @@ import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { blobKey, blobName, blobPrefix, fileNameOf, tableIdOf } from '../../../src/catalog/blobs.ts';
 import { recordKey } from '../../../src/catalog/catalog.ts';
+import { clusterRecordKey, pendingMarkerKey } from '../../../src/catalog/clusterRecord.ts';
 import { filesDigest } from '../../../src/catalog/record.ts';
 import type { CliIO } from '../../../src/cli/io.ts';
 import { main } from '../../../src/cli/main.ts';
@@ -146,5 +147,84 @@ describe('backup-list and backup-show: strategy, parent, new and shared bytes', 
     const shownFull = await cbr(['backup-show', 'b-full'], env);
     assert.match(shownFull.out, /^strategy\s+full$/m);
     assert.match(shownFull.out, /^shared\s+0 B in 0 files already/m);
+  });
+});
+
+describe('backup-list --clusters and backup-show of a cluster backup', () => {
+  let dir = '';
+  let env: NodeJS.ProcessEnv = {};
+  const host = (i: number) => ({
+    host: `node-${i}`,
+    backupId: `cb-${i}`,
+    hostId: `00000000-0000-0000-0000-00000000000${i}`,
+    address: `127.0.0.${i}`,
+    datacenter: 'dc1',
+    rack: 'rack1',
+    tokens: [String(i * 1000)],
+  });
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'cbr-cluster-list-'));
+    env = { CBR_HOME: join(dir, 'home'), CBR_STORAGE_ROOT: join(dir, 'storage') };
+    const store = openStore({ driver: 'local', root: join(dir, 'storage'), container: 'database_backups' });
+    const put = (key: string, body: unknown) => store.put(key, Readable.from([Buffer.from(JSON.stringify(body))]), { ifAbsent: true });
+    // Two parts of a recorded cluster backup (the record names a third part storage does not hold), one part of a
+    // running one (its marker only), and a host backup of its own.
+    for (const id of ['cb-1', 'cb-2', 'run-1', 'alone']) await put(recordKey(id), fullRecord(id));
+    await put(clusterRecordKey('cb'), {
+      format: 1,
+      kind: 'cluster',
+      id: 'cb',
+      name: 'nightly',
+      description: '',
+      state: 'COMPLETED',
+      clusterName: 'Ring',
+      partitioner: 'org.apache.cassandra.dht.Murmur3Partitioner',
+      strategy: 'full',
+      created: '2025-01-03T00:00:00.000Z',
+      finished: '2025-01-03T00:05:00.000Z',
+      schema: '',
+      hosts: [host(1), host(2), host(3)],
+    });
+    await put(pendingMarkerKey('run'), { coordinator: 'node-1', started: '2025-01-04T00:00:00.000Z' });
+    await put(clusterRecordKey('torn'), { format: 9 });
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('each host backup names the cluster backup it belongs to; --clusters lists them with state, size and missing parts', async () => {
+    const listed = await cbr(['backup-list', '--json'], env);
+    assert.equal(listed.code, 0, listed.err);
+    const owners = Object.fromEntries((JSON.parse(listed.out) as { id: string; clusterBackup: string | null }[]).map((r) => [r.id, r.clusterBackup]));
+    assert.deepEqual(owners, { 'cb-1': 'cb', 'cb-2': 'cb', 'run-1': 'run', alone: null });
+    assert.match((await cbr(['backup-list'], env)).out, /^3 of these are parts of cluster backups/m);
+
+    const clusters = await cbr(['backup-list', '--clusters', '--json'], env);
+    assert.equal(clusters.code, 0, clusters.err);
+    const rows = JSON.parse(clusters.out) as { id: string; state: string; size: number; hosts: unknown[]; missingParts: string[] }[];
+    assert.deepEqual(
+      rows.map((r) => [r.id, r.state, r.size, r.hosts.length, r.missingParts]),
+      [
+        ['cb', 'COMPLETED', 800, 3, ['cb-3']],
+        ['run', 'RUNNING', 400, 0, []],
+        ['torn', 'UNREADABLE', 0, 0, []],
+      ],
+    );
+    const human = await cbr(['backup-list', '--clusters'], env);
+    assert.match(human.out, /^cb\s+nightly\s+COMPLETED\s+\S+\s+full\s+3 \(missing cb-3\)\s+800 B\s+Ring$/m);
+  });
+
+  it('backup-show <cluster id> lists its parts, marks a missing one and exits 1 for it', async () => {
+    const shown = await cbr(['backup-show', 'cb'], env);
+    assert.equal(shown.code, 1, shown.err);
+    assert.match(shown.out, /^kind\s+cluster backup of Ring, 3 hosts$/m);
+    assert.match(shown.out, /^ {2}cb-1 {2}node-1 127\.0\.0\.1 \(dc1\/rack1\)$/m);
+    assert.match(shown.out, /^ {2}cb-3 {2}node-3 127\.0\.0\.3 \(dc1\/rack1\) {2}MISSING$/m);
+    const json = await cbr(['backup-show', 'cb', '--json'], env);
+    assert.equal((JSON.parse(json.out) as { id: string }).id, 'cb');
+    const none = await cbr(['backup-show', 'nope'], env);
+    assert.notEqual(none.code, 0);
+    assert.match(none.err, /CBR_ERR_BACKUP_NOT_FOUND/);
+    const torn = await cbr(['backup-show', 'torn'], env);
+    assert.notEqual(torn.code, 0);
+    assert.match(torn.err, /CBR_ERR_RECORD_INVALID/);
   });
 });
