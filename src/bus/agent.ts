@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import amqplib, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type RecoveringChannelModel } from 'amqplib';
 import type { InspectionEvent, Observer } from 'xstate';
 import { deleteBackup, latestBackupId, readRecord } from '../catalog/catalog.ts';
-import { checkClusterBackupId, refuseClusterPart } from '../catalog/clusterRecord.ts';
+import { checkClusterBackupId, deleteClusterBackup, intoOneNode, isClusterBackup, refuseClusterPart } from '../catalog/clusterRecord.ts';
 import { prune } from '../catalog/prune.ts';
 import { parsePolicy } from '../catalog/retention.ts';
 import { type VerifyResult, verdictCode, verdictMessage } from '../catalog/verify.ts';
@@ -347,7 +347,11 @@ export class Agent {
         return;
       }
       case 'restore.create': {
-        const { input } = await restoreInput(c.payload, { id: c.id, profilePath: this.#o.profilePath, storage: this.#o.storage }, this.#o.env);
+        // A cluster backup's id restores every host's data into this node, as `cbr create` does.
+        const intoOne = await intoOneNode(openStore(this.#o.storage), c.payload.backupId);
+        const payload = intoOne ? { ...c.payload, backupId: intoOne.backupId } : c.payload;
+        const { input } = await restoreInput(payload, { id: c.id, profilePath: this.#o.profilePath, storage: this.#o.storage }, this.#o.env);
+        if (intoOne) input.clusterBackupId = intoOne.clusterBackupId;
         const running = await this.#runtime.startRestore(input, { commandId: c.id });
         if (running) this.#watch(running.done);
         return;
@@ -383,6 +387,19 @@ export class Agent {
         const store = openStore(this.#o.storage);
         const active = this.#stateDb.get(c.payload.backupId);
         if (active?.status === 'active') throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `backup ${c.payload.backupId} is still running`);
+        if (await isClusterBackup(store, c.payload.backupId)) {
+          // A cluster backup id: its record, then every host's part (as `cbr backup-delete <cluster id>` does).
+          const { parts } = await deleteClusterBackup(store, c.payload.backupId, { log: this.#o.log });
+          this.#publishDone(c, {
+            backupId: c.payload.backupId,
+            deleted: true,
+            cluster: true,
+            parts: parts.map((p) => p.id),
+            freedBytes: parts.reduce((n, p) => n + (p.gc?.freedBytes ?? 0), 0),
+            deletedBlobs: parts.reduce((n, p) => n + (p.gc?.deleted ?? 0), 0),
+          });
+          return;
+        }
         await refuseClusterPart(store, c.payload.backupId);
         const { removed, record, gc } = await deleteBackup(store, c.payload.backupId, undefined, this.#o.log);
         if (!record && removed === 0) throw new CbrError('CBR_ERR_BACKUP_NOT_FOUND', `no backup ${c.payload.backupId}`);

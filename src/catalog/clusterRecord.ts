@@ -241,3 +241,22 @@ export async function findClusterRecord(store: ObjectStore, id: string, signal?:
   if (!(await store.head(clusterRecordKey(id), signal ? { signal } : {}))) return null;
   return readClusterRecord(store, id, signal);
 }
+
+/**
+ * What a restore of `id` into one node restores: a cluster backup's id restores its first part, every other part's
+ * tables imported into it (`clusterBackupId`); a host backup's id is restored as it is (null).
+ */
+export async function intoOneNode(store: ObjectStore, id: string, signal?: AbortSignal): Promise<IntoOneNode | null> {
+  const cluster = await findClusterRecord(store, id, signal);
+  return cluster ? intoOneNodeOf(cluster) : null;
+}
+
+export interface IntoOneNode {
+  /** The part restored as usual. */
+  backupId: string;
+  clusterBackupId: string;
+}
+
+export function intoOneNodeOf(cluster: ClusterRecord): IntoOneNode {
+  return { backupId: cluster.hosts[0]!.backupId, clusterBackupId: cluster.id };
+}

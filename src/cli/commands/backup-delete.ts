@@ -21,6 +21,12 @@ export const command = defineCommand('backup-delete', {
     if (values.bus) {
       const { result } = await runOverBus(io, values, { type: 'backup.delete', payload: { backupId: id } }, values.json);
       const freed = { freedBytes: result?.['freedBytes'] ?? 0, deletedBlobs: result?.['deletedBlobs'] ?? 0, gcSkipped: result?.['gcSkipped'] ?? null };
+      if (result?.['cluster'] === true) {
+        const parts = Array.isArray(result['parts']) ? result['parts'].map(String) : [];
+        if (values.json) printJson(io, { id, deleted: true, cluster: true, host: values.host, parts: parts.map((p) => ({ id: p })), ...freed });
+        else io.stdout(`cluster backup ${id} deleted with its ${parts.length} parts (${parts.join(', ')})\n`);
+        return 0;
+      }
       if (values.json) printJson(io, { id, deleted: true, host: values.host, ...freed });
       else io.stdout(`backup ${id} deleted${result?.['incremental'] ? `; ${gcLine(freed)}` : ''}\n`);
       return 0;

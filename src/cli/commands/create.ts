@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 import { listKeyspaces } from '../../cassandra/layout.ts';
 import { loadProfile } from '../../cassandra/profile.ts';
 import { checkId } from '../../catalog/catalog.ts';
-import { findClusterRecord } from '../../catalog/clusterRecord.ts';
+import { findClusterRecord, intoOneNodeOf } from '../../catalog/clusterRecord.ts';
 import { CbrError, fromErrorInfo } from '../../core/errors.ts';
 import { INSTANCE_NAME_RE, SYSTEM_KEYSPACES } from '../../core/ids.ts';
 import { createSandbox, removeSandbox, runningPid, profilePath as sandboxProfilePath } from '../../sandbox/sandbox.ts';
@@ -113,7 +113,7 @@ export const command = defineCommand('create', {
     const { clusterName } = checkRestoreRequest(request);
     const storage = storageConfig(values, io.env);
     // A cluster backup's id: its first part is restored as usual, every other part's tables imported into it.
-    const intoOne = cluster ? { backupId: cluster.hosts[0]!.backupId, clusterBackupId: cluster.id } : null;
+    const intoOne = cluster ? intoOneNodeOf(cluster) : null;
     if (intoOne) request.backupId = intoOne.backupId;
 
     let profilePath: string;

@@ -271,4 +271,19 @@ describe('cluster backup over the bus (3 real nodes, 3 real agents, real RabbitM
     const v = await cbr(['backup-verify', left.hosts[0]!.backupId, '--deep', '--json'], env());
     assert.equal(v.code, 0, v.err);
   });
+
+  it('backup-delete --bus of a cluster backup id: the agent deletes its record, then every part', async () => {
+    const left = (await listClusterRecords(store())).find((c) => c.strategy === 'incremental');
+    assert.ok(left, 'runs after the incremental cluster backup');
+    const r = await cbr(['backup-delete', left.id, '--bus', BUS_URL, '--prefix', prefix, '--host', HOSTS[1]!, '--json'], env());
+    assert.equal(r.code, 0, r.err);
+    const out = r.json() as { cluster: boolean; parts: { id: string }[] };
+    assert.equal(out.cluster, true);
+    assert.deepEqual(
+      out.parts.map((p) => p.id),
+      HOSTS.map((_, i) => partId(left.id, i)),
+    );
+    assert.ok(!(await listClusterRecords(store())).some((c) => c.id === left.id));
+    assert.deepEqual(await partsStored(left.id), []);
+  });
 });
