@@ -9,6 +9,7 @@ import { readRecord } from '../../../src/catalog/catalog.ts';
 import type { ClusterRecord } from '../../../src/catalog/clusterRecord.ts';
 import { profilePath, removeSandbox, runningPid } from '../../../src/sandbox/sandbox.ts';
 import { openStore } from '../../../src/storage/open.ts';
+import { BUS_URL, killHard, spawnAgent, waitForAgentQueue } from '../../helpers/bus.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { backUpSandboxClusterForRestoreTests } from '../../helpers/clusterBackup.ts';
 import { SHARED_CLUSTER, scratchDir, sharedCluster, testEnv } from '../../helpers/env.ts';
@@ -89,6 +90,8 @@ describe('restore a cluster backup into one node', () => {
         );
         await c.execute(`CREATE TABLE IF NOT EXISTS ${ks}.kv (k text PRIMARY KEY, v text)`);
         await c.execute(`CREATE INDEX IF NOT EXISTS kv_v ON ${ks}.kv (v)`);
+        // A storage-attached index too (SAI: its own per-SSTable component files travel with each part).
+        await c.execute(`CREATE INDEX IF NOT EXISTS things_big ON ${ks}.things (big) USING 'sai'`);
       }
       // 40 writes in flight at a time: the cluster is on 2 busy cores, but one at a time is the slow part.
       const writes: (() => Promise<unknown>)[] = [];
@@ -198,6 +201,20 @@ describe('restore a cluster backup into one node', () => {
           );
         }
       }
+      // The SAI index answers a range over rows of every part.
+      for (const ks of KEYSPACES) {
+        const from = 9_000_000_000_000 + ROWS - 60;
+        const hit = await c.execute(`SELECT id FROM ${ks}.things WHERE big >= ?`, [cassandra.types.Long.fromString(`${from}`)], {
+          prepare: true,
+          consistency: consistencies.quorum,
+          fetchSize: 100_000,
+        });
+        assert.deepEqual(
+          hit.rows.map((r) => Number(r['id'])).sort((a, b) => a - b),
+          Array.from({ length: 60 }, (_, i) => ROWS - 60 + i),
+          `${ks}.things_big (SAI) finds the last 60 rows`,
+        );
+      }
       assert.equal((await c.execute('SELECT peer FROM system.peers')).rows.length, 0, 'no peer of the source cluster');
       const roles = (await c.execute('SELECT role FROM system_auth.roles')).rows.map((r) => String(r['role']));
       for (const role of ROLES) assert.ok(roles.includes(role), `role ${role} from the source is there: ${roles.join(', ')}`);
@@ -217,7 +234,7 @@ describe('restore a cluster backup into one node', () => {
     );
   });
 
-  it('a tampered part fails with a code before the node is stopped; the target keeps running with its data', async () => {
+  it('a tampered part fails with a code before the node is stopped, from the CLI and over the bus; the target keeps running with its data', async () => {
     const target = await loadProfile(profilePath(TARGET, env));
     const before = globSync(join(target.dataDirs[0]!, '*', '*', '*-Data.db')).sort();
     const pidBefore = readPid(target);
@@ -236,6 +253,26 @@ describe('restore a cluster backup into one node', () => {
     const res = await cbr(['create', TARGET, '--backup', ID, '--config', profilePath(TARGET, env), '--force', '--password-file', pwFile, '--json'], env);
     assert.notEqual(res.code, 0);
     assert.match(String(res.json().error?.code), /^CBR_ERR_(ARCHIVE_CORRUPT|ARCHIVE_CHECKSUM_MISMATCH|DECRYPT_FAILED)$/, res.out + res.err);
+    assert.equal(readPid(target), pidBefore, 'the node was never stopped');
+    // The same over the bus: the target's agent resolves the cluster id into its parts and refuses alike.
+    const prefix = `c1n-${process.pid}.`;
+    const agent = spawnAgent({
+      host: 'c1n-target',
+      profilePath: profilePath(TARGET, env),
+      env: { ...env, CBR_STATE_DB: join(scratchDir('c1n-agent'), 'state.db') },
+      prefix,
+    });
+    try {
+      await waitForAgentQueue(prefix, 'c1n-target');
+      const viaBus = await cbr(
+        ['create', TARGET, '--backup', ID, '--bus', BUS_URL, '--prefix', prefix, '--host', 'c1n-target', '--force', '--password-file', pwFile, '--json'],
+        env,
+      );
+      assert.notEqual(viaBus.code, 0);
+      assert.match(String(viaBus.json().error?.code), /^CBR_ERR_(ARCHIVE_CORRUPT|ARCHIVE_CHECKSUM_MISMATCH|DECRYPT_FAILED)$/, viaBus.out + viaBus.err);
+    } finally {
+      await killHard(agent);
+    }
     assert.equal(readPid(target), pidBefore, 'the node was never stopped');
     assert.deepEqual(globSync(join(target.dataDirs[0]!, '*', '*', '*-Data.db')).sort(), before, 'its data untouched');
     assert.deepEqual(
