@@ -11,6 +11,7 @@ import { buildRestoreDeps } from '../runtime/wiring.ts';
 import { clusterProfiles, createCluster, isCluster, loadCluster, removeCluster } from '../sandbox/cluster.ts';
 import { instanceDir, profilePath, runningPid } from '../sandbox/sandbox.ts';
 import { StateDb } from '../state/stateDb.ts';
+import { removeJournal } from '../steps/clusterRestore/journal.ts';
 import { type ClusterRestoreResult, type ClusterTarget, restoreCluster } from '../steps/clusterRestore/restoreCluster.ts';
 import type { StorageConfig } from '../storage/port.ts';
 import { checkRestoreRequest, generatePassword, type RestoreRequest, restoreInput } from '../workflows/restoreRequest.ts';
@@ -73,6 +74,7 @@ export async function createFromClusterBackup(io: CliIO, record: ClusterRecord, 
     profilePaths = o.profiles.map((p) => resolve(p));
   }
 
+  const runId = randomUUID();
   try {
     const passwordFile = checked.passwordFile ?? (await generatePassword(`${instance}-${checked.superuser}-${randomUUID()}`, io.env));
     const targets: ClusterTarget[] = [];
@@ -96,7 +98,7 @@ export async function createFromClusterBackup(io: CliIO, record: ClusterRecord, 
         env: io.env,
         log,
         signal: ac.signal,
-        journal: { runId: randomUUID(), owner: ownerToken() },
+        journal: { runId, owner: ownerToken() },
         onPhase: (phase) => {
           if (!o.json) io.stderr(`${phase}...\n`);
         },
@@ -123,7 +125,15 @@ export async function createFromClusterBackup(io: CliIO, record: ClusterRecord, 
     return 0;
   } catch (err) {
     // A cluster made for this restore holds nothing else: a failed restore leaves no stopped nodes behind.
-    if (created) await removeCluster(instance, io.env).catch(() => {});
+    if (created) {
+      const removed = await removeCluster(instance, io.env).then(
+        () => true,
+        () => false,
+      );
+      // Its nodes are gone: a journal kept for an incomplete rollback has nothing left to recover (and would name
+      // profiles that no longer exist).
+      if (removed) await removeJournal(io.env, runId).catch(() => {});
+    }
     throw err;
   }
 }

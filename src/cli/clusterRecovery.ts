@@ -1,4 +1,4 @@
-import { CbrError } from '../core/errors.ts';
+import { CbrError, toErrorInfo } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { ownerAlive, ownerToken } from '../runtime/owner.ts';
 import { buildRestoreDeps } from '../runtime/wiring.ts';
@@ -17,13 +17,19 @@ export async function recoverDeadClusterRestores(
   const out = [];
   const mine = (j: ClusterRestoreJournal) => !only || j.nodes.some((n) => only.includes(n.profilePath));
   for (const j of deadJournals(listJournals(env).filter(mine), (owner, pid) => ownerAlive(owner, pid))) {
-    const r = await recoverClusterRestore(j, {
-      env,
-      log,
-      owner: ownerToken(),
-      depsFor: (input) => buildRestoreDeps(input, { env, log: log.child({ workflowId: input.workflowId }), onProgress: () => {} }),
-    });
-    out.push({ journal: j, ...r });
+    try {
+      const r = await recoverClusterRestore(j, {
+        env,
+        log,
+        owner: ownerToken(),
+        depsFor: (input) => buildRestoreDeps(input, { env, log: log.child({ workflowId: input.workflowId }), onProgress: () => {} }),
+      });
+      out.push({ journal: j, ...r });
+    } catch (err) {
+      // One journal that cannot be recovered (a node's profile gone, say) is reported; the others are still recovered.
+      if (err instanceof CbrError && err.code === 'CBR_ERR_ABORTED') throw err;
+      out.push({ journal: j, action: 'rollBack' as const, warnings: [`cluster restore ${j.runId}: ${toErrorInfo(err).message}`] });
+    }
   }
   return out;
 }

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { CassandraYaml } from '../../../src/cassandra/yaml.ts';
 import { type ClusterRecord, partId } from '../../../src/catalog/clusterRecord.ts';
+import { recoverDeadClusterRestores } from '../../../src/cli/clusterRecovery.ts';
 import { CbrError } from '../../../src/core/errors.ts';
 import { WorkflowRuntime } from '../../../src/runtime/runtime.ts';
 import { StateDb } from '../../../src/state/stateDb.ts';
@@ -191,6 +192,32 @@ describe('restore as a new cluster: a coordinator killed midway, recovered from 
     // Killed during the rollback, run again: every step finds its work done.
     assert.deepEqual(await recover(), { action: 'rollBack', warnings: [] });
     for (const [i, f] of forks.entries()) assert.deepEqual(snapshot(f), before[i], `t${i + 1} still as before`);
+  });
+
+  it('cbr resume: a journal whose nodes cannot be loaded is reported, and the journals after it are still recovered', async () => {
+    const env = { CBR_HOME: mkdtempSync(join(tmpdir(), 'cbr-journal-')) };
+    const gone = (runId: string) => ({
+      version: 1 as const,
+      runId,
+      clusterBackupId: 'cb',
+      owner: 'boot:dead:1',
+      pid: 999_999_999,
+      startedAt: '',
+      phase: 'swap' as const,
+      nodes: [{ name: 'n1', profilePath: `/nonexistent/${runId}.json`, workflowId: `w-${runId}`, input: {}, touched: true, wasRunning: true }],
+    });
+    await writeJournal(env, gone('r1'));
+    await writeJournal(env, gone('r2'));
+    const out = await recoverDeadClusterRestores(env, recordingLogger());
+    assert.deepEqual(
+      out.map((r) => [r.journal.runId, r.warnings.length]),
+      [
+        ['r1', 1],
+        ['r2', 1],
+      ],
+    );
+    assert.match(out[0]!.warnings[0]!, /^cluster restore r1: /);
+    assert.equal(listJournals(env).length, 2, 'kept for a later resume once the cause is fixed');
   });
 
   it('a backup or restore on a node a cluster restore holds is refused by the workflow runtime', async () => {
