@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { checkId, deleteBackup } from '../../catalog/catalog.ts';
-import { deleteClusterBackup, isClusterBackup, refuseClusterPart } from '../../catalog/clusterRecord.ts';
+import { deleteAbandonedClusterBackup, deleteClusterBackup, isClusterBackup, readPendingMarker, refuseClusterPart } from '../../catalog/clusterRecord.ts';
 import { CbrError } from '../../core/errors.ts';
 import { StateDb } from '../../state/stateDb.ts';
 import { busOptions, followOptions, runOverBus } from '../bus.ts';
@@ -11,10 +11,21 @@ import { printJson } from '../io.ts';
 export const command = defineCommand('backup-delete', {
   summary: 'Delete a backup: its record first (it stops being listed), then its archive.',
   args: '<id>',
-  options: { ...jsonOption, ...storageOptions, ...busOptions, ...followOptions },
+  options: {
+    force: {
+      type: 'boolean',
+      default: false,
+      description: 'with the id of a cluster backup that has no record (its marker only): its coordinator is gone for good, delete its parts and marker',
+    },
+    ...jsonOption,
+    ...storageOptions,
+    ...busOptions,
+    ...followOptions,
+  },
   notes: [
     "With --bus the host's agent deletes it from its storage.",
     "A cluster backup id deletes the cluster record, then every host's part; one part alone is refused (CBR_ERR_CLUSTER_PART).",
+    'A cluster backup still without its record (running, or its coordinator gone) is refused; --force deletes its parts and marker.',
   ],
   async run({ values, positionals }, io) {
     const id = checkId(positionals[0] ?? '');
@@ -44,6 +55,23 @@ export const command = defineCommand('backup-delete', {
       if (values.json)
         printJson(io, { id, deleted: true, cluster: true, parts: parts.map((p) => ({ id: p.id, hadRecord: p.record !== null, gc: p.gc })), freedBytes });
       else io.stdout(`cluster backup ${id} deleted with its ${parts.length} parts (${parts.map((p) => p.id).join(', ')})\n`);
+      return 0;
+    }
+    const marker = await readPendingMarker(store, id);
+    if (marker) {
+      // A cluster backup with no record yet: running, or left by a coordinator that never came back.
+      if (!values.force)
+        throw new CbrError(
+          'CBR_ERR_WORKFLOW_CONFLICT',
+          `cluster backup ${id} has no record yet: its coordinator ${marker.coordinator} started it at ${marker.started} and may still be running (see its agent); if that coordinator is gone for good, --force deletes its parts and marker`,
+        );
+      const { parts } = await deleteAbandonedClusterBackup(store, id);
+      if (values.json)
+        printJson(io, { id, deleted: true, cluster: true, abandoned: true, parts: parts.map((p) => ({ id: p.id, hadRecord: p.record !== null, gc: p.gc })) });
+      else
+        io.stdout(
+          `unfinished cluster backup ${id} deleted with the ${parts.length} parts it had stored${parts.length ? ` (${parts.map((p) => p.id).join(', ')})` : ''}\n`,
+        );
       return 0;
     }
     await refuseClusterPart(store, id);

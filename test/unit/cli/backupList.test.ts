@@ -227,4 +227,23 @@ describe('backup-list --clusters and backup-show of a cluster backup', () => {
     assert.notEqual(torn.code, 0);
     assert.match(torn.err, /CBR_ERR_RECORD_INVALID/);
   });
+
+  it('backup-delete of a cluster backup without a record is refused; --force (its coordinator gone) deletes its parts, then its marker', async () => {
+    const refused = await cbr(['backup-delete', 'run'], env);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.err, /CBR_ERR_WORKFLOW_CONFLICT.*coordinator node-1 started it at 2025-01-04T00:00:00\.000Z/s);
+    const forced = await cbr(['backup-delete', 'run', '--force', '--json'], env);
+    assert.equal(forced.code, 0, forced.err);
+    assert.deepEqual(
+      (JSON.parse(forced.out) as { parts: { id: string }[] }).parts.map((p) => p.id),
+      ['run-1'],
+    );
+    const left = JSON.parse((await cbr(['backup-list', '--clusters', '--json'], env)).out) as { id: string }[];
+    assert.deepEqual(
+      left.map((r) => r.id),
+      ['cb', 'torn'],
+    );
+    const ids = (JSON.parse((await cbr(['backup-list', '--json'], env)).out) as { id: string }[]).map((r) => r.id);
+    assert.deepEqual(ids.sort(), ['alone', 'cb-1', 'cb-2']);
+  });
 });
