@@ -52,9 +52,17 @@ export function phaseOfPartState(state: string | null): string {
   return 'started';
 }
 
+/** Cluster backups a long-running subscriber remembers (the oldest seen is forgotten first, with its parts). */
+export const CLUSTERS_KEPT = 256;
+
 export class ClusterGroups {
   readonly #clusters = new Map<string, ClusterSeen>();
   readonly #parts = new Map<string, PartSeen>();
+  readonly #limit: number;
+
+  constructor(opts: { limit?: number } = {}) {
+    this.#limit = opts.limit ?? CLUSTERS_KEPT;
+  }
 
   /**
    * Takes an event in. Returns the cluster backup and part number when it is a part's event of a cluster backup
@@ -66,10 +74,14 @@ export class ClusterGroups {
       if (e.type === 'state' || e.type === 'result') c.state = e.state;
       if (e.type === 'result' && Array.isArray(e.result?.['hosts'])) c.hosts = readHosts(e.result['hosts']);
       this.#clusters.set(e.workflowId, c);
+      this.#forgetOldest();
       return null;
     }
     if (e.kind !== 'backup') return null;
+    // Only parts of a cluster backup seen (its coordinator's first event comes before any host is told anything):
+    // every other backup's events would otherwise be kept for as long as `cbr ui` runs.
     const split = splitPartId(e.workflowId);
+    if (!split || !this.#clusters.has(split.clusterId)) return null;
     const p = this.#parts.get(e.workflowId) ?? { host: e.host, state: null, progress: null, error: null };
     if (e.type === 'state' || e.type === 'result') {
       p.state = e.state;
@@ -77,7 +89,20 @@ export class ClusterGroups {
     }
     if (e.type === 'progress' && e.progress) p.progress = e.progress;
     this.#parts.set(e.workflowId, p);
-    return split && this.#clusters.has(split.clusterId) ? split : null;
+    return split;
+  }
+
+  #forgetOldest(): void {
+    for (const id of this.#clusters.keys()) {
+      if (this.#clusters.size <= this.#limit) return;
+      this.#clusters.delete(id);
+      for (const part of this.#parts.keys()) if (splitPartId(part)?.clusterId === id) this.#parts.delete(part);
+    }
+  }
+
+  /** How many parts are remembered (for tests: a bounded memory). */
+  get partCount(): number {
+    return this.#parts.size;
   }
 
   isCluster(workflowId: string): boolean {

@@ -27,6 +27,22 @@ const progress = (host: string, workflowId: string, bytes: number): BusEvent => 
 const failedUpload = { code: 'CBR_ERR_STORAGE_FAILED', message: 'upload failed', retryable: true };
 
 describe('cluster backup rows (cbr watch, cbr ui)', () => {
+  it('remembers only parts of cluster backups seen, and forgets the oldest cluster backup past its limit', () => {
+    const g = new ClusterGroups({ limit: 2 });
+    for (let i = 1; i <= 50; i++) g.see(state('h1', `nightly-${i}`, 'backup', 'completed'));
+    assert.equal(g.partCount, 0, 'backups of no cluster backup are not kept');
+    for (const id of ['c1', 'c2', 'c3']) {
+      g.see(state('h1', id, 'clusterBackup', 'startingHosts'));
+      g.see(state('h2', `${id}-1`, 'backup', 'holding'));
+    }
+    assert.deepEqual(
+      ['c1', 'c2', 'c3'].map((id) => g.isCluster(id)),
+      [false, true, true],
+    );
+    assert.equal(g.partCount, 2);
+    assert.deepEqual(g.rows('c1'), []);
+  });
+
   it('splits part ids and leaves other ids alone', () => {
     assert.deepEqual(splitPartId('cb1-3'), { clusterId: 'cb1', n: 3 });
     assert.deepEqual(splitPartId('a-b-12'), { clusterId: 'a-b', n: 12 });
