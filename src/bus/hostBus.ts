@@ -25,6 +25,15 @@ export interface HostBusOptions {
  * agent has a key); status queries go to one host or to every agent and are matched to their answers by
  * correlation id. A query no agent queue takes (the agent is away) comes back at once as no answer.
  */
+/**
+ * Whether a status reply is the asked host's own. Replies are not signed and a query id can be seen by any agent on
+ * the bus: one naming another host (a misrouted or forged answer) is dropped, never taken as the asked host's state
+ * or node address (the record would give one host's part another node's id and tokens).
+ */
+export function replyFrom(host: string, r: Pick<StatusReply, 'host'>): boolean {
+  return r.host === host;
+}
+
 export async function openHostBus(o: HostBusOptions): Promise<HostBus> {
   const t = topology(o.prefix);
   const conn = await connectBus(o.url);
@@ -33,12 +42,13 @@ export async function openHostBus(o: HostBusOptions): Promise<HostBus> {
   ch.on('error', () => {});
   await declareTopology(ch, t);
   const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true });
-  const waiting = new Map<string, (r: StatusReply | null) => void>();
+  /** Queries to one host, by query id: the host asked, and who takes its answer. */
+  const waiting = new Map<string, { host: string; finish: (r: StatusReply | null) => void }>();
   const collecting = new Map<string, StatusReply[]>();
   const returned = new Set<string>();
   ch.on('return', (msg: Message) => {
     const id = String(msg.properties.messageId ?? '');
-    if (msg.fields.exchange === t.status) waiting.get(id)?.(null);
+    if (msg.fields.exchange === t.status) waiting.get(id)?.finish(null);
     else returned.add(id);
   });
   await ch.consume(
@@ -47,7 +57,8 @@ export async function openHostBus(o: HostBusOptions): Promise<HostBus> {
       if (!msg || msg.properties.type !== STATUS_REPLY_TYPE) return;
       const r = parseStatusReply(msg.content);
       if (!r) return;
-      waiting.get(r.queryId)?.(r);
+      const asked = waiting.get(r.queryId);
+      if (asked && replyFrom(asked.host, r)) asked.finish(r);
       collecting.get(r.queryId)?.push(r);
     },
     { noAck: true },
@@ -93,7 +104,7 @@ export async function openHostBus(o: HostBusOptions): Promise<HostBus> {
         const timer = setTimeout(() => finish(null), o.askTimeoutMs ?? 5000);
         signal.addEventListener('abort', onAbort, { once: true });
         id = askStatus(ch, t, queue, host, workflowId ? { workflowId } : {});
-        waiting.set(id, finish);
+        waiting.set(id, { host, finish });
       });
     },
     async everyone(signal) {

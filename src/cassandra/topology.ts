@@ -28,7 +28,7 @@ export interface ClusterTopology {
   hosts: RingHost[];
 }
 
-function sortTokens(tokens: unknown): string[] {
+export function sortTokens(tokens: unknown): string[] {
   const list = [...((tokens as Iterable<unknown> | null | undefined) ?? [])].map(String);
   return list.every((t) => /^-?\d+$/.test(t)) ? list.sort((a, b) => (BigInt(a) < BigInt(b) ? -1 : BigInt(a) > BigInt(b) ? 1 : 0)) : list.sort();
 }

@@ -169,11 +169,43 @@ export function pendingMarkerKey(id: string): string {
   return `${CLUSTERS_PREFIX}${checkClusterBackupId(id)}.pending`;
 }
 
-export async function writePendingMarker(store: ObjectStore, id: string, body: { coordinator: string; started: string }, signal?: AbortSignal): Promise<void> {
-  await store.put(pendingMarkerKey(id), Readable.from([Buffer.from(`${JSON.stringify(body)}\n`)]), {
-    contentType: 'application/json',
-    ...(signal ? { signal } : {}),
-  });
+export interface PendingMarker {
+  coordinator: string;
+  started: string;
+}
+
+/**
+ * Create-only: the marker reserves the id for one run. A marker already there is this run's own (a resumed
+ * coordinator: same coordinator and start) or another run's, which is refused (CBR_ERR_BACKUP_EXISTS).
+ */
+export async function writePendingMarker(store: ObjectStore, id: string, body: PendingMarker, signal?: AbortSignal): Promise<void> {
+  try {
+    await store.put(pendingMarkerKey(id), Readable.from([Buffer.from(`${JSON.stringify(body)}\n`)]), {
+      contentType: 'application/json',
+      ifAbsent: true,
+      ...(signal ? { signal } : {}),
+    });
+  } catch (err) {
+    if (!(err instanceof CbrError && err.code === 'CBR_ERR_OBJECT_EXISTS')) throw err;
+    const there = await readPendingMarker(store, id, signal);
+    if (there?.coordinator !== body.coordinator || there.started !== body.started)
+      throw new CbrError(
+        'CBR_ERR_BACKUP_EXISTS',
+        `cluster backup ${id} is already running or was left pending (cbr.clusters/${id}.pending${there ? `, started ${there.started}` : ''}): choose another id`,
+      );
+  }
+}
+
+/** The pending marker, or null when there is none (or it is not a marker this version reads). */
+export async function readPendingMarker(store: ObjectStore, id: string, signal?: AbortSignal): Promise<PendingMarker | null> {
+  try {
+    const v = JSON.parse((await buffer(await store.get(pendingMarkerKey(id), signal ? { signal } : {}))).toString('utf8')) as Partial<PendingMarker>;
+    return typeof v.coordinator === 'string' && typeof v.started === 'string' ? { coordinator: v.coordinator, started: v.started } : null;
+  } catch (err) {
+    if (err instanceof CbrError && err.code === 'CBR_ERR_OBJECT_NOT_FOUND') return null;
+    if (err instanceof SyntaxError) return null;
+    throw err;
+  }
 }
 
 export async function deletePendingMarker(store: ObjectStore, id: string, signal?: AbortSignal): Promise<void> {

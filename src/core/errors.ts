@@ -87,6 +87,22 @@ export const ERRORS = {
     retryable: true,
     summary: 'A host of a cluster backup failed; every host dropped its part. The message names each host and its own error.',
   },
+  CBR_ERR_CLUSTER_INCOMPLETE: {
+    exit: 12,
+    retryable: false,
+    summary:
+      'The hosts of a cluster backup do not cover every node of the ring (a --hosts subset, or two hosts on one node); a restore would miss rows, so it is refused.',
+  },
+  CBR_ERR_CLUSTER_PART_MISMATCH: {
+    exit: 12,
+    retryable: false,
+    summary: "A cluster backup part does not match its ring entry (another cluster's name, other tokens, or made before this run); it is not recorded.",
+  },
+  CBR_ERR_CLUSTER_RECORD_INVALID: {
+    exit: 12,
+    retryable: false,
+    summary: 'The cluster record would not read back (schema over 16 MiB, a name too long, ...); it is not written and the cluster backup fails.',
+  },
   CBR_ERR_CLUSTER_RESTORE_FAILED: {
     exit: 11,
     retryable: true,

@@ -1,14 +1,16 @@
 import { assign, setup } from 'xstate';
 import type { ErrorInfo } from '../core/errors.ts';
-import { type CancelEvent, type ProgressEvent, recordingActions, step } from './common.ts';
+import { type CancelEvent, errorFrom, type ProgressEvent, recordingActions, step } from './common.ts';
 
 /**
  * The coordinator of a cluster backup: one backup id across every host. Each host's agent runs its own backup
  * workflow; this machine only tells them what to do and when, so it holds no clients and no files:
  *
- *   resolve the hosts -> start a backup with the same id on each (it stops after its snapshot) -> barrier: every
- *   host reports its snapshot taken -> release the uploads, at most `concurrency` hosts at once, and wait for all
- *   -> write the cluster record (hosts, host ids, datacenters, racks, tokens, schema, each host's record) -> done.
+ *   resolve the hosts (one per ring node) -> reserve the id (no record, a create-only pending marker) -> start a
+ *   backup with the same id on each (it stops after its snapshot) -> barrier: every host reports its snapshot taken
+ *   -> read the ring and the schema (the instant the snapshots stand for) -> release the uploads, at most
+ *   `concurrency` hosts at once, and wait for all -> write the cluster record (hosts, host ids, datacenters, racks,
+ *   tokens, schema, each host's record) -> done.
  *
  * Any host failing (or a cancel) ends in `aborting`: every host is told to drop its part (stop, delete what it
  * stored, clear its snapshot), then FAILED with an error naming each host's own. Each phase is one step that
@@ -18,7 +20,7 @@ import { type CancelEvent, type ProgressEvent, recordingActions, step } from './
  */
 
 /** Bumped whenever states or context change shape; stored with every persisted snapshot. */
-export const CLUSTER_BACKUP_MACHINE_VERSION = 1;
+export const CLUSTER_BACKUP_MACHINE_VERSION = 2;
 
 export interface ClusterBackupInput {
   workflowId: string;
@@ -59,8 +61,27 @@ export type HostOutcome =
   | { host: string; ok: true; snapshot?: HostPart['snapshot']; upload?: HostPart['upload']; keep?: true }
   | { host: string; ok: false; error: ErrorInfo };
 
+/** One node of the ring as the coordinator's node saw it right after the barrier (plain JSON). */
+export interface RingEntry {
+  hostId: string;
+  address: string;
+  datacenter: string;
+  rack: string;
+  /** Sorted as numbers (Murmur3) or as strings otherwise. */
+  tokens: string[];
+}
+
+/** The ring and schema read right after the barrier: what the record says, whatever happens to CQL later. */
+export interface RingAtBarrier {
+  clusterName: string;
+  partitioner: string;
+  hosts: RingEntry[];
+  schema: string;
+}
+
 export interface ClusterBackupContext extends ClusterBackupInput {
   parts: HostPart[];
+  ring: RingAtBarrier | null;
   /** Where the cluster record was written. */
   recordKey: string | null;
   error: ErrorInfo | null;
@@ -69,6 +90,7 @@ export interface ClusterBackupContext extends ClusterBackupInput {
 }
 
 export type ClusterStepInput = { ctx: ClusterBackupInput; parts: HostPart[] };
+export type RecordStepInput = ClusterStepInput & { ring: RingAtBarrier };
 
 export interface ClusterBackupOutput {
   backupId: string;
@@ -123,6 +145,8 @@ export function clusterError(parts: readonly HostPart[], cause: ErrorInfo | null
 }
 
 const hostsFailed = ({ context }: { context: ClusterBackupContext }) => context.parts.some((p) => p.phase === 'failed');
+/** The record step found the id held by another run (its record, or parts made before this run): nothing of it is ours to drop. */
+const notOurs = (_: unknown, p: { error: unknown }) => errorFrom(p.error).code === 'CBR_ERR_WORKFLOW_CONFLICT';
 
 type Events = ProgressEvent | CancelEvent;
 
@@ -138,14 +162,18 @@ export const clusterBackupMachine = setup({
   actors: {
     /** The hosts of the cluster: `input.hosts`, or the agents announcing themselves for it. */
     resolveHosts: step<string[], { ctx: ClusterBackupInput }>('resolveHosts'),
+    /** Refuses an id already recorded or reserved by another run, then writes the pending marker create-only. */
+    reserveBackupId: step<void, ClusterStepInput>('reserveBackupId'),
     /** Sends each host `backup.create` with the backup id, holding its upload until released. */
     startHostBackups: step<HostOutcome[], ClusterStepInput>('startHostBackups'),
     /** The barrier: resolves once every host has reported its snapshot taken, or failed. */
     awaitSnapshots: step<HostOutcome[], ClusterStepInput>('awaitSnapshots'),
+    /** Reads the ring and the schema on the coordinator's node, right after the barrier. */
+    readRing: step<RingAtBarrier, ClusterStepInput>('readRing'),
     /** Releases the uploads, `concurrency` hosts at a time, and resolves once every host uploaded or failed. */
     uploadHosts: step<HostOutcome[], ClusterStepInput>('uploadHosts'),
     /** Writes the cluster record last (create-only; the same content again is no error). */
-    writeClusterRecord: step<{ recordKey: string }, ClusterStepInput>('writeClusterRecord'),
+    writeClusterRecord: step<{ recordKey: string; warnings?: string[] }, RecordStepInput>('writeClusterRecord'),
     /** Deletes the cluster record if it is there (a write that failed may have landed); none there is no error. */
     removeClusterRecord: step<void, ClusterStepInput>('removeClusterRecord'),
     /** Tells every host to drop its part of this backup id: stop, delete what it stored, clear its snapshot. */
@@ -153,6 +181,7 @@ export const clusterBackupMachine = setup({
   },
   guards: {
     hostsFailed,
+    notOurs,
   },
   actions: {
     ...recordingActions<ClusterBackupContext>(),
@@ -161,7 +190,7 @@ export const clusterBackupMachine = setup({
   },
 }).createMachine({
   id: 'clusterBackup',
-  context: ({ input }) => ({ ...input, parts: [], recordKey: null, error: null, warnings: [], progress: null }),
+  context: ({ input }) => ({ ...input, parts: [], ring: null, recordKey: null, error: null, warnings: [], progress: null }),
   output: ({ context }) => clusterBackupOutput(context),
   initial: 'resolvingHosts',
   states: {
@@ -172,9 +201,19 @@ export const clusterBackupMachine = setup({
         src: 'resolveHosts',
         input: ({ context }) => ({ ctx: context }),
         onDone: {
-          target: 'startingHosts',
+          target: 'reservingId',
           actions: assign({ parts: ({ event }) => event.output.map((host) => ({ host, phase: 'pending' as const, error: null })) }),
         },
+        onError: { target: 'failed', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
+      },
+    },
+    reservingId: {
+      // Still nothing asked of any host: an id taken by another run is refused here, with nothing touched.
+      on: { CANCEL: { target: 'failed', actions: { type: 'recordCancel', params: ({ event }) => ({ reason: event.reason }) } } },
+      invoke: {
+        src: 'reserveBackupId',
+        input: ({ context }) => ({ ctx: context, parts: context.parts }),
+        onDone: { target: 'startingHosts' },
         onError: { target: 'failed', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
       },
     },
@@ -197,7 +236,16 @@ export const clusterBackupMachine = setup({
         onError: { target: 'aborting', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
       },
     },
-    snapshotsTaken: { always: [{ guard: 'hostsFailed', target: 'aborting' }, { target: 'uploading' }] },
+    snapshotsTaken: { always: [{ guard: 'hostsFailed', target: 'aborting' }, { target: 'readingRing' }] },
+    readingRing: {
+      on: { CANCEL: cancel },
+      invoke: {
+        src: 'readRing',
+        input: ({ context }) => ({ ctx: context, parts: context.parts }),
+        onDone: { target: 'uploading', actions: assign({ ring: ({ event }) => event.output }) },
+        onError: { target: 'aborting', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
+      },
+    },
     uploading: {
       on: { CANCEL: cancel },
       invoke: {
@@ -212,9 +260,24 @@ export const clusterBackupMachine = setup({
       // No cancel here: the record may be landing, and a cancel taken now would drop parts it names. One put; it ends.
       invoke: {
         src: 'writeClusterRecord',
-        input: ({ context }) => ({ ctx: context, parts: context.parts }),
-        onDone: { target: 'completed', actions: assign({ recordKey: ({ event }) => event.output.recordKey }) },
-        onError: { target: 'withdrawingRecord', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
+        // The ring is set once readingRing is done, and recording comes after it.
+        input: ({ context }) => ({ ctx: context, parts: context.parts, ring: context.ring as RingAtBarrier }),
+        onDone: {
+          target: 'completed',
+          actions: assign({
+            recordKey: ({ event }) => event.output.recordKey,
+            warnings: ({ context, event }) => [...context.warnings, ...(event.output.warnings ?? [])],
+          }),
+        },
+        onError: [
+          // Another run's record or parts under this id: withdrawing or aborting would destroy that backup.
+          {
+            guard: { type: 'notOurs', params: ({ event }) => ({ error: event.error }) },
+            target: 'failed',
+            actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) },
+          },
+          { target: 'withdrawingRecord', actions: { type: 'recordError', params: ({ event }) => ({ error: event.error }) } },
+        ],
       },
     },
     withdrawingRecord: {

@@ -1,4 +1,4 @@
-import { partId, writePendingMarker } from '../../catalog/clusterRecord.ts';
+import { partId } from '../../catalog/clusterRecord.ts';
 import { toErrorInfo } from '../../core/errors.ts';
 import type { ClusterStepInput, HostOutcome } from '../../machines/clusterBackup.machine.ts';
 import { type ClusterDeps, eachLimited, pauseIfAsked, withBus } from './deps.ts';
@@ -7,13 +7,11 @@ import { type ClusterDeps, eachLimited, pauseIfAsked, withBus } from './deps.ts'
  * Sends each host `backup.create` of its part (command id = part id, so a resend after a crash starts nothing new:
  * the agent dedupes command ids), held after its snapshot until released. A host whose command cannot be routed
  * (no agent queue) fails here; whether the others took it, the barrier learns from their status. The cluster
- * backup's pending marker is written first (src/catalog/clusterRecord.ts).
+ * backup's pending marker is already there (reserveBackupId).
  */
 export async function startHostBackups(deps: ClusterDeps, input: ClusterStepInput, signal: AbortSignal): Promise<HostOutcome[]> {
   await pauseIfAsked(deps, 'startHostBackups', signal);
   const { ctx, parts } = input;
-  // Before any part exists: prune and delete leave `<id>-<n>` alone until the record is written or the backup failed.
-  await writePendingMarker(deps.store, ctx.backupId, { coordinator: ctx.workflowId, started: ctx.startedAt }, signal);
   const outcomes: HostOutcome[] = [];
   await withBus(deps, (bus) =>
     eachLimited(

@@ -4,6 +4,9 @@ import { toErrorInfo } from '../../core/errors.ts';
 import type { ClusterStepInput, HostOutcome, HostPart } from '../../machines/clusterBackup.machine.ts';
 import { type ClusterDeps, type HostBus, pauseIfAsked, viewOf } from './deps.ts';
 
+/** Status answers still `holding` after a release before it is sent again (a release is idempotent; one may be lost). */
+export const RELEASE_RESEND_POLLS = 5;
+
 /**
  * Releases the held uploads, at most `concurrency` hosts at once, and waits for each to complete. Resumable: a part
  * already uploading or completed is waited for or taken as it is, a held one is released (again; a release of a
@@ -48,17 +51,21 @@ function rank(at: string): number {
   return at === 'completed' ? 0 : at === 'uploading' ? 1 : 2;
 }
 
-/** One host: release its held part if it holds, then wait until it completes or fails. */
+/**
+ * One host: release its held part if it holds, then wait until it completes or fails. A part still holding
+ * RELEASE_RESEND_POLLS answers after its release is released again (the first may have been lost, e.g. an agent
+ * restarting between the broker's confirm and its handling).
+ */
 async function uploadOne(deps: ClusterDeps, bus: HostBus, part: HostPart, id: string, signal: AbortSignal): Promise<HostOutcome> {
-  let released = false;
+  let holdingSince = 0;
   let silentSince: number | null = null;
   for (;;) {
     const v = viewOf(await bus.ask(part.host, id, signal), id);
     if (v.at === 'completed') return { host: part.host, ok: true, upload: uploadOf(v.result) };
     if (v.at === 'failed') return { host: part.host, ok: false, error: v.error };
-    if (v.at === 'holding' && !released) {
-      await bus.send(part.host, 'backup.release', { backupId: id });
-      released = true;
+    if (v.at === 'holding') {
+      if (holdingSince % RELEASE_RESEND_POLLS === 0) await bus.send(part.host, 'backup.release', { backupId: id });
+      holdingSince++;
     }
     if (v.at === 'none')
       return { host: part.host, ok: false, error: { code: 'CBR_ERR_WORKFLOW_NOT_FOUND', message: `${part.host} has no part ${id}`, retryable: false } };

@@ -172,6 +172,19 @@ describe('cluster backup over the bus (3 real nodes, 3 real agents, real RabbitM
     assert.deepEqual(await snapshotsOf(id), []);
   });
 
+  it('a --hosts subset leaving a ring node out is refused before any host backs up', async () => {
+    const id = `subset-${randomUUID().slice(0, 8)}`;
+    const r = await cbr(
+      ['backup-create', 'partial', '--cluster', NAME, '--hosts', HOSTS.slice(0, 2).join(','), '--id', id, '--bus', BUS_URL, '--prefix', prefix],
+      env(),
+    );
+    assert.equal(r.code, 12, r.err);
+    assert.match(r.err, /CBR_ERR_CLUSTER_INCOMPLETE/);
+    assert.deepEqual(await snapshotsOf(id), [], 'no host took a snapshot');
+    assert.deepEqual(await partsStored(id), []);
+    assert.equal(await store().head(pendingMarkerKey(id)), null, 'no pending marker');
+  });
+
   it('a host failing mid-upload fails the cluster backup naming it: every snapshot cleared, no record, no part left', async () => {
     const id = `fail-${randomUUID().slice(0, 8)}`;
     pause('uploadHosts');
@@ -202,6 +215,7 @@ describe('cluster backup over the bus (3 real nodes, 3 real agents, real RabbitM
     { state: 'resolvingHosts', pause: ['resolveHosts'] },
     { state: 'startingHosts', pause: ['startHostBackups'] },
     { state: 'awaitingSnapshots', pause: ['awaitSnapshots'] },
+    { state: 'readingRing', pause: ['readRing'] },
     { state: 'uploading', pause: ['uploadHosts'] },
     { state: 'recording', pause: ['writeClusterRecord'] },
     { state: 'aborting', pause: ['uploadHosts', 'abortHosts'], cancel: true },

@@ -8,6 +8,8 @@ import {
   type ClusterStepInput,
   clusterBackupMachine,
   type HostOutcome,
+  type RecordStepInput,
+  type RingAtBarrier,
 } from '../../../src/machines/clusterBackup.machine.ts';
 
 const input: ClusterBackupInput = {
@@ -23,14 +25,38 @@ const input: ClusterBackupInput = {
 };
 const HOSTS = ['ring-1', 'ring-2', 'ring-3'];
 
-type Step = 'resolveHosts' | 'startHostBackups' | 'awaitSnapshots' | 'uploadHosts' | 'writeClusterRecord' | 'removeClusterRecord' | 'abortHosts';
+type Step =
+  | 'resolveHosts'
+  | 'reserveBackupId'
+  | 'startHostBackups'
+  | 'awaitSnapshots'
+  | 'readRing'
+  | 'uploadHosts'
+  | 'writeClusterRecord'
+  | 'removeClusterRecord'
+  | 'abortHosts';
+
+const RING: RingAtBarrier = {
+  clusterName: 'ring',
+  partitioner: 'org.apache.cassandra.dht.Murmur3Partitioner',
+  hosts: HOSTS.map((_, i) => ({ hostId: `id-${i}`, address: `10.0.0.${i + 1}`, datacenter: 'dc1', rack: 'r1', tokens: [String(i)] })),
+  schema: 'CREATE KEYSPACE ks;',
+};
 
 /**
  * Fake phase steps standing for the hosts' agents: each records its call and the parts it was given, answers one
  * outcome per host; `failHost` makes that host fail in that step, `throwIn` makes the step itself throw,
  * `gate` holds a step until released (a crash is taken while it is held).
  */
-function fakes(opts: { failHost?: { step: Step; host: string }; throwIn?: Step; gate?: { step: Step; until: Promise<void> } } = {}) {
+function fakes(
+  opts: {
+    failHost?: { step: Step; host: string };
+    throwIn?: Step;
+    gate?: { step: Step; until: Promise<void> };
+    recordError?: CbrError;
+    recordWarnings?: string[];
+  } = {},
+) {
   const calls: { step: Step; phases: string[] }[] = [];
   const phase =
     (name: Step, extra: (host: string) => Partial<HostOutcome> = () => ({})) =>
@@ -53,14 +79,26 @@ function fakes(opts: { failHost?: { step: Step; host: string }; throwIn?: Step; 
       if (opts.throwIn === 'resolveHosts') throw new CbrError('CBR_ERR_INVALID_ARGUMENT', 'no agent announces cluster ring');
       return HOSTS;
     }),
+    reserveBackupId: fromPromise<void, ClusterStepInput>(async () => {
+      calls.push({ step: 'reserveBackupId', phases: [] });
+      if (opts.gate?.step === 'reserveBackupId') await opts.gate.until;
+      if (opts.throwIn === 'reserveBackupId') throw new CbrError('CBR_ERR_BACKUP_EXISTS', 'cluster backup cb1 already exists');
+    }),
     startHostBackups: fromPromise(phase('startHostBackups')),
     awaitSnapshots: fromPromise(phase('awaitSnapshots', () => ({ snapshot: { files: 4, bytes: 400 } }))),
+    readRing: fromPromise<RingAtBarrier, ClusterStepInput>(async () => {
+      calls.push({ step: 'readRing', phases: [] });
+      if (opts.gate?.step === 'readRing') await opts.gate.until;
+      if (opts.throwIn === 'readRing') throw new CbrError('CBR_ERR_CQL_FAILED', 'node down');
+      return RING;
+    }),
     uploadHosts: fromPromise(phase('uploadHosts', (h) => ({ upload: { objectKey: `cb1/${h}.tar.zst`, size: 100, rawBytes: 400, files: 4 } }))),
-    writeClusterRecord: fromPromise<{ recordKey: string }, ClusterStepInput>(async ({ input: i }) => {
+    writeClusterRecord: fromPromise<{ recordKey: string; warnings?: string[] }, RecordStepInput>(async ({ input: i }) => {
       calls.push({ step: 'writeClusterRecord', phases: i.parts.map((p) => `${p.host}:${p.phase}`) });
+      assert.deepEqual(i.ring, RING, 'the record is written from the ring read after the barrier');
       if (opts.gate?.step === 'writeClusterRecord') await opts.gate.until;
-      if (opts.throwIn === 'writeClusterRecord') throw new CbrError('CBR_ERR_STORAGE_FAILED', 'record refused');
-      return { recordKey: 'cb1/cluster.json' };
+      if (opts.throwIn === 'writeClusterRecord') throw opts.recordError ?? new CbrError('CBR_ERR_STORAGE_FAILED', 'record refused');
+      return { recordKey: 'cb1/cluster.json', ...(opts.recordWarnings ? { warnings: opts.recordWarnings } : {}) };
     }),
     removeClusterRecord: fromPromise<void, ClusterStepInput>(async () => {
       calls.push({ step: 'removeClusterRecord', phases: [] });
@@ -71,7 +109,7 @@ function fakes(opts: { failHost?: { step: Step; host: string }; throwIn?: Step; 
   return { calls, steps: () => calls.map((c) => c.step), machine: clusterBackupMachine.provide({ actors }) };
 }
 
-const HAPPY: Step[] = ['resolveHosts', 'startHostBackups', 'awaitSnapshots', 'uploadHosts', 'writeClusterRecord'];
+const HAPPY: Step[] = ['resolveHosts', 'reserveBackupId', 'startHostBackups', 'awaitSnapshots', 'readRing', 'uploadHosts', 'writeClusterRecord'];
 
 describe('cluster backup machine (coordinator)', () => {
   it('starts every host, waits for all snapshots, uploads, then writes the cluster record last', async () => {
@@ -82,11 +120,11 @@ describe('cluster backup machine (coordinator)', () => {
     assert.deepEqual(f.steps(), HAPPY);
     // The barrier: uploads are released only once every host is snapshotted; the record sees every host uploaded.
     assert.deepEqual(
-      f.calls[3]?.phases,
+      f.calls[5]?.phases,
       HOSTS.map((h) => `${h}:snapshotted`),
     );
     assert.deepEqual(
-      f.calls[4]?.phases,
+      f.calls[6]?.phases,
       HOSTS.map((h) => `${h}:uploaded`),
     );
     assert.equal(out.recordKey, 'cb1/cluster.json');
@@ -149,6 +187,39 @@ describe('cluster backup machine (coordinator)', () => {
     const left = await toPromise(createActor(removing, { input }).start());
     assert.equal(stuck.steps().includes('abortHosts'), false, 'no host drops a part a record may name');
     assert.match(left.warnings.join('\n'), /removeClusterRecord/);
+  });
+
+  it('an id taken by another run is refused before any host is asked anything', async () => {
+    const f = fakes({ throwIn: 'reserveBackupId' });
+    const actor = createActor(f.machine, { input }).start();
+    const out = await toPromise(actor);
+    assert.equal(actor.getSnapshot().value, 'failed');
+    assert.deepEqual(f.steps(), ['resolveHosts', 'reserveBackupId']);
+    assert.equal(out.error?.code, 'CBR_ERR_BACKUP_EXISTS');
+  });
+
+  it("a record step that finds another run's record or parts (CONFLICT) fails touching nothing: no withdraw, no abort", async () => {
+    const f = fakes({ throwIn: 'writeClusterRecord', recordError: new CbrError('CBR_ERR_WORKFLOW_CONFLICT', 'another cluster record cb1') });
+    const actor = createActor(f.machine, { input }).start();
+    const out = await toPromise(actor);
+    assert.equal(actor.getSnapshot().value, 'failed');
+    assert.deepEqual(f.steps(), HAPPY);
+    assert.equal(out.error?.code, 'CBR_ERR_WORKFLOW_CONFLICT');
+  });
+
+  it('the ring is read right after the barrier: a CQL failure there aborts held snapshots, before any upload', async () => {
+    const f = fakes({ throwIn: 'readRing' });
+    const out = await toPromise(createActor(f.machine, { input }).start());
+    assert.deepEqual(f.steps(), [...HAPPY.slice(0, HAPPY.indexOf('readRing') + 1), 'abortHosts']);
+    assert.equal(out.error?.code, 'CBR_ERR_CQL_FAILED');
+  });
+
+  it('a warning of the record step (marker left) is kept on the completed run', async () => {
+    const f = fakes({ recordWarnings: ['writeClusterRecord: pending marker left: CBR_ERR_STORAGE_FAILED: down'] });
+    const actor = createActor(f.machine, { input }).start();
+    const out = await toPromise(actor);
+    assert.equal(actor.getSnapshot().value, 'completed');
+    assert.deepEqual(out.warnings, ['writeClusterRecord: pending marker left: CBR_ERR_STORAGE_FAILED: down']);
   });
 
   it('a cancel while the record is written is not taken: the backup completes', async () => {
@@ -229,10 +300,12 @@ describe('cluster backup machine (coordinator)', () => {
   type State = Parameters<SnapshotFrom<typeof clusterBackupMachine>['matches']>[0];
   const RESUMABLE: { state: State; step: Step; ends: 'completed' | 'failed'; rest: Step[] }[] = [
     { state: 'resolvingHosts', step: 'resolveHosts', ends: 'completed', rest: HAPPY },
-    { state: 'startingHosts', step: 'startHostBackups', ends: 'completed', rest: HAPPY.slice(1) },
-    { state: 'awaitingSnapshots', step: 'awaitSnapshots', ends: 'completed', rest: HAPPY.slice(2) },
-    { state: 'uploading', step: 'uploadHosts', ends: 'completed', rest: HAPPY.slice(3) },
-    { state: 'recording', step: 'writeClusterRecord', ends: 'completed', rest: HAPPY.slice(4) },
+    { state: 'reservingId', step: 'reserveBackupId', ends: 'completed', rest: HAPPY.slice(1) },
+    { state: 'startingHosts', step: 'startHostBackups', ends: 'completed', rest: HAPPY.slice(2) },
+    { state: 'awaitingSnapshots', step: 'awaitSnapshots', ends: 'completed', rest: HAPPY.slice(3) },
+    { state: 'readingRing', step: 'readRing', ends: 'completed', rest: HAPPY.slice(4) },
+    { state: 'uploading', step: 'uploadHosts', ends: 'completed', rest: HAPPY.slice(5) },
+    { state: 'recording', step: 'writeClusterRecord', ends: 'completed', rest: HAPPY.slice(6) },
   ];
   for (const r of RESUMABLE) {
     it(`resumes from a snapshot persisted in ${r.state} and ends ${r.ends}`, async () => {

@@ -22,19 +22,26 @@ const ctx: ClusterBackupInput = {
  * Fake hosts behind the HostBus port: each part holds until released, then uploads for `ticks` status answers and
  * completes (or fails, for the hosts in `failing`). Records the most parts uploading at once.
  */
-function fakeHosts(hosts: string[], opts: { failing?: string[]; ticks?: number } = {}) {
-  const state = new Map(hosts.map((h, i) => [h, { id: `cb-${i + 1}`, state: 'holding', left: opts.ticks ?? 2 }]));
+function fakeHosts(hosts: string[], opts: { failing?: string[]; ticks?: number; lose?: number } = {}) {
+  let lose = opts.lose ?? 0;
+  const state = new Map(hosts.map((h, i) => [h, { id: `cb-${i + 1}`, state: 'holding', left: opts.ticks ?? 2, held: 0 }]));
   const log: string[] = [];
   let peak = 0;
   const bus: HostBus = {
     async send(host, type, payload) {
       log.push(`${type} ${host}`);
       const s = state.get(host)!;
+      if (type === 'backup.release' && lose > 0) {
+        lose--; // confirmed by the broker, never acted on (an agent restarting)
+        return 'x';
+      }
       if (type === 'backup.release' && s.state === 'holding' && payload['backupId'] === s.id) s.state = 'streaming';
       return 'x';
     },
     async ask(host, workflowId): Promise<HostReply | null> {
       const s = state.get(host)!;
+      // The hold timeout, in status answers: a part never released fails by itself.
+      if (s.state === 'holding' && ++s.held > 50) s.state = 'failed';
       if (s.state === 'streaming' && --s.left <= 0) s.state = opts.failing?.includes(host) ? 'failed' : 'completed';
       peak = Math.max(peak, [...state.values()].filter((x) => x.state === 'streaming').length);
       if (workflowId !== s.id) return { host, workflows: [] };
@@ -95,6 +102,13 @@ describe('cluster steps over a fake HostBus', () => {
     assert.ok(f.peak() <= 2, `at most 2 uploading at once, saw ${f.peak()}`);
     assert.ok(f.peak() >= 1);
     assert.deepEqual((out[0] as { upload?: unknown }).upload, { objectKey: 'cb-1/a', size: 1, rawBytes: 2, files: 3 });
+  });
+
+  it('a release that is lost is sent again while the part still holds', async () => {
+    const f = fakeHosts(['h1'], { lose: 1 });
+    const out = await uploadHosts(f.deps, { ctx, parts: parts(['h1'], 'snapshotted') }, new AbortController().signal);
+    assert.deepEqual(out[0]?.ok, true);
+    assert.equal(f.log.filter((l) => l === 'backup.release h1').length, 2);
   });
 
   it('the first host to fail stops the releases: the held hosts are kept as they are, for the abort', async () => {
