@@ -293,20 +293,6 @@ export function intoOneNodeOf(cluster: ClusterRecord): IntoOneNode {
   return { backupId: cluster.hosts[0]!.backupId, clusterBackupId: cluster.id };
 }
 
-/** The pending marker of cluster backup `id` (no record yet: running, or its coordinator gone), or null. */
-export async function readPendingMarker(store: ObjectStore, id: string, signal?: AbortSignal): Promise<{ coordinator: string; started: string } | null> {
-  const head = id.length > MAX_CLUSTER_BACKUP_ID ? null : await store.head(pendingMarkerKey(id), signal ? { signal } : {});
-  if (!head) return null;
-  try {
-    // A marker is a line of JSON; anything larger is not one of ours (only its existence counts then).
-    if (head.size > 4096) throw new Error('too large');
-    const body = JSON.parse((await buffer(await store.get(pendingMarkerKey(id), signal ? { signal } : {}))).toString('utf8')) as Record<string, unknown>;
-    return { coordinator: String(body['coordinator'] ?? '?').slice(0, 64), started: String(body['started'] ?? '?').slice(0, 64) };
-  } catch {
-    return { coordinator: '?', started: '?' };
-  }
-}
-
 /**
  * Deletes a cluster backup that never got its record, once its operator knows its coordinator is gone for good:
  * every part `<id>-<n>` in storage, then the marker (killed midway, the marker still protects what is left, and a

@@ -1,6 +1,14 @@
 import { existsSync } from 'node:fs';
 import { checkId, deleteBackup } from '../../catalog/catalog.ts';
-import { deleteAbandonedClusterBackup, deleteClusterBackup, isClusterBackup, readPendingMarker, refuseClusterPart } from '../../catalog/clusterRecord.ts';
+import {
+  deleteAbandonedClusterBackup,
+  deleteClusterBackup,
+  isClusterBackup,
+  MAX_CLUSTER_BACKUP_ID,
+  pendingMarkerKey,
+  readPendingMarker,
+  refuseClusterPart,
+} from '../../catalog/clusterRecord.ts';
 import { CbrError } from '../../core/errors.ts';
 import { StateDb } from '../../state/stateDb.ts';
 import { busOptions, followOptions, runOverBus } from '../bus.ts';
@@ -57,8 +65,9 @@ export const command = defineCommand('backup-delete', {
       else io.stdout(`cluster backup ${id} deleted with its ${parts.length} parts (${parts.map((p) => p.id).join(', ')})\n`);
       return 0;
     }
-    const marker = await readPendingMarker(store, id);
-    if (marker) {
+    const markerThere = id.length <= MAX_CLUSTER_BACKUP_ID && (await store.head(pendingMarkerKey(id))) !== null;
+    if (markerThere) {
+      const marker = (await readPendingMarker(store, id).catch(() => null)) ?? { coordinator: '(unreadable marker)', started: '?' };
       // A cluster backup with no record yet: running, or left by a coordinator that never came back.
       if (!values.force)
         throw new CbrError(
