@@ -5,12 +5,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { after, describe, it } from 'node:test';
+import { Worker } from 'node:worker_threads';
 import { zstdCompressSync } from 'node:zlib';
 import { EncryptStream } from '../../../src/archive/crypto.ts';
 import { ZstdFrameCutter } from '../../../src/archive/splitFrames.ts';
 import { blobBinding } from '../../../src/catalog/blobs.ts';
 import { CbrError } from '../../../src/core/errors.ts';
-import { type FetchJob, FetchWorkers } from '../../../src/steps/restore/fetchWorkers.ts';
+import { type FetchJob, FetchWorkers, type FromWorker, type ToWorker } from '../../../src/steps/restore/fetchWorkers.ts';
 
 /**
  * The restore fetch's worker threads (fetchWorkers.ts, fetchWorker.ts) on their own: a blob's stored bytes in, the
@@ -269,6 +270,57 @@ describe('restore fetch workers', () => {
       assert.equal(existsSync(early.part), false);
     } finally {
       await workers.close();
+    }
+  });
+});
+
+describe('fetch worker protocol', () => {
+  it('acks each chunk, answers each file once (done, fail or aborted), and drops chunks of a file it gave up', async () => {
+    const worker = new Worker(new URL('../../../src/steps/restore/fetchWorker.ts', import.meta.url), { workerData: { key: null } });
+    const got: FromWorker[] = [];
+    const waiters: (() => void)[] = [];
+    worker.on('message', (m: FromWorker) => {
+      got.push(m);
+      waiters.shift()?.();
+    });
+    const next = async (): Promise<FromWorker> => {
+      if (got.length === 0) await new Promise<void>((r) => waiters.push(r));
+      return got.shift()!;
+    };
+    const send = (m: ToWorker) => worker.postMessage(m);
+    try {
+      const data = content(1 << 20);
+      const blob = zstdFrames(data);
+      const job = jobFor(data);
+      send({ t: 'open', id: 1, ...job, binding: null });
+      send({ t: 'data', id: 1, chunk: blob.subarray(0, 1000) });
+      send({ t: 'data', id: 1, chunk: blob.subarray(1000) });
+      send({ t: 'end', id: 1 });
+      const acks = [await next(), await next()] as { t: string; id: number; raw: number; stored: number }[];
+      assert.deepEqual(
+        acks.map((a) => [a.t, a.id, a.stored]),
+        [
+          ['ack', 1, 1000],
+          ['ack', 1, blob.length - 1000],
+        ],
+      );
+      const done = (await next()) as { t: string; raw: number };
+      assert.equal(done.t, 'done');
+      assert.equal(acks[0]!.raw + acks[1]!.raw + done.raw, data.length, 'every byte written is counted once');
+      assert.ok(readFileSync(job.part).equals(data));
+      // A refused file: one fail, then its late chunks and its end are dropped; an abort of it is still answered.
+      const bad = jobFor(data, { size: 10 });
+      send({ t: 'open', id: 2, ...bad, binding: null });
+      send({ t: 'data', id: 2, chunk: blob });
+      send({ t: 'data', id: 2, chunk: blob });
+      send({ t: 'end', id: 2 });
+      send({ t: 'abort', id: 2 });
+      const fail = await next();
+      assert.equal(fail.t, 'fail');
+      assert.equal((fail as { error: { code?: string } }).error.code, 'CBR_ERR_ARCHIVE_CORRUPT');
+      assert.deepEqual(await next(), { t: 'aborted', id: 2 });
+    } finally {
+      await worker.terminate();
     }
   });
 });
