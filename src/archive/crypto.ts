@@ -171,7 +171,12 @@ export class EncryptStream extends Transform {
   }
 }
 
-export class DecryptStream extends Transform {
+/**
+ * The decrypting side of the format above, synchronous: `update` takes sealed bytes as they come and returns the
+ * plaintext of every chunk it could open; `final` opens the last chunk. DecryptStream wraps it as a stream; the
+ * restore's fetch workers call it directly.
+ */
+export class Decryptor {
   readonly #masterKey: Buffer;
   #key: Buffer | null = null;
   #header: Buffer | null = null;
@@ -184,37 +189,35 @@ export class DecryptStream extends Transform {
   readonly #binding: Buffer | undefined;
 
   constructor(key: Buffer, binding?: Buffer) {
-    super({ highWaterMark: 1 << 20 });
     this.#masterKey = key;
     this.#binding = binding;
   }
 
-  override _transform(data: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    try {
-      this.#parts.push(data);
-      this.#partsLen += data.length;
-      if (!this.#header) {
-        if (this.#partsLen < HEADER_LEN) {
-          cb();
-          return;
-        }
-        const all = this.#take();
-        this.#readHeader(all.subarray(0, HEADER_LEN));
-        this.#keep(all.subarray(HEADER_LEN));
-      }
-      // A full chunk can only be opened once more bytes follow it: otherwise it may be the final one.
-      if (this.#partsLen > this.#sealedChunk) {
-        let all = this.#take();
-        while (all.length > this.#sealedChunk) {
-          this.push(this.#open(all.subarray(0, this.#sealedChunk), false));
-          all = all.subarray(this.#sealedChunk);
-        }
-        this.#keep(all);
-      }
-      cb();
-    } catch (err) {
-      cb(err as Error);
+  update(data: Buffer): Buffer[] {
+    const out: Buffer[] = [];
+    this.#parts.push(data);
+    this.#partsLen += data.length;
+    if (!this.#header) {
+      if (this.#partsLen < HEADER_LEN) return out;
+      const all = this.#take();
+      this.#readHeader(all.subarray(0, HEADER_LEN));
+      this.#keep(all.subarray(HEADER_LEN));
     }
+    // A full chunk can only be opened once more bytes follow it: otherwise it may be the final one.
+    if (this.#partsLen > this.#sealedChunk) {
+      let all = this.#take();
+      while (all.length > this.#sealedChunk) {
+        out.push(this.#open(all.subarray(0, this.#sealedChunk), false));
+        all = all.subarray(this.#sealedChunk);
+      }
+      this.#keep(all);
+    }
+    return out;
+  }
+
+  final(): Buffer {
+    if (!this.#header) throw new CbrError('CBR_ERR_DECRYPT_FAILED', 'the archive is too short to be encrypted by cbr');
+    return this.#open(this.#take(), true);
   }
 
   #take(): Buffer {
@@ -228,16 +231,6 @@ export class DecryptStream extends Transform {
     if (rest.length) {
       this.#parts.push(rest);
       this.#partsLen += rest.length;
-    }
-  }
-
-  override _flush(cb: TransformCallback): void {
-    try {
-      if (!this.#header) throw new CbrError('CBR_ERR_DECRYPT_FAILED', 'the archive is too short to be encrypted by cbr');
-      this.push(this.#open(this.#take(), true));
-      cb();
-    } catch (err) {
-      cb(err as Error);
     }
   }
 
@@ -264,5 +257,32 @@ export class DecryptStream extends Transform {
     }
     this.#index++;
     return body;
+  }
+}
+
+export class DecryptStream extends Transform {
+  readonly #d: Decryptor;
+
+  constructor(key: Buffer, binding?: Buffer) {
+    super({ highWaterMark: 1 << 20 });
+    this.#d = new Decryptor(key, binding);
+  }
+
+  override _transform(data: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    try {
+      for (const plain of this.#d.update(data)) this.push(plain);
+      cb();
+    } catch (err) {
+      cb(err as Error);
+    }
+  }
+
+  override _flush(cb: TransformCallback): void {
+    try {
+      this.push(this.#d.final());
+      cb();
+    } catch (err) {
+      cb(err as Error);
+    }
   }
 }

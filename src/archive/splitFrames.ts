@@ -126,3 +126,92 @@ function frameHeaderLength(buf: Buffer, pos: number): { length: number; checksum
   const didBytes = didFlag === 0 ? 0 : didFlag === 1 ? 1 : didFlag === 2 ? 2 : 4;
   return { length: 5 + (singleSegment ? 0 : 1) + didBytes + fcsBytes, checksum };
 }
+
+/**
+ * Cuts a zstd stream into whole frames, for a caller that decompresses each frame in one call (the restore's
+ * fetch workers, with zstdDecompressSync). cbr's frames hold 1 MiB of data each; a frame whose compressed bytes
+ * pass `maxFrame` is refused (corrupt), so a hostile blob cannot make it buffer without bound. Skippable frames
+ * are dropped.
+ */
+export class ZstdFrameCutter {
+  readonly #maxFrame: number;
+  /** The bytes of the current, incomplete frame, from its first byte. */
+  #rest: Buffer = Buffer.alloc(0);
+  /** How far into #rest the headers are parsed. */
+  #pos = 0;
+  #state:
+    | { kind: 'frameHeader' }
+    | { kind: 'blockHeader' }
+    | { kind: 'body'; left: number; next: 'blockHeader' | 'checksum' | 'frameEnd'; skip: boolean }
+    | { kind: 'checksum' } = {
+    kind: 'frameHeader',
+  };
+  #checksum = false;
+
+  constructor(maxFrame = 64 << 20) {
+    this.#maxFrame = maxFrame;
+  }
+
+  /** The frames that `chunk` completes, in order. */
+  update(chunk: Buffer): Buffer[] {
+    const buf = this.#rest.length ? Buffer.concat([this.#rest, chunk]) : chunk;
+    const out: Buffer[] = [];
+    let pos = this.#pos;
+    let frameStart = 0;
+    for (;;) {
+      const st = this.#state;
+      if (st.kind === 'body') {
+        const n = Math.min(st.left, buf.length - pos);
+        pos += n;
+        st.left -= n;
+        if (st.left > 0) break;
+        if (st.next === 'frameEnd') {
+          if (!st.skip) out.push(buf.subarray(frameStart, pos));
+          frameStart = pos;
+          this.#state = { kind: 'frameHeader' };
+        } else {
+          this.#state = { kind: st.next };
+        }
+        continue;
+      }
+      if (st.kind === 'frameHeader') {
+        if (pos === buf.length) break;
+        const need = frameHeaderLength(buf, pos);
+        if (need === null || buf.length - pos < need.length) break;
+        pos += need.length;
+        if (need.skippable !== undefined) {
+          this.#state = { kind: 'body', left: need.skippable, next: 'frameEnd', skip: true };
+        } else {
+          this.#checksum = need.checksum;
+          this.#state = { kind: 'blockHeader' };
+        }
+        continue;
+      }
+      if (st.kind === 'blockHeader') {
+        if (buf.length - pos < 3) break;
+        const h = buf[pos]! | (buf[pos + 1]! << 8) | (buf[pos + 2]! << 16);
+        pos += 3;
+        const last = (h & 1) === 1;
+        const type = (h >> 1) & 3;
+        const size = h >>> 3;
+        if (type === 3) throw new CbrError('CBR_ERR_ARCHIVE_CORRUPT', 'zstd stream has a reserved block type');
+        const next = last ? (this.#checksum ? 'checksum' : 'frameEnd') : 'blockHeader';
+        this.#state = { kind: 'body', left: type === 1 ? 1 : size, next, skip: false };
+        continue;
+      }
+      // checksum
+      this.#state = { kind: 'body', left: 4, next: 'frameEnd', skip: false };
+    }
+    this.#rest = buf.subarray(frameStart);
+    this.#pos = pos - frameStart;
+    if (this.#rest.length > this.#maxFrame) throw new CbrError('CBR_ERR_ARCHIVE_CORRUPT', `a zstd frame is larger than ${this.#maxFrame} bytes`);
+    return out;
+  }
+
+  /** Throws unless the stream ended on a frame boundary. */
+  end(): void {
+    if (this.#rest.length > 0 || this.#state.kind !== 'frameHeader') {
+      throw new CbrError('CBR_ERR_ARCHIVE_CORRUPT', 'the zstd stream ends inside a frame (truncated)');
+    }
+  }
+}

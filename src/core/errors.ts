@@ -137,6 +137,11 @@ export const ERRORS = {
       'The command was sent but the broker stayed away past the deadline: the workflow may have completed or failed; ask its agent again (cbr status --workflow ID).',
   },
   CBR_ERR_ABORTED: { exit: 13, retryable: true, summary: 'The step was aborted (shutdown or cancel).' },
+  CBR_ERR_WORKER_FAILED: {
+    exit: 70,
+    retryable: true,
+    summary: 'A worker thread (the restore fetch) crashed or exited mid-file; nothing unverified was kept, and the restore can be resumed.',
+  },
   CBR_ERR_INTERNAL: { exit: 70, retryable: false, summary: 'An unexpected internal error; the message says where.' },
 } as const satisfies Record<string, { exit: number; retryable: boolean; summary: string }>;
 

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { lchown, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { type Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -16,6 +17,7 @@ import { inPool } from '../../core/pool.ts';
 import { syncFilesystems } from '../../core/removeTree.ts';
 import type { RestoreStepInput } from '../../machines/restore.machine.ts';
 import { FetchJournal, holds } from './fetchJournal.ts';
+import { FetchWorkers } from './fetchWorkers.ts';
 import { type RestoreDeps, restorePaths } from './restoreDeps.ts';
 
 export { JOURNAL } from './fetchJournal.ts';
@@ -78,10 +80,19 @@ async function fetchAll(deps: RestoreDeps, { ctx }: RestoreStepInput, rec: Backu
   const owner = { uid: deps.profile.owner.uid, gid: deps.profile.owner.gid };
   const journals: FetchJournal[] = [];
   let settleMarks: (() => Promise<void>) | undefined;
+  let workers = null as FetchWorkers | null;
   try {
     for (const { staging } of stagings) journals.push(await FetchJournal.open(staging));
     const t0 = performance.now();
     const concurrency = (ctx as { concurrency?: number }).concurrency ?? DEFAULT_CONCURRENCY;
+    // The CPU work of each file (decrypt, decompress, SHA-256, write) runs on worker threads, one per core at most,
+    // started with the first file to fetch; gzip blobs (a stream of members that cannot be cut apart without
+    // inflating them) keep the stream pipeline on this thread.
+    const pool = () => {
+      if (rec.compression === 'gzip') return null;
+      workers ??= new FetchWorkers(Math.min(concurrency, availableParallelism()), deps.key);
+      return workers;
+    };
     const progress = { bytes: 0, files: 0, storedBytes: 0, totalBytes: into.totals.rawBytes, totalFiles: into.totals.fileCount };
     let lastReport = 0;
     const report = (force = false) => {
@@ -136,7 +147,7 @@ async function fetchAll(deps: RestoreDeps, { ctx }: RestoreStepInput, rec: Backu
       }
       if (!there) {
         if (deps.fileDelayMs) await sleep(deps.fileDelayMs, undefined, { signal: sig });
-        await fetchOne(deps, rec, f, target, owner, sig, (raw, stored) => {
+        await fetchOne(deps, rec, f, target, owner, pool(), sig, (raw, stored) => {
           progress.bytes += raw;
           progress.storedBytes += stored;
           report();
@@ -161,6 +172,7 @@ async function fetchAll(deps: RestoreDeps, { ctx }: RestoreStepInput, rec: Backu
   } finally {
     // A background mark still flushing writes into its journals when done: they close after it (failed or aborted).
     await settleMarks?.();
+    await workers?.close();
     for (const j of journals) j.close();
   }
 }
@@ -223,6 +235,7 @@ async function fetchOne(
   f: RecordFile,
   target: string,
   owner: { uid: number; gid: number },
+  workers: FetchWorkers | null,
   signal: AbortSignal,
   onBytes: (raw: number, stored: number) => void,
 ): Promise<void> {
@@ -230,6 +243,28 @@ async function fetchOne(
   // A part file left by a killed run is never trusted, only replaced.
   await rm(part, { force: true });
   const name = f.blob!.slice(f.blob!.lastIndexOf('/') + 1);
+  if (rec.encryption && !deps.key) throw new CbrError('CBR_ERR_KEY_REQUIRED', `backup ${rec.id} is encrypted; give --decrypt-key-file`);
+  if (workers && rec.compression !== 'gzip') {
+    const source = await getBlob(deps, f, signal);
+    try {
+      const job = {
+        path: f.path,
+        part,
+        size: f.size,
+        sha256: f.sha256 ?? '',
+        compression: rec.compression,
+        encrypted: !!rec.encryption,
+        binding: rec.encryption ? blobBinding(name) : null,
+      };
+      await workers.run(job, source, signal, onBytes);
+    } catch (err) {
+      source.destroy();
+      await rm(part, { force: true });
+      throw classify(err, f);
+    }
+    await placePart(part, target, owner);
+    return;
+  }
   const stages: NodeJS.ReadWriteStream[] = [];
   stages.push(
     new Transform({
@@ -239,21 +274,10 @@ async function fetchOne(
       },
     }),
   );
-  if (rec.encryption) {
-    if (!deps.key) throw new CbrError('CBR_ERR_KEY_REQUIRED', `backup ${rec.id} is encrypted; give --decrypt-key-file`);
-    stages.push(new DecryptStream(deps.key, blobBinding(name)));
-  }
+  if (rec.encryption) stages.push(new DecryptStream(deps.key!, blobBinding(name)));
   stages.push(...decompressor(rec.compression));
   const check = new Checked(f, onBytes);
-  let source: Readable;
-  try {
-    source = await deps.store.get(f.blob!, { signal });
-  } catch (err) {
-    if (err instanceof CbrError && err.code === 'CBR_ERR_OBJECT_NOT_FOUND') {
-      throw new CbrError('CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH', `the blob of ${f.path} is missing from storage`);
-    }
-    throw err;
-  }
+  const source = await getBlob(deps, f, signal);
   try {
     await pipeline(
       [source, ...stages, check, createWriteStream(part, { flags: 'wx', mode: 0o644, highWaterMark: 4 << 20 })] as unknown as [Readable, NodeJS.WritableStream],
@@ -265,6 +289,22 @@ async function fetchOne(
     await rm(part, { force: true });
     throw classify(err, f);
   }
+  await placePart(part, target, owner);
+}
+
+async function getBlob(deps: RestoreDeps, f: RecordFile, signal: AbortSignal): Promise<Readable> {
+  try {
+    return await deps.store.get(f.blob!, { signal });
+  } catch (err) {
+    if (err instanceof CbrError && err.code === 'CBR_ERR_OBJECT_NOT_FOUND') {
+      throw new CbrError('CBR_ERR_ARCHIVE_CHECKSUM_MISMATCH', `the blob of ${f.path} is missing from storage`);
+    }
+    throw err;
+  }
+}
+
+/** A checked part file takes its place. */
+async function placePart(part: string, target: string, owner: { uid: number; gid: number }): Promise<void> {
   // Synced before the step ends (Marks.final), with everything else it fetched.
   // Inside the caller's 0700 staging directory nobody else can swap the path between create and chown.
   await lchown(part, owner.uid, owner.gid);
