@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadProfile, type Profile } from '../../src/cassandra/profile.ts';
 import { clusterProfiles, listClusters, removeCluster, startCluster } from '../../src/sandbox/cluster.ts';
@@ -21,8 +21,22 @@ export const testEnv: NodeJS.ProcessEnv = {
   ...process.env,
   CBR_HOME: TEST_HOME,
   CBR_SANDBOX_HEAP: process.env['CBR_SANDBOX_HEAP'] ?? '768M',
-  CBR_SANDBOX_JVM_OPTS: process.env['CBR_SANDBOX_JVM_OPTS'] ?? '-XX:TieredStopAtLevel=1',
+  CBR_SANDBOX_JVM_OPTS: process.env['CBR_SANDBOX_JVM_OPTS'] ?? `-XX:TieredStopAtLevel=1 ${cdsOptions()}`.trim(),
 };
+
+/**
+ * Where the global setup notes the JVM options of the nodes' class-data-sharing archive (helpers/cds.ts), read by
+ * every test file; empty when there is none.
+ */
+export const CDS_OPTIONS_FILE = join(TEST_HOME, 'cds-jvm-options');
+
+function cdsOptions(): string {
+  try {
+    return readFileSync(CDS_OPTIONS_FILE, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
 
 /** A running sandbox node shared by every test file (started once, stopped by the global teardown). */
 export async function sharedNode(name: string, clusterName?: string): Promise<Profile> {
