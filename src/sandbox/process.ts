@@ -120,7 +120,7 @@ export async function stopInstance(dir: string, graceMs = 60_000): Promise<void>
   const deadline = Date.now() + graceMs;
   while (Date.now() < deadline) {
     if (runningPid(dir) === null) return;
-    await sleep(200);
+    await sleep(50);
   }
   try {
     process.kill(pid, 'SIGKILL');
