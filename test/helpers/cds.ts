@@ -17,14 +17,22 @@ const run = promisify(execFile);
  * 6.4 (wall 9-15.6 s instead of 12.9-17.9). Behaviour is the same: with -Xshare:auto a JVM that cannot use the
  * archive (another JDK, other jars) loads from the jars as before.
  *
- * The archive is keyed by the JDK and the jars, so a changed JDK or distribution makes a new one.
+ * The archive is keyed by the JDK and the jars (names and times, which the JVM checks too), so a changed JDK or
+ * distribution makes a new one rather than one every node would quietly refuse.
  */
 export function cdsArchivePath(javaHome: string, version = DEFAULT_CASSANDRA_VERSION, env: NodeJS.ProcessEnv = process.env): string {
   const libDir = join(distributionDir(version, env), 'lib');
   const modules = join(javaHome, 'lib', 'modules');
   const key = createHash('sha256')
     .update(`${javaHome}\n${existsSync(modules) ? statSync(modules).mtimeMs : 0}\n`)
-    .update(existsSync(libDir) ? readdirSync(libDir).sort().join('\n') : '')
+    .update(
+      existsSync(libDir)
+        ? readdirSync(libDir)
+            .sort()
+            .map((jar) => `${jar} ${statSync(join(libDir, jar)).mtimeMs}\n`)
+            .join('')
+        : '',
+    )
     .digest('hex')
     .slice(0, 16);
   return join(distributionDir(version, env), 'cds', `nodes-${key}.jsa`);
