@@ -1,5 +1,7 @@
+import { writeFileSync } from 'node:fs';
 import { DEFAULT_CASSANDRA_VERSION, ensureDistribution } from '../src/sandbox/dist.ts';
-import { removeAllSandboxes, testEnv } from './helpers/env.ts';
+import { cdsJvmOptions, ensureCdsArchive } from './helpers/cds.ts';
+import { CDS_OPTIONS_FILE, removeAllSandboxes, testEnv } from './helpers/env.ts';
 import { provision } from './helpers/provision.ts';
 
 // `npm test` on a fresh machine provisions what every test file needs, through the deploy/ scripts .ci/run calls:
@@ -12,6 +14,9 @@ export async function globalSetup(): Promise<void> {
   if (!process.env['CBR_TEST_BUS_URL']) provision('rabbitmq/ensure.sh');
   await ensureDistribution(DEFAULT_CASSANDRA_VERSION, testEnv);
   await removeAllSandboxes();
+  // Every node start of the run loads Cassandra's classes from one archive made here once (helpers/cds.ts).
+  const archive = process.env['CBR_SANDBOX_JVM_OPTS'] === undefined ? await ensureCdsArchive(testEnv) : null;
+  writeFileSync(CDS_OPTIONS_FILE, archive ? `${cdsJvmOptions(archive)}\n` : '');
 }
 
 export async function globalTeardown(): Promise<void> {

@@ -35,7 +35,8 @@ export async function waitForCql(
         if (!opts.requireAuth && AUTH_FAILURE.test(last)) return;
       }
     }
-    await sleep(500);
+    // Polled often: a start is waited for on every restore, and a port probe costs next to nothing.
+    await sleep(200);
   }
   throw new CbrError(
     'CBR_ERR_SANDBOX_START_FAILED',

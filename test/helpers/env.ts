@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadProfile, type Profile } from '../../src/cassandra/profile.ts';
 import { clusterProfiles, listClusters, removeCluster, startCluster } from '../../src/sandbox/cluster.ts';
@@ -13,6 +13,20 @@ export const TEST_HOME = process.env['CBR_TEST_HOME'] ?? join(REPO, '.cache', 't
 mkdirSync(TEST_HOME, { recursive: true });
 
 /**
+ * Where the global setup notes the JVM options of the nodes' class-data-sharing archive (helpers/cds.ts), read by
+ * every test file; empty when there is none.
+ */
+export const CDS_OPTIONS_FILE = join(TEST_HOME, 'cds-jvm-options');
+
+function cdsOptions(): string {
+  try {
+    return readFileSync(CDS_OPTIONS_FILE, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+/**
  * Test nodes run with the C1 compiler only: a node's start (and every restore starts one twice) takes 13-16 s instead of
  * 24-26 s on 2 busy cores, since C2 compiling Cassandra's startup path competes for the CPU. Behaviour is the same;
  * benchmarks and `npm run demo` keep the JVM's default tiers.
@@ -21,7 +35,7 @@ export const testEnv: NodeJS.ProcessEnv = {
   ...process.env,
   CBR_HOME: TEST_HOME,
   CBR_SANDBOX_HEAP: process.env['CBR_SANDBOX_HEAP'] ?? '768M',
-  CBR_SANDBOX_JVM_OPTS: process.env['CBR_SANDBOX_JVM_OPTS'] ?? '-XX:TieredStopAtLevel=1',
+  CBR_SANDBOX_JVM_OPTS: process.env['CBR_SANDBOX_JVM_OPTS'] ?? `-XX:TieredStopAtLevel=1 ${cdsOptions()}`.trim(),
 };
 
 /** A running sandbox node shared by every test file (started once, stopped by the global teardown). */

@@ -116,7 +116,7 @@ describe(`kill -9 at any instant, then resume (seed ${SEED})`, () => {
     { state: 'startingMaintenance', extraMs: 500 + Math.floor(random() * 4000) }, // inside start 1
     { state: 'resettingIdentity', extraMs: Math.floor(random() * 1500) }, // while resetting over CQL
     // Inside the stop at its end: the node had its SIGTERM and is draining when cbr dies.
-    { state: 'resettingIdentity', extraMs: Math.floor(random() * 400), logLine: { file: log(2), re: /Announcing shutdown/ } },
+    { state: 'resettingIdentity', extraMs: Math.floor(random() * 200), logLine: { file: log(2), re: /Announcing shutdown/ } },
     { state: 'startingNode', extraMs: 500 + Math.floor(random() * 4000) }, // inside start 2
     { ms: 1000 + Math.floor(random() * 25_000) },
   ];
