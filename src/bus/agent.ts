@@ -469,7 +469,7 @@ export class Agent {
       });
       const code = verdictCode(result);
       this.#o.onVerified?.(result, code ?? '');
-      const report = { backupId: c.payload.backupId, ...result };
+      const report = { backupId: result.id, ...result };
       if (!code) this.#publishDone(c, report);
       else {
         const error = { code, message: verdictMessage(result), retryable: false };

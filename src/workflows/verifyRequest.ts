@@ -1,7 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadKey } from '../archive/crypto.ts';
-import { checkId } from '../catalog/catalog.ts';
+import { checkId, latestBackupId } from '../catalog/catalog.ts';
 import { advanceBucket, nextBucket } from '../catalog/sampleCursor.ts';
 import { bucketsFor, type VerifyProgress, type VerifyResult, verifyBackup } from '../catalog/verify.ts';
 import { cbrHome } from '../core/paths.ts';
@@ -13,7 +13,11 @@ import { keySource } from './keySource.ts';
  * source, the sample's bucket (from this host's cursor file, moved on once the run finished), the verify itself.
  */
 export interface VerifyRequest {
-  backupId: string;
+  /** The backup; absent with `latest`. */
+  backupId?: string | undefined;
+  /** The newest completed backup (of `host` when given, else of any host) instead of a fixed id: for schedules. */
+  latest?: boolean | undefined;
+  host?: string | undefined;
   deep?: boolean | undefined;
   /** A percentage (`10%`, `10`); absent: everything. */
   sample?: string | undefined;
@@ -31,10 +35,10 @@ export async function runVerify(
   req: VerifyRequest,
   opts: { env: NodeJS.ProcessEnv; signal?: AbortSignal; onProgress?: (p: VerifyProgress) => void; concurrency?: number },
 ): Promise<VerifyResult> {
-  const id = checkId(req.backupId);
   const buckets = req.sample === undefined ? 1 : bucketsFor(req.sample);
   const source = keySource(req.decryptKeyFile, req.decryptKeyEnv, 'decrypt');
   const key = source ? await loadKey(source, opts.env) : null;
+  const id = req.latest ? await latestBackupId(store, req.host, opts.signal) : checkId(req.backupId ?? '');
   const cursor = sampleCursorPath(opts.env);
   const bucket = buckets > 1 ? await nextBucket(cursor, store.description, id, buckets) : 0;
   const result = await verifyBackup(store, id, {

@@ -3,14 +3,18 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { watchEvents } from '../../../src/bus/client.ts';
 import { commandIdFor } from '../../../src/bus/schedule/plan.ts';
+import type { BusEvent } from '../../../src/bus/schemas/events.ts';
 import { createNodetool } from '../../../src/cassandra/nodetool.ts';
+import { freeLoopbackPorts } from '../../../src/cassandra/ports.ts';
 import type { Profile } from '../../../src/cassandra/profile.ts';
 import { listRecords } from '../../../src/catalog/catalog.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
 import { StateDb, type WorkflowRow } from '../../../src/state/stateDb.ts';
 import { backupTargets } from '../../helpers/backupTargets.ts';
-import { killHard, removeBusTopology, spawnAgent, stopGracefully, waitForAgentQueue } from '../../helpers/bus.ts';
+import { BUS_URL, killHard, removeBusTopology, spawnAgent, stopGracefully, waitForAgentQueue } from '../../helpers/bus.ts';
+import { cbr } from '../../helpers/cli.ts';
 import { cqlFor, seedData } from '../../helpers/data.ts';
 import { scratchDir, sharedNode, TEST_HOME, testEnv } from '../../helpers/env.ts';
 
@@ -21,7 +25,7 @@ import { scratchDir, sharedNode, TEST_HOME, testEnv } from '../../helpers/env.ts
  */
 const prefix = `sch${process.pid}.`;
 const targets = backupTargets('schedule');
-const HOSTS = ['sched-overlap', ...targets.map((_, n) => `sched-catch-${n}`)];
+const HOSTS = ['sched-overlap', 'sched-verify', ...targets.map((_, n) => `sched-catch-${n}`)];
 
 /** The scheduled workflows of a job, oldest first, with the instant each was for (from its id). */
 function runsOf(dbPath: string, job: string): (WorkflowRow & { instant: number })[] {
@@ -71,6 +75,13 @@ function logLines(host: string): Record<string, unknown>[] {
       return [];
     }
   });
+}
+
+/** The events of a host's agent, as they come (a private queue bound before the agent starts). */
+async function collectEvents(host: string): Promise<{ events: BusEvent[]; close: () => Promise<void> }> {
+  const events: BusEvent[] = [];
+  const sub = await watchEvents({ url: BUS_URL, prefix, host, resync: false, onEvent: (e) => events.push(e) });
+  return { events, close: sub.close };
 }
 
 function writeSchedule(dir: string, job: string, cron: string): string {
@@ -161,6 +172,56 @@ describe('schedules in the agent', () => {
       assert.equal(new Set(all.map((w) => w.instant)).size, all.length);
     });
   }
+
+  it("a scheduled backup.verify of the latest backup: its result on the bus names the newest backup, its last success in the agent's metrics", async () => {
+    const host = 'sched-verify';
+    const root = scratchDir('schedule-verify-storage');
+    const env = { ...testEnv, CBR_STORAGE_ROOT: root, CBR_STATE_DB: join(dir, 'verify-state.db'), CBR_HOME: scratchDir('schedule-verify-home') };
+    const made: string[] = [];
+    for (const strategy of ['full', 'incremental']) {
+      const r = await cbr(['backup-create', `sched-verify-${strategy}`, '--config', profilePath('source', testEnv), '--strategy', strategy, '--json'], env);
+      assert.equal(r.code, 0, r.err);
+      made.push(r.json()['id'] as string);
+    }
+    const schedule = join(dir, 'verify.yaml');
+    writeFileSync(
+      schedule,
+      `jobs:\n  - name: verify\n    cron: "*/3 * * * * *"\n    command: { type: backup.verify, payload: { latest: true, host: "${source.hostId}", deep: true } }\n`,
+    );
+    const port = (await freeLoopbackPorts(1))[0]!;
+    const watch = await collectEvents(host);
+    const agent = spawnAgent({
+      host,
+      profilePath: profilePath('source', testEnv),
+      env,
+      prefix,
+      args: ['--schedule', schedule, '--metrics-listen', `127.0.0.1:${port}`],
+    });
+    let metrics = '';
+    let result: BusEvent;
+    try {
+      result = await until('a scheduled verify result', () => watch.events.find((e) => e.type === 'result' && e.kind === 'backup.verify'), 60_000);
+      metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    } finally {
+      await watch.close();
+      assert.equal(await stopGracefully(agent), 0);
+    }
+    assert.match(result.workflowId, /^verify-\d{8}T\d{6}Z$/);
+    assert.equal(result.state, 'completed', JSON.stringify(result.error));
+    const report = result.result as { id: string; ok: boolean; deep: boolean; strategy: string; bytesRead: number; problems: unknown[] };
+    assert.deepEqual([report.id, report.ok, report.deep, report.strategy, report.problems], [made[1], true, true, 'incremental', []]);
+    assert.ok(report.bytesRead > 0, 'the deep verify read the blobs back');
+    const verifyLines = metrics.split('\n').filter((l) => l.includes('kind="verify"'));
+    const last = verifyLines.find(
+      (l) => l.startsWith('cbr_last_success_timestamp_seconds{') && l.includes(`host="${source.hostId}"`) && l.includes('strategy="incremental"'),
+    );
+    assert.ok(last, `no last verify success in the metrics:\n${verifyLines.join('\n')}`);
+    assert.ok(Math.abs(Number(last.split(' ').at(-1)) - Date.parse(result.at) / 1000) < 5, last);
+    assert.ok(
+      verifyLines.some((l) => /^cbr_workflows_total\{.*outcome="completed".*\} [1-9]\d*$/.test(l)),
+      verifyLines.join('\n'),
+    );
+  });
 
   it('a run that outlasts its interval is never overlapped: the instants in between are skipped, with a reason', async () => {
     const host = 'sched-overlap';
