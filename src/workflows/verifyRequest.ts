@@ -2,7 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadKey } from '../archive/crypto.ts';
 import { checkId, latestBackupId } from '../catalog/catalog.ts';
-import { advanceBucket, nextBucket } from '../catalog/sampleCursor.ts';
+import { advanceBucket, latestScope, nextBucket } from '../catalog/sampleCursor.ts';
 import { bucketsFor, type VerifyProgress, type VerifyResult, verifyBackup } from '../catalog/verify.ts';
 import { cbrHome } from '../core/paths.ts';
 import type { ObjectStore } from '../storage/port.ts';
@@ -10,7 +10,8 @@ import { keySource } from './keySource.ts';
 
 /**
  * A verify as `cbr backup-verify`'s options or a `backup.verify` payload ask for it, run in one place: the key
- * source, the sample's bucket (from this host's cursor file, moved on once the run finished), the verify itself.
+ * source, the backup (`latest`: the newest), the sample's bucket (from this host's cursor file, per backup or, with
+ * `latest`, per host; moved on once the run finished), the verify itself.
  */
 export interface VerifyRequest {
   /** The backup; absent with `latest`. */
@@ -40,7 +41,9 @@ export async function runVerify(
   const key = source ? await loadKey(source, opts.env) : null;
   const id = req.latest ? await latestBackupId(store, req.host, opts.signal) : checkId(req.backupId ?? '');
   const cursor = sampleCursorPath(opts.env);
-  const bucket = buckets > 1 ? await nextBucket(cursor, store.description, id, buckets) : 0;
+  // --latest follows the host from one backup to the next (a new id each night would start at bucket 0 each time).
+  const scope = req.latest ? latestScope(req.host) : id;
+  const bucket = buckets > 1 ? await nextBucket(cursor, store.description, scope, buckets) : 0;
   const result = await verifyBackup(store, id, {
     deep: req.deep ?? false,
     ...(buckets > 1 ? { sample: { bucket, buckets } } : {}),
@@ -51,7 +54,7 @@ export async function runVerify(
   });
   if (result.sample) {
     await mkdir(cbrHome(opts.env), { recursive: true });
-    await advanceBucket(cursor, store.description, id, buckets, bucket);
+    await advanceBucket(cursor, store.description, scope, buckets, bucket);
   }
   return result;
 }

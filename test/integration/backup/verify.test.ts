@@ -160,10 +160,27 @@ describe('backup-verify on backups of a real node', () => {
       runs.reduce((s, r) => s + r.bytesRead, 0),
       rec.size,
     );
-    // Buckets are balanced by bytes at file granularity: one large Data.db can outweigh the rest, so only the sum is exact.
+    // A file's bucket is a hash of its blob's key: buckets hold about equal numbers of files, so only the sum is exact.
     assert.ok(runs.every((r) => r.sampledFraction > 0));
     assert.ok(Math.abs(runs.reduce((s, r) => s + r.sampledFraction, 0) - 1) < 1e-9, 'the fractions add up to the whole');
     assert.equal((await verify(localEnv, rec.id, '--sample', '40%')).report.sample?.bucket, 0);
+  });
+
+  it('local, incremental: --latest --sample 40% on a new backup each run takes the next bucket (the cursor follows the host)', async () => {
+    const home = { ...localEnv, CBR_HOME: join(scratchDir('verify-latest'), 'home') };
+    const seen: [string, number | undefined][] = [];
+    const made: string[] = [];
+    for (let night = 0; night < 3; night++) {
+      made.push((await backup(home, 'incremental', false)).id);
+      const r = await cbr(['backup-verify', '--latest', '--host', source.hostId, '--deep', '--sample', '40%', '--json'], home);
+      assert.equal(r.code, 0, r.err);
+      const report = r.json() as unknown as Report;
+      seen.push([report.id, report.sample?.bucket]);
+    }
+    assert.deepEqual(
+      seen,
+      made.map((id, night) => [id, night]),
+    );
   });
 
   describe('Swift', () => {
