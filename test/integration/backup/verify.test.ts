@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { watchEvents } from '../../../src/bus/client.ts';
+import type { BusEvent } from '../../../src/bus/schemas/events.ts';
 import type { Profile } from '../../../src/cassandra/profile.ts';
 import type { BackupRecord } from '../../../src/catalog/catalog.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
@@ -183,6 +185,27 @@ describe('backup-verify on backups of a real node', () => {
     );
   });
 
+  it('--metrics-textfile: each run replaces the node_exporter textfile whole (rename), with the verify series', async () => {
+    const rec = await backup(localEnv, 'incremental', false);
+    const dir = scratchDir('verify-textfile');
+    const prom = join(dir, 'cbr.prom');
+    const first = await verify(localEnv, rec.id, '--metrics-textfile', prom);
+    assert.equal(first.code, 0, first.err);
+    const inode = statSync(prom).ino;
+    const second = await verify(localEnv, rec.id, '--deep', '--metrics-textfile', prom);
+    assert.equal(second.code, 0, second.err);
+    assert.notEqual(statSync(prom).ino, inode, 'a new file renamed over the old one, not rewritten in place');
+    assert.deepEqual(readdirSync(dir), ['cbr.prom'], 'no temporary file left beside it');
+    const text = readFileSync(prom, 'utf8');
+    const series = `kind="verify",host="${rec.hostId}",strategy="incremental"`;
+    assert.match(text, /^# TYPE cbr_last_success_timestamp_seconds gauge$/m);
+    const lastOk = new RegExp(`^cbr_last_success_timestamp_seconds\\{${series}\\} (\\S+)$`, 'm').exec(text)?.[1];
+    assert.ok(lastOk && Math.abs(Number(lastOk) - Date.now() / 1000) < 120, `last verify success: ${lastOk}`);
+    assert.match(text, new RegExp(`^cbr_last_run_success\\{${series}\\} 1$`, 'm'));
+    assert.match(text, /^cbr_workflows_total\{kind="verify",outcome="completed",code=""\} 2$/m, 'the counts carry over');
+    assert.match(text, /^cbr_read_bytes_total\{kind="verify"\} [1-9]\d*$/m, 'the deep run read bytes back');
+  });
+
   describe('Swift', () => {
     let env: NodeJS.ProcessEnv;
     const container = `cbr-verify-${process.pid}`;
@@ -275,9 +298,26 @@ describe('backup-verify on backups of a real node', () => {
       await waitForAgentQueue(prefix, host);
       const rec = await backup(localEnv, 'full', true);
       const bus = ['--bus', BUS_URL, '--host', host, '--prefix', prefix];
-      const ok = await verify(localEnv, rec.id, '--deep', '--decrypt-key-file', keyFile, ...bus);
+      const events: BusEvent[] = [];
+      const watch = await watchEvents({ url: BUS_URL, prefix, host, resync: false, onEvent: (e) => events.push(e) });
+      let ok: Awaited<ReturnType<typeof verify>>;
+      try {
+        ok = await verify(localEnv, rec.id, '--deep', '--decrypt-key-file', keyFile, ...bus);
+      } finally {
+        await watch.close();
+      }
       assert.equal(ok.code, 0, ok.err);
       assert.deepEqual([ok.report.ok, ok.report.deep, ok.report.bytesRead], [true, true, rec.size]);
+      const result = events.find((e) => e.type === 'result' && e.kind === 'backup.verify');
+      assert.equal(result?.state, 'completed');
+      const progress = events.filter((e) => e.type === 'progress' && e.workflowId === result.workflowId);
+      assert.ok(progress.length > 0, `no progress event among ${events.map((e) => e.type).join(', ')}`);
+      assert.ok(
+        progress.every((e) => e.kind === 'backup.verify' && e.step === 'verifying' && e.progress && e.progress.totalBytes === rec.size),
+        JSON.stringify(progress),
+      );
+      assert.equal(progress.at(-1)?.progress?.bytes, rec.size, 'the last progress says every byte was read');
+      assert.ok(events.indexOf(progress.at(-1)!) < events.indexOf(result), 'progress comes before the result');
       const original = readFileSync(localPath(rec.object));
       try {
         flipLocal(rec.object);
