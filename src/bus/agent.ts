@@ -413,10 +413,12 @@ export class Agent {
         // lets the next prune finish what it started.
         const abort = new AbortController();
         this.#verifies.set(c.id, abort);
+        this.#status.started(c.id, c.type);
         this.#pruning = c.id;
         this.#watch(
           this.#prune(c, policy, abort.signal).finally(() => {
             this.#verifies.delete(c.id);
+            this.#status.stopped(c.id);
             if (this.#pruning === c.id) this.#pruning = null;
           }),
         );
@@ -427,7 +429,8 @@ export class Agent {
         // Runs after the command is acked: a deep verify can outlast the broker's delivery-ack timeout.
         const abort = new AbortController();
         this.#verifies.set(c.id, abort);
-        this.#watch(this.#verify(c, abort.signal).finally(() => this.#verifies.delete(c.id)));
+        this.#status.started(c.id, c.type);
+        this.#watch(this.#verify(c, abort.signal).finally(() => this.#ran(c.id)));
         return;
       }
       case 'backup.drill': {
@@ -437,7 +440,8 @@ export class Agent {
         // Like a verify, after the ack: a drill restores a whole backup and lasts minutes.
         const abort = new AbortController();
         this.#verifies.set(c.id, abort);
-        this.#watch(this.#drill(c, drill, abort.signal).finally(() => this.#verifies.delete(c.id)));
+        this.#status.started(c.id, c.type);
+        this.#watch(this.#drill(c, drill, abort.signal).finally(() => this.#ran(c.id)));
         return;
       }
       case 'workflow.cancel': {
@@ -453,6 +457,12 @@ export class Agent {
         return;
       }
     }
+  }
+
+  /** A verify or drill ended: its result is published (and remembered by the status book) before it leaves. */
+  #ran(commandId: string): void {
+    this.#verifies.delete(commandId);
+    this.#status.stopped(commandId);
   }
 
   /**
@@ -506,6 +516,7 @@ export class Agent {
           const t = Date.now();
           if (t - last < 1000 && progress.bytes < progress.totalBytes) return;
           last = t;
+          this.#status.progressed(c.id, 'verifying', progress);
           this.#publish({ type: 'progress', host, workflowId: c.id, kind: c.type, at: now(), step: 'verifying', progress });
         },
       });

@@ -1,5 +1,6 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { loadKey } from '../archive/crypto.ts';
 import { checkId, latestBackupId } from '../catalog/catalog.ts';
 import { advanceBucket, latestScope, nextBucket } from '../catalog/sampleCursor.ts';
@@ -44,6 +45,9 @@ export async function runVerify(
   // --latest follows the host from one backup to the next (a new id each night would start at bucket 0 each time).
   const scope = req.latest ? latestScope(req.host) : id;
   const bucket = buckets > 1 ? await nextBucket(cursor, store.description, scope, buckets) : 0;
+  // Fault-injection drills: a pause before reading, to widen the window for a kill mid-verify in tests.
+  const delayMs = Number(opts.env['CBR_DRILL_VERIFY_DELAY_MS'] ?? 0) || 0;
+  if (delayMs > 0) await sleep(delayMs, undefined, opts.signal ? { signal: opts.signal } : {});
   const result = await verifyBackup(store, id, {
     deep: req.deep ?? false,
     ...(buckets > 1 ? { sample: { bucket, buckets } } : {}),

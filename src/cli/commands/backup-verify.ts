@@ -5,7 +5,7 @@ import { bucketsFor, type VerifyResult, verdictCode, verdictMessage } from '../.
 import { CbrError, ERRORS, fromErrorInfo, isErrorCode } from '../../core/errors.ts';
 import { runSample } from '../../metrics/metrics.ts';
 import { runVerify, type VerifyRequest } from '../../workflows/verifyRequest.ts';
-import { type BusValues, busOptions, followOptions, noticeLine, outageDeadline, signingKey } from '../bus.ts';
+import { type BusValues, busOptions, followOptions, livenessFor, noticeLine, outageDeadline, signingKey } from '../bus.ts';
 import { defineCommand, jsonOption } from '../command.ts';
 import { metricsOptions, openStorage, recordRun, storageOptions } from '../context.ts';
 import type { CliIO } from '../io.ts';
@@ -118,6 +118,7 @@ async function overBus(io: CliIO, values: BusValues & { json: boolean }, req: Ve
     draft: { type: 'backup.verify', host: values.host, payload },
     signingKey: await signingKey(values['signing-key-file']),
     outageDeadlineMs: deadlineMs,
+    liveness: livenessFor('backup.verify', io.env)!,
     onNotice: (n) => io.stderr(`cbr: ${noticeLine(n, deadlineMs)}\n`),
     onEvent: (ev) => {
       if (ev.type === 'progress' && ev.progress) bar?.update(ev.progress.bytes, ev.progress.totalBytes);

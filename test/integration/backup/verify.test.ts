@@ -3,12 +3,13 @@ import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { watchEvents } from '../../../src/bus/client.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { queryStatus, watchEvents } from '../../../src/bus/client.ts';
 import type { BusEvent } from '../../../src/bus/schemas/events.ts';
 import type { Profile } from '../../../src/cassandra/profile.ts';
 import type { BackupRecord } from '../../../src/catalog/catalog.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
-import { BUS_URL, removeBusTopology, spawnAgent, stopGracefully, waitForAgentQueue } from '../../helpers/bus.ts';
+import { BUS_URL, killHard, removeBusTopology, spawnAgent, stopGracefully, waitForAgentQueue } from '../../helpers/bus.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { cqlFor, seedData } from '../../helpers/data.ts';
 import { scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
@@ -283,9 +284,46 @@ describe('backup-verify on backups of a real node', () => {
     const host = `verify-host-${process.pid}`;
     let agent: ReturnType<typeof spawnAgent> | null = null;
 
+    const lostHost = `verify-lost-${process.pid}`;
+
     after(async () => {
       if (agent) await stopGracefully(agent);
-      await removeBusTopology(prefix, [host]);
+      await removeBusTopology(prefix, [host, lostHost]);
+    });
+
+    it('a CLI waiting for a verify whose agent is killed (-9) mid-run and restarted ends with CBR_ERR_RUN_LOST, not forever', async () => {
+      const rec = await backup(localEnv, 'full', false);
+      // A pause before the verify reads anything: the agent is killed inside it.
+      const agentEnv = { ...localEnv, CBR_STATE_DB: join(scratchDir('verify-lost-agent'), 'a.db'), CBR_DRILL_VERIFY_DELAY_MS: '120000' };
+      const opts = { host: lostHost, profilePath: profilePath('source', testEnv), env: agentEnv, prefix };
+      const first = spawnAgent(opts);
+      let second: ReturnType<typeof spawnAgent> | null = null;
+      try {
+        await waitForAgentQueue(prefix, lostHost);
+        const waiting = cbr(['backup-verify', rec.id, '--deep', '--json', '--bus', BUS_URL, '--host', lostHost, '--prefix', prefix], {
+          ...localEnv,
+          CBR_BUS_LIVENESS_MS: '300',
+        });
+        let running: string | undefined;
+        for (let i = 0; i < 300 && !running; i++) {
+          const [reply] = await queryStatus({ url: BUS_URL, prefix, host: lostHost, timeoutMs: 2000 });
+          running = reply?.workflows.find((w) => w.kind === 'backup.verify' && w.status === 'active')?.workflowId;
+          if (!running) await sleep(100);
+        }
+        assert.ok(running, "the agent's status never showed the verify running");
+        // The CLI asks every 300 ms: let it see the verify running before the kill.
+        await sleep(1500);
+        await killHard(first);
+        second = spawnAgent({ ...opts, env: { ...agentEnv, CBR_DRILL_VERIFY_DELAY_MS: '0' } });
+        const r = await waiting;
+        assert.equal(r.code, 13, r.err);
+        assert.equal(r.json().error?.code, 'CBR_ERR_RUN_LOST');
+        assert.match(r.json().error?.message ?? '', new RegExp(`no longer runs ${running}`));
+      } finally {
+        // Once killed, its exit code stays null (it died of a signal): kill it only if the test did not get there.
+        if (first.signalCode === null) await killHard(first);
+        if (second) assert.equal(await stopGracefully(second), 0);
+      }
     });
 
     it("the agent verifies against its storage: progress, then a result carrying the report; a broken backup fails with the verdict's code", async () => {
