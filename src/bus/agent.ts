@@ -4,7 +4,7 @@ import type { InspectionEvent, Observer } from 'xstate';
 import { deleteBackup, latestBackupId, readRecord } from '../catalog/catalog.ts';
 import { checkClusterBackupId, deleteClusterBackup, intoOneNode, isClusterBackup, refuseClusterPart } from '../catalog/clusterRecord.ts';
 import { prune } from '../catalog/prune.ts';
-import { parsePolicy } from '../catalog/retention.ts';
+import { parsePolicy, type RetentionPolicy } from '../catalog/retention.ts';
 import { type VerifyResult, verdictCode, verdictMessage } from '../catalog/verify.ts';
 import { CbrError, toErrorInfo } from '../core/errors.ts';
 import { ID_RE } from '../core/ids.ts';
@@ -96,6 +96,8 @@ export class Agent {
   readonly #verifies = new Map<string, AbortController>();
   /** The drill running now (its command id): a second one is refused. */
   #drilling: string | null = null;
+  /** The prune running now (its command id): a second one is refused. */
+  #pruning: string | null = null;
   #scheduler: Scheduler | null = null;
   /** Stops the background read of the node's cluster name. */
   readonly #clusterRead = new AbortController();
@@ -408,6 +410,8 @@ export class Agent {
         return;
       }
       case 'backup.prune': {
+        // The same command again while its prune runs (a second copy published): one prune.
+        if (this.#verifies.has(c.id)) return;
         const p = c.payload;
         const policy = parsePolicy({
           last: p.keepLast?.toString(),
@@ -418,18 +422,23 @@ export class Agent {
           yearly: p.keepYearly?.toString(),
           within: p.keepWithin,
         });
-        // Abortable like a verify: a stop (or workflow.cancel with this command's id) ends it between deletions; it
-        // is not acked then, and the redelivered command's prune finishes the journal first.
+        // One prune of this agent at a time: a second one would plan against the store the first is changing (its
+        // deletions are idempotent and journalled, but its report would count backups twice).
+        if (this.#pruning) throw new CbrError('CBR_ERR_WORKFLOW_CONFLICT', `prune ${this.#pruning} is running on ${this.#o.hostId}; one prune at a time`);
+        // Like a verify, after the ack: a prune of a large store can outlast the broker's delivery-ack timeout (a
+        // redelivery would start a second prune). A stop or workflow.cancel ends it between deletions; its journal
+        // lets the next prune finish what it started.
         const abort = new AbortController();
         this.#verifies.set(c.id, abort);
-        const result = await prune(openStore(this.#o.storage), policy, {
-          groupBy: p.groupBy ?? 'host',
-          dryRun: p.dryRun ?? false,
-          ...(p.instance ? { instance: p.instance } : {}),
-          log: this.#o.log,
-          signal: abort.signal,
-        }).finally(() => this.#verifies.delete(c.id));
-        this.#publishDone(c, { ...result });
+        this.#status.started(c.id, c.type);
+        this.#pruning = c.id;
+        this.#watch(
+          this.#prune(c, policy, abort.signal).finally(() => {
+            this.#verifies.delete(c.id);
+            this.#status.stopped(c.id);
+            if (this.#pruning === c.id) this.#pruning = null;
+          }),
+        );
         return;
       }
       case 'backup.verify': {
@@ -437,7 +446,8 @@ export class Agent {
         // Runs after the command is acked: a deep verify can outlast the broker's delivery-ack timeout.
         const abort = new AbortController();
         this.#verifies.set(c.id, abort);
-        this.#watch(this.#verify(c, abort.signal).finally(() => this.#verifies.delete(c.id)));
+        this.#status.started(c.id, c.type);
+        this.#watch(this.#verify(c, abort.signal).finally(() => this.#ran(c.id)));
         return;
       }
       case 'backup.drill': {
@@ -447,13 +457,14 @@ export class Agent {
         // Like a verify, after the ack: a drill restores a whole backup and lasts minutes.
         const abort = new AbortController();
         this.#verifies.set(c.id, abort);
-        this.#watch(this.#drill(c, drill, abort.signal).finally(() => this.#verifies.delete(c.id)));
+        this.#status.started(c.id, c.type);
+        this.#watch(this.#drill(c, drill, abort.signal).finally(() => this.#ran(c.id)));
         return;
       }
       case 'workflow.cancel': {
         const verify = this.#verifies.get(c.payload.workflowId);
         if (verify) {
-          verify.abort();
+          verify.abort(new CbrError('CBR_ERR_ABORTED', `cancelled by command ${c.id}`));
           this.#publishDone(c, { workflowId: c.payload.workflowId, cancelled: true });
           return;
         }
@@ -462,6 +473,47 @@ export class Agent {
         this.#publishDone(c, { workflowId: c.payload.workflowId, cancelled: true });
         return;
       }
+    }
+  }
+
+  /** A verify or drill ended: its result is published (and remembered by the status book) before it leaves. */
+  #ran(commandId: string): void {
+    this.#verifies.delete(commandId);
+    this.#status.stopped(commandId);
+  }
+
+  /**
+   * A `backup.prune` (src/catalog/prune.ts): a progress event per backup removed (step `pruning`, files: backups
+   * removed of those to remove), then a result event: `completed` with the prune result, or `failed` with the coded
+   * error (CBR_ERR_ABORTED when cancelled or stopped: the backups it removed are gone, the rest stay, and its
+   * journal makes the next prune finish what it started).
+   */
+  async #prune(c: Extract<Command, { type: 'backup.prune' }>, policy: RetentionPolicy, signal: AbortSignal): Promise<void> {
+    const host = this.#o.hostId;
+    const p = c.payload;
+    try {
+      const result = await prune(openStore(this.#o.storage), policy, {
+        groupBy: p.groupBy ?? 'host',
+        dryRun: p.dryRun ?? false,
+        ...(p.instance ? { instance: p.instance } : {}),
+        log: this.#o.log,
+        signal,
+        // Fault-injection drills widen the window between deletions, as for `cbr backup-prune`.
+        delayMs: Number(this.#o.env['CBR_DRILL_PRUNE_DELAY_MS'] ?? 0) || 0,
+        onRemoved: (_id, done, total) => {
+          const progress = { bytes: 0, files: done, totalBytes: 0, totalFiles: total, storedBytes: 0 };
+          this.#publish({ type: 'progress', host, workflowId: c.id, kind: c.type, at: now(), step: 'pruning', progress });
+        },
+      });
+      this.#publishDone(c, { ...result });
+    } catch (err) {
+      // Cancelled (the reason names the command) or stopped: the journal's backups are finished by the next prune.
+      const why = signal.aborted ? (signal.reason instanceof CbrError ? signal.reason.message : "the agent's stop") : '';
+      const error = signal.aborted
+        ? toErrorInfo(new CbrError('CBR_ERR_ABORTED', `prune ${c.id} ended early (${why}); the next prune finishes what it started`))
+        : toErrorInfo(err);
+      this.#o.log.warn('backup prune failed', { commandId: c.id, code: error.code });
+      this.#publish({ type: 'result', host, workflowId: c.id, kind: c.type, at: now(), state: 'failed', status: 'done', error });
     }
   }
 
@@ -481,12 +533,13 @@ export class Agent {
           const t = Date.now();
           if (t - last < 1000 && progress.bytes < progress.totalBytes) return;
           last = t;
+          this.#status.progressed(c.id, 'verifying', progress);
           this.#publish({ type: 'progress', host, workflowId: c.id, kind: c.type, at: now(), step: 'verifying', progress });
         },
       });
       const code = verdictCode(result);
       this.#o.onVerified?.(result, code ?? '');
-      const report = { backupId: c.payload.backupId, ...result };
+      const report = { backupId: result.id, ...result };
       if (!code) this.#publishDone(c, report);
       else {
         const error = { code, message: verdictMessage(result), retryable: false };

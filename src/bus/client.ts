@@ -64,6 +64,12 @@ export async function runCommand(opts: {
   outageDeadlineMs?: number;
   reconnect?: ReconnectOptions;
   onNotice?: (n: BusNotice) => void;
+  /**
+   * For a command that starts no persisted workflow (verify, prune, drill): ask its agent this often whether it still
+   * runs it. Once seen running (a status answer says so, or a progress event), an answer that no longer knows it (the
+   * agent died or restarted mid-run: it keeps no record of such a run) ends the wait with CBR_ERR_RUN_LOST.
+   */
+  liveness?: { everyMs: number };
 }): Promise<BusEvent & { commandId: string }> {
   const t = topology(opts.prefix);
   const prefix = opts.prefix ?? '';
@@ -80,12 +86,30 @@ export async function runCommand(opts: {
       else reject(r.error);
     };
   });
+  let seenRunning = false;
   const deliver = (e: BusEvent) => {
     if (settled || e.workflowId !== id || e.host !== host) return;
+    if (e.type === 'progress') seenRunning = true;
     opts.onEvent?.(e);
     if (e.type === 'result' || e.type === 'rejected') settle({ event: e });
   };
   let outage: NodeJS.Timeout | null = null;
+  const liveness = livenessCheck(host, id, {
+    onRunning: () => {
+      seenRunning = true;
+    },
+    onReply: (reply) => statusEvents(reply).forEach(deliver),
+    onUnknown: () => {
+      if (seenRunning)
+        settle({
+          error: new CbrError(
+            'CBR_ERR_RUN_LOST',
+            `the agent of ${host} no longer runs ${id}: it was running, and the agent's status no longer knows it (the agent died or restarted mid-run); no result will come: run it again`,
+            { details: { workflowId: id, host } },
+          ),
+        });
+    },
+  });
   const resync = resyncer({ t, host, workflowId: id, onReply: (reply) => statusEvents(reply).forEach(deliver), onNotice: opts.onNotice });
   const sub = await subscribe({
     url: opts.url,
@@ -93,7 +117,7 @@ export async function runCommand(opts: {
     bindings: [`${host}.${id}.*`],
     reconnect: opts.reconnect ?? true,
     onMessage: (msg) => {
-      if (resync.handle(msg)) return;
+      if (liveness.handle(msg) || resync.handle(msg)) return;
       const e = parseEvent(msg.content);
       if (e) deliver(e);
     },
@@ -126,12 +150,51 @@ export async function runCommand(opts: {
       // Sent, not confirmed: it may or may not be in the host's queue. Sending it again would be a replay.
       settle({ error: outcomeUnknown(host, id, prefix, 'the broker connection was lost before it confirmed the command') });
     });
+    if (opts.liveness && !settled) liveness.start(() => sub.current(), t, opts.liveness.everyMs);
     return { ...(await outcome), commandId: id };
   } finally {
+    liveness.stop();
     if (outage) clearTimeout(outage);
     resync.stop();
     await sub.close();
   }
+}
+
+/** Asks one agent, every `everyMs`, for one command's status on the subscriber's queue; its answers are taken off here. */
+function livenessCheck(host: string, id: string, on: { onRunning: () => void; onReply: (r: StatusReply) => void; onUnknown: () => void }) {
+  const asked = new Set<string>();
+  let timer: NodeJS.Timeout | null = null;
+  return {
+    start(current: () => { ch: ConfirmChannel; queue: string } | null, t: Topology, everyMs: number): void {
+      timer = setInterval(() => {
+        const live = current();
+        if (!live) return; // reconnecting: the resync asks then
+        try {
+          asked.add(askStatus(live.ch, t, live.queue, host, { workflowId: id }));
+          if (asked.size > 32) asked.delete(asked.values().next().value!);
+        } catch {
+          /* the channel is gone: asked again at the next tick */
+        }
+      }, everyMs);
+    },
+    handle(msg: ConsumeMessage): boolean {
+      if (msg.properties.type !== STATUS_REPLY_TYPE) return false;
+      const reply = parseStatusReply(msg.content);
+      if (!reply || !asked.delete(reply.queryId)) return false;
+      if (reply.error || reply.host !== host) return true;
+      const w = reply.workflows.find((x) => x.workflowId === id);
+      if (!w) on.onUnknown();
+      else {
+        if (w.status === 'active') on.onRunning();
+        on.onReply(reply);
+      }
+      return true;
+    },
+    stop(): void {
+      if (timer) clearInterval(timer);
+      timer = null;
+    },
+  };
 }
 
 function formatMs(ms: number): string {

@@ -19,6 +19,8 @@ export class StatusBook {
   readonly #hostId: string;
   readonly #progress = new Map<string, { step: string; progress: Progress }>();
   readonly #outcomes = new Map<string, BusEvent>();
+  /** Commands run beside the workflows (verify, prune, drill) that run now: not persisted, so a restart forgets them. */
+  readonly #running = new Map<string, { kind: string; at: string }>();
   /** The Cassandra cluster_name of this host's node, once known: every reply carries it (hosts of a cluster are found by it). */
   cluster: string | null = null;
   /** The node's broadcast address, read with its cluster name: a coordinator maps the agent onto the ring by it. */
@@ -35,6 +37,33 @@ export class StatusBook {
 
   ended(workflowId: string): void {
     this.#progress.delete(workflowId);
+  }
+
+  /** A verify, prune or drill started: its status is `running`/`active` until `ended`. */
+  started(commandId: string, kind: string): void {
+    this.#running.set(commandId, { kind, at: new Date().toISOString() });
+  }
+
+  /** It ended (its result is remembered first, so a status query never finds it in neither). */
+  stopped(commandId: string): void {
+    this.#running.delete(commandId);
+    this.#progress.delete(commandId);
+  }
+
+  #runningEntry(id: string): WorkflowStatus | null {
+    const r = this.#running.get(id);
+    if (!r) return null;
+    const live = this.#progress.get(id);
+    return {
+      workflowId: id,
+      kind: r.kind,
+      state: 'running',
+      status: 'active',
+      error: null,
+      ...(live ? { step: live.step, progress: live.progress } : {}),
+      createdAt: r.at,
+      updatedAt: r.at,
+    };
   }
 
   /** Keeps the outcome of a command that starts no workflow. A later rejection of the same id (a replay) does not hide what the command itself came to. */
@@ -85,6 +114,8 @@ export class StatusBook {
       const row = this.#stateDb.get(q.workflowId) ?? this.#stateDb.byCommandId(q.workflowId);
       if (row) return { workflows: [this.#entry(row)], truncated: false };
       const e = this.#outcomes.get(q.workflowId);
+      const running = e ? null : this.#runningEntry(q.workflowId);
+      if (running) return { workflows: [running], truncated: false };
       if (!e) return { workflows: [], truncated: false };
       const entry: WorkflowStatus = {
         workflowId: e.workflowId,
@@ -100,7 +131,9 @@ export class StatusBook {
     }
     const limit = Math.min(q.limit ?? STATUS_MAX_WORKFLOWS, STATUS_MAX_WORKFLOWS);
     const { rows, more } = this.#stateDb.recent(limit, new Date(Date.now() - STATUS_RECENT_MS).toISOString());
-    return { workflows: rows.map((r) => this.#entry(r)), truncated: more };
+    const running = [...this.#running.keys()].flatMap((id) => this.#runningEntry(id) ?? []).reverse();
+    const all = [...running, ...rows.map((r) => this.#entry(r))];
+    return { workflows: all.slice(0, limit), truncated: more || all.length > limit };
   }
 
   /** A persisted workflow as its events would have told it: state, status, error, progress, and the result. */

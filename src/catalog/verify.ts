@@ -19,10 +19,11 @@ import { recordBinding, verifyRecord } from './record.ts';
  * against their recorded size and SHA-256; a full backup's archive against the record's SHA-256 of the stored
  * object, and its tar entries against the record's paths and sizes (zstd frames carry their own content checksum).
  *
- * A sample checks one bucket of the files: the files are split once into `buckets` groups of about equal bytes
- * (the split depends only on the record), and the caller names which bucket this run takes (see sampleCursor.ts),
- * so `buckets` runs in a row check every file once. A full backup is one object whose digest covers it whole:
- * it is always checked whole.
+ * A sample checks one bucket of the files: each file's bucket is a hash of its blob's key (of its path where it has
+ * none), so the same blob keeps its bucket in every backup that names it, and the caller names which bucket this
+ * run takes (see sampleCursor.ts): `buckets` runs in a row check every file of one backup once, and, the cursor
+ * following the newest backup of a host (`--latest`), every blob that lives through `buckets` successive backups.
+ * A full backup is one object whose digest covers it whole: it is always checked whole.
  */
 
 export type ProblemKind = 'missing' | 'size' | 'corrupt' | 'unexpected';
@@ -82,22 +83,14 @@ export interface VerifyOptions {
 export const MAX_PROBLEMS = 1000;
 
 /**
- * Assigns each item to one of `buckets` buckets so that every bucket holds about the same weight: largest first,
- * each to the lightest bucket (ties: the lowest bucket; equal weights: by key). Deterministic for the same items.
+ * The bucket of one of `buckets` a key (a blob's, or a file's path) falls in: the first 48 bits of its SHA-256,
+ * modulo `buckets`. It depends on the key alone, not on the other files of a record, so a blob shared by successive
+ * backups stays in its bucket from one to the next (a split balancing bytes per record would move it: the files
+ * that come and go shift every other one). Buckets hold about equal numbers of files, not of bytes.
  */
-export function assignBuckets(items: readonly { key: string; weight: number }[], buckets: number): number[] {
+export function bucketOf(key: string, buckets: number): number {
   if (!Number.isInteger(buckets) || buckets < 1) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `buckets must be a whole number of at least 1, not ${buckets}`);
-  const order = items.map((_it, i) => i).sort((a, b) => items[b]!.weight - items[a]!.weight || (items[a]!.key < items[b]!.key ? -1 : 1));
-  const load = new Array<number>(buckets).fill(0);
-  const out = new Array<number>(items.length).fill(0);
-  for (const i of order) {
-    let best = 0;
-    for (let b = 1; b < buckets; b++) if (load[b]! < load[best]!) best = b;
-    out[i] = best;
-    // +1: files of 0 bytes still spread over the buckets.
-    load[best]! += items[i]!.weight + 1;
-  }
-  return out;
+  return createHash('sha256').update(key).digest().readUIntBE(0, 6) % buckets;
 }
 
 /** `10%`, `10`, `2.5%` -> buckets = ceil(100 / percent): that many runs cover everything. */
@@ -167,11 +160,7 @@ export async function verifyBackup(store: ObjectStore, id: string, opts: VerifyO
       const { bucket, buckets } = opts.sample;
       if (!Number.isInteger(bucket) || bucket < 0 || bucket >= buckets)
         throw new CbrError('CBR_ERR_INVALID_ARGUMENT', `bucket ${bucket} is not one of 0..${buckets - 1}`);
-      const of = assignBuckets(
-        rec.files.map((f) => ({ key: f.path, weight: f.stored ?? f.size })),
-        buckets,
-      );
-      chosen = rec.files.filter((_, i) => of[i] === bucket);
+      chosen = rec.files.filter((f) => bucketOf(f.blob ?? f.path, buckets) === bucket);
       sample = { bucket, buckets };
     }
     checkedStored = chosen.reduce((s, f) => s + (f.stored ?? 0), 0);

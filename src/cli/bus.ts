@@ -78,6 +78,16 @@ export function outageDeadline(values: BusValues, env: NodeJS.ProcessEnv): numbe
   return v === undefined ? DEFAULT_OUTAGE_DEADLINE_MS : parseDuration(v, '--bus-outage-deadline');
 }
 
+/**
+ * A verify, prune or drill runs beside the agent's workflows and is not persisted: an agent that dies mid-run never
+ * answers. The CLI asks the agent every CBR_BUS_LIVENESS_MS (default 10 s) whether it still runs it (runCommand).
+ */
+export function livenessFor(type: string, env: NodeJS.ProcessEnv): { everyMs: number } | undefined {
+  if (type !== 'backup.verify' && type !== 'backup.prune' && type !== 'backup.drill') return undefined;
+  const ms = Number(env['CBR_BUS_LIVENESS_MS'] ?? 10_000);
+  return { everyMs: Number.isFinite(ms) && ms >= 100 ? ms : 10_000 };
+}
+
 /** One line for the operator (stderr) about the connection of a bus subscriber. */
 export function noticeLine(n: BusNotice, deadlineMs?: number): string {
   switch (n.type) {
@@ -127,6 +137,7 @@ export async function runOverBus(
     draft: { ...draft, host: values.host } as CommandDraft,
     signingKey: await signingKey(values['signing-key-file']),
     outageDeadlineMs: deadlineMs,
+    ...(livenessFor(draft.type, io.env) ? { liveness: livenessFor(draft.type, io.env)! } : {}),
     onNotice: (n) => io.stderr(`cbr: ${noticeLine(n, deadlineMs)}\n`),
     onEvent: (e) => {
       if (!bar) return;

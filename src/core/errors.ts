@@ -136,6 +136,12 @@ export const ERRORS = {
     summary:
       'The command was sent but the broker stayed away past the deadline: the workflow may have completed or failed; ask its agent again (cbr status --workflow ID).',
   },
+  CBR_ERR_RUN_LOST: {
+    exit: 13,
+    retryable: true,
+    summary:
+      "A verify, prune or drill the CLI waited for on the bus is no longer run by its agent (the agent's status, after it was seen running, no longer knows it: the agent died or restarted mid-run); no result will come: run it again.",
+  },
   CBR_ERR_ABORTED: { exit: 13, retryable: true, summary: 'The step was aborted (shutdown or cancel).' },
   CBR_ERR_WORKER_FAILED: {
     exit: 70,

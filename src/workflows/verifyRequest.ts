@@ -1,8 +1,9 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { loadKey } from '../archive/crypto.ts';
-import { checkId } from '../catalog/catalog.ts';
-import { advanceBucket, nextBucket } from '../catalog/sampleCursor.ts';
+import { checkId, latestBackupId } from '../catalog/catalog.ts';
+import { advanceBucket, latestScope, nextBucket } from '../catalog/sampleCursor.ts';
 import { bucketsFor, type VerifyProgress, type VerifyResult, verifyBackup } from '../catalog/verify.ts';
 import { cbrHome } from '../core/paths.ts';
 import type { ObjectStore } from '../storage/port.ts';
@@ -10,10 +11,15 @@ import { keySource } from './keySource.ts';
 
 /**
  * A verify as `cbr backup-verify`'s options or a `backup.verify` payload ask for it, run in one place: the key
- * source, the sample's bucket (from this host's cursor file, moved on once the run finished), the verify itself.
+ * source, the backup (`latest`: the newest), the sample's bucket (from this host's cursor file, per backup or, with
+ * `latest`, per host; moved on once the run finished), the verify itself.
  */
 export interface VerifyRequest {
-  backupId: string;
+  /** The backup; absent with `latest`. */
+  backupId?: string | undefined;
+  /** The newest completed backup (of `host` when given, else of any host) instead of a fixed id: for schedules. */
+  latest?: boolean | undefined;
+  host?: string | undefined;
   deep?: boolean | undefined;
   /** A percentage (`10%`, `10`); absent: everything. */
   sample?: string | undefined;
@@ -31,12 +37,17 @@ export async function runVerify(
   req: VerifyRequest,
   opts: { env: NodeJS.ProcessEnv; signal?: AbortSignal; onProgress?: (p: VerifyProgress) => void; concurrency?: number },
 ): Promise<VerifyResult> {
-  const id = checkId(req.backupId);
   const buckets = req.sample === undefined ? 1 : bucketsFor(req.sample);
   const source = keySource(req.decryptKeyFile, req.decryptKeyEnv, 'decrypt');
   const key = source ? await loadKey(source, opts.env) : null;
+  const id = req.latest ? await latestBackupId(store, req.host, opts.signal) : checkId(req.backupId ?? '');
   const cursor = sampleCursorPath(opts.env);
-  const bucket = buckets > 1 ? await nextBucket(cursor, store.description, id, buckets) : 0;
+  // --latest follows the host from one backup to the next (a new id each night would start at bucket 0 each time).
+  const scope = req.latest ? latestScope(req.host) : id;
+  const bucket = buckets > 1 ? await nextBucket(cursor, store.description, scope, buckets) : 0;
+  // Fault-injection drills: a pause before reading, to widen the window for a kill mid-verify in tests.
+  const delayMs = Number(opts.env['CBR_DRILL_VERIFY_DELAY_MS'] ?? 0) || 0;
+  if (delayMs > 0) await sleep(delayMs, undefined, opts.signal ? { signal: opts.signal } : {});
   const result = await verifyBackup(store, id, {
     deep: req.deep ?? false,
     ...(buckets > 1 ? { sample: { bucket, buckets } } : {}),
@@ -47,7 +58,7 @@ export async function runVerify(
   });
   if (result.sample) {
     await mkdir(cbrHome(opts.env), { recursive: true });
-    await advanceBucket(cursor, store.description, id, buckets, bucket);
+    await advanceBucket(cursor, store.description, scope, buckets, bucket);
   }
   return result;
 }

@@ -61,6 +61,15 @@ function oneKeySource(type: CommandType, file: string, env: string) {
   };
 }
 
+/** A verify or drill names its backup: `backupId`, or `latest: true` (with `host` or not), one of them. */
+function oneBackup(type: CommandType) {
+  return (p: { backupId?: string | undefined; latest?: boolean | undefined; host?: string | undefined }, ctx: z.core.$RefinementCtx) => {
+    if (Boolean(p.backupId) === Boolean(p.latest))
+      ctx.addIssue({ code: 'custom', message: `${type}: give payload.backupId or payload.latest: true, one of them` });
+    else if (p.host && !p.latest) ctx.addIssue({ code: 'custom', message: `${type}: payload.host goes with payload.latest` });
+  };
+}
+
 export const backupCreatePayload = payload('backup.create', (at) => ({
   name: text(at('name'), { max: 128, re: /^[^\u0000-\u001f]+$/ }),
   description: text(at('description'), { max: 1024, re: /^[^\u0000-\u0008\u000b-\u001f]*$/ }).optional(),
@@ -160,15 +169,23 @@ export const restoreCreatePayload = payload('restore.create', (at) => ({
 
 export const workflowCancelPayload = payload('workflow.cancel', (at) => ({ workflowId: text(at('workflowId'), { re: ID }) }));
 
-/** `cbr backup-verify` on the agent: its result event carries the report (src/catalog/verify.ts VerifyResult). */
+/**
+ * `cbr backup-verify` on the agent: a backup (`backupId`, or `latest` of `host` or of any host); its result event
+ * carries the report (src/catalog/verify.ts VerifyResult).
+ */
 export const backupVerifyPayload = payload('backup.verify', (at) => ({
-  backupId: text(at('backupId'), { re: ID }),
+  backupId: text(at('backupId'), { re: ID }).optional(),
+  /** The newest completed backup (of `host` when given): what a schedule verifies, as a fixed id would be pruned. */
+  latest: flag(at('latest')).optional(),
+  host: text(at('host'), { re: HOST }).optional(),
   deep: flag(at('deep')).optional(),
   /** A percentage, `10%` or `10`; absent: everything. */
   sample: text(at('sample'), { max: 16, re: /^\d{1,3}(\.\d{1,6})?%?$/ }).optional(),
   decryptKeyFile: text(at('decryptKeyFile'), { absPath: true, max: 4096 }).optional(),
   decryptKeyEnv: text(at('decryptKeyEnv'), { re: ENV }).optional(),
-})).superRefine(oneKeySource('backup.verify', 'decryptKeyFile', 'decryptKeyEnv'));
+}))
+  .superRefine(oneKeySource('backup.verify', 'decryptKeyFile', 'decryptKeyEnv'))
+  .superRefine(oneBackup('backup.verify'));
 
 /**
  * `cbr drill` on the agent: a backup (`backupId`, or `latest` of `host` or of any host) restored into a throwaway
@@ -202,11 +219,7 @@ export const backupDrillPayload = payload('backup.drill', (at) => ({
   decryptKeyEnv: text(at('decryptKeyEnv'), { re: ENV }).optional(),
 }))
   .superRefine(oneKeySource('backup.drill', 'decryptKeyFile', 'decryptKeyEnv'))
-  .superRefine((p, ctx) => {
-    if (Boolean(p.backupId) === Boolean(p.latest))
-      ctx.addIssue({ code: 'custom', message: 'backup.drill: give payload.backupId or payload.latest: true, one of them' });
-    else if (p.host && !p.latest) ctx.addIssue({ code: 'custom', message: 'backup.drill: payload.host goes with payload.latest' });
-  });
+  .superRefine(oneBackup('backup.drill'));
 
 function command<T extends CommandType, P extends z.ZodType<Record<string, unknown>>>(type: T, payloadSchema: P) {
   return z.strictObject({ ...envelope, type: z.literal(type), payload: payloadSchema }, { error: objectError });

@@ -1,11 +1,11 @@
 import { resolve } from 'node:path';
 import { runCommand } from '../../bus/client.ts';
-import { checkId, latestBackupId } from '../../catalog/catalog.ts';
+import { checkId } from '../../catalog/catalog.ts';
 import { bucketsFor, type VerifyResult, verdictCode, verdictMessage } from '../../catalog/verify.ts';
 import { CbrError, ERRORS, fromErrorInfo, isErrorCode } from '../../core/errors.ts';
 import { runSample } from '../../metrics/metrics.ts';
-import { runVerify } from '../../workflows/verifyRequest.ts';
-import { type BusValues, busOptions, followOptions, noticeLine, outageDeadline, signingKey } from '../bus.ts';
+import { runVerify, type VerifyRequest } from '../../workflows/verifyRequest.ts';
+import { type BusValues, busOptions, followOptions, livenessFor, noticeLine, outageDeadline, signingKey } from '../bus.ts';
 import { defineCommand, jsonOption } from '../command.ts';
 import { metricsOptions, openStorage, recordRun, storageOptions } from '../context.ts';
 import type { CliIO } from '../io.ts';
@@ -29,7 +29,8 @@ export const command = defineCommand('backup-verify', {
     latest: {
       type: 'boolean',
       default: false,
-      description: 'verify the newest completed backup (of the host --host names, else of any) instead of naming one: for schedules',
+      description:
+        'verify the newest completed backup (of the host --host names, else of any) instead of naming one: for schedules; with --bus, the newest of that host, found by its agent',
     },
     'decrypt-key-file': { type: 'string', placeholder: '<file>', description: 'the key the backup was sealed with, in this file (needed by --deep)' },
     'decrypt-key-env': { type: 'string', placeholder: '<var>', description: 'the key the backup was sealed with, in this environment variable' },
@@ -46,13 +47,11 @@ export const command = defineCommand('backup-verify', {
     "With --bus the host's agent verifies it against its storage, with a key path or variable of that host.",
   ],
   async run({ values, positionals }, io) {
-    if (values.latest && (positionals.length > 0 || values.bus)) {
-      throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--latest takes no <id> and runs here, against this storage (not with --bus)');
-    }
-    const id = values.latest ? await latestBackupId(openStorage(values, io.env), values.host) : checkId(positionals[0] ?? '');
+    if (values.latest && positionals.length > 0) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--latest takes no <id>');
     if (values.sample !== undefined) bucketsFor(values.sample);
+    // --latest is resolved where the verify runs (here, or by the agent): its sample cursor follows the host, not an id.
     const req = {
-      backupId: id,
+      ...(values.latest ? { latest: true, ...(values.host ? { host: values.host } : {}) } : { backupId: checkId(positionals[0] ?? '') }),
       deep: values.deep,
       sample: values.sample,
       decryptKeyFile: values['decrypt-key-file'],
@@ -100,16 +99,12 @@ function report(io: CliIO, r: VerifyResult, json: boolean): number {
   return code ? ERRORS[code].exit : 0;
 }
 
-async function overBus(
-  io: CliIO,
-  values: BusValues & { json: boolean },
-  req: { backupId: string; deep: boolean; sample?: string | undefined; decryptKeyFile?: string | undefined; decryptKeyEnv?: string | undefined },
-): Promise<VerifyResult> {
+async function overBus(io: CliIO, values: BusValues & { json: boolean }, req: VerifyRequest & { deep: boolean }): Promise<VerifyResult> {
   if (!values.host) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--host is required with --bus');
   const bar = io.isTTY && !values.json ? new ProgressBar(io.stderr) : null;
   const deadlineMs = outageDeadline(values, io.env);
   const payload = {
-    backupId: req.backupId,
+    ...(req.latest ? { latest: true, host: values.host } : { backupId: req.backupId }),
     deep: req.deep,
     ...(req.sample !== undefined ? { sample: req.sample } : {}),
     // The agent reads the key on its host: a path there, never the key.
@@ -123,6 +118,7 @@ async function overBus(
     draft: { type: 'backup.verify', host: values.host, payload },
     signingKey: await signingKey(values['signing-key-file']),
     outageDeadlineMs: deadlineMs,
+    liveness: livenessFor('backup.verify', io.env)!,
     onNotice: (n) => io.stderr(`cbr: ${noticeLine(n, deadlineMs)}\n`),
     onEvent: (ev) => {
       if (ev.type === 'progress' && ev.progress) bar?.update(ev.progress.bytes, ev.progress.totalBytes);

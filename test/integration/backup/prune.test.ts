@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent } from '../../../src/bus/agent.ts';
+import { publishCommand, watchEvents } from '../../../src/bus/client.ts';
+import type { BusEvent } from '../../../src/bus/schemas/events.ts';
 import type { CqlSession } from '../../../src/cassandra/cql.ts';
 import { loadProfile, type Profile } from '../../../src/cassandra/profile.ts';
 import { BLOBS_PREFIX } from '../../../src/catalog/blobs.ts';
@@ -15,7 +17,7 @@ import { silentLogger } from '../../../src/core/log.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
 import { openStore } from '../../../src/storage/open.ts';
 import type { ObjectStore } from '../../../src/storage/port.ts';
-import { BUS_URL, removeBusTopology } from '../../helpers/bus.ts';
+import { BUS_URL, publishRaw, removeBusTopology } from '../../helpers/bus.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { cqlFor, dumpKeyspaces } from '../../helpers/data.ts';
 import { REPO, scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
@@ -324,7 +326,8 @@ describe('backup.prune over the bus (real RabbitMQ, a real node, local storage)'
       profilePath: profilePath('source', testEnv),
       storage,
       stateDb: join(scratchDir('prune-bus-agent'), 'state.db'),
-      env: testEnv,
+      // A pause after each record deleted: a prune lasts long enough to be cancelled midway.
+      env: { ...testEnv, CBR_DRILL_PRUNE_DELAY_MS: '1500' },
       log: silentLogger,
       prefix,
     });
@@ -371,5 +374,61 @@ describe('backup.prune over the bus (real RabbitMQ, a real node, local storage)'
 
     const refused = await cbr(['backup-prune', ...bus], env);
     assert.equal(refused.json().error?.code, 'CBR_ERR_PRUNE_POLICY_INVALID', 'refused before anything is sent');
+  });
+
+  it('a prune runs after its ack: a second copy of its command is ignored, a second prune refused; workflow.cancel ends it with CBR_ERR_ABORTED, a rerun finishes it', async () => {
+    for (const name of ['long-1', 'long-2', 'long-3', 'long-4']) {
+      const res = await cbr(['backup-create', name, '--config', profilePath('source', testEnv), '--incremental', '--json'], env);
+      assert.equal(res.code, 0, res.err);
+    }
+    const before = (await listRecords(store)).map((r) => r.id);
+    assert.equal(before.length, 5);
+    const events: BusEvent[] = [];
+    const watch = await watchEvents({ url: BUS_URL, prefix, host: hostId, resync: false, onEvent: (e) => events.push(e) });
+    const until = async <T>(what: string, probe: () => T | undefined): Promise<T> => {
+      for (let i = 0; i < 1200; i++) {
+        const v = probe();
+        if (v !== undefined) return v;
+        await sleep(50);
+      }
+      throw new Error(`timed out waiting for ${what}: ${JSON.stringify(events.map((e) => [e.type, e.workflowId, e.state]))}`);
+    };
+    const resultOf = (id: string) => events.find((e) => e.type === 'result' && e.workflowId === id);
+    try {
+      const first = await publishCommand({ url: BUS_URL, prefix, draft: { type: 'backup.prune', host: hostId, payload: { keepLast: 1 } } });
+      // Mid-prune: one backup's record is gone (a progress event says so), the pause before its objects runs.
+      await until('the first removal', () => events.find((e) => e.type === 'progress' && e.workflowId === first.id));
+      const progress = events.find((e) => e.type === 'progress' && e.workflowId === first.id)!;
+      assert.deepEqual([progress.kind, progress.step, progress.progress?.files, progress.progress?.totalFiles], ['backup.prune', 'pruning', 1, 4]);
+      // The same command again (as a redelivery would bring it): ignored while its prune runs.
+      await publishRaw(prefix, hostId, first as unknown as Record<string, unknown>);
+      // Another prune of the same store: refused, not run beside it.
+      const second = await publishCommand({ url: BUS_URL, prefix, draft: { type: 'backup.prune', host: hostId, payload: { keepLast: 2 } } });
+      const refused = await until('the second prune refused', () => resultOf(second.id));
+      assert.equal(refused.state, 'failed');
+      assert.equal(refused.error?.code, 'CBR_ERR_WORKFLOW_CONFLICT');
+      assert.match(refused.error?.message ?? '', new RegExp(`prune ${first.id} is running`));
+      assert.equal(resultOf(first.id), undefined, 'the first prune still runs');
+
+      const cancel = await publishCommand({ url: BUS_URL, prefix, draft: { type: 'workflow.cancel', host: hostId, payload: { workflowId: first.id } } });
+      const ended = await until('the cancelled prune result', () => resultOf(first.id));
+      assert.equal(ended.state, 'failed');
+      assert.equal(ended.error?.code, 'CBR_ERR_ABORTED');
+      assert.match(ended.error?.message ?? '', new RegExp(`cancelled by command ${cancel.id}`));
+      assert.equal((await until('the cancel result', () => resultOf(cancel.id))).state, 'completed');
+      // Let the copy of the first command be handled (it comes before the cancel in the queue): still no second run.
+      assert.equal(events.filter((e) => e.type === 'result' && e.workflowId === first.id).length, 1, 'one result for the command');
+    } finally {
+      await watch.close();
+    }
+    const left = (await listRecords(store)).map((r) => r.id);
+    assert.ok(left.length > 1 && left.length < 5, `cut short midway: ${left.length} of 5 records left`);
+    assert.equal((await keysUnder(store, PRUNE_PREFIX)).size, 1, "the cancelled prune's journal is there");
+
+    const rerun = await cbr(['backup-prune', '--keep-last', '1', '--bus', BUS_URL, '--host', hostId, '--prefix', prefix, '--json'], env);
+    assert.equal(rerun.code, 0, rerun.err);
+    const r = rerun.json() as unknown as { resumed: string[]; remove: { id: string }[] };
+    assert.ok(r.resumed.length >= 1, 'the rerun finished what the cancelled prune started');
+    await assertConsistent(store, [before.at(-1)!]);
   });
 });

@@ -1,12 +1,15 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { queryStatus, watchEvents } from '../../../src/bus/client.ts';
+import type { BusEvent } from '../../../src/bus/schemas/events.ts';
 import type { Profile } from '../../../src/cassandra/profile.ts';
 import type { BackupRecord } from '../../../src/catalog/catalog.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
-import { BUS_URL, removeBusTopology, spawnAgent, stopGracefully, waitForAgentQueue } from '../../helpers/bus.ts';
+import { BUS_URL, killHard, removeBusTopology, spawnAgent, stopGracefully, waitForAgentQueue } from '../../helpers/bus.ts';
 import { cbr } from '../../helpers/cli.ts';
 import { cqlFor, seedData } from '../../helpers/data.ts';
 import { scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
@@ -160,10 +163,48 @@ describe('backup-verify on backups of a real node', () => {
       runs.reduce((s, r) => s + r.bytesRead, 0),
       rec.size,
     );
-    // Buckets are balanced by bytes at file granularity: one large Data.db can outweigh the rest, so only the sum is exact.
+    // A file's bucket is a hash of its blob's key: buckets hold about equal numbers of files, so only the sum is exact.
     assert.ok(runs.every((r) => r.sampledFraction > 0));
     assert.ok(Math.abs(runs.reduce((s, r) => s + r.sampledFraction, 0) - 1) < 1e-9, 'the fractions add up to the whole');
     assert.equal((await verify(localEnv, rec.id, '--sample', '40%')).report.sample?.bucket, 0);
+  });
+
+  it('local, incremental: --latest --sample 40% on a new backup each run takes the next bucket (the cursor follows the host)', async () => {
+    const home = { ...localEnv, CBR_HOME: join(scratchDir('verify-latest'), 'home') };
+    const seen: [string, number | undefined][] = [];
+    const made: string[] = [];
+    for (let night = 0; night < 3; night++) {
+      made.push((await backup(home, 'incremental', false)).id);
+      const r = await cbr(['backup-verify', '--latest', '--host', source.hostId, '--deep', '--sample', '40%', '--json'], home);
+      assert.equal(r.code, 0, r.err);
+      const report = r.json() as unknown as Report;
+      seen.push([report.id, report.sample?.bucket]);
+    }
+    assert.deepEqual(
+      seen,
+      made.map((id, night) => [id, night]),
+    );
+  });
+
+  it('--metrics-textfile: each run replaces the node_exporter textfile whole (rename), with the verify series', async () => {
+    const rec = await backup(localEnv, 'incremental', false);
+    const dir = scratchDir('verify-textfile');
+    const prom = join(dir, 'cbr.prom');
+    const first = await verify(localEnv, rec.id, '--metrics-textfile', prom);
+    assert.equal(first.code, 0, first.err);
+    const inode = statSync(prom).ino;
+    const second = await verify(localEnv, rec.id, '--deep', '--metrics-textfile', prom);
+    assert.equal(second.code, 0, second.err);
+    assert.notEqual(statSync(prom).ino, inode, 'a new file renamed over the old one, not rewritten in place');
+    assert.deepEqual(readdirSync(dir), ['cbr.prom'], 'no temporary file left beside it');
+    const text = readFileSync(prom, 'utf8');
+    const series = `kind="verify",host="${rec.hostId}",strategy="incremental"`;
+    assert.match(text, /^# TYPE cbr_last_success_timestamp_seconds gauge$/m);
+    const lastOk = new RegExp(`^cbr_last_success_timestamp_seconds\\{${series}\\} (\\S+)$`, 'm').exec(text)?.[1];
+    assert.ok(lastOk && Math.abs(Number(lastOk) - Date.now() / 1000) < 120, `last verify success: ${lastOk}`);
+    assert.match(text, new RegExp(`^cbr_last_run_success\\{${series}\\} 1$`, 'm'));
+    assert.match(text, /^cbr_workflows_total\{kind="verify",outcome="completed",code=""\} 2$/m, 'the counts carry over');
+    assert.match(text, /^cbr_read_bytes_total\{kind="verify"\} [1-9]\d*$/m, 'the deep run read bytes back');
   });
 
   describe('Swift', () => {
@@ -243,9 +284,46 @@ describe('backup-verify on backups of a real node', () => {
     const host = `verify-host-${process.pid}`;
     let agent: ReturnType<typeof spawnAgent> | null = null;
 
+    const lostHost = `verify-lost-${process.pid}`;
+
     after(async () => {
       if (agent) await stopGracefully(agent);
-      await removeBusTopology(prefix, [host]);
+      await removeBusTopology(prefix, [host, lostHost]);
+    });
+
+    it('a CLI waiting for a verify whose agent is killed (-9) mid-run and restarted ends with CBR_ERR_RUN_LOST, not forever', async () => {
+      const rec = await backup(localEnv, 'full', false);
+      // A pause before the verify reads anything: the agent is killed inside it.
+      const agentEnv = { ...localEnv, CBR_STATE_DB: join(scratchDir('verify-lost-agent'), 'a.db'), CBR_DRILL_VERIFY_DELAY_MS: '120000' };
+      const opts = { host: lostHost, profilePath: profilePath('source', testEnv), env: agentEnv, prefix };
+      const first = spawnAgent(opts);
+      let second: ReturnType<typeof spawnAgent> | null = null;
+      try {
+        await waitForAgentQueue(prefix, lostHost);
+        const waiting = cbr(['backup-verify', rec.id, '--deep', '--json', '--bus', BUS_URL, '--host', lostHost, '--prefix', prefix], {
+          ...localEnv,
+          CBR_BUS_LIVENESS_MS: '300',
+        });
+        let running: string | undefined;
+        for (let i = 0; i < 300 && !running; i++) {
+          const [reply] = await queryStatus({ url: BUS_URL, prefix, host: lostHost, timeoutMs: 2000 });
+          running = reply?.workflows.find((w) => w.kind === 'backup.verify' && w.status === 'active')?.workflowId;
+          if (!running) await sleep(100);
+        }
+        assert.ok(running, "the agent's status never showed the verify running");
+        // The CLI asks every 300 ms: let it see the verify running before the kill.
+        await sleep(1500);
+        await killHard(first);
+        second = spawnAgent({ ...opts, env: { ...agentEnv, CBR_DRILL_VERIFY_DELAY_MS: '0' } });
+        const r = await waiting;
+        assert.equal(r.code, 13, r.err);
+        assert.equal(r.json().error?.code, 'CBR_ERR_RUN_LOST');
+        assert.match(r.json().error?.message ?? '', new RegExp(`no longer runs ${running}`));
+      } finally {
+        // Once killed, its exit code stays null (it died of a signal): kill it only if the test did not get there.
+        if (first.signalCode === null) await killHard(first);
+        if (second) assert.equal(await stopGracefully(second), 0);
+      }
     });
 
     it("the agent verifies against its storage: progress, then a result carrying the report; a broken backup fails with the verdict's code", async () => {
@@ -258,9 +336,26 @@ describe('backup-verify on backups of a real node', () => {
       await waitForAgentQueue(prefix, host);
       const rec = await backup(localEnv, 'full', true);
       const bus = ['--bus', BUS_URL, '--host', host, '--prefix', prefix];
-      const ok = await verify(localEnv, rec.id, '--deep', '--decrypt-key-file', keyFile, ...bus);
+      const events: BusEvent[] = [];
+      const watch = await watchEvents({ url: BUS_URL, prefix, host, resync: false, onEvent: (e) => events.push(e) });
+      let ok: Awaited<ReturnType<typeof verify>>;
+      try {
+        ok = await verify(localEnv, rec.id, '--deep', '--decrypt-key-file', keyFile, ...bus);
+      } finally {
+        await watch.close();
+      }
       assert.equal(ok.code, 0, ok.err);
       assert.deepEqual([ok.report.ok, ok.report.deep, ok.report.bytesRead], [true, true, rec.size]);
+      const result = events.find((e) => e.type === 'result' && e.kind === 'backup.verify');
+      assert.equal(result?.state, 'completed');
+      const progress = events.filter((e) => e.type === 'progress' && e.workflowId === result.workflowId);
+      assert.ok(progress.length > 0, `no progress event among ${events.map((e) => e.type).join(', ')}`);
+      assert.ok(
+        progress.every((e) => e.kind === 'backup.verify' && e.step === 'verifying' && e.progress && e.progress.totalBytes === rec.size),
+        JSON.stringify(progress),
+      );
+      assert.equal(progress.at(-1)?.progress?.bytes, rec.size, 'the last progress says every byte was read');
+      assert.ok(events.indexOf(progress.at(-1)!) < events.indexOf(result), 'progress comes before the result');
       const original = readFileSync(localPath(rec.object));
       try {
         flipLocal(rec.object);

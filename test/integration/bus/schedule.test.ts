@@ -3,14 +3,20 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { watchEvents } from '../../../src/bus/client.ts';
 import { commandIdFor } from '../../../src/bus/schedule/plan.ts';
+import type { BusEvent } from '../../../src/bus/schemas/events.ts';
 import { createNodetool } from '../../../src/cassandra/nodetool.ts';
+import { freeLoopbackPorts } from '../../../src/cassandra/ports.ts';
 import type { Profile } from '../../../src/cassandra/profile.ts';
 import { listRecords } from '../../../src/catalog/catalog.ts';
+import { PRUNE_PREFIX } from '../../../src/catalog/prune.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
 import { StateDb, type WorkflowRow } from '../../../src/state/stateDb.ts';
+import { openStore } from '../../../src/storage/open.ts';
 import { backupTargets } from '../../helpers/backupTargets.ts';
-import { killHard, removeBusTopology, spawnAgent, stopGracefully, waitForAgentQueue } from '../../helpers/bus.ts';
+import { BUS_URL, killHard, removeBusTopology, spawnAgent, stopGracefully, waitForAgentQueue } from '../../helpers/bus.ts';
+import { cbr } from '../../helpers/cli.ts';
 import { cqlFor, seedData } from '../../helpers/data.ts';
 import { scratchDir, sharedNode, TEST_HOME, testEnv } from '../../helpers/env.ts';
 
@@ -21,7 +27,7 @@ import { scratchDir, sharedNode, TEST_HOME, testEnv } from '../../helpers/env.ts
  */
 const prefix = `sch${process.pid}.`;
 const targets = backupTargets('schedule');
-const HOSTS = ['sched-overlap', ...targets.map((_, n) => `sched-catch-${n}`)];
+const HOSTS = ['sched-overlap', 'sched-verify', 'sched-prune', ...targets.map((_, n) => `sched-catch-${n}`)];
 
 /** The scheduled workflows of a job, oldest first, with the instant each was for (from its id). */
 function runsOf(dbPath: string, job: string): (WorkflowRow & { instant: number })[] {
@@ -71,6 +77,13 @@ function logLines(host: string): Record<string, unknown>[] {
       return [];
     }
   });
+}
+
+/** The events of a host's agent, as they come (a private queue bound before the agent starts). */
+async function collectEvents(host: string): Promise<{ events: BusEvent[]; close: () => Promise<void> }> {
+  const events: BusEvent[] = [];
+  const sub = await watchEvents({ url: BUS_URL, prefix, host, resync: false, onEvent: (e) => events.push(e) });
+  return { events, close: sub.close };
 }
 
 function writeSchedule(dir: string, job: string, cron: string): string {
@@ -161,6 +174,122 @@ describe('schedules in the agent', () => {
       assert.equal(new Set(all.map((w) => w.instant)).size, all.length);
     });
   }
+
+  it("a scheduled backup.verify of the latest backup: its result on the bus names the newest backup, its last success in the agent's metrics", async () => {
+    const host = 'sched-verify';
+    const root = scratchDir('schedule-verify-storage');
+    const env = { ...testEnv, CBR_STORAGE_ROOT: root, CBR_STATE_DB: join(dir, 'verify-state.db'), CBR_HOME: scratchDir('schedule-verify-home') };
+    const made: string[] = [];
+    for (const strategy of ['full', 'incremental']) {
+      const r = await cbr(['backup-create', `sched-verify-${strategy}`, '--config', profilePath('source', testEnv), '--strategy', strategy, '--json'], env);
+      assert.equal(r.code, 0, r.err);
+      made.push(r.json()['id'] as string);
+    }
+    const schedule = join(dir, 'verify.yaml');
+    writeFileSync(
+      schedule,
+      `jobs:\n  - name: verify\n    cron: "*/3 * * * * *"\n    command: { type: backup.verify, payload: { latest: true, host: "${source.hostId}", deep: true } }\n`,
+    );
+    const port = (await freeLoopbackPorts(1))[0]!;
+    const watch = await collectEvents(host);
+    const agent = spawnAgent({
+      host,
+      profilePath: profilePath('source', testEnv),
+      env,
+      prefix,
+      args: ['--schedule', schedule, '--metrics-listen', `127.0.0.1:${port}`],
+    });
+    let metrics = '';
+    let result: BusEvent;
+    try {
+      result = await until('a scheduled verify result', () => watch.events.find((e) => e.type === 'result' && e.kind === 'backup.verify'), 60_000);
+      metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    } finally {
+      await watch.close();
+      assert.equal(await stopGracefully(agent), 0);
+    }
+    assert.match(result.workflowId, /^verify-\d{8}T\d{6}Z$/);
+    assert.equal(result.state, 'completed', JSON.stringify(result.error));
+    const report = result.result as { id: string; ok: boolean; deep: boolean; strategy: string; bytesRead: number; problems: unknown[] };
+    assert.deepEqual([report.id, report.ok, report.deep, report.strategy, report.problems], [made[1], true, true, 'incremental', []]);
+    assert.ok(report.bytesRead > 0, 'the deep verify read the blobs back');
+    const verifyLines = metrics.split('\n').filter((l) => l.includes('kind="verify"'));
+    const last = verifyLines.find(
+      (l) => l.startsWith('cbr_last_success_timestamp_seconds{') && l.includes(`host="${source.hostId}"`) && l.includes('strategy="incremental"'),
+    );
+    assert.ok(last, `no last verify success in the metrics:\n${verifyLines.join('\n')}`);
+    assert.ok(Math.abs(Number(last.split(' ').at(-1)) - Date.parse(result.at) / 1000) < 5, last);
+    assert.ok(
+      verifyLines.some((l) => /^cbr_workflows_total\{.*outcome="completed".*\} [1-9]\d*$/.test(l)),
+      verifyLines.join('\n'),
+    );
+  });
+
+  it('a scheduled incremental backup.create, then a scheduled backup.prune (keepLast 1): only the newest backup remains, no prune journal left', async () => {
+    const host = 'sched-prune';
+    const root = scratchDir('schedule-prune-storage');
+    const store = openStore({ driver: 'local', root, container: 'database_backups' });
+    const stateDb = join(dir, 'prune-state.db');
+    const env = { ...testEnv, CBR_STORAGE_ROOT: root, CBR_STATE_DB: stateDb };
+    const older: string[] = [];
+    for (const strategy of ['full', 'incremental']) {
+      const r = await cbr(['backup-create', `sched-prune-${strategy}`, '--config', profilePath('source', testEnv), '--strategy', strategy, '--json'], env);
+      assert.equal(r.code, 0, r.err);
+      older.push(r.json()['id'] as string);
+    }
+    // 1. The backup job (every 30 s: stopped once its first run ended, long before the next instant).
+    const backupSchedule = join(dir, 'prune-backup.yaml');
+    writeFileSync(
+      backupSchedule,
+      'jobs:\n  - name: ibackup\n    cron: "*/30 * * * * *"\n    command: { type: backup.create, payload: { name: scheduled-incremental, strategy: incremental } }\n',
+    );
+    const first = spawnAgent({ host, profilePath: profilePath('source', testEnv), env, prefix, args: ['--schedule', backupSchedule] });
+    let scheduled: WorkflowRow;
+    try {
+      scheduled = await until('the scheduled backup to end', () => runsOf(stateDb, 'ibackup').find((w) => w.status === 'done'), 90_000);
+    } finally {
+      assert.equal(await stopGracefully(first), 0);
+    }
+    assert.equal(scheduled.state, 'completed');
+    const made = (await listRecords(store)).find((r) => r.id === scheduled.id);
+    assert.equal(made?.strategy, 'incremental', "the payload's strategy reached the backup");
+    assert.ok(
+      made.files.some((f) => f.shared),
+      'it shares blobs with the incremental backup before it',
+    );
+
+    // 2. The prune job.
+    const pruneSchedule = join(dir, 'prune.yaml');
+    writeFileSync(pruneSchedule, 'jobs:\n  - name: prune\n    cron: "*/3 * * * * *"\n    command: { type: backup.prune, payload: { keepLast: 1 } }\n');
+    const watch = await collectEvents(host);
+    const second = spawnAgent({ host, profilePath: profilePath('source', testEnv), env, prefix, args: ['--schedule', pruneSchedule] });
+    let result: BusEvent;
+    try {
+      result = await until('a scheduled prune result', () => watch.events.find((e) => e.type === 'result' && e.kind === 'backup.prune'), 60_000);
+    } finally {
+      await watch.close();
+      assert.equal(await stopGracefully(second), 0);
+    }
+    assert.match(result.workflowId, /^prune-\d{8}T\d{6}Z$/);
+    assert.equal(result.state, 'completed', JSON.stringify(result.error));
+    const pruned = result.result as { remove: { id: string }[]; keep: { id: string }[]; dryRun: boolean };
+    assert.equal(pruned.dryRun, false);
+    assert.deepEqual(pruned.remove.map((b) => b.id).sort(), [...older].sort());
+    assert.deepEqual(
+      pruned.keep.map((b) => b.id),
+      [scheduled.id],
+    );
+    assert.deepEqual(
+      (await listRecords(store)).map((r) => r.id),
+      [scheduled.id],
+      'only the newest backup remains',
+    );
+    const journals: string[] = [];
+    for await (const o of store.list(PRUNE_PREFIX)) journals.push(o.key);
+    assert.deepEqual(journals, [], 'no prune journal left');
+    const check = await cbr(['backup-verify', scheduled.id, '--deep', '--json'], env);
+    assert.equal(check.code, 0, `the remaining backup is whole: ${check.err}`);
+  });
 
   it('a run that outlasts its interval is never overlapped: the instants in between are skipped, with a reason', async () => {
     const host = 'sched-overlap';

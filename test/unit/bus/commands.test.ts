@@ -94,6 +94,27 @@ describe('bus command validation', () => {
     }
   });
 
+  it('backup.verify: a fixed backupId or latest (of a host or of any), one of them', () => {
+    const parse = (payload: Record<string, unknown>) =>
+      parseCommand(Buffer.from(JSON.stringify(validCommand(host, { type: 'backup.verify', payload }))), { hostId: host });
+    assert.equal(parse({ backupId: 'b-1', deep: true, sample: '10%' }).type, 'backup.verify');
+    assert.deepEqual(parse({ latest: true, host: 'node-2', deep: true, sample: '10%' }).payload, { latest: true, host: 'node-2', deep: true, sample: '10%' });
+    assert.equal(parse({ latest: true }).type, 'backup.verify');
+    const refused: [Record<string, unknown>, RegExp][] = [
+      [{}, /backup.verify: give payload.backupId or payload.latest/],
+      [{ backupId: 'b-1', latest: true }, /backupId or payload.latest/],
+      [{ backupId: 'b-1', host: 'node-2' }, /host goes with payload.latest/],
+      [{ latest: true, host: 'no spaces' }, /host/],
+    ];
+    for (const [payload, why] of refused) {
+      assert.throws(
+        () => parse(payload),
+        (err: { code: string; message: string }) => err.code === 'CBR_ERR_COMMAND_INVALID' && why.test(err.message),
+        JSON.stringify(payload),
+      );
+    }
+  });
+
   const cases = malformedCommands(host);
   it(`rejects ${cases.length} kinds of malformed command, each with a reason`, () => {
     assert.ok(cases.length >= 30);

@@ -8,7 +8,7 @@ import { Agent } from '../../../src/bus/agent.ts';
 import { parseStatusQuery, parseStatusReply, type StatusReply, statusReplyTo } from '../../../src/bus/schemas/status.ts';
 import { StatusBook } from '../../../src/bus/statusBook.ts';
 import { statusEvents } from '../../../src/bus/subscriber.ts';
-import { outageDeadline, parseDuration } from '../../../src/cli/bus.ts';
+import { livenessFor, outageDeadline, parseDuration } from '../../../src/cli/bus.ts';
 import { CbrError } from '../../../src/core/errors.ts';
 import { silentLogger } from '../../../src/core/log.ts';
 import type { BackupInput } from '../../../src/machines/backup.machine.ts';
@@ -104,6 +104,61 @@ describe('status queries: the parser', () => {
     assert.equal(reply.cluster, 'Prod Cluster');
     assert.equal(parseStatusReply(j(reply))?.cluster, 'Prod Cluster');
     assert.equal(parseStatusReply(j({ ...reply, cluster: 42 }))?.cluster, undefined);
+  });
+});
+
+describe('commands run beside the workflows (verify, prune, drill)', () => {
+  it('are answered as running while they run, then by their outcome; a book that never saw one (a restart) knows nothing', () => {
+    const book = new StatusBook(new StateDb(':memory:'), host);
+    const ask = (workflowId?: string) =>
+      book.reply(
+        j({ version: 1, id: 'q', type: 'status.query', host, issuedAt: new Date().toISOString(), payload: workflowId ? { workflowId } : {} }),
+        'x',
+        silentLogger,
+      );
+    book.started('v1', 'backup.verify');
+    book.progressed('v1', 'verifying', { bytes: 5, files: 1, totalBytes: 10, totalFiles: 2, storedBytes: 5 });
+    const running = ask('v1').workflows;
+    assert.deepEqual(
+      running.map((w) => [w.workflowId, w.kind, w.state, w.status, w.step, w.progress?.bytes]),
+      [['v1', 'backup.verify', 'running', 'active', 'verifying', 5]],
+    );
+    assert.deepEqual(
+      ask().workflows.map((w) => w.workflowId),
+      ['v1'],
+      'listed among the recent ones',
+    );
+    book.remember({
+      type: 'result',
+      host,
+      workflowId: 'v1',
+      kind: 'backup.verify',
+      at: 'now',
+      state: 'completed',
+      status: 'done',
+      error: null,
+      result: { ok: true },
+    });
+    book.stopped('v1');
+    assert.deepEqual(
+      ask('v1').workflows.map((w) => [w.state, w.status]),
+      [['completed', 'done']],
+    );
+    assert.deepEqual(
+      new StatusBook(new StateDb(':memory:'), host).reply(
+        j({ version: 1, id: 'q', type: 'status.query', host, issuedAt: new Date().toISOString(), payload: { workflowId: 'v1' } }),
+        'x',
+        silentLogger,
+      ).workflows,
+      [],
+    );
+  });
+
+  it('a CLI asks about them every CBR_BUS_LIVENESS_MS (default 10 s); other commands are followed by their events alone', () => {
+    assert.deepEqual(livenessFor('backup.verify', {}), { everyMs: 10_000 });
+    assert.deepEqual(livenessFor('backup.prune', { CBR_BUS_LIVENESS_MS: '500' }), { everyMs: 500 });
+    assert.deepEqual(livenessFor('backup.drill', { CBR_BUS_LIVENESS_MS: 'soon' }), { everyMs: 10_000 });
+    assert.equal(livenessFor('backup.create', {}), undefined);
   });
 });
 

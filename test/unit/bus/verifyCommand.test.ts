@@ -17,7 +17,7 @@ describe('backup.verify command', () => {
 
   it('refuses what it cannot run, naming the field', () => {
     const cases: [Record<string, unknown>, RegExp][] = [
-      [{}, /payload.backupId is required/],
+      [{}, /give payload.backupId or payload.latest/],
       [{ backupId: '../x' }, /backupId/],
       [{ backupId: 'b1', deep: 'yes' }, /payload.deep/],
       [{ backupId: 'b1', sample: 'ten percent' }, /payload.sample/],

@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { readRecord } from '../../../src/catalog/catalog.ts';
+import { blobKey, blobName, fileNameOf, tableIdOf } from '../../../src/catalog/blobs.ts';
+import { readRecord, writeRecord } from '../../../src/catalog/catalog.ts';
+import { filesDigest } from '../../../src/catalog/record.ts';
 import { advanceBucket, nextBucket } from '../../../src/catalog/sampleCursor.ts';
-import { assignBuckets, bucketsFor, type VerifyResult, verdictCode, verifyBackup } from '../../../src/catalog/verify.ts';
+import { bucketOf, bucketsFor, type VerifyResult, verdictCode, verifyBackup } from '../../../src/catalog/verify.ts';
 import { runVerify } from '../../../src/workflows/verifyRequest.ts';
 import { removeFakeNodes } from '../../fixtures/fakeNode.ts';
 import type { MemoryStore } from '../../fixtures/memoryStore.ts';
@@ -28,29 +30,23 @@ function flipByte(store: MemoryStore, key: string, at?: number): void {
 }
 
 describe('sample buckets', () => {
-  it('puts every item in exactly one bucket, the same way every time, with about equal weight per bucket', () => {
-    const items = Array.from({ length: 200 }, (_, i) => ({ key: `ks/t-${String(i).padStart(32, '0')}/f${i}`, weight: (i * 7919) % 5000 }));
-    const a = assignBuckets(items, 7);
-    assert.deepEqual(assignBuckets([...items], 7), a, 'deterministic');
-    assert.equal(a.length, items.length);
-    assert.ok(a.every((b) => Number.isInteger(b) && b >= 0 && b < 7));
-    const load = new Array<number>(7).fill(0);
-    items.forEach((it, i) => {
-      load[a[i]!]! += it.weight;
-    });
-    const heaviest = Math.max(...items.map((i) => i.weight));
-    assert.ok(Math.max(...load) - Math.min(...load) <= heaviest + items.length, `balanced: ${load.join(',')}`);
-    assert.ok(
-      load.every((l) => l > 0),
-      'no bucket is empty',
+  it("a key's bucket depends on the key alone: the same in every backup, every bucket used, one bucket takes all", () => {
+    const keys = Array.from({ length: 400 }, (_, i) => `cbr.blobs/h/${String(i).padStart(8, '0')}`);
+    const a = keys.map((k) => bucketOf(k, 7));
+    assert.deepEqual(
+      [...keys].reverse().map((k) => bucketOf(k, 7)),
+      [...a].reverse(),
+      'the order of the files does not matter',
     );
-  });
-
-  it('zero-byte files spread over the buckets too; one bucket takes all', () => {
-    const zeros = Array.from({ length: 9 }, (_, i) => ({ key: `f${i}`, weight: 0 }));
-    assert.deepEqual([...new Set(assignBuckets(zeros, 3))].sort(), [0, 1, 2]);
-    assert.deepEqual(assignBuckets(zeros, 1), new Array(9).fill(0));
-    assert.throws(() => assignBuckets(zeros, 0), { code: 'CBR_ERR_INVALID_ARGUMENT' });
+    assert.ok(a.every((b) => Number.isInteger(b) && b >= 0 && b < 7));
+    const count = new Array<number>(7).fill(0);
+    for (const b of a) count[b]!++;
+    assert.ok(
+      count.every((n) => n > 400 / 7 / 2),
+      `about equal counts: ${count.join(',')}`,
+    );
+    assert.ok(keys.every((k) => bucketOf(k, 1) === 0));
+    assert.throws(() => bucketOf('k', 0), { code: 'CBR_ERR_INVALID_ARGUMENT' });
   });
 
   it('--sample p gives ceil(100/p) buckets; anything but a percentage above 0 and at most 100 is refused', () => {
@@ -177,7 +173,7 @@ describe('verifyBackup on backups made by the backup steps', () => {
     await rejectsCoded(verifyBackup(store, 'nope', { deep: false }), 'CBR_ERR_BACKUP_NOT_FOUND');
   });
 
-  it('--sample 30%: 4 runs in a row check every file exactly once, each about a quarter of the bytes', async () => {
+  it('--sample 30%: 4 runs in a row check every file exactly once', async () => {
     const store = await backup('incremental', null, 'sampled');
     const rec = await readRecord(store, 'sampled');
     // Every blob gone: each run's problems name exactly the files it checked.
@@ -189,13 +185,66 @@ describe('verifyBackup on backups made by the backup steps', () => {
       const r = await runVerify(store, { backupId: 'sampled', sample: '30%' }, { env });
       assert.equal(r.sample?.buckets, 4);
       buckets.push(r.sample!.bucket);
-      assert.ok(r.problems.length > 0 && r.problems.every((p) => p.kind === 'missing'));
+      assert.ok(r.problems.every((p) => p.kind === 'missing'));
       seen.push(...r.problems.map((p) => p.path!));
-      assert.ok(r.sampledFraction > 0 && r.sampledFraction < 0.6, `fraction ${r.sampledFraction}`);
+      assert.ok(r.sampledFraction >= 0 && r.sampledFraction < 1, `fraction ${r.sampledFraction}`);
     }
     assert.deepEqual(buckets, [0, 1, 2, 3]);
     assert.deepEqual([...seen].sort(), rec.files.map((f) => f.path).sort(), 'every file once');
     const fifth = await runVerify(store, { backupId: 'sampled', sample: '30%' }, { env });
     assert.equal(fifth.sample?.bucket, 0, 'then it starts over');
+  });
+
+  it('--latest --sample 10% on 10 successive backups (each night a new id, blobs shared): together they check every blob', async () => {
+    const store = await backup('incremental', null, 'night-base');
+    const base = await readRecord(store, 'night-base');
+    await store.delete('night-base/backup.json');
+    const env = { CBR_HOME: scratch('cbr-home-') };
+    // A file as the backup steps name it: its blob's key is a digest of its identity (record.ts checks it).
+    const file = (i: number) => {
+      const path = `ks/t-fedcba9876543210fedcba9876543210/nb-${i}-big-Data.db`;
+      const sha256 = createHash('sha256').update(`content ${i}`).digest('hex');
+      const identity = { hostId: base.hostId, tableId: tableIdOf(path), fileName: fileNameOf(path), size: 100 + i, sha256, compression: base.compression };
+      return { path, size: 100 + i, sha256, blob: blobKey(base.hostId, blobName(identity, null)), stored: 50 + i, shared: false };
+    };
+    // Each night keeps the files of the night before but one, and adds two: what compaction does to SSTables.
+    let files = Array.from({ length: 60 }, (_, i) => file(i));
+    const named = new Map<string, number>();
+    const checked = new Set<string>();
+    for (let night = 0; night < 10; night++) {
+      if (night > 0) {
+        files = files.slice(1);
+        files.push(file(1000 + night * 2), file(1001 + night * 2));
+      }
+      const id = `night-${night}`;
+      const created = new Date(Date.UTC(2026, 10, 1 + night, 2)).toISOString();
+      const sum = (k: 'size' | 'stored') => files.reduce((n, f) => n + f[k], 0);
+      const totals = {
+        fileCount: files.length,
+        rawBytes: sum('size'),
+        size: sum('stored'),
+        newBytes: sum('size'),
+        sharedBytes: 0,
+        newStoredBytes: sum('stored'),
+      };
+      await writeRecord(store, { ...base, ...totals, id, created, finished: created, files, sha256: filesDigest(files) });
+      await readRecord(store, id);
+      for (const f of files) named.set(f.blob, (named.get(f.blob) ?? 0) + 1);
+      // No blob is stored: each run's problems name exactly the blobs it checked.
+      const r = await runVerify(store, { latest: true, host: base.hostId, sample: '10%' }, { env });
+      assert.equal(r.id, id, 'the newest backup');
+      assert.deepEqual(r.sample, { bucket: night, buckets: 10 }, 'the cursor follows the host, not the id');
+      for (const p of r.problems) checked.add(p.object);
+    }
+    const lasting = [...named].filter(([, n]) => n >= 10).map(([b]) => b);
+    assert.ok(lasting.length > 40);
+    assert.deepEqual(
+      lasting.filter((b) => !checked.has(b)),
+      [],
+      'every blob named by all 10 backups was checked',
+    );
+    // A fixed id keeps its own cursor, which --latest did not move.
+    const fixed = await runVerify(store, { backupId: 'night-9', sample: '10%' }, { env });
+    assert.equal(fixed.sample?.bucket, 0);
   });
 });
