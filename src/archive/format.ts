@@ -29,8 +29,9 @@ export function compressor(compression: Compression, level?: number, shared?: Zs
   const recycle = pool ? (parts: Buffer[]) => pool.give(parts) : undefined;
   switch (compression) {
     case 'zstd': {
-      // Shared contexts serve several streams at once: one block of each in flight (plus the next) keeps them busy.
-      if (shared) return new ParallelCompress((block) => shared.frame(block), { blockSize: BLOCK, concurrency: 1, recycle });
+      // Shared contexts serve several streams at once: one block of each in flight keeps them busy (with more, the
+      // blocks only wait in the contexts' queues, holding their input and output meanwhile).
+      if (shared) return new ParallelCompress((block) => shared.frame(block), { blockSize: BLOCK, concurrency: 0, recycle });
       const own = new ZstdFramers(level);
       const stream = new ParallelCompress((block) => own.frame(block), { blockSize: BLOCK, recycle });
       stream.once('close', () => own.close());

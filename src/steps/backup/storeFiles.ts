@@ -22,8 +22,13 @@ import type { BackupResult, ManifestFile, StepInput } from '../../machines/backu
 import type { BackupDeps } from '../nodeDeps.ts';
 
 export const DEFAULT_CONCURRENCY = 4;
-/** The buffer of each stage of an upload's pipeline: about one 1 MiB chunk per stage and file in flight. */
+/** The buffer of each stage of an upload's pipeline: about one chunk per stage and file in flight. */
 const STAGE_HWM = 256 << 10;
+/**
+ * An upload reads its file in chunks of this size (the compressor gathers them into 1 MiB blocks): the buffers
+ * that wait between the stages of `concurrency` uploads are a quarter of what 1 MiB chunks made them.
+ */
+const UPLOAD_CHUNK = 256 << 10;
 
 /**
  * The incremental backup's streaming step: every snapshot file is hashed, named by its identity (blobs.ts) and
@@ -191,10 +196,10 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
   phase('leaseMs');
   // One set of zstd contexts for every file of this backup (not two per file).
   const framers = ctx.compression === 'zstd' ? new ZstdFramers() : null;
-  // Read buffers, used again instead of a new 1 MiB buffer per chunk (see bufferPool.ts): the uploads' come back
-  // from the compressor, the hashes' as soon as hashed. Each upload in flight holds about six (read ahead, stage
-  // buffers, blocks being compressed), each hash two.
-  const pool = ctx.compression === 'none' ? null : new BufferPool(BLOCK, concurrency * 6);
+  // Read buffers, used again instead of a new buffer per chunk (see bufferPool.ts): the uploads' come back from
+  // the compressor, the hashes' as soon as hashed. Each upload in flight holds about twelve (read ahead, stage
+  // buffers, a block being gathered and one being compressed), each hash two.
+  const pool = ctx.compression === 'none' ? null : new BufferPool(UPLOAD_CHUNK, concurrency * 12);
   const hashPool = new BufferPool(BLOCK, concurrency * 2);
   try {
     const stored: (ManifestFile & { found: boolean })[] = new Array(files.length);
