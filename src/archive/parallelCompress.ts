@@ -61,7 +61,11 @@ export class ParallelCompress extends Transform {
     this.#partsLen = 0;
     const p = this.#compress(parts);
     const recycle = this.#recycle;
-    if (recycle) p.then(() => recycle(parts), () => {});
+    if (recycle)
+      p.then(
+        () => recycle(parts),
+        () => {},
+      );
     else p.catch(() => {});
     this.#queue.push(p);
   }
