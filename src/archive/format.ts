@@ -2,13 +2,14 @@ import { availableParallelism } from 'node:os';
 import { PassThrough, type Transform } from 'node:stream';
 import { promisify } from 'node:util';
 import { createGunzip, createZstdDecompress, gzip } from 'node:zlib';
+import type { BufferPool } from '../core/bufferPool.ts';
 import { ZstdFramer } from './compressFrames.ts';
 import { ParallelCompress } from './parallelCompress.ts';
 import { ZstdFrameSplitter } from './splitFrames.ts';
 
 const gzipAsync = promisify(gzip);
 /** 1 MiB blocks: the size of the tar writer's buffers. */
-const BLOCK = 1 << 20;
+export const BLOCK = 1 << 20;
 
 export type Compression = 'zstd' | 'gzip' | 'none';
 export const COMPRESSIONS: readonly Compression[] = ['zstd', 'gzip', 'none'];
@@ -23,13 +24,16 @@ export function archiveName(compression: Compression, encrypted: boolean): strin
  * zstd level 1 is the default (what `zstd -1` does); gzip uses level 6, the level of Trove's `tar | gzip`.
  * Both compress 1 MiB blocks in parallel on the thread pool, so every core works.
  */
-export function compressor(compression: Compression, level?: number, shared?: ZstdFramers): Transform {
+export function compressor(compression: Compression, level?: number, shared?: ZstdFramers, pool?: BufferPool): Transform {
+  // The input chunks, once compressed, go back to the pool they were read into (none for 'none': they flow on).
+  const recycle = pool ? (parts: Buffer[]) => pool.give(parts) : undefined;
   switch (compression) {
     case 'zstd': {
-      // Shared contexts serve several streams at once: one block of each in flight (plus the next) keeps them busy.
-      if (shared) return new ParallelCompress((block) => shared.frame(block), { blockSize: BLOCK, concurrency: 1 });
+      // Shared contexts serve several streams at once: one block of each in flight keeps them busy (with more, the
+      // blocks only wait in the contexts' queues, holding their input and output meanwhile).
+      if (shared) return new ParallelCompress((block) => shared.frame(block), { blockSize: BLOCK, concurrency: 0, recycle });
       const own = new ZstdFramers(level);
-      const stream = new ParallelCompress((block) => own.frame(block), { blockSize: BLOCK });
+      const stream = new ParallelCompress((block) => own.frame(block), { blockSize: BLOCK, recycle });
       stream.once('close', () => own.close());
       return stream;
     }
@@ -39,7 +43,7 @@ export function compressor(compression: Compression, level?: number, shared?: Zs
           const block = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
           return gzipAsync(block, { level: level ?? 6, chunkSize: block.length + (64 << 10) });
         },
-        { blockSize: BLOCK },
+        { blockSize: BLOCK, recycle },
       );
     case 'none':
       return new PassThrough({ highWaterMark: 1 << 20 });

@@ -2,12 +2,16 @@ import { createHash } from 'node:crypto';
 import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { SnapshotFile } from '../cassandra/layout.ts';
+import { BufferPool } from '../core/bufferPool.ts';
 import { CbrError } from '../core/errors.ts';
 import { bufferReleaser } from '../core/memory.ts';
 import { EncryptStream } from './crypto.ts';
-import { type Compression, compressor } from './format.ts';
+import { BLOCK, type Compression, compressor } from './format.ts';
 import { tarStream } from './tarWriter.ts';
 import { Throttle } from './throttle.ts';
+
+/** Buffers kept for reuse: those in flight at once (the stream's buffers, the blocks being compressed) and a few more. */
+const POOLED = 16;
 
 export interface PackProgress {
   /** Bytes of file content read so far. */
@@ -72,8 +76,12 @@ export function packArchive(files: readonly SnapshotFile[], opts: PackOptions): 
   const out = new PassThrough({ highWaterMark: 1 << 20 });
 
   const sources = files.map((f) => ({ path: f.path, name: f.archivePath, size: f.size }));
+  // The tar writer reads into these and the compressor gives them back: a handful of 1 MiB buffers for the whole
+  // archive instead of a new one per MiB (see bufferPool.ts). Without compression the chunks flow on: no pool.
+  const pool = opts.compression === 'none' ? undefined : new BufferPool(BLOCK, POOLED);
   const tar = Readable.from(
     tarStream(sources, {
+      pool,
       ...(opts.signal ? { signal: opts.signal } : {}),
       onFile: (n) => {
         progress.bytes += n;
@@ -82,7 +90,7 @@ export function packArchive(files: readonly SnapshotFile[], opts: PackOptions): 
     }),
     { objectMode: false, highWaterMark: 1 << 20 },
   );
-  const stages: NodeJS.ReadWriteStream[] = [compressor(opts.compression, opts.level)];
+  const stages: NodeJS.ReadWriteStream[] = [compressor(opts.compression, opts.level, undefined, pool)];
   if (opts.key) stages.push(new EncryptStream(opts.key, undefined, opts.binding));
   if (opts.rateLimit) stages.push(new Throttle(opts.rateLimit));
 

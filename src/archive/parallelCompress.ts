@@ -12,15 +12,24 @@ export class ParallelCompress extends Transform {
   readonly #compress: (parts: Buffer[]) => Promise<Buffer>;
   readonly #blockSize: number;
   readonly #maxInFlight: number;
+  readonly #recycle: ((parts: Buffer[]) => void) | undefined;
   readonly #queue: Promise<Buffer>[] = [];
   #parts: Buffer[] = [];
   #partsLen = 0;
 
-  constructor(compress: (parts: Buffer[]) => Promise<Buffer>, opts: { blockSize?: number; concurrency?: number } = {}) {
+  /**
+   * `recycle` gets each block's input once it is compressed: the compressor has read it and nothing else holds it
+   * (the chunks written in are handed on to no one else).
+   */
+  constructor(
+    compress: (parts: Buffer[]) => Promise<Buffer>,
+    opts: { blockSize?: number; concurrency?: number; recycle?: ((parts: Buffer[]) => void) | undefined } = {},
+  ) {
     super({ highWaterMark: 1 << 20 });
     this.#compress = compress;
     this.#blockSize = opts.blockSize ?? 4 << 20;
     this.#maxInFlight = (opts.concurrency ?? availableParallelism()) + 1;
+    this.#recycle = opts.recycle;
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -51,7 +60,13 @@ export class ParallelCompress extends Transform {
     this.#parts = [];
     this.#partsLen = 0;
     const p = this.#compress(parts);
-    p.catch(() => {});
+    const recycle = this.#recycle;
+    if (recycle)
+      p.then(
+        () => recycle(parts),
+        () => {},
+      );
+    else p.catch(() => {});
     this.#queue.push(p);
   }
 

@@ -1,5 +1,6 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
+import type { BufferPool } from '../core/bufferPool.ts';
 
 /**
  * A minimal POSIX tar (ustar + pax) writer for regular files, as an async generator of buffers.
@@ -23,15 +24,25 @@ const SMALL = 256 << 10;
 /** Read size of large files: what the compressor takes as one block. */
 const READ = BATCH;
 
-export async function* tarStream(sources: readonly TarSource[], opts: { signal?: AbortSignal; onFile?: (bytes: number) => void } = {}): AsyncGenerator<Buffer> {
+/**
+ * `pool` (of 1 MiB buffers): batches and reads go into its buffers, which the consumer gives back once it is done
+ * with them (the compressor does, see format.ts). Without one, each is a new buffer.
+ */
+export async function* tarStream(
+  sources: readonly TarSource[],
+  opts: { signal?: AbortSignal; onFile?: (bytes: number) => void; pool?: BufferPool | undefined } = {},
+): AsyncGenerator<Buffer> {
+  const pool = opts.pool;
+  if (pool && pool.size !== BATCH) throw new Error(`tarStream needs a pool of ${BATCH}-byte buffers`);
+  const take = (n: number) => (pool ? pool.take().subarray(0, n) : Buffer.allocUnsafe(n));
   // Headers, small files and padding are written straight into one 1 MiB batch buffer: no buffer per file,
   // no copies; a full batch is handed on and a new one started.
-  let batch = Buffer.allocUnsafe(BATCH);
+  let batch = take(BATCH);
   let used = 0;
   const flush = (): Buffer | null => {
     if (used === 0) return null;
     const out = batch.subarray(0, used);
-    batch = Buffer.allocUnsafe(BATCH);
+    batch = take(BATCH);
     used = 0;
     return out;
   };
@@ -72,7 +83,7 @@ export async function* tarStream(sources: readonly TarSource[], opts: { signal?:
       // One read ahead: the thread pool reads the next MiB while this one is compressed and hashed.
       let ahead: Promise<{ buf: Buffer; bytesRead: number }> | null = null;
       const readAt = (pos: number) => {
-        const buf = Buffer.allocUnsafe(Math.min(READ, s.size - pos));
+        const buf = take(Math.min(READ, s.size - pos));
         return fh.read(buf, 0, buf.length, pos).then(({ bytesRead }) => ({ buf, bytesRead }));
       };
       try {

@@ -23,6 +23,11 @@ export interface NodeStatus {
 
 /** The node operations cbr uses, on the node's JMX port (cbr's own JMX client by default, or nodetool). */
 export interface Nodetool {
+  /**
+   * Starts the JMX client's JVM now, without waiting for it (a ping whose failure is ignored: the first real call
+   * reports it), so its start-up overlaps what the caller does before its first call. Absent: nothing to start.
+   */
+  warm?(): void;
   /** This node's status; throws CBR_ERR_NODETOOL_FAILED when JMX does not answer. */
   status(signal?: AbortSignal): Promise<NodeStatus>;
   snapshot(tag: string, signal?: AbortSignal): Promise<void>;
@@ -235,6 +240,9 @@ export function jmxNodetool(session: JmxSession): Nodetool {
     }
   };
   return {
+    warm() {
+      session.request('ping').catch(() => {});
+    },
     async status(signal) {
       return parseJmxStatus(await call('status', {}, 'CBR_ERR_NODETOOL_FAILED', signal));
     },

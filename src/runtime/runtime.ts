@@ -277,9 +277,13 @@ export class WorkflowRuntime {
     // The real steps and their dependencies load with the first workflow of their kind: a process that never
     // restores does not hold the restore code (and its libraries) in memory.
     let machine: typeof backupMachine | typeof restoreMachine | typeof clusterBackupMachine;
-    if (kind === 'backup')
-      machine = backupMachine.provide({ actors: fake ? fake.backup(input as BackupInput) : await realBackupSteps(input as BackupInput, opts) });
-    else if (kind === 'restore')
+    // What the real steps share (a backup's CQL connection) goes once the workflow has ended, however it ended.
+    let dispose: (() => Promise<void>) | undefined;
+    if (kind === 'backup') {
+      const real = fake ? null : await realBackupSteps(input as BackupInput, opts);
+      dispose = real?.dispose;
+      machine = backupMachine.provide({ actors: real ? real.steps : fake!.backup(input as BackupInput) });
+    } else if (kind === 'restore')
       machine = restoreMachine.provide({ actors: fake ? fake.restore(input as RestoreInput) : await realRestoreSteps(input as RestoreInput, opts) });
     else {
       const cluster = this.#opts.clusterSteps;
@@ -290,6 +294,9 @@ export class WorkflowRuntime {
       machine,
       attach: (a: AnyActorRef) => {
         actorRef = a;
+        if (!dispose) return;
+        const release = () => void dispose().catch(() => {});
+        a.subscribe({ complete: release, error: release });
       },
     };
   }
@@ -360,7 +367,8 @@ export function stateName(value: unknown): string {
 
 async function realBackupSteps(input: BackupInput, opts: DepsOptions) {
   const [{ createBackupSteps }, { buildBackupDeps }] = await Promise.all([import('../steps/backup/steps.ts'), import('./wiring.ts')]);
-  return createBackupSteps(await buildBackupDeps(input, opts));
+  const deps = await buildBackupDeps(input, opts);
+  return { steps: createBackupSteps(deps), dispose: deps.dispose };
 }
 
 async function realRestoreSteps(input: RestoreInput, opts: DepsOptions) {

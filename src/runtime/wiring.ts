@@ -4,6 +4,7 @@ import { connectCql } from '../cassandra/cql.ts';
 import { createNodetool } from '../cassandra/nodetool.ts';
 import { loadCredentials, loadProfile } from '../cassandra/profile.ts';
 import { createSystemdControl } from '../cassandra/service.ts';
+import { sharedCql } from '../cassandra/sharedCql.ts';
 import { CbrError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { cbrHome } from '../core/paths.ts';
@@ -49,9 +50,13 @@ async function nodeDeps(input: BackupInput | RestoreInput, opts: DepsOptions) {
 export async function buildBackupDeps(input: BackupInput, opts: DepsOptions): Promise<BackupDeps> {
   const common = await nodeDeps(input, opts);
   const { cql } = common.profile;
+  // The steps of one backup share a connection (verifyNode, then takeSnapshot); the runtime disposes of it when
+  // the workflow ends.
+  const shared = sharedCql(async () => connectCql({ ...cql, credentials: await loadCredentials(cql.credentialsFile) }));
   return {
     ...common,
-    cql: async () => connectCql({ ...cql, credentials: await loadCredentials(cql.credentialsFile) }),
+    cql: shared.open,
+    dispose: shared.dispose,
     // CBR_REHASH=1: read and hash every snapshot file again, whatever the cache remembers (and rewrite the cache).
     hashCache: { home: cbrHome(opts.env), trust: !/^(1|true|yes)$/i.test(opts.env['CBR_REHASH'] ?? '') },
   };

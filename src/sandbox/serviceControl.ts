@@ -1,7 +1,8 @@
 import type { Profile } from '../cassandra/profile.ts';
 import type { ServiceControl } from '../cassandra/service.ts';
 import { CbrError } from '../core/errors.ts';
-import { runningPid, startInstance, stopInstance } from './sandbox.ts';
+// process.ts, not sandbox.ts: a backup of a sandbox node does not load the installer (and its yaml library).
+import { runningPid, startInstance, stopInstance } from './process.ts';
 
 /** A sandbox node behind the service port: started and stopped as cbr's own CassandraDaemon process. */
 export function createSandboxControl(profile: Profile): ServiceControl {

@@ -26,8 +26,10 @@ export interface NodeDeps {
 
 /** The backup steps' dependencies. */
 export interface BackupDeps extends NodeDeps {
-  /** A CQL session as the profile's user. */
+  /** A CQL session as the profile's user (the real one is shared by the workflow's steps: see sharedCql.ts). */
   cql: () => Promise<CqlSession>;
+  /** Releases what the steps shared (the CQL connection) once the workflow has ended; absent when nothing is. */
+  dispose?: () => Promise<void>;
   /**
    * Where the host's cache of snapshot file hashes for incremental backups lives (catalog/hashCache.ts), and
    * whether its entries are trusted (CBR_REHASH=1: not). Absent: every file is read and hashed, nothing cached.

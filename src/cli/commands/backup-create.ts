@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import { COMPRESSIONS } from '../../archive/format.ts';
 import { parseRate } from '../../archive/throttle.ts';
+import { createNodetool } from '../../cassandra/nodetool.ts';
 import { loadProfile } from '../../cassandra/profile.ts';
 import { checkId } from '../../catalog/catalog.ts';
 import { checkClusterBackupId } from '../../catalog/clusterRecord.ts';
@@ -123,6 +124,8 @@ export const command = defineCommand('backup-create', {
     }
     const profilePath = resolve(requireOption(values.config, '--config', usage));
     const profile = await loadProfile(profilePath);
+    // The backup's first step asks JMX: its JVM starts now, while the request is checked and the runtime loads.
+    createNodetool(profile, io.env).warm?.();
     const input = await backupInput(request, { id, profilePath, storage: storageConfig(values, io.env) }, io.env, { profile });
     const outcome = await runLocally(io, values.json, id, (runtime) => runtime.startBackup(input), {
       metricsTextfile: values['metrics-textfile'],

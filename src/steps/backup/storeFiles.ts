@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
-import { PassThrough, type Readable, Transform, type TransformCallback } from 'node:stream';
+import { open, stat } from 'node:fs/promises';
+import { PassThrough, Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EncryptStream } from '../../archive/crypto.ts';
 import { checkPackEntries } from '../../archive/entries.ts';
-import { compressor, ZstdFramers } from '../../archive/format.ts';
+import { BLOCK, compressor, ZstdFramers } from '../../archive/format.ts';
 import { Throttle } from '../../archive/throttle.ts';
 import { listSnapshotFiles, type SnapshotFile } from '../../cassandra/layout.ts';
 import { blobBinding, blobKey, blobName, blobPrefix, dedupKey, fileNameOf, tableIdOf } from '../../catalog/blobs.ts';
@@ -14,6 +14,7 @@ import { readRecord } from '../../catalog/catalog.ts';
 import { type FileIdentity, HashCache, livePathOf } from '../../catalog/hashCache.ts';
 import { holdBackupLease } from '../../catalog/leases.ts';
 import { filesDigest } from '../../catalog/record.ts';
+import { BufferPool } from '../../core/bufferPool.ts';
 import { CbrError } from '../../core/errors.ts';
 import { bufferReleaser } from '../../core/memory.ts';
 import { inPool } from '../../core/pool.ts';
@@ -21,8 +22,13 @@ import type { BackupResult, ManifestFile, StepInput } from '../../machines/backu
 import type { BackupDeps } from '../nodeDeps.ts';
 
 export const DEFAULT_CONCURRENCY = 4;
-/** The buffer of each stage of an upload's pipeline: about one 1 MiB chunk per stage and file in flight. */
+/** The buffer of each stage of an upload's pipeline: about one chunk per stage and file in flight. */
 const STAGE_HWM = 256 << 10;
+/**
+ * An upload reads its file in chunks of this size (the compressor gathers them into 1 MiB blocks): the buffers
+ * that wait between the stages of `concurrency` uploads are a quarter of what 1 MiB chunks made them.
+ */
+const UPLOAD_CHUNK = 256 << 10;
 
 /**
  * The incremental backup's streaming step: every snapshot file is hashed, named by its identity (blobs.ts) and
@@ -96,10 +102,11 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
       },
     });
     const out = new PassThrough({ highWaterMark: STAGE_HWM });
-    const stages: NodeJS.ReadWriteStream[] = [new SameContent(f, sha256), compressor(ctx.compression, undefined, framers ?? undefined)];
+    const stages: NodeJS.ReadWriteStream[] = [new SameContent(f, sha256), compressor(ctx.compression, undefined, framers ?? undefined, pool ?? undefined)];
     if (deps.key) stages.push(new EncryptStream(deps.key, undefined, blobBinding(name)));
     if (ctx.rateLimit) stages.push(new Throttle(Math.max(1024, Math.floor(ctx.rateLimit / concurrency))));
-    const source = createReadStream(f.path, { highWaterMark: 1 << 20 });
+    // Read into the pool's buffers, which the compressor gives back; uncompressed, the chunks flow on to the store.
+    const source = pool ? Readable.from(fileChunks(f.path, pool, sig), { objectMode: false }) : createReadStream(f.path, { highWaterMark: 1 << 20 });
     const piped = pipeline([source, ...stages, meter, out] as unknown as [Readable, NodeJS.WritableStream], { signal: sig });
     const put = deps.store.put(key, out, { signal: sig, ifAbsent: true });
     // A put that gives up without reading its body must not leave the pipeline waiting for a reader.
@@ -133,8 +140,7 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
       }
     }
     const t0 = performance.now();
-    const sha256 = await hashFile(f, sig, (n) => {
-      release(n);
+    const sha256 = await hashFile(f, hashPool, sig, (n) => {
       progress.bytes += n;
       report();
     });
@@ -190,6 +196,11 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
   phase('leaseMs');
   // One set of zstd contexts for every file of this backup (not two per file).
   const framers = ctx.compression === 'zstd' ? new ZstdFramers() : null;
+  // Read buffers, used again instead of a new buffer per chunk (see bufferPool.ts): the uploads' come back from
+  // the compressor, the hashes' as soon as hashed. Each upload in flight holds about twelve (read ahead, stage
+  // buffers, a block being gathered and one being compressed), each hash two.
+  const pool = ctx.compression === 'none' ? null : new BufferPool(UPLOAD_CHUNK, concurrency * 12);
+  const hashPool = new BufferPool(BLOCK, concurrency * 2);
   try {
     const stored: (ManifestFile & { found: boolean })[] = new Array(files.length);
     await inPool(files, concurrency, signal, async (f, i, sig) => {
@@ -248,21 +259,57 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
   }
 }
 
-/** SHA-256 of a snapshot file, streamed; its size must still be the listed one (snapshot files never change). */
-async function hashFile(f: SnapshotFile, signal: AbortSignal, onBytes: (n: number) => void): Promise<string> {
+/** SHA-256 of a snapshot file, read into `pool`'s buffers; its size must still be the listed one (snapshot files never change). */
+async function hashFile(f: SnapshotFile, pool: BufferPool, signal: AbortSignal, onBytes: (n: number) => void): Promise<string> {
   const hash = createHash('sha256');
   let size = 0;
   try {
-    for await (const chunk of createReadStream(f.path, { highWaterMark: 1 << 20, signal })) {
-      hash.update(chunk as Buffer);
-      size += (chunk as Buffer).length;
-      onBytes((chunk as Buffer).length);
+    for await (const chunk of fileChunks(f.path, pool, signal)) {
+      hash.update(chunk);
+      size += chunk.length;
+      onBytes(chunk.length);
+      // Hashed: nothing refers to these bytes any more.
+      pool.give([chunk]);
     }
   } catch (err) {
     throw readError(err, f);
   }
   if (size !== f.size) throw new CbrError('CBR_ERR_SNAPSHOT_FAILED', `snapshot file ${f.archivePath} changed size while it was read`);
   return hash.digest('hex');
+}
+
+/**
+ * A file's bytes to its end, in chunks read into `pool`'s buffers (the caller gives each back once done with it),
+ * with one read ahead so the disk works while the previous chunk is hashed or compressed.
+ */
+export async function* fileChunks(path: string, pool: BufferPool, signal: AbortSignal): AsyncGenerator<Buffer> {
+  signal.throwIfAborted();
+  const fh = await open(path, 'r');
+  let ahead: Promise<Buffer> | null = null;
+  const readAt = (pos: number) => {
+    const buf = pool.take();
+    return fh.read(buf, 0, buf.length, pos).then(({ bytesRead }) => buf.subarray(0, bytesRead));
+  };
+  try {
+    let pos = 0;
+    ahead = readAt(0);
+    for (;;) {
+      const chunk = await ahead;
+      ahead = null;
+      if (chunk.length === 0) {
+        pool.give([chunk]);
+        return;
+      }
+      pos += chunk.length;
+      signal.throwIfAborted();
+      ahead = readAt(pos);
+      yield chunk;
+    }
+  } finally {
+    // Never close the file under a read in flight (an abort, or a consumer that stopped early).
+    await ahead?.catch(() => {});
+    await fh.close();
+  }
 }
 
 /**
