@@ -13,11 +13,17 @@ if (major < 24) {
 const SEMI_SPACE = '--max-semi-space-size=2';
 if (
   typeof process.execve === 'function' &&
+  process.platform !== 'win32' &&
+  process.argv[1] &&
   !process.env.CBR_NO_REEXEC &&
   !process.execArgv.some((a) => a.startsWith('--max-semi-space-size')) &&
   !(process.env.NODE_OPTIONS ?? '').includes('--max-semi-space-size')
 ) {
-  process.execve(process.execPath, [process.execPath, SEMI_SPACE, ...process.execArgv, process.argv[1], ...process.argv.slice(2)], process.env);
+  try {
+    process.execve(process.execPath, [process.execPath, SEMI_SPACE, ...process.execArgv, process.argv[1], ...process.argv.slice(2)], process.env);
+  } catch {
+    // Not restarted: cbr runs as it is, only with V8's default young generation.
+  }
 }
 // Node's compile cache keeps each source file's type-stripped, compiled form (keyed by its content) in cbr's cache
 // folder: a later start neither loads the TypeScript stripper (~20 MiB resident) nor strips and compiles again.

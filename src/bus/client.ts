@@ -89,7 +89,8 @@ export async function runCommand(opts: {
   let seenRunning = false;
   const deliver = (e: BusEvent) => {
     if (settled || e.workflowId !== id || e.host !== host) return;
-    if (e.type === 'progress') seenRunning = true;
+    // Progress alone does not count as seen running: an agent from before liveness answers status without its
+    // verifies, prunes and drills, which would then read as lost. Only a status answer naming it active counts.
     opts.onEvent?.(e);
     if (e.type === 'result' || e.type === 'rejected') settle({ event: e });
   };

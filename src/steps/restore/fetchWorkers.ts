@@ -122,6 +122,8 @@ export class FetchWorkers {
       const owned = source instanceof ReadStream;
       for await (const chunk of source as AsyncIterable<Buffer>) {
         if (pending.settled) break;
+        // Read before the post: a transferred buffer reads length 0 afterwards.
+        const n = chunk.length;
         let own = chunk;
         if (!owned || chunk.byteOffset !== 0 || chunk.byteLength !== chunk.buffer.byteLength) {
           own = Buffer.allocUnsafeSlow(chunk.length);
@@ -130,7 +132,7 @@ export class FetchWorkers {
         }
         // Transferred, not copied again.
         post({ t: 'data', id, chunk: own }, [own.buffer as ArrayBuffer]);
-        pending.inFlight += chunk.length;
+        pending.inFlight += n;
         while (pending.inFlight > IN_FLIGHT && !pending.settled && !signal.aborted) {
           await new Promise<void>((r) => {
             pending.wake = r;

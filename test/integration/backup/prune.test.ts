@@ -326,8 +326,8 @@ describe('backup.prune over the bus (real RabbitMQ, a real node, local storage)'
       profilePath: profilePath('source', testEnv),
       storage,
       stateDb: join(scratchDir('prune-bus-agent'), 'state.db'),
-      // A pause after each record deleted: a prune lasts long enough to be cancelled midway.
-      env: { ...testEnv, CBR_DRILL_PRUNE_DELAY_MS: '1500' },
+      // A pause after each record deleted (abortable): a prune lasts long enough to be refused and cancelled midway, even under load.
+      env: { ...testEnv, CBR_DRILL_PRUNE_DELAY_MS: '5000' },
       log: silentLogger,
       prefix,
     });

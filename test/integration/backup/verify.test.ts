@@ -311,8 +311,8 @@ describe('backup-verify on backups of a real node', () => {
           if (!running) await sleep(100);
         }
         assert.ok(running, "the agent's status never showed the verify running");
-        // The CLI asks every 300 ms: let it see the verify running before the kill.
-        await sleep(1500);
+        // The CLI asks every 300 ms: let it see the verify running before the kill (a wide margin for a loaded machine).
+        await sleep(5000);
         await killHard(first);
         second = spawnAgent({ ...opts, env: { ...agentEnv, CBR_DRILL_VERIFY_DELAY_MS: '0' } });
         const r = await waiting;
