@@ -1,5 +1,5 @@
 import { recordKey } from '../../catalog/catalog.ts';
-import { clusterRecordKey, partId, writePendingMarker } from '../../catalog/clusterRecord.ts';
+import { clusterRecordKey, deletePendingMarker, partId, readPendingMarker, writePendingMarker } from '../../catalog/clusterRecord.ts';
 import { CbrError } from '../../core/errors.ts';
 import type { ClusterStepInput } from '../../machines/clusterBackup.machine.ts';
 import { type ClusterDeps, pauseIfAsked } from './deps.ts';
@@ -21,5 +21,14 @@ export async function reserveBackupId(deps: ClusterDeps, input: ClusterStepInput
     if (await deps.store.head(recordKey(id), opts))
       throw new CbrError('CBR_ERR_BACKUP_EXISTS', `a backup ${id} (the id of part ${i + 1} of ${ctx.backupId}) already exists: choose another id`);
   }
-  await writePendingMarker(deps.store, ctx.backupId, { coordinator: ctx.workflowId, started: ctx.startedAt }, signal);
+  const mine = { coordinator: ctx.workflowId, started: ctx.startedAt };
+  try {
+    await writePendingMarker(deps.store, ctx.backupId, mine, signal);
+  } catch (err) {
+    // The put may have landed before it failed or was cancelled, and this state fails the run for good: a marker of
+    // this run is taken back so the id is free again (another run's is left alone).
+    const there = await readPendingMarker(deps.store, ctx.backupId).catch(() => null);
+    if (there?.coordinator === mine.coordinator && there.started === mine.started) await deletePendingMarker(deps.store, ctx.backupId).catch(() => {});
+    throw err;
+  }
 }

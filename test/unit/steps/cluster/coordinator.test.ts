@@ -286,6 +286,17 @@ describe('cluster coordinator steps: every ring node, once, and this run only', 
     assert.deepEqual(store.snapshot(), mine, "the other run's marker is not overwritten");
   });
 
+  it("reserveBackupId whose marker put lands but then fails takes this run's marker back (the run fails for good)", async () => {
+    const store = new (class extends MemoryStore {
+      override async put(...args: Parameters<MemoryStore['put']>): Promise<{ size: number }> {
+        await super.put(...args);
+        throw new CbrError('CBR_ERR_STORAGE_FAILED', 'the connection broke after the object was stored');
+      }
+    })();
+    await rejects(reserveBackupId(deps(store, fakeBus({})), { ctx: ctx(), parts: parts() }, signal), 'CBR_ERR_STORAGE_FAILED');
+    assert.equal(await store.head(pendingMarkerKey('cb')), null, 'no marker left to block the id');
+  });
+
   it('reserveBackupId refuses an id whose part ids are taken by host backups', async () => {
     const store = new MemoryStore();
     await writePart(store, 'cb-2', { tokens: TOKENS[1]! });
