@@ -367,6 +367,14 @@ export class Agent {
         this.#publishDone(c, { backupId: row.id, released: true, state: row.state });
         return;
       }
+      case 'backup.hold': {
+        const row = this.#stateDb.get(c.payload.backupId);
+        if (row?.kind !== 'backup') throw new CbrError('CBR_ERR_WORKFLOW_NOT_FOUND', `no backup ${c.payload.backupId} on ${this.#o.hostId}`);
+        // Only a part that holds waits again; any other state ignores it (it is answered with that state).
+        const held = row.status === 'active' && row.state === 'holding' && this.#runtime.send(row.id, { type: 'HOLD' });
+        this.#publishDone(c, { backupId: row.id, held, state: row.state });
+        return;
+      }
       case 'cluster.backup': {
         const p = c.payload;
         const input = {

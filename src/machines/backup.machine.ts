@@ -4,7 +4,7 @@ import type { DataSettings } from '../cassandra/dataSettings.ts';
 import type { TableCount } from '../cassandra/rowCounts.ts';
 import type { ErrorInfo } from '../core/errors.ts';
 import type { StorageConfig } from '../storage/port.ts';
-import { type CancelEvent, type Progress, type ProgressEvent, type ReleaseEvent, recordingActions, step } from './common.ts';
+import { type CancelEvent, type HoldEvent, type Progress, type ProgressEvent, type ReleaseEvent, recordingActions, step } from './common.ts';
 
 /** Bumped whenever states or context change shape; stored with every persisted snapshot. */
 export const BACKUP_MACHINE_VERSION = 2;
@@ -134,7 +134,7 @@ export const backupMachine = setup({
     context: {} as BackupContext,
     input: {} as BackupInput,
     output: {} as BackupOutput,
-    events: {} as ProgressEvent | CancelEvent | ReleaseEvent,
+    events: {} as ProgressEvent | CancelEvent | ReleaseEvent | HoldEvent,
   },
   actors: {
     verifyNode: step<NodeFacts, StepInput>('verifyNode'),
@@ -151,7 +151,7 @@ export const backupMachine = setup({
     holds: ({ context }: { context: BackupContext }) => context.hold === true && context.released !== true,
   },
   actions: {
-    ...recordingActions<BackupContext, ProgressEvent | CancelEvent | ReleaseEvent>(),
+    ...recordingActions<BackupContext, ProgressEvent | CancelEvent | ReleaseEvent | HoldEvent>(),
     recordHoldExpired: assign(({ context }: { context: BackupContext }) => ({
       error: {
         code: 'CBR_ERR_HOLD_EXPIRED' as const,
@@ -219,6 +219,8 @@ export const backupMachine = setup({
       // deadline lives in context (heldSince): a restarted agent keeps holding for what is left of it, then fails.
       on: {
         RELEASE: { target: 'streaming', actions: assign({ released: true }) },
+        // The coordinator's keepalive while this part waits for an upload slot: the wait starts again from now.
+        HOLD: { target: 'holding', reenter: true, actions: assign({ heldSince: () => new Date().toISOString() }) },
         CANCEL: { target: 'compensating', actions: { type: 'recordCancel', params: ({ event }) => ({ reason: event.reason }) } },
       },
       invoke: {

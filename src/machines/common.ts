@@ -25,6 +25,8 @@ export type ProgressEvent = { type: 'PROGRESS'; step: string; progress: Progress
 export type CancelEvent = { type: 'CANCEL'; reason?: string };
 /** A held backup (a cluster backup part) may upload now: sent by the agent on `backup.release`. */
 export type ReleaseEvent = { type: 'RELEASE' };
+/** Keep holding: the hold's deadline counts again from now (a cluster backup's part queued for its upload). */
+export type HoldEvent = { type: 'HOLD' };
 
 export function errorFrom(error: unknown): ErrorInfo {
   return toErrorInfo(error);

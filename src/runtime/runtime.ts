@@ -128,8 +128,8 @@ export class WorkflowRuntime {
     return this.start('clusterBackup', input, opts);
   }
 
-  /** Sends an event to a running workflow (RELEASE to a held backup); false when it does not run here. */
-  send(id: string, event: { type: 'RELEASE' }): boolean {
+  /** Sends an event to a running workflow (RELEASE or HOLD to a held backup); false when it does not run here. */
+  send(id: string, event: { type: 'RELEASE' } | { type: 'HOLD' }): boolean {
     const r = this.#running.get(id);
     if (!r) return false;
     r.actor.send(event);

@@ -19,6 +19,7 @@ export const COMMAND_TYPES = [
   'backup.verify',
   'backup.drill',
   'backup.release',
+  'backup.hold',
   'cluster.backup',
 ] as const;
 export type CommandType = (typeof COMMAND_TYPES)[number];
@@ -103,6 +104,9 @@ export const backupCreatePayload = payload('backup.create', (at) => ({
 
 /** A held backup (a cluster backup's part, in state `holding`) may upload now; a part already uploading or done is left as it is. */
 export const backupReleasePayload = payload('backup.release', (at) => ({ backupId: text(at('backupId'), { re: ID }) }));
+
+/** Keep a held backup holding: its hold timeout counts again from now (the coordinator's keepalive for queued parts). */
+export const backupHoldPayload = payload('backup.hold', (at) => ({ backupId: text(at('backupId'), { re: ID }) }));
 
 /**
  * A cluster backup coordinated by the agent it is sent to (a persisted workflow of its own, id = the command id =
@@ -234,6 +238,7 @@ export const commandSchema = z.discriminatedUnion('type', [
   command('backup.verify', backupVerifyPayload),
   command('backup.drill', backupDrillPayload),
   command('backup.release', backupReleasePayload),
+  command('backup.hold', backupHoldPayload),
   command('cluster.backup', clusterBackupPayload),
 ]);
 

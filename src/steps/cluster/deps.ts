@@ -51,6 +51,8 @@ export interface ClusterDeps {
   barrierTimeoutMs: number;
   /** How long an abort waits for each host to drop its part. */
   abortTimeoutMs: number;
+  /** How often a part still waiting for its upload slot is told to keep holding (default: a third of its hold timeout). */
+  holdKeepaliveMs?: number;
   stepDelayMs?: number;
   /**
    * Test-only (CBR_TEST_CLUSTER_PAUSE_FILE): while this file exists and names a step on a line of its own, that step

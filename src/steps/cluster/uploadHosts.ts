@@ -1,11 +1,17 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { partId } from '../../catalog/clusterRecord.ts';
 import { toErrorInfo } from '../../core/errors.ts';
+import { DEFAULT_HOLD_TIMEOUT_MS } from '../../machines/backup.machine.ts';
 import type { ClusterStepInput, HostOutcome, HostPart } from '../../machines/clusterBackup.machine.ts';
 import { type ClusterDeps, type HostBus, pauseIfAsked, viewOf } from './deps.ts';
 
 /** Status answers still `holding` after a release before it is sent again (a release is idempotent; one may be lost). */
 export const RELEASE_RESEND_POLLS = 5;
+
+/** A third of the hold timeout: a part queued for its upload slot gets two more keepalives before its hold could end. */
+export function holdKeepaliveMs(holdTimeoutMs: number | undefined): number {
+  return Math.max(1000, Math.floor((holdTimeoutMs ?? DEFAULT_HOLD_TIMEOUT_MS) / 3));
+}
 
 /**
  * Releases the held uploads, at most `concurrency` hosts at once, and waits for each to complete. Resumable: a part
@@ -39,7 +45,28 @@ export async function uploadHosts(deps: ClusterDeps, input: ClusterStepInput, si
         if (outcomes.get(q.part.host)?.ok === false) stop.abort();
       }
     };
-    await Promise.all(Array.from({ length: Math.max(1, Math.min(ctx.concurrency, first.length)) }, worker));
+    // Parts waiting for a slot hold on: `backup.hold` restarts their hold timeout, so a cluster of many hosts whose
+    // uploads outlast one hold is not failed by its own queue (CBR_ERR_HOLD_EXPIRED). A coordinator that dies stops
+    // sending them, and the parts' own timeouts clear their snapshots as before.
+    const keep = new AbortController();
+    const every = deps.holdKeepaliveMs ?? holdKeepaliveMs(ctx.holdTimeoutMs);
+    const keepalive = (async () => {
+      const until = AbortSignal.any([both, keep.signal]);
+      while (!until.aborted) {
+        try {
+          await sleep(every, undefined, { signal: until });
+        } catch {
+          return;
+        }
+        for (const q of first.slice(next)) await bus.send(q.part.host, 'backup.hold', { backupId: q.id }).catch(() => {});
+      }
+    })();
+    try {
+      await Promise.all(Array.from({ length: Math.max(1, Math.min(ctx.concurrency, first.length)) }, worker));
+    } finally {
+      keep.abort();
+      await keepalive;
+    }
     signal.throwIfAborted();
   } finally {
     await bus.close().catch(() => {});

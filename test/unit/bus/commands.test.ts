@@ -26,6 +26,7 @@ describe('bus command validation', () => {
       'backup.prune': { keepDaily: 7, keepWithin: '1y6m', groupBy: 'instance', instance: 'alpha', dryRun: true },
       'backup.drill': { latest: true, host: 'node-2', checks: [{ cql: 'SELECT v FROM ks.t WHERE id = 7', expect: 'v7' }], decryptKeyEnv: 'CBR_KEY' },
       'backup.release': { backupId: 'cb-1-2' },
+      'backup.hold': { backupId: 'cb-1-2' },
       'cluster.backup': {
         name: 'nightly',
         cluster: 'Prod Cluster',

@@ -177,6 +177,21 @@ describe('machines are pure', () => {
       assert.ok(!calls.includes('streamArchive'));
     });
 
+    it('HOLD (the coordinator keeping a queued part) restarts the wait: the deadline counts again from now', async () => {
+      const { calls, machine } = fakes();
+      const actor = createActor(machine, { input: held }).start();
+      const first = await waitFor(actor, (s) => s.value === 'holding');
+      await new Promise((r) => setTimeout(r, 20));
+      actor.send({ type: 'HOLD' });
+      const again = actor.getSnapshot();
+      assert.equal(again.value, 'holding');
+      assert.ok(Date.parse(again.context.heldSince!) > Date.parse(first.context.heldSince!), 'a later hold start');
+      assert.equal(calls.filter((c) => c === 'waitUntil').length, 2, 'the wait runs again with the new deadline');
+      actor.send({ type: 'RELEASE' });
+      await toPromise(actor);
+      assert.equal(actor.getSnapshot().value, 'completed');
+    });
+
     it('compensates on CANCEL while holding', async () => {
       const { calls, machine } = fakes();
       const actor = createActor(machine, { input: held }).start();

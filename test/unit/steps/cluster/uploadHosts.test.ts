@@ -22,9 +22,14 @@ const ctx: ClusterBackupInput = {
  * Fake hosts behind the HostBus port: each part holds until released, then uploads for `ticks` status answers and
  * completes (or fails, for the hosts in `failing`). Records the most parts uploading at once.
  */
-function fakeHosts(hosts: string[], opts: { failing?: string[]; ticks?: number; lose?: number } = {}) {
+function fakeHosts(hosts: string[], opts: { failing?: string[]; ticks?: number; lose?: number; holdMs?: number } = {}) {
   let lose = opts.lose ?? 0;
-  const state = new Map(hosts.map((h, i) => [h, { id: `cb-${i + 1}`, state: 'holding', left: opts.ticks ?? 2, held: 0 }]));
+  const state = new Map(hosts.map((h, i) => [h, { id: `cb-${i + 1}`, state: 'holding', left: opts.ticks ?? 2, held: 0, since: Date.now() }]));
+  /** With holdMs, a part holding longer than that without a release or a keepalive fails by itself (its hold timeout). */
+  const expire = () => {
+    if (opts.holdMs === undefined) return;
+    for (const s of state.values()) if (s.state === 'holding' && Date.now() - s.since > opts.holdMs) s.state = 'failed';
+  };
   const log: string[] = [];
   let peak = 0;
   const bus: HostBus = {
@@ -35,10 +40,13 @@ function fakeHosts(hosts: string[], opts: { failing?: string[]; ticks?: number; 
         lose--; // confirmed by the broker, never acted on (an agent restarting)
         return 'x';
       }
+      expire();
       if (type === 'backup.release' && s.state === 'holding' && payload['backupId'] === s.id) s.state = 'streaming';
+      if (type === 'backup.hold' && s.state === 'holding' && payload['backupId'] === s.id) s.since = Date.now();
       return 'x';
     },
     async ask(host, workflowId): Promise<HostReply | null> {
+      expire();
       const s = state.get(host)!;
       // The hold timeout, in status answers: a part never released fails by itself.
       if (s.state === 'holding' && ++s.held > 50) s.state = 'failed';
@@ -102,6 +110,26 @@ describe('cluster steps over a fake HostBus', () => {
     assert.ok(f.peak() <= 2, `at most 2 uploading at once, saw ${f.peak()}`);
     assert.ok(f.peak() >= 1);
     assert.deepEqual((out[0] as { upload?: unknown }).upload, { objectKey: 'cb-1/a', size: 1, rawBytes: 2, files: 3 });
+  });
+
+  it('parts queued for an upload slot are kept holding (backup.hold) past their hold timeout', async () => {
+    // 4 hosts one at a time, each upload ~30 polls of 10 ms: the last waits ~1 s, its hold is 600 ms.
+    const run = async (keepaliveMs: number) => {
+      const f = fakeHosts(['h1', 'h2', 'h3', 'h4'], { ticks: 30, holdMs: 600 });
+      const deps = { ...f.deps, pollMs: 10, holdKeepaliveMs: keepaliveMs };
+      const out = await uploadHosts(
+        deps,
+        { ctx: { ...ctx, concurrency: 1 }, parts: parts(['h1', 'h2', 'h3', 'h4'], 'snapshotted') },
+        new AbortController().signal,
+      );
+      return { out: out.map((o) => o.ok), holds: f.log.filter((l) => l.startsWith('backup.hold')).length };
+    };
+    const kept = await run(100);
+    assert.deepEqual(kept.out, [true, true, true, true]);
+    assert.ok(kept.holds > 0);
+    const without = await run(60_000);
+    assert.equal(without.holds, 0);
+    assert.ok(without.out.includes(false), 'without the keepalive a queued part runs out of hold');
   });
 
   it('a release that is lost is sent again while the part still holds', async () => {
