@@ -76,15 +76,10 @@ export class ZstdFrameSplitter extends Transform {
         continue;
       }
       if (st.kind === 'blockHeader') {
-        if (buf.length - pos < 3) break;
-        const h = buf[pos]! | (buf[pos + 1]! << 8) | (buf[pos + 2]! << 16);
+        const block = blockHeader(buf, pos, this.#checksum);
+        if (!block) break;
         pos += 3;
-        const last = (h & 1) === 1;
-        const type = (h >> 1) & 3;
-        const size = h >>> 3;
-        if (type === 3) throw new CbrError('CBR_ERR_ARCHIVE_CORRUPT', 'zstd stream has a reserved block type');
-        const next = last ? (this.#checksum ? 'checksum' : 'frameEnd') : 'blockHeader';
-        this.#state = { kind: 'body', left: type === 1 ? 1 : size, next };
+        this.#state = { kind: 'body', ...block };
         continue;
       }
       // checksum
@@ -109,6 +104,19 @@ export class ZstdFrameSplitter extends Transform {
 }
 
 /** Length of the frame header at `pos` (magic included), or null when more bytes are needed to know. */
+/**
+ * The zstd block header at `pos` (3 bytes, little-endian: last flag, type, size): how many body bytes follow (one
+ * for an RLE block) and what comes after them; null when fewer than 3 bytes are there. A reserved type is corrupt.
+ */
+function blockHeader(buf: Buffer, pos: number, checksum: boolean): { left: number; next: 'blockHeader' | 'checksum' | 'frameEnd' } | null {
+  if (buf.length - pos < 3) return null;
+  const h = buf[pos]! | (buf[pos + 1]! << 8) | (buf[pos + 2]! << 16);
+  const type = (h >> 1) & 3;
+  if (type === 3) throw new CbrError('CBR_ERR_ARCHIVE_CORRUPT', 'zstd stream has a reserved block type');
+  const next = (h & 1) === 1 ? (checksum ? 'checksum' : 'frameEnd') : 'blockHeader';
+  return { left: type === 1 ? 1 : h >>> 3, next };
+}
+
 function frameHeaderLength(buf: Buffer, pos: number): { length: number; checksum: boolean; skippable?: number } | null {
   if (buf.length - pos < 5) return null;
   const magic = buf.readUInt32LE(pos);
@@ -188,15 +196,10 @@ export class ZstdFrameCutter {
         continue;
       }
       if (st.kind === 'blockHeader') {
-        if (buf.length - pos < 3) break;
-        const h = buf[pos]! | (buf[pos + 1]! << 8) | (buf[pos + 2]! << 16);
+        const block = blockHeader(buf, pos, this.#checksum);
+        if (!block) break;
         pos += 3;
-        const last = (h & 1) === 1;
-        const type = (h >> 1) & 3;
-        const size = h >>> 3;
-        if (type === 3) throw new CbrError('CBR_ERR_ARCHIVE_CORRUPT', 'zstd stream has a reserved block type');
-        const next = last ? (this.#checksum ? 'checksum' : 'frameEnd') : 'blockHeader';
-        this.#state = { kind: 'body', left: type === 1 ? 1 : size, next, skip: false };
+        this.#state = { kind: 'body', ...block, skip: false };
         continue;
       }
       // checksum

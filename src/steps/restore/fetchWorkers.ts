@@ -6,17 +6,7 @@ import { bufferReleaser } from '../../core/memory.ts';
 
 /** Messages to a fetch worker (fetchWorker.ts). */
 export type ToWorker =
-  | {
-      t: 'open';
-      id: number;
-      path: string;
-      part: string;
-      size: number;
-      sha256: string;
-      compression: 'zstd' | 'none';
-      encrypted: boolean;
-      binding: Uint8Array | null;
-    }
+  | ({ t: 'open'; id: number; binding: Uint8Array | null } & Omit<FetchJob, 'binding'>)
   | { t: 'data'; id: number; chunk: Uint8Array }
   | { t: 'end'; id: number }
   | { t: 'abort'; id: number }
