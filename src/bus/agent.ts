@@ -151,6 +151,7 @@ export class Agent {
         () => {},
       );
     }
+    this.#endLostRuns();
     for (const w of this.#runtime.orphans()) {
       this.#o.log.info('resuming workflow', { workflowId: w.id, kind: w.kind, state: w.state });
       try {
@@ -439,6 +440,7 @@ export class Agent {
         const abort = new AbortController();
         this.#verifies.set(c.id, abort);
         this.#status.started(c.id, c.type);
+        this.#stateDb.startSideRun(c.id, c.type);
         this.#pruning = c.id;
         this.#watch(
           this.#prune(c, policy, abort.signal).finally(() => {
@@ -455,6 +457,7 @@ export class Agent {
         const abort = new AbortController();
         this.#verifies.set(c.id, abort);
         this.#status.started(c.id, c.type);
+        this.#stateDb.startSideRun(c.id, c.type);
         this.#watch(this.#verify(c, abort.signal).finally(() => this.#ran(c.id)));
         return;
       }
@@ -466,6 +469,7 @@ export class Agent {
         const abort = new AbortController();
         this.#verifies.set(c.id, abort);
         this.#status.started(c.id, c.type);
+        this.#stateDb.startSideRun(c.id, c.type);
         this.#watch(this.#drill(c, drill, abort.signal).finally(() => this.#ran(c.id)));
         return;
       }
@@ -481,6 +485,26 @@ export class Agent {
         this.#publishDone(c, { workflowId: c.payload.workflowId, cancelled: true });
         return;
       }
+    }
+  }
+
+  /**
+   * Verifies, prunes and drills this agent was running when it died: none resumes (a prune's journal lets the next
+   * prune finish its work), so each ends now with a failed result, which a CLI still waiting for it receives (or
+   * finds in a status answer) instead of waiting forever, whether or not it had seen it running.
+   */
+  #endLostRuns(): void {
+    for (const run of this.#stateDb.sideRuns()) {
+      const then = run.kind === 'backup.prune' ? 'the next prune finishes what it started' : 'run it again';
+      const error = toErrorInfo(
+        new CbrError(
+          'CBR_ERR_RUN_LOST',
+          `the agent of ${this.#o.hostId} no longer runs ${run.id}: it stopped (died or was killed) during this ${run.kind} started at ${run.startedAt}; no other result will come: ${then}`,
+          { details: { workflowId: run.id, host: this.#o.hostId } },
+        ),
+      );
+      this.#o.log.warn('a run cut short by the agent ended', { commandId: run.id, kind: run.kind });
+      this.#publish({ type: 'result', host: this.#o.hostId, workflowId: run.id, kind: run.kind, at: now(), state: 'failed', status: 'done', error });
     }
   }
 
@@ -680,7 +704,7 @@ export class Agent {
   /** Into the outbox (same database as the workflows), then out to the broker when it is there. */
   #publish(event: BusEvent): void {
     this.#status.remember(event);
-    this.#stateDb.addEvent(routingKey(event), JSON.stringify(event));
+    this.#stateDb.addEvent(routingKey(event), JSON.stringify(event), event.type === 'result' ? event.workflowId : undefined);
     void this.#drainOutbox();
   }
 

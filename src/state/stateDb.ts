@@ -106,6 +106,11 @@ export class StateDb {
         keep_until INTEGER NOT NULL
       );
       CREATE INDEX IF NOT EXISTS command_ids_keep_until ON command_ids (keep_until);
+      CREATE TABLE IF NOT EXISTS side_runs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        started_at TEXT NOT NULL
+      );
       CREATE TABLE IF NOT EXISTS schedule_runs (
         job TEXT PRIMARY KEY,
         armed_at TEXT NOT NULL,
@@ -186,8 +191,30 @@ export class StateDb {
   }
 
   /** The event outbox: events are written here in the same database, and deleted once the broker confirmed them. */
-  addEvent(routingKey: string, body: string): void {
-    this.db.prepare('INSERT INTO outbox (routing_key, body, created_at) VALUES (?, ?, ?)').run(routingKey, body, new Date().toISOString());
+  /** Into the outbox; `endsRun` (a result's) leaves the side runs in the same transaction, so a crash keeps one or the other. */
+  addEvent(routingKey: string, body: string, endsRun?: string): void {
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      this.db.prepare('INSERT INTO outbox (routing_key, body, created_at) VALUES (?, ?, ?)').run(routingKey, body, new Date().toISOString());
+      if (endsRun !== undefined) this.db.prepare('DELETE FROM side_runs WHERE id = ?').run(endsRun);
+      this.db.exec('COMMIT');
+    } catch (err) {
+      this.db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
+  /**
+   * A command that starts no persisted workflow (verify, prune, drill) runs: kept until its result is in the outbox
+   * (addEvent's `endsRun`). One still here when the agent starts was cut short by the agent's death.
+   */
+  startSideRun(id: string, kind: string): void {
+    this.db.prepare('INSERT INTO side_runs (id, kind, started_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING').run(id, kind, new Date().toISOString());
+  }
+
+  sideRuns(): { id: string; kind: string; startedAt: string }[] {
+    const rows = this.db.prepare('SELECT * FROM side_runs ORDER BY started_at').all() as Record<string, unknown>[];
+    return rows.map((r) => ({ id: String(r['id']), kind: String(r['kind']), startedAt: String(r['started_at']) }));
   }
 
   pendingEvents(limit = 200): { seq: number; routingKey: string; body: string }[] {
