@@ -1,13 +1,14 @@
 import { Readable } from 'node:stream';
-import { buffer } from 'node:stream/consumers';
 import type { Compression } from '../archive/format.ts';
 import type { DataSettings } from '../cassandra/dataSettings.ts';
 import type { TableCount } from '../cassandra/rowCounts.ts';
 import { CbrError } from '../core/errors.ts';
 import { ID_RE } from '../core/ids.ts';
 import type { Logger } from '../core/log.ts';
+import { inPool } from '../core/pool.ts';
 import type { ObjectStore } from '../storage/port.ts';
 import { collectGarbage, type GcResult } from './leases.ts';
+import { readSmall } from './readSmall.ts';
 import { parseRecord } from './record.ts';
 
 /**
@@ -75,6 +76,8 @@ export interface RecordFile {
 }
 
 export const RECORD_NAME = 'backup.json';
+/** A record lists every file of a snapshot (~300 bytes each): 256 MiB is ~800,000 files, and V8's longest string is 512 MiB. */
+export const MAX_RECORD_BYTES = 256 * 2 ** 20;
 
 export function recordKey(id: string): string {
   return `${checkId(id)}/${RECORD_NAME}`;
@@ -94,7 +97,8 @@ export async function readRecord(store: ObjectStore, id: string, signal?: AbortS
   const key = recordKey(id);
   let text: string;
   try {
-    text = (await buffer(await store.get(key, signal ? { signal } : {}))).toString('utf8');
+    const tooLarge = (max: number) => new CbrError('CBR_ERR_RECORD_INVALID', `the record of backup ${id} is larger than ${max} bytes: not a record cbr wrote`);
+    text = (await readSmall(store, key, MAX_RECORD_BYTES, tooLarge, signal)).toString('utf8');
   } catch (err) {
     if (err instanceof CbrError && err.code === 'CBR_ERR_OBJECT_NOT_FOUND') throw new CbrError('CBR_ERR_BACKUP_NOT_FOUND', `no backup ${id}`);
     throw err;
@@ -114,14 +118,15 @@ export async function listRecords(store: ObjectStore, signal?: AbortSignal): Pro
     const [id, name, ...rest] = o.key.split('/');
     if (id && name === RECORD_NAME && rest.length === 0) ids.push(id);
   }
+  // Several at once: a year of daily backups of six nodes is over 2000 records, one round trip each.
   const out: BackupRecord[] = [];
-  for (const id of ids) {
+  await inPool(ids, 8, signal ?? new AbortController().signal, async (id, _i, sig) => {
     try {
-      out.push(await readRecord(store, id, signal));
+      out.push(await readRecord(store, id, sig));
     } catch {
       /* unreadable records are not usable backups */
     }
-  }
+  });
   return out.sort((a, b) => (a.created < b.created ? -1 : 1));
 }
 

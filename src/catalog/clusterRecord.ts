@@ -1,11 +1,11 @@
 import { Readable } from 'node:stream';
-import { buffer } from 'node:stream/consumers';
 import { z } from 'zod';
 import { CbrError } from '../core/errors.ts';
 import { ID_RE } from '../core/ids.ts';
 import type { Logger } from '../core/log.ts';
 import type { ObjectStore } from '../storage/port.ts';
 import { checkId, type DeleteResult, deleteBackup, listRecords, recordKey } from './catalog.ts';
+import { readSmall } from './readSmall.ts';
 
 /**
  * A cluster backup in storage. Each host's part is an ordinary host backup with an id of its own
@@ -100,7 +100,9 @@ export async function writeClusterRecord(store: ObjectStore, record: ClusterReco
 export async function readClusterRecord(store: ObjectStore, id: string, signal?: AbortSignal): Promise<ClusterRecord> {
   let text: string;
   try {
-    text = (await buffer(await store.get(clusterRecordKey(id), signal ? { signal } : {}))).toString('utf8');
+    const tooLarge = (max: number) =>
+      new CbrError('CBR_ERR_CLUSTER_RECORD_INVALID', `the record of cluster backup ${id} is larger than ${max} bytes: not a record cbr wrote`);
+    text = (await readSmall(store, clusterRecordKey(id), 16 * 2 ** 20, tooLarge, signal)).toString('utf8');
   } catch (err) {
     if (err instanceof CbrError && err.code === 'CBR_ERR_OBJECT_NOT_FOUND') throw new CbrError('CBR_ERR_BACKUP_NOT_FOUND', `no cluster backup ${id}`);
     throw err;
@@ -199,7 +201,8 @@ export async function writePendingMarker(store: ObjectStore, id: string, body: P
 /** The pending marker, or null when there is none (or it is not a marker this version reads). */
 export async function readPendingMarker(store: ObjectStore, id: string, signal?: AbortSignal): Promise<PendingMarker | null> {
   try {
-    const v = JSON.parse((await buffer(await store.get(pendingMarkerKey(id), signal ? { signal } : {}))).toString('utf8')) as Partial<PendingMarker>;
+    const tooLarge = () => new SyntaxError('not a pending marker');
+    const v = JSON.parse((await readSmall(store, pendingMarkerKey(id), 2 ** 20, tooLarge, signal)).toString('utf8')) as Partial<PendingMarker>;
     return typeof v.coordinator === 'string' && typeof v.started === 'string' ? { coordinator: v.coordinator, started: v.started } : null;
   } catch (err) {
     if (err instanceof CbrError && err.code === 'CBR_ERR_OBJECT_NOT_FOUND') return null;

@@ -1,6 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { buffer } from 'node:stream/consumers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CbrError } from '../core/errors.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
@@ -8,6 +7,7 @@ import type { ObjectStore } from '../storage/port.ts';
 import { type BackupRecord, checkId, listRecords, readRecord, recordKey } from './catalog.ts';
 import { type ClusterRecord, checkClusterBackupId, deleteClusterRecord, isProtectedPart, scanClusterRecords } from './clusterRecord.ts';
 import { collectGarbage, type GcResult } from './leases.ts';
+import { readSmall } from './readSmall.ts';
 import { applyPolicy, describePolicy, type GroupBy, type RetentionPolicy } from './retention.ts';
 
 /**
@@ -275,7 +275,9 @@ async function readJournals(store: ObjectStore, log: Logger, signal?: AbortSigna
   for await (const o of store.list(PRUNE_PREFIX, signal ? { signal } : {})) if (o.key.endsWith('.json')) keys.push(o.key);
   for (const key of keys) {
     try {
-      const j = JSON.parse((await buffer(await store.get(key, signal ? { signal } : {}))).toString('utf8')) as Partial<Journal>;
+      const j = JSON.parse(
+        (await readSmall(store, key, 64 * 2 ** 20, () => new Error('larger than a prune journal'), signal)).toString('utf8'),
+      ) as Partial<Journal>;
       if (j.version !== 1 || typeof j.id !== 'string' || !Array.isArray(j.backups) || !Array.isArray(j.hosts)) throw new Error('not a prune journal');
       if (j.clusters !== undefined && !Array.isArray(j.clusters)) throw new Error('not a prune journal');
       for (const c of j.clusters ?? []) checkClusterBackupId(String(c));

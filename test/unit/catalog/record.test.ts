@@ -4,7 +4,9 @@ import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { describe, it } from 'node:test';
 import { DecryptStream, EncryptStream } from '../../../src/archive/crypto.ts';
+import { listRecords, MAX_RECORD_BYTES, readRecord } from '../../../src/catalog/catalog.ts';
 import { parseRecord, recordBinding, sealRecord, verifyRecord } from '../../../src/catalog/record.ts';
+import { MemoryStore } from '../../fixtures/memoryStore.ts';
 
 const T = 'ks/t-0123456789abcdef0123456789abcdef';
 const base = {
@@ -87,5 +89,34 @@ describe('backup records: a schema for everything read from storage', () => {
     assert.deepEqual(await buffer(Readable.from([sealed]).pipe(new DecryptStream(key, a))), data);
     await assert.rejects(buffer(Readable.from([sealed]).pipe(new DecryptStream(key, b))), { code: 'CBR_ERR_DECRYPT_FAILED' });
     await assert.rejects(buffer(Readable.from([sealed]).pipe(new DecryptStream(key))), { code: 'CBR_ERR_DECRYPT_FAILED' }, 'nor as an unbound (older) archive');
+  });
+});
+
+describe('records read from storage are bounded', () => {
+  it('a record object made endless ends in CBR_ERR_RECORD_INVALID once past the cap, not in an exhausted heap; listing skips it', async () => {
+    const store = new MemoryStore();
+    const good = { ...base, id: 'b-2', object: 'b-2/archive.tar.zst' };
+    await store.put('b-2/backup.json', Readable.from([Buffer.from(JSON.stringify(good))]));
+    await store.put('b-1/backup.json', Readable.from([Buffer.from('{}')]));
+    let produced = 0;
+    const chunk = Buffer.alloc(2 ** 20, 0x20);
+    const get = store.get.bind(store);
+    store.get = async (key, opts) => {
+      if (key !== 'b-1/backup.json') return get(key, opts);
+      return Readable.from(
+        (function* endless() {
+          for (;;) {
+            produced += chunk.length;
+            yield chunk;
+          }
+        })(),
+      );
+    };
+    await assert.rejects(readRecord(store, 'b-1'), (e: Error & { code?: string }) => code(e) && /larger than 268435456 bytes/.test(e.message));
+    assert.ok(produced <= MAX_RECORD_BYTES + 4 * chunk.length, `read ${produced} bytes of it`);
+    assert.deepEqual(
+      (await listRecords(store)).map((r) => r.id),
+      ['b-2'],
+    );
   });
 });
