@@ -140,7 +140,7 @@ export const ERRORS = {
     exit: 13,
     retryable: true,
     summary:
-      "A verify, prune or drill the CLI waited for on the bus is no longer run by its agent (the agent's status, after it was seen running, no longer knows it: the agent died or restarted mid-run); no result will come: run it again.",
+      'A verify, prune or drill the CLI waited for on the bus is no longer run by its agent: the agent died or restarted mid-run (its restart reports each run it lost, or its status no longer knows one seen running); no other result will come: run it again.',
   },
   CBR_ERR_ABORTED: { exit: 13, retryable: true, summary: 'The step was aborted (shutdown or cancel).' },
   CBR_ERR_WORKER_FAILED: {
