@@ -1,14 +1,12 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buffer } from 'node:stream/consumers';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { promisify } from 'node:util';
 import type { CqlSession } from '../../../src/cassandra/cql.ts';
-import { classpath, JDK17_MODULE_OPTIONS } from '../../../src/cassandra/java.ts';
 import type { Profile } from '../../../src/cassandra/profile.ts';
 import { loadProfile } from '../../../src/cassandra/profile.ts';
 import { blobKey, blobName, fileNameOf, tableIdOf } from '../../../src/catalog/blobs.ts';
@@ -20,6 +18,7 @@ import { backupTargets, blobIdentities, blobSizes } from '../../helpers/backupTa
 import { cbr } from '../../helpers/cli.ts';
 import { cqlFor, dumpKeyspaces } from '../../helpers/data.ts';
 import { REPO, scratchDir, sharedNode, testEnv } from '../../helpers/env.ts';
+import { nodetool } from '../../helpers/nodetool.ts';
 
 /**
  * Incremental backups on a real sandbox node, through the CLI as operators run it, on local storage and on the
@@ -138,11 +137,11 @@ for (const { target, n, everything } of variants) {
 
     const chain: { id: string; dump: string }[] = [];
 
-    it(`a chain of 10 incrementals (rows added, deleted, a compaction between): backups ${everything ? '#3 and #10 restore their' : '#10 restores its (#3: below)'} own rows`, async (t) => {
+    it(`a chain of 10 incrementals (rows added, deleted, a compaction between): backups ${everything ? '#3, #5 (after a compaction) and #10 restore their' : '#10 restores its (#3: below)'} own rows`, async (t) => {
       for (let k = 1; k <= 10; k++) {
         await addRows(10);
         if (k % 3 === 0) for (let d = 0; d < 5; d++) await cql.execute(`DELETE FROM ${KS}.t WHERE id = ?`, [k * 7 + d]);
-        if (k === 5) await compact(source, KS);
+        if (k === 5) await nodetool(source, 'compact', KS);
         const dump = await dumpKeyspaces(cql, [KS]);
         const made = await backup(['--incremental']);
         assert.equal((await record(made.id)).parent, chain.at(-1)?.id ?? second.id);
@@ -151,11 +150,14 @@ for (const { target, n, everything } of variants) {
       }
       assert.notEqual(chain[2]!.dump, chain[9]!.dump);
       if (everything) assert.equal(await restoredRows(chain[2]!.id, `chain3-${n}`), chain[2]!.dump, 'backup #3');
+      // #5 was taken right after a major compaction: every SSTable it names replaced the ones before.
+      if (everything) assert.equal(await restoredRows(chain[4]!.id, `chain5-${n}`), chain[4]!.dump, 'backup #5');
       assert.equal(await restoredRows(chain[9]!.id, `chain10-${n}`), chain[9]!.dump, 'backup #10');
     });
 
     it('killed with -9 mid-upload, `cbr resume` completes and uploads only the blobs not yet stored', async () => {
       await addRows(40);
+      const dump = await dumpKeyspaces(cql, [KS]);
       const id = `inc-kill-${process.pid}-${n}`;
       const child = spawnCbr(
         ['backup-create', 'killed', '--config', profilePath('source', testEnv), '--id', id, '--incremental', '--concurrency', '2', '--json'],
@@ -177,6 +179,8 @@ for (const { target, n, everything } of variants) {
       const uploadedByResume = [...after.keys()].filter((k) => !stored.has(k));
       assert.ok(uploadedByResume.every((k) => referenced.has(k)));
       assert.ok(uploadedByResume.length > 0 && uploadedByResume.length < rec.files.filter((f) => !f.shared).length, 'the resume uploaded only the rest');
+      // Recorded COMPLETED after the kill and the resume: it restores the rows its snapshot held.
+      assert.equal(await restoredRows(id, `killed-${n}`), dump, 'the resumed backup restores its rows');
     });
 
     let sealed: { id: string; key: string; dump: string } | null = null;
@@ -279,23 +283,4 @@ async function waitFor(env: NodeJS.ProcessEnv, id: string, ok: (w: Row) => boole
     assert.ok(child.exitCode === null && Date.now() < deadline, `workflow ${id} did not get there`);
     await sleep(50);
   }
-}
-
-/** `nodetool compact <keyspace>`: the same JVM nodetool.ts runs, with a verb it has no use for. */
-async function compact(profile: Profile, keyspace: string): Promise<void> {
-  const java = join(profile.java.home, 'bin', 'java');
-  await promisify(execFile)(java, [
-    '-Xmx128m',
-    '-XX:+UseSerialGC',
-    ...JDK17_MODULE_OPTIONS,
-    '-cp',
-    classpath(profile.java.libDir),
-    'org.apache.cassandra.tools.NodeTool',
-    '-h',
-    profile.jmx.host,
-    '-p',
-    String(profile.jmx.port),
-    'compact',
-    keyspace,
-  ]);
 }
