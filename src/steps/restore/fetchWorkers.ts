@@ -28,6 +28,8 @@ export interface FetchJob {
   compression: 'zstd' | 'none';
   encrypted: boolean;
   binding: Buffer | null;
+  /** The part file's owner (fchown before it is synced), or null to leave it this process' user's. */
+  owner: { uid: number; gid: number } | null;
 }
 
 /**
@@ -68,11 +70,14 @@ export class FetchWorkers {
   /** The blobs' chunks, dead once copied for a worker, are collected as they die (see bufferReleaser). */
   readonly #release = bufferReleaser();
 
-  /** `opts.cutFrames` (tests): decompress frame by frame, the way taken where Node's zstd handle is not as expected. */
-  constructor(count: number, key: Buffer | null, opts: { cutFrames?: boolean } = {}) {
+  /**
+   * `opts.cutFrames` (tests): decompress frame by frame, the way taken where Node's zstd handle is not as expected;
+   * `opts.failSyncForTest`: every fsync fails with EIO.
+   */
+  constructor(count: number, key: Buffer | null, opts: { cutFrames?: boolean; failSyncForTest?: boolean } = {}) {
     this.#slots = Array.from({ length: Math.max(1, count) }, () => {
       const worker = new Worker(new URL('./fetchWorker.ts', import.meta.url), {
-        workerData: { key: key ? new Uint8Array(key) : null, cutFrames: opts.cutFrames === true },
+        workerData: { key: key ? new Uint8Array(key) : null, cutFrames: opts.cutFrames === true, failSyncForTest: opts.failSyncForTest === true },
       });
       const slot: Slot = { worker, jobs: new Map(), dead: null };
       worker.on('message', (m: FromWorker) => this.#onMessage(slot, m));
@@ -84,7 +89,7 @@ export class FetchWorkers {
 
   /**
    * Streams `source` (a blob's stored bytes) to a worker that writes `job.part`; resolves once the part file holds
-   * the recorded bytes and is closed. On failure or abort it rejects only after the worker closed the part file.
+   * the recorded bytes, is synced to disk (fsync) and closed. On failure or abort it rejects only after the worker closed the part file.
    */
   async run(job: FetchJob, source: Readable, signal: AbortSignal, onBytes: (raw: number, stored: number) => void): Promise<void> {
     signal.throwIfAborted();

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -43,6 +43,7 @@ function jobFor(data: Buffer, over: Partial<FetchJob> = {}): FetchJob {
     compression: 'zstd',
     encrypted: false,
     binding: null,
+    owner: null,
     ...over,
   };
 }
@@ -200,6 +201,38 @@ describe('restore fetch workers', () => {
       assert.equal(readFileSync(job.part, 'utf8'), 'already here');
     } finally {
       await workers.close();
+    }
+  });
+
+  it('gives the part file its owner before it is synced; a file is done only once its fsync succeeded', async () => {
+    const data = content(300_000);
+    const workers = new FetchWorkers(1, null);
+    try {
+      const job = jobFor(data, { owner: { uid: 4321, gid: 4322 } });
+      await workers.run(job, chunked(zstdFrames(data)), new AbortController().signal, () => {});
+      const st = statSync(job.part);
+      assert.deepEqual([st.uid, st.gid], [4321, 4322]);
+      assert.ok(readFileSync(job.part).equals(data));
+    } finally {
+      await workers.close();
+    }
+    // A disk whose fsync fails: the file is refused with the error, its part file closed (removable), and the
+    // worker goes on with the next file.
+    const failing = new FetchWorkers(1, null, { failSyncForTest: true });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const job = jobFor(data);
+        const err = await failing
+          .run(job, chunked(zstdFrames(data)), new AbortController().signal, () => {})
+          .then(
+            () => assert.fail('expected a rejection'),
+            (e: NodeJS.ErrnoException) => e,
+          );
+        assert.equal(err.code, 'EIO');
+        rmSync(job.part);
+      }
+    } finally {
+      await failing.close();
     }
   });
 
