@@ -279,6 +279,11 @@ port.on('message', (m: ToWorker) => {
       send({ t: 'aborted', id: m.id });
       return;
     }
+    case 'stall': {
+      // Tests only: this thread takes no message until the main thread releases it.
+      Atomics.wait(new Int32Array(m.flag), 0, 0);
+      return;
+    }
     case 'crash': {
       // Tests only: an uncaught error on this thread, as a bug or a failed allocation would be.
       throw new Error('fetch worker crash (test)');
