@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { lchown, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { lchown, mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { type Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -14,7 +14,6 @@ import { type BackupRecord, type RecordFile, recordKey } from '../../catalog/cat
 import { holdReadLease } from '../../catalog/leases.ts';
 import { CbrError } from '../../core/errors.ts';
 import { inPool } from '../../core/pool.ts';
-import { syncFilesystems } from '../../core/removeTree.ts';
 import type { RestoreStepInput } from '../../machines/restore.machine.ts';
 import { FetchJournal, holds } from './fetchJournal.ts';
 import { FetchWorkers } from './fetchWorkers.ts';
@@ -26,15 +25,18 @@ const DEFAULT_CONCURRENCY = 4;
 /**
  * A durable mark is taken (in the background, one at a time, the fetch going on) each time this many bytes were
  * listed since the last one: after a power cut a re-run reads back at most about this much plus what was in flight.
+ * (A mark only syncs directories: every listed file was synced before it was listed.)
  */
 const MARK_BYTES = 1 << 30;
 
 /**
  * The restore's unpack step for an incremental backup: every file of the record is fetched from its blob,
  * decrypted, decompressed and written beside its place as `<file>.cbr-part` while it is hashed; only a file of
- * the recorded size and SHA-256 is renamed into place and listed in the staging directory's journal (see
- * FetchJournal: lines unsynced, a durable mark now and then). Before the step ends the staging filesystems are
- * flushed and every journal marked durable, so the swap only ever moves files that are verified and on disk.
+ * the recorded size and SHA-256 is synced to disk (fsync, its writeback overlapping the next files' work), renamed
+ * into place and listed in the staging directory's journal (see FetchJournal: lines unsynced, a durable mark now
+ * and then). Before the step ends every directory it created or renamed into is synced and every journal marked
+ * durable, so the swap only ever moves files that are verified and on disk. No syncfs: what else is dirty on the
+ * filesystem (a backup just written, another program's files) is not flushed on the restore's time.
  * Re-run after a kill, files the journal lists are not fetched again (those after its last mark once read back
  * and found whole). The swap removes the journal.
  *
@@ -102,6 +104,12 @@ async function fetchAll(deps: RestoreDeps, { ctx }: RestoreStepInput, rec: Backu
       deps.onProgress(into.step, { ...progress });
     };
     const dirs = new Map<string, Promise<void>>();
+    // Directories whose entries changed (made in them, renamed into): a mark syncs them all.
+    const touched = new Set<string>();
+    for (const { staging } of stagings) {
+      touched.add(staging);
+      touched.add(dirname(staging));
+    }
     // One level at a time, each directory owned as it is made (a re-run finds them made).
     const ensureDir = (dir: string): Promise<void> => {
       let made = dirs.get(dir);
@@ -112,13 +120,12 @@ async function fetchAll(deps: RestoreDeps, { ctx }: RestoreStepInput, rec: Backu
           })
           .then(() => lchown(dir, owner.uid, owner.gid));
         dirs.set(dir, made);
+        touched.add(dir);
+        touched.add(dirname(dir));
       }
       return made;
     };
-    const marks = new Marks(
-      journals,
-      stagings.map((s) => s.staging),
-    );
+    const marks = new Marks(journals, touched);
     settleMarks = () => marks.settled();
     let fetched = 0;
     let readBack = 0;
@@ -139,8 +146,11 @@ async function fetchAll(deps: RestoreDeps, { ctx }: RestoreStepInput, rec: Backu
       } else if (listed === 'unsynced') {
         there = await holds(target, f);
         readBack++;
-        // Read back and whole: listed again, so a mark taken from here on covers it (open() kept only marked lines).
+        // Read back and whole: synced (a run before this one may not have), listed again, so a mark taken from here
+        // on covers it (open() kept only marked lines).
         if (there) {
+          await syncFile(target);
+          touched.add(dirname(target));
           journal.add(f);
           marks.listed(f.size);
         }
@@ -152,6 +162,7 @@ async function fetchAll(deps: RestoreDeps, { ctx }: RestoreStepInput, rec: Backu
           progress.storedBytes += stored;
           report();
         });
+        touched.add(dirname(target));
         journal.add(f);
         marks.listed(f.size);
         fetched++;
@@ -162,7 +173,8 @@ async function fetchAll(deps: RestoreDeps, { ctx }: RestoreStepInput, rec: Backu
       report();
     });
     const fetchSeconds = (performance.now() - t0) / 1000;
-    // Nothing reaches the node unsynced: every staging filesystem is flushed and each journal marked whole.
+    // Nothing reaches the node unsynced: every file was synced as it was fetched; the directories are now, and each
+    // journal is marked whole.
     const t1 = performance.now();
     await marks.final(signal);
     const syncSeconds = (performance.now() - t1) / 1000;
@@ -183,14 +195,14 @@ async function fetchAll(deps: RestoreDeps, { ctx }: RestoreStepInput, rec: Backu
  */
 class Marks {
   readonly #journals: FetchJournal[];
-  readonly #stagings: string[];
+  readonly #dirs: Set<string>;
   #since = 0;
   #running: Promise<void> | null = null;
   #failed: { error: unknown } | null = null;
 
-  constructor(journals: FetchJournal[], stagings: string[]) {
+  constructor(journals: FetchJournal[], dirs: Set<string>) {
     this.#journals = journals;
-    this.#stagings = stagings;
+    this.#dirs = dirs;
   }
 
   listed(bytes: number): void {
@@ -219,12 +231,26 @@ class Marks {
     await this.#take(signal);
   }
 
-  /** Flushes the filesystems, then marks in each journal the lines listed before the flush began. */
+  /**
+   * Syncs the directories, then marks in each journal the lines listed before: each listed file was synced before
+   * it was listed, its directory entry (and the directories above it) are now.
+   */
   async #take(signal?: AbortSignal): Promise<void> {
     const counts = this.#journals.map((j) => j.count);
     if (this.#journals.every((j, i) => j.marked >= counts[i]!)) return;
-    await syncFilesystems(this.#stagings, signal);
+    await inPool([...this.#dirs], 4, signal ?? new AbortController().signal, (dir) => syncFile(dir));
+    signal?.throwIfAborted();
     await Promise.all(this.#journals.map((j, i) => j.mark(counts[i]!)));
+  }
+}
+
+/** fsync of a file or a directory. */
+async function syncFile(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
   }
 }
 
@@ -255,6 +281,7 @@ async function fetchOne(
         compression: rec.compression,
         encrypted: !!rec.encryption,
         binding: rec.encryption ? blobBinding(name) : null,
+        owner,
       };
       await workers.run(job, source, signal, onBytes);
     } catch (err) {
@@ -262,7 +289,8 @@ async function fetchOne(
       await rm(part, { force: true });
       throw classify(err, f);
     }
-    await placePart(part, target, owner);
+    // Owned and synced by the worker.
+    await rename(part, target);
     return;
   }
   const stages: NodeJS.ReadWriteStream[] = [];
@@ -303,11 +331,11 @@ async function getBlob(deps: RestoreDeps, f: RecordFile, signal: AbortSignal): P
   }
 }
 
-/** A checked part file takes its place. */
+/** A checked part file takes its place, owned and synced first (its directory entry: by the next mark). */
 async function placePart(part: string, target: string, owner: { uid: number; gid: number }): Promise<void> {
-  // Synced before the step ends (Marks.final), with everything else it fetched.
   // Inside the caller's 0700 staging directory nobody else can swap the path between create and chown.
   await lchown(part, owner.uid, owner.gid);
+  await syncFile(part);
   await rename(part, target);
 }
 

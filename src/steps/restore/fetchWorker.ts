@@ -1,9 +1,10 @@
 // A fetch worker (a worker_threads thread, see fetchWorkers.ts): turns the stored bytes of a blob, sent by the main
 // thread as they are read, into `<file>.cbr-part`: decrypted, decompressed, hashed and written, all synchronously
 // on this thread. Several files interleave; each is answered once: `done` (its size and SHA-256 are the recorded
-// ones, the part file closed), `fail` or `aborted` (closed too).
+// ones, the part file owned by the node's user, on disk (fsync, on libuv's pool while this thread goes on with the
+// other files) and closed), `fail` or `aborted` (closed too).
 import { createHash, type Hash } from 'node:crypto';
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fchownSync, fsync, openSync, writeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { constants, createZstdDecompress, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
 import { Decryptor } from '../../archive/crypto.ts';
@@ -98,12 +99,22 @@ interface Job {
   decrypt: Decryptor | null;
   zstd: ZstdContext | null;
   frames: ZstdFrameCutter | null;
+  /** Verified, its fsync in flight: the descriptor is closed only once it returns. */
+  syncing: boolean;
+  /** An abort came during the fsync: answered once it returns. */
+  aborted: boolean;
 }
 
 const port = parentPort!;
 const key = (workerData as { key: Uint8Array | null }).key;
 const masterKey = key ? Buffer.from(key.buffer, key.byteOffset, key.byteLength) : null;
 const jobs = new Map<number, Job>();
+// workerData.failSyncForTest (tests): every fsync fails with EIO, as a failing disk's would.
+const syncFile: (fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => void = (workerData as { failSyncForTest?: boolean }).failSyncForTest
+  ? (_fd, cb) => {
+      setImmediate(() => cb(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' })));
+    }
+  : fsync;
 // Every chunk received (and, cutting frames, every frame decompressed) is a new buffer outside V8's heap, dead once
 // written: collected every 4 MiB (a worker's young generation is small, each collection cheap), not after ~64 MiB
 // (without it the fetch's peak RSS was 376 MiB; every 16 MiB 253-298; CBR_GC_EVERY_MIB still overrides).
@@ -188,6 +199,15 @@ port.on('message', (m: ToWorker) => {
       try {
         if (m.encrypted && !masterKey) throw new Refused('CBR_ERR_KEY_REQUIRED', 'the backup is encrypted and no key was given');
         const fd = openSync(m.part, 'wx', 0o644);
+        // Owned before it is synced: the fsync makes the owner durable with the bytes.
+        if (m.owner) {
+          try {
+            fchownSync(fd, m.owner.uid, m.owner.gid);
+          } catch (err) {
+            closeSync(fd);
+            throw err;
+          }
+        }
         jobs.set(m.id, {
           path: m.path,
           size: m.size,
@@ -200,6 +220,8 @@ port.on('message', (m: ToWorker) => {
             : null,
           zstd: m.compression === 'zstd' && fastZstd ? new ZstdContext() : null,
           frames: m.compression === 'zstd' && !fastZstd ? new ZstdFrameCutter() : null,
+          syncing: false,
+          aborted: false,
         });
       } catch (err) {
         failed(m.id, err);
@@ -222,20 +244,44 @@ port.on('message', (m: ToWorker) => {
     }
     case 'end': {
       const job = jobs.get(m.id);
-      if (!job) return;
+      if (!job || job.syncing) return;
+      const before = job.written;
       try {
-        const before = job.written;
         finish(job);
-        close(m.id);
-        send({ t: 'done', id: m.id, raw: job.written - before });
       } catch (err) {
         failed(m.id, err);
+        return;
       }
+      // Its writeback starts now, while this thread decompresses the next files: the step's durable mark then has
+      // only directories left to flush. The descriptor stays open (and the file unanswered) until it is on disk.
+      job.syncing = true;
+      job.zstd?.close();
+      job.zstd = null;
+      syncFile(job.fd, (err) => {
+        if (job.aborted) {
+          close(m.id);
+          send({ t: 'aborted', id: m.id });
+        } else if (err) failed(m.id, err);
+        else {
+          close(m.id);
+          send({ t: 'done', id: m.id, raw: job.written - before });
+        }
+      });
       return;
     }
     case 'abort': {
+      const job = jobs.get(m.id);
+      if (job?.syncing) {
+        job.aborted = true;
+        return;
+      }
       close(m.id);
       send({ t: 'aborted', id: m.id });
+      return;
+    }
+    case 'stall': {
+      // Tests only: this thread takes no message until the main thread releases it.
+      Atomics.wait(new Int32Array(m.flag), 0, 0);
       return;
     }
     case 'crash': {

@@ -10,7 +10,8 @@ export type ToWorker =
   | { t: 'data'; id: number; chunk: Uint8Array }
   | { t: 'end'; id: number }
   | { t: 'abort'; id: number }
-  | { t: 'crash' };
+  | { t: 'crash' }
+  | { t: 'stall'; flag: SharedArrayBuffer };
 
 /** Messages from a fetch worker: each file gets acks, then exactly one of done, fail or aborted. */
 export type FromWorker =
@@ -28,13 +29,23 @@ export interface FetchJob {
   compression: 'zstd' | 'none';
   encrypted: boolean;
   binding: Buffer | null;
+  /** The part file's owner (fchown before it is synced), or null to leave it this process' user's. */
+  owner: { uid: number; gid: number } | null;
 }
 
 /**
  * Stored bytes sent to a worker and not yet taken by it, per file: the main thread reads on only while a file has
  * less than this in flight, so memory stays bounded whatever the store's speed against the worker's.
  */
-const IN_FLIGHT = 2 << 20;
+export const IN_FLIGHT = 2 << 20;
+
+/**
+ * A worker's young generation (V8's default lets it grow to 32 MiB and more). A worker's garbage is small objects
+ * (messages, hash and stream state): its buffers' memory lies outside the heap and is released by a minor
+ * collection every 4 MiB (fetchWorker.ts). 4 MB keeps those collections cheap and the restore's peak RSS lower
+ * (bench/fetch-one.ts: 147-165 MiB against 162-190 MiB with the default).
+ */
+export const WORKER_LIMITS = { maxYoungGenerationSizeMb: 4 } as const;
 
 interface Pending {
   inFlight: number;
@@ -68,11 +79,15 @@ export class FetchWorkers {
   /** The blobs' chunks, dead once copied for a worker, are collected as they die (see bufferReleaser). */
   readonly #release = bufferReleaser();
 
-  /** `opts.cutFrames` (tests): decompress frame by frame, the way taken where Node's zstd handle is not as expected. */
-  constructor(count: number, key: Buffer | null, opts: { cutFrames?: boolean } = {}) {
+  /**
+   * `opts.cutFrames` (tests): decompress frame by frame, the way taken where Node's zstd handle is not as expected;
+   * `opts.failSyncForTest`: every fsync fails with EIO.
+   */
+  constructor(count: number, key: Buffer | null, opts: { cutFrames?: boolean; failSyncForTest?: boolean } = {}) {
     this.#slots = Array.from({ length: Math.max(1, count) }, () => {
       const worker = new Worker(new URL('./fetchWorker.ts', import.meta.url), {
-        workerData: { key: key ? new Uint8Array(key) : null, cutFrames: opts.cutFrames === true },
+        workerData: { key: key ? new Uint8Array(key) : null, cutFrames: opts.cutFrames === true, failSyncForTest: opts.failSyncForTest === true },
+        resourceLimits: WORKER_LIMITS,
       });
       const slot: Slot = { worker, jobs: new Map(), dead: null };
       worker.on('message', (m: FromWorker) => this.#onMessage(slot, m));
@@ -84,7 +99,7 @@ export class FetchWorkers {
 
   /**
    * Streams `source` (a blob's stored bytes) to a worker that writes `job.part`; resolves once the part file holds
-   * the recorded bytes and is closed. On failure or abort it rejects only after the worker closed the part file.
+   * the recorded bytes, is synced to disk (fsync) and closed. On failure or abort it rejects only after the worker closed the part file.
    */
   async run(job: FetchJob, source: Readable, signal: AbortSignal, onBytes: (raw: number, stored: number) => void): Promise<void> {
     signal.throwIfAborted();
@@ -148,6 +163,22 @@ export class FetchWorkers {
   async close(): Promise<void> {
     this.#closing = true;
     await Promise.all(this.#slots.map((s) => s.worker.terminate()));
+  }
+
+  /** Tests only: blocks worker `i` (it takes no message) until the returned function is called. */
+  stallForTest(i = 0): () => void {
+    const flag = new SharedArrayBuffer(4);
+    this.#slots[i]?.worker.postMessage({ t: 'stall', flag } satisfies ToWorker);
+    return () => {
+      const f = new Int32Array(flag);
+      Atomics.store(f, 0, 1);
+      Atomics.notify(f, 0);
+    };
+  }
+
+  /** Tests only: the resource limits worker `i` runs under. */
+  limitsForTest(i = 0): Worker['resourceLimits'] {
+    return this.#slots[i]?.worker.resourceLimits;
   }
 
   /** Tests only: makes worker `i` throw an uncaught error, as a bug would. */

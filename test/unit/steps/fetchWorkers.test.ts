@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -11,7 +11,7 @@ import { EncryptStream } from '../../../src/archive/crypto.ts';
 import { ZstdFrameCutter } from '../../../src/archive/splitFrames.ts';
 import { blobBinding } from '../../../src/catalog/blobs.ts';
 import { CbrError } from '../../../src/core/errors.ts';
-import { type FetchJob, FetchWorkers, type FromWorker, type ToWorker } from '../../../src/steps/restore/fetchWorkers.ts';
+import { type FetchJob, FetchWorkers, type FromWorker, IN_FLIGHT, type ToWorker, WORKER_LIMITS } from '../../../src/steps/restore/fetchWorkers.ts';
 
 /**
  * The restore fetch's worker threads (fetchWorkers.ts, fetchWorker.ts) on their own: a blob's stored bytes in, the
@@ -43,6 +43,7 @@ function jobFor(data: Buffer, over: Partial<FetchJob> = {}): FetchJob {
     compression: 'zstd',
     encrypted: false,
     binding: null,
+    owner: null,
     ...over,
   };
 }
@@ -200,6 +201,82 @@ describe('restore fetch workers', () => {
       assert.equal(readFileSync(job.part, 'utf8'), 'already here');
     } finally {
       await workers.close();
+    }
+  });
+
+  it("reads a local store's file ahead of a stalled worker by at most the in-flight bound", async () => {
+    const workers = new FetchWorkers(1, null);
+    try {
+      const data = randomBytes(8 * IN_FLIGHT);
+      const blobPath = join(dir, 'bound.blob');
+      writeFileSync(blobPath, zstdFrames(data));
+      const chunk = 256 << 10;
+      const release = workers.stallForTest();
+      // As the local store gives it: a file read stream, each chunk a buffer of its own (transferred to the worker).
+      const source = createReadStream(blobPath, { highWaterMark: chunk });
+      const job = jobFor(data);
+      const done = workers.run(job, source, new AbortController().signal, () => {});
+      // Failed, it is awaited below; never left unhandled when an assertion ends the test first.
+      done.catch(() => {});
+      // Until the reading has started and then stopped for a while.
+      let last = -1;
+      while (source.bytesRead === 0 || source.bytesRead !== last) {
+        last = source.bytesRead;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      // The bound, one chunk over it, and the stream's own read-ahead: never the whole blob.
+      assert.ok(source.bytesRead <= IN_FLIGHT + 3 * chunk, `read ${source.bytesRead} bytes ahead of a stalled worker`);
+      assert.ok(source.bytesRead > 0);
+      release();
+      await done;
+      assert.ok(readFileSync(job.part).equals(data));
+    } finally {
+      await workers.close();
+    }
+  });
+
+  it('runs its workers with a small young generation (the restore peak RSS)', async () => {
+    const workers = new FetchWorkers(2, null);
+    try {
+      const data = content(200_000);
+      const job = jobFor(data);
+      await workers.run(job, chunked(zstdFrames(data)), new AbortController().signal, () => {});
+      assert.ok(WORKER_LIMITS.maxYoungGenerationSizeMb <= 8);
+      for (const i of [0, 1]) assert.equal(workers.limitsForTest(i)?.maxYoungGenerationSizeMb, WORKER_LIMITS.maxYoungGenerationSizeMb);
+    } finally {
+      await workers.close();
+    }
+  });
+
+  it('gives the part file its owner before it is synced; a file is done only once its fsync succeeded', async () => {
+    const data = content(300_000);
+    const workers = new FetchWorkers(1, null);
+    try {
+      const job = jobFor(data, { owner: { uid: 4321, gid: 4322 } });
+      await workers.run(job, chunked(zstdFrames(data)), new AbortController().signal, () => {});
+      const st = statSync(job.part);
+      assert.deepEqual([st.uid, st.gid], [4321, 4322]);
+      assert.ok(readFileSync(job.part).equals(data));
+    } finally {
+      await workers.close();
+    }
+    // A disk whose fsync fails: the file is refused with the error, its part file closed (removable), and the
+    // worker goes on with the next file.
+    const failing = new FetchWorkers(1, null, { failSyncForTest: true });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const job = jobFor(data);
+        const err = await failing
+          .run(job, chunked(zstdFrames(data)), new AbortController().signal, () => {})
+          .then(
+            () => assert.fail('expected a rejection'),
+            (e: NodeJS.ErrnoException) => e,
+          );
+        assert.equal(err.code, 'EIO');
+        rmSync(job.part);
+      }
+    } finally {
+      await failing.close();
     }
   });
 
