@@ -103,6 +103,11 @@ export async function writeRecord(deps: BackupDeps, input: WriteRecordInput, sig
     // Failed before the record: the lease stays (compensation releases it), only its refreshing stops.
     lease?.stop();
   }
-  // The record references every blob now: garbage collection may run again.
-  if (incremental) await releaseBackupLease(deps.store, deps.profile.hostId, ctx.backupId, signal);
+  // The record references every blob now: garbage collection may run again. The backup is complete: a release that
+  // fails (a storage blip, an abort) must not fail this step, whose compensation would delete the record; the lease,
+  // no longer refreshed, dies with its ttl.
+  if (incremental)
+    await releaseBackupLease(deps.store, deps.profile.hostId, ctx.backupId, signal).catch((err: unknown) =>
+      deps.log.warn('could not release the backup lease; it lapses with its ttl', { backupId: ctx.backupId, error: (err as Error).message }),
+    );
 }

@@ -213,6 +213,22 @@ describe('incremental backups: steps', () => {
     assert.deepEqual(leases(), []);
   });
 
+  it('a lease that cannot be released once the record is written is a warning, never a failed (and undone) backup', async () => {
+    const source = await fakeNode({ name: 'source', userData: true });
+    const store = new MemoryStore();
+    const deps = backupDeps(source, store);
+    const input = backupInput(source, { backupId: 'r1', strategy: 'incremental', parent: null, startedAt: new Date().toISOString() });
+    const node = await verifyNode(deps, input, liveSignal());
+    await takeSnapshot(deps, input, liveSignal());
+    const result = await storeFiles(deps, input, liveSignal());
+    const key = leaseKey(source.profile.hostId, 'backup', 'r1');
+    store.fail('delete', new CbrError('CBR_ERR_STORAGE_FAILED', 'proxy blip'), { match: (k) => k === key });
+    await writeRecord(deps, { ...input, node, result }, liveSignal());
+    assert.equal((await readRecord(store, 'r1')).state, 'COMPLETED');
+    assert.ok(store.keys().includes(key), 'the lease is left to die with its ttl');
+    assert.ok(deps.log.lines.some((l) => l.level === 'warn' && /lease/.test(l.msg)));
+  });
+
   it('restores exactly the snapshot, verified; a re-run fetches only what the journal does not list', async () => {
     const source = await fakeNode({ name: 'source', userData: true });
     const store = new MemoryStore();
