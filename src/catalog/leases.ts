@@ -17,6 +17,11 @@ import { blobPrefix, hostSegment, isBlobKeyUnder, LOCKS_PREFIX } from './blobs.t
  * party writes its lease first and only then lists the others'. Of a backup and a collection that start together
  * at least one sees the other: the backup waits for the collection, the collection gives up and leaves the bytes
  * to the next one. A lease not refreshed within its ttl belongs to a process that died.
+ * Every age is measured on the store's clock, never the reader's: "now" is the store-side modified time of the
+ * reader's own lease, written just before it lists, and a lease's age is that minus its own store-side modified time
+ * (a reader whose clock runs ahead would take live leases for dead). For the same reason a collection never deletes a
+ * blob younger on the store's clock than BLOB_GRACE_MS: a running backup's fresh blobs stay even if its lease is
+ * misjudged.
  */
 
 export type LeaseKind = 'backup' | 'gc' | 'read';
@@ -51,6 +56,14 @@ export const READ_LEASE_TTL_MS = 10 * 60_000;
 /** Shorter than a backup's: a collection killed midway blocks every backup of its host until its lease dies. */
 export const GC_LEASE_TTL_MS = 2 * 60_000;
 const MAX_TTL_MS = 24 * 3600_000;
+/** A blob stored less than this long ago (store clock) is never collected: twice a backup lease's ttl. */
+export const BLOB_GRACE_MS = 2 * BACKUP_LEASE_TTL_MS;
+
+/** The grace period, unless CBR_GC_GRACE_MS (ms, >= 0) says otherwise (tests that collect what they just stored). */
+export function blobGraceMs(): number {
+  const v = Number(process.env['CBR_GC_GRACE_MS'] ?? Number.NaN);
+  return Number.isFinite(v) && v >= 0 ? v : BLOB_GRACE_MS;
+}
 /** A collection looks at the leases again after this many deletes (and every ttl/3), so a backup that started meanwhile stops it. */
 const RELIST_EVERY = 256;
 /** catalog.ts's RECORD_NAME, spelled again: catalog.ts imports this file, and runtime imports may not cycle. */
@@ -63,6 +76,11 @@ export function leasePrefix(hostId: string): string {
 export function leaseKey(hostId: string, kind: LeaseKind, id: string): string {
   return `${leasePrefix(hostId)}${kind}-${id}.json`;
 }
+
+/** This process, in the stamps of holdBackupLease: a time of another process's monotonic clock means nothing here. */
+const PROCESS_ID = randomUUID();
+/** Intervals within this process are measured on the monotonic clock, which a wall-clock step does not move. */
+const mono = () => performance.now();
 
 /** Refreshes still in flight, by lease key: a release waits for them, so a late refresh cannot bring a lease back. */
 const refreshing = new Map<string, Promise<void>>();
@@ -80,7 +98,15 @@ export async function holdBackupLease(
   hostId: string,
   backupId: string,
   opts: LeaseOptions = {},
-): Promise<{ stop(): void; release(): Promise<void>; lastWritten(): number; lastLanded(): number; ttlMs: number }> {
+): Promise<{
+  stop(): void;
+  release(): Promise<void>;
+  lastWritten(): number;
+  lastLanded(): number;
+  stamp(): string | undefined;
+  unbrokenSince(stamp: string | undefined): boolean;
+  ttlMs: number;
+}> {
   const ttlMs = opts.ttlMs ?? BACKUP_LEASE_TTL_MS;
   const lease = await holdLease(store, hostId, 'backup', backupId, ttlMs, opts);
   return {
@@ -93,6 +119,19 @@ export async function holdBackupLease(
     lastWritten: lease.lastWritten,
     /** When that same write landed (its put resolved), under the same proviso; else 0. */
     lastLanded: lease.lastLanded,
+    /** lastWritten() as a stamp of this process (for a later step to hand to unbrokenSince), or undefined. */
+    stamp: () => (lease.lastWritten() > 0 ? `${PROCESS_ID}@${lease.lastWritten()}` : undefined),
+    /**
+     * True when `stamp` is this process's and this lease's last write landed less than half a ttl after the write it
+     * names began, this lease unbroken too: the lease never looked dead in between (the other half covers clocks that
+     * disagree). A stamp of another process (a resumed backup) or none: false, whatever the wall clocks say.
+     */
+    unbrokenSince(stamp: string | undefined) {
+      const [pid, at] = (stamp ?? '').split('@');
+      const since = Number(at);
+      const landed = lease.lastLanded();
+      return pid === PROCESS_ID && Number.isFinite(since) && landed > 0 && landed - since >= 0 && landed - since < ttlMs / 2;
+    },
     ttlMs,
     async release() {
       lease.stop();
@@ -136,7 +175,7 @@ async function holdLease(
     await refresher.written;
     let told = false;
     for (;;) {
-      const gc = (await readLeases(store, hostId, log, signal)).filter((l) => l.kind === 'gc' && l.live);
+      const gc = (await readLeases(store, hostId, key, log, signal)).leases.filter((l) => l.kind === 'gc' && l.live);
       if (gc.length === 0) break;
       if (!told)
         log.info('waiting for the garbage collection of this host to finish', {
@@ -175,24 +214,35 @@ export async function releaseBackupLease(store: ObjectStore, hostId: string, bac
 export async function collectGarbage(
   store: ObjectStore,
   hostId: string,
-  opts: LeaseOptions & { dryRun?: boolean; concurrency?: number } = {},
+  opts: LeaseOptions & { dryRun?: boolean; concurrency?: number; graceMs?: number } = {},
 ): Promise<GcResult> {
-  const { signal, log = silentLogger, dryRun = false, concurrency = 8 } = opts;
+  const { signal, log = silentLogger, dryRun = false, concurrency = 8, graceMs = blobGraceMs() } = opts;
   const ttlMs = opts.ttlMs ?? GC_LEASE_TTL_MS;
   const prefix = blobPrefix(hostId);
   const gcId = `${Date.now().toString(36)}-${randomUUID().slice(0, 8)}`;
   const key = leaseKey(hostId, 'gc', gcId);
   const refresher = dryRun ? null : startLease(store, key, newLease('gc', gcId, ttlMs), log);
   try {
+    // The store's clock when the collection began: a dry run, which writes no lease, reads its own (local) clock.
+    let storeNow = Date.now();
     if (refresher) {
       await refresher.written;
-      const busy = await othersRunning(store, hostId, log, signal);
-      if (busy) return { deleted: 0, freedBytes: 0, skipped: busy };
+      const look = await othersRunning(store, hostId, key, log, signal);
+      if (look.busy) return { deleted: 0, freedBytes: 0, skipped: look.busy };
+      storeNow = look.storeNow;
     }
-    let listedAt = Date.now();
+    let listedAt = mono();
     const referenced = await referencedBlobs(store, prefix, log, signal);
     const garbage: ObjectInfo[] = [];
-    for await (const o of store.list(prefix, signal ? { signal } : {})) if (isBlobKeyUnder(o.key, prefix) && !referenced.has(o.key)) garbage.push(o);
+    let young = 0;
+    for await (const o of store.list(prefix, signal ? { signal } : {})) {
+      if (!isBlobKeyUnder(o.key, prefix) || referenced.has(o.key)) continue;
+      // Stored within the grace period (or of no known age): perhaps a running backup's, whose lease we misjudged.
+      const modified = Date.parse(o.modified);
+      if (!(modified > 0) || storeNow - modified < graceMs) young++;
+      else garbage.push(o);
+    }
+    if (young > 0) log.info('unreferenced blobs younger than the grace period are kept', { hostId, young, graceMs });
     let deleted = 0;
     let freedBytes = 0;
     if (dryRun || !refresher) return { deleted: garbage.length, freedBytes: garbage.reduce((n, o) => n + o.size, 0) };
@@ -203,11 +253,11 @@ export async function collectGarbage(
     // lease still fresh. A backup that wrote its lease after our last look waits for us while our lease is live; half a
     // ttl of it is the margin for clocks that disagree and for deletes still in flight.
     const mayDelete = async (): Promise<boolean> => {
-      if (!looking && !stopped && (sinceListed >= RELIST_EVERY || Date.now() - listedAt >= ttlMs / 3)) {
+      if (!looking && !stopped && (sinceListed >= RELIST_EVERY || mono() - listedAt >= ttlMs / 3)) {
         looking = (async () => {
           sinceListed = 0;
-          listedAt = Date.now();
-          stopped = await othersRunning(store, hostId, log, signal);
+          listedAt = mono();
+          stopped = (await othersRunning(store, hostId, key, log, signal)).busy;
         })().finally(() => {
           looking = null;
         });
@@ -215,7 +265,7 @@ export async function collectGarbage(
       // No delete starts while a look is under way.
       if (looking) await looking;
       if (stopped) return false;
-      const age = Date.now() - refresher.lastSucceeded();
+      const age = mono() - refresher.lastSucceeded();
       if (age >= ttlMs / 2) {
         throw new CbrError(
           'CBR_ERR_STORAGE_FAILED',
@@ -252,13 +302,24 @@ export async function collectGarbage(
   }
 }
 
-/** A live backup or read lease of the host (logged), which a collection must not delete under; else undefined. */
-async function othersRunning(store: ObjectStore, hostId: string, log: Logger, signal?: AbortSignal): Promise<GcResult['skipped']> {
-  const leases = (await readLeases(store, hostId, log, signal)).filter((l) => l.live);
+/**
+ * A live backup or read lease of the host (logged), which a collection must not delete under (else undefined), and
+ * the store's clock as of the collection's own lease `ownKey`.
+ */
+async function othersRunning(
+  store: ObjectStore,
+  hostId: string,
+  ownKey: string,
+  log: Logger,
+  signal?: AbortSignal,
+): Promise<{ busy: GcResult['skipped']; storeNow: number }> {
+  const seen = await readLeases(store, hostId, ownKey, log, signal);
+  const storeNow = seen.storeNow;
+  const leases = seen.leases.filter((l) => l.live);
   const running = leases.filter((l) => l.kind === 'backup');
   if (running.length > 0) {
     log.info('garbage collection skipped: a backup of this host is running; a later delete frees the bytes', { hostId, backups: running.map((l) => l.id) });
-    return 'backup-running';
+    return { busy: 'backup-running', storeNow };
   }
   const reading = leases.filter((l) => l.kind === 'read');
   if (reading.length > 0) {
@@ -266,9 +327,9 @@ async function othersRunning(store: ObjectStore, hostId: string, log: Logger, si
       hostId,
       restores: reading.map((l) => l.id),
     });
-    return 'restore-running';
+    return { busy: 'restore-running', storeNow };
   }
-  return undefined;
+  return { busy: undefined, storeNow };
 }
 
 function newLease(kind: LeaseKind, id: string, ttlMs: number): Lease {
@@ -279,7 +340,8 @@ function newLease(kind: LeaseKind, id: string, ttlMs: number): Lease {
 /**
  * Writes the lease now and again every ttl/3 until stopped. A failed refresh is logged; the next one may succeed.
  * `lastSucceeded()` is when the last successful write began (0 before the first); `lastWritten()` and
- * `lastLanded()` are when it began and when it landed, or 0 once the lease may have looked dead.
+ * `lastLanded()` are when it began and when it landed, or 0 once the lease may have looked dead. All three are times
+ * of this process's monotonic clock.
  */
 function startLease(
   store: ObjectStore,
@@ -293,11 +355,11 @@ function startLease(
   let landed = 0;
   let unbroken = true;
   const write = async () => {
-    const at = Date.now();
-    lease.refreshed = new Date(at).toISOString();
+    const at = mono();
+    lease.refreshed = new Date().toISOString();
     const body = Readable.from([Buffer.from(`${JSON.stringify(lease)}\n`)]);
     await store.put(key, body, { contentType: 'application/json', signal: ctl.signal });
-    const done = Date.now();
+    const done = mono();
     // Until this write landed the stored lease was the one before, dated when that write began: measured from there
     // to this landing (not to this start: a put that starts on time may land late), more than half the ttl means
     // the lease may have looked dead in between (the other half is the margin for clocks that disagree), so it no
@@ -335,7 +397,7 @@ function startLease(
   refreshers.get(key)?.();
   refreshers.set(key, stop);
   // A refresh still failing (or not yet landed) half a ttl after the last good one began: the lease may look dead now.
-  const held = () => unbroken && lastStart > 0 && Date.now() - lastStart <= half;
+  const held = () => unbroken && lastStart > 0 && mono() - lastStart <= half;
   return {
     written,
     stop,
@@ -345,12 +407,28 @@ function startLease(
   };
 }
 
-/** The leases of a host, each judged live or dead. An unreadable lease counts as live for the default backup ttl. */
-async function readLeases(store: ObjectStore, hostId: string, log: Logger, signal?: AbortSignal): Promise<(Lease & { live: boolean })[]> {
+/**
+ * The leases of a host, each judged live or dead on the store's clock: `storeNow` is the store-side modified time of
+ * the reader's own lease `ownKey` (written before it lists; a little behind the store's true now, which errs towards
+ * live), and a lease is live while storeNow minus its own store-side modified time is under its ttl. An unreadable
+ * lease counts as live for the default backup ttl.
+ */
+async function readLeases(
+  store: ObjectStore,
+  hostId: string,
+  ownKey: string,
+  log: Logger,
+  signal?: AbortSignal,
+): Promise<{ leases: (Lease & { live: boolean })[]; storeNow: number }> {
   const prefix = leasePrefix(hostId);
   const infos: ObjectInfo[] = [];
   for await (const o of store.list(prefix, signal ? { signal } : {})) infos.push(o);
-  const now = Date.now();
+  // A listing that does not show our own lease yet (Swift's container listings may lag): its HEAD does.
+  const own = infos.find((o) => o.key === ownKey) ?? (await store.head(ownKey, signal ? { signal } : {}));
+  const now = own ? Date.parse(own.modified) : Number.NaN;
+  if (!(now > 0)) {
+    throw new CbrError('CBR_ERR_STORAGE_FAILED', `lease ${ownKey} is not in the store right after it was written: cannot tell which leases are live`);
+  }
   const out: (Lease & { live: boolean })[] = [];
   for (const info of infos) {
     const name = info.key.slice(prefix.length);
@@ -365,8 +443,9 @@ async function readLeases(store: ObjectStore, hostId: string, log: Logger, signa
       log.warn('unreadable lease: taken as live', { key: info.key });
     }
     const ttl = typeof lease.ttlMs === 'number' && lease.ttlMs > 0 ? Math.min(lease.ttlMs, MAX_TTL_MS) : BACKUP_LEASE_TTL_MS;
-    // The later of the holder's clock and the store's: a skewed clock makes a lease live longer, never shorter.
-    const refreshed = Math.max(Date.parse(String(lease.refreshed)) || 0, Date.parse(info.modified) || 0);
+    // The store's clock only: the holder's stamp is on another clock. Without a store time, the holder's (or live).
+    const stored = Date.parse(info.modified);
+    const refreshed = stored > 0 ? stored : Date.parse(String(lease.refreshed)) || now;
     const id = typeof lease.id === 'string' ? lease.id : name.slice(kind.length + 1, -'.json'.length);
     out.push({
       kind,
@@ -379,7 +458,7 @@ async function readLeases(store: ObjectStore, hostId: string, log: Logger, signa
       live: now - refreshed < ttl,
     });
   }
-  return out;
+  return { leases: out, storeNow: now };
 }
 
 /**

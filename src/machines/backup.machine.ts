@@ -72,8 +72,9 @@ export interface BackupResult {
   /** Incremental: every file and its blob, for the record (left out of the workflow's output). */
   manifest?: ManifestFile[];
   /**
-   * Incremental: when the last successful write of the backup's lease began (ISO), when it had been held without a
-   * break since before the first blob was looked at; every blob of the manifest was seen or stored under it.
+   * Incremental: when the last successful write of the backup's lease began (a stamp of the process and its
+   * monotonic clock, see holdBackupLease), when it had been held without a break since before the first blob was
+   * looked at; every blob of the manifest was seen or stored under it.
    */
   leaseWrittenAt?: string;
 }

@@ -246,10 +246,11 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
       sharedFiles: manifest.length - fresh.length,
       manifest,
     };
-    // When the last good write of the lease began (the stored lease is dated then: the earliest, so writeRecord's
-    // gap errs long), and only if every write landed within half a ttl of the one before and that one is recent.
-    const held = lease.lastWritten();
-    if (held > 0) result.leaseWrittenAt = new Date(held).toISOString();
+    // When the last good write of the lease began, stamped with this process (writeRecord in another process, a
+    // resumed backup, looks at every blob again), and only if every write landed within half a ttl of the one
+    // before and that one is recent.
+    const stamp = lease.stamp();
+    if (stamp) result.leaseWrittenAt = stamp;
     const { manifest: _m, ...summary } = result;
     deps.log.info('files stored', summary);
     return result;

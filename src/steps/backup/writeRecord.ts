@@ -68,16 +68,14 @@ export async function writeRecord(deps: BackupDeps, input: WriteRecordInput, sig
       // The lease is refreshed until the record is written: the checks of a large backup can outlast its ttl.
       const held = await holdBackupLease(deps.store, deps.profile.hostId, ctx.backupId, { signal, log: deps.log });
       lease = held;
-      // storeFiles saw or stored every blob under a lease held without a break, last written (begun) at seenUnder;
-      // this step's own write landed less than half a ttl after that, and its lease is unbroken too: the lease never
-      // looked dead in between (the other half covers clocks that disagree), so no collection can have run since
-      // and every blob is still there. Then nothing to look at again. Measured to the landing, not to the start of
-      // this write: a put begun in time that lands late leaves the lease looking dead meanwhile.
-      const seenUnder = result.leaseWrittenAt ? Date.parse(result.leaseWrittenAt) : Number.NaN;
-      const landed = held.lastLanded();
-      const gap = landed - seenUnder;
-      const unbroken = landed > 0 && gap >= 0 && gap < held.ttlMs / 2;
-      deps.log.debug('record: blobs to look at again', { count: unbroken ? 0 : files.length, leaseGapMs: Number.isFinite(gap) ? gap : null });
+      // storeFiles saw or stored every blob under a lease held without a break, last written (begun) at the stamp it
+      // left; when that stamp is this process's and this step's own write landed less than half a ttl after it (on
+      // the monotonic clock), the lease never looked dead in between, so no collection can have run since and every
+      // blob is still there: nothing to look at again. Measured to the landing, not to the start of this write: a put
+      // begun in time that lands late leaves the lease looking dead meanwhile. Another process's stamp (a resumed
+      // backup) says nothing here: every blob again.
+      const unbroken = held.unbrokenSince(result.leaseWrittenAt);
+      deps.log.debug('record: blobs to look at again', { count: unbroken ? 0 : files.length });
       if (!unbroken)
         await inPool(files, 8, signal, async (f, _i, poolSignal) => {
           const head = f.blob ? await deps.store.head(f.blob, { signal: poolSignal }) : null;
@@ -103,6 +101,11 @@ export async function writeRecord(deps: BackupDeps, input: WriteRecordInput, sig
     // Failed before the record: the lease stays (compensation releases it), only its refreshing stops.
     lease?.stop();
   }
-  // The record references every blob now: garbage collection may run again.
-  if (incremental) await releaseBackupLease(deps.store, deps.profile.hostId, ctx.backupId, signal);
+  // The record references every blob now: garbage collection may run again. The backup is complete: a release that
+  // fails (a storage blip, an abort) must not fail this step, whose compensation would delete the record; the lease,
+  // no longer refreshed, dies with its ttl.
+  if (incremental)
+    await releaseBackupLease(deps.store, deps.profile.hostId, ctx.backupId, signal).catch((err: unknown) =>
+      deps.log.warn('could not release the backup lease; it lapses with its ttl', { backupId: ctx.backupId, error: (err as Error).message }),
+    );
 }

@@ -9,12 +9,24 @@ import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BLOBS_PREFIX, blobKey, blobName, blobPrefix, fileNameOf, tableIdOf } from '../../../src/catalog/blobs.ts';
 import { deleteBackup, recordKey } from '../../../src/catalog/catalog.ts';
-import { collectGarbage, holdBackupLease, holdReadLease, leaseKey, leasePrefix, releaseBackupLease } from '../../../src/catalog/leases.ts';
+import {
+  BACKUP_LEASE_TTL_MS,
+  BLOB_GRACE_MS,
+  collectGarbage,
+  holdBackupLease,
+  holdReadLease,
+  leaseKey,
+  leasePrefix,
+  releaseBackupLease,
+} from '../../../src/catalog/leases.ts';
 import { filesDigest } from '../../../src/catalog/record.ts';
 import { CbrError } from '../../../src/core/errors.ts';
 import { openStore } from '../../../src/storage/open.ts';
 import type { ObjectStore } from '../../../src/storage/port.ts';
 import { MemoryStore } from '../../fixtures/memoryStore.ts';
+
+// These tests collect blobs they have just stored: no grace period, unless a test sets one (see the grace tests).
+process.env['CBR_GC_GRACE_MS'] = '0';
 
 const HOST = '0b6ee5a3-0e1b-4e4e-9d4c-5a1d2c3b4a50';
 const OTHER = '7f3c1a2b-9d8e-4f6a-8b7c-1d2e3f4a5b6c';
@@ -384,6 +396,7 @@ const liveLease = (kind: 'backup' | 'read', id: string) => {
 describe('leases on a clock the test moves (memory store)', () => {
   it('a refresh that starts in time but lands more than half a ttl after the last one began breaks the lease', async (t) => {
     t.mock.timers.enable({ apis: ['Date', 'setInterval'], now: 1_000_000 });
+    t.mock.method(performance, 'now', () => Date.now()); // the leases' monotonic clock moves with the test's
     const ttlMs = 300;
     const store = new MemoryStore();
     const key = leaseKey(HOST, 'backup', 'slow');
@@ -436,6 +449,7 @@ describe('leases on a clock the test moves (memory store)', () => {
 
   it('a collection whose lease refreshes fail stops deleting before that lease can look dead, leaving only garbage', async (t) => {
     t.mock.timers.enable({ apis: ['Date', 'setInterval'], now: 1_000_000 });
+    t.mock.method(performance, 'now', () => Date.now()); // the leases' monotonic clock moves with the test's
     const ttlMs = 300;
     const run = async (failRefreshes: boolean) => {
       const store = new MemoryStore();
@@ -524,6 +538,7 @@ describe('a collection looks at the leases again while it deletes (memory store)
 
   it('looks again every ttl/3 of its run, not only after many deletes', async (t) => {
     t.mock.timers.enable({ apis: ['Date', 'setInterval'], now: 1_000_000 });
+    t.mock.method(performance, 'now', () => Date.now()); // the leases' monotonic clock moves with the test's
     const store = new MemoryStore();
     await chain(store);
     await Promise.all(Array.from({ length: 40 }, (_, i) => storeBlob(store, HOST, `nb-${100 + i}-big-Data.db`, 1)));
@@ -547,5 +562,43 @@ describe('a collection looks at the leases again while it deletes (memory store)
     assert.equal(res.skipped, 'backup-running');
     // 10 ms a delete, a look every 100 ms: the backup lease written after the third is seen before the eleventh.
     assert.equal(res.deleted, 10);
+  });
+});
+
+describe("ages are measured on the store clock, never the reader's (memory store)", () => {
+  it("a collection on a host whose clock runs 11 minutes ahead still sees a running backup's lease as live; one behind sees a dead lease as dead", async (t) => {
+    const store = new MemoryStore();
+    let storeClock = Date.now();
+    store.now = () => storeClock;
+    const { g } = await chain(store);
+    const lease = await holdBackupLease(store, HOST, 'running');
+    lease.stop();
+    // The collector's clock is 11 minutes ahead of the store's (and of the backup's host): more than the lease's ttl.
+    t.mock.timers.enable({ apis: ['Date'], now: storeClock + 11 * 60_000 });
+    assert.deepEqual(await collectGarbage(store, HOST, { graceMs: 0 }), { deleted: 0, freedBytes: 0, skipped: 'backup-running' });
+    for (const b of g) assert.ok(store.objects.has(b.key), 'the running backup is safe');
+    // The store's clock moves past the lease's ttl while the collector's stands still (behind): the lease is dead.
+    storeClock += BACKUP_LEASE_TTL_MS + 60_000;
+    assert.deepEqual(await collectGarbage(store, HOST, { graceMs: 0 }), { deleted: 2, freedBytes: 2000 });
+  });
+
+  it("never collects a blob younger than the grace period on the store clock, whatever the collector's clock says", async (t) => {
+    const store = new MemoryStore();
+    const storeClock = Date.now();
+    store.now = () => storeClock;
+    const { g } = await chain(store);
+    // One unreferenced blob stored longer ago than the grace period, one just now (a running backup's, say, whose
+    // lease the collector cannot see).
+    store.objects.get(g[0].key)!.modified = new Date(storeClock - BLOB_GRACE_MS - 1000).toISOString();
+    t.mock.timers.enable({ apis: ['Date'], now: storeClock + 24 * 3600_000 });
+    const saved = process.env['CBR_GC_GRACE_MS'];
+    delete process.env['CBR_GC_GRACE_MS'];
+    try {
+      assert.deepEqual(await collectGarbage(store, HOST), { deleted: 1, freedBytes: g[0].stored });
+    } finally {
+      process.env['CBR_GC_GRACE_MS'] = saved;
+    }
+    assert.ok(!store.objects.has(g[0].key));
+    assert.ok(store.objects.has(g[1].key), 'the young blob is kept');
   });
 });

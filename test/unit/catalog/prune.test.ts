@@ -29,6 +29,9 @@ import { openStore } from '../../../src/storage/open.ts';
 import type { ObjectStore } from '../../../src/storage/port.ts';
 import { MemoryStore } from '../../fixtures/memoryStore.ts';
 
+// These tests collect blobs they have just stored: no grace period, unless a test sets one (see the grace tests).
+process.env['CBR_GC_GRACE_MS'] = '0';
+
 const HOST = '0b6ee5a3-0e1b-4e4e-9d4c-5a1d2c3b4a50';
 
 const dirs: string[] = [];

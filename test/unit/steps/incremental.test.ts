@@ -157,19 +157,23 @@ describe('incremental backups: steps', () => {
     const store = new MemoryStore();
     const deps = backupDeps(source, store);
     const base = backupInput(source, { strategy: 'incremental', parent: null, startedAt: new Date().toISOString() });
-    const record = async (backupId: string, age: number | null, drop = false, leasePutMs = 0) => {
+    const record = async (backupId: string, age: number | string | null, drop = false, leasePutMs = 0) => {
       const input = { ...base, ctx: { ...base.ctx, backupId } };
       const node = await verifyNode(deps, input, liveSignal());
       await takeSnapshot(deps, input, liveSignal());
       const result = await storeFiles(deps, input, liveSignal());
       assert.ok(result.leaseWrittenAt, 'storeFiles held its lease without a break');
-      const seen = age === null ? {} : { leaseWrittenAt: new Date(Date.parse(result.leaseWrittenAt) - age).toISOString() };
+      // The stamp is `<process>@<monotonic ms>`: the same process, `age` ms earlier.
+      const [pid, at] = result.leaseWrittenAt.split('@');
+      const seen = age === null ? {} : { leaseWrittenAt: typeof age === 'string' ? age : `${pid}@${Number(at) - age}` };
       const { leaseWrittenAt: _, ...rest } = result;
       if (drop) await store.delete(rest.manifest![0]!.blob!);
       store.calls.length = 0;
       if (leasePutMs > 0) {
         // This step's own lease write takes leasePutMs of a clock the test moves.
         t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
+        const base = performance.now() - Date.now();
+        t.mock.method(performance, 'now', () => base + Date.now());
         const key = leaseKey(source.profile.hostId, 'backup', backupId);
         store.beforeCommit = (k) => {
           if (k !== key) return;
@@ -197,6 +201,16 @@ describe('incremental backups: steps', () => {
     const late = await record('w4', 2 * 60_000, false, 4 * 60_000);
     await late.done;
     assert.equal(late.heads(), late.files);
+    t.mock.reset();
+    // A stamp of another process (a backup resumed in writeRecord after a restart), or a wall-clock time as older
+    // runs left, just now by the clock: every blob again, and a vanished one fails the record.
+    for (const [id, other] of [
+      ['w5', '00000000-0000-4000-8000-000000000000@1'],
+      ['w6', new Date().toISOString()],
+    ] as const) {
+      const resumed = await record(id, other, true);
+      await rejectsCoded(resumed.done, 'CBR_ERR_STORAGE_FAILED', /gone: not recorded/);
+    }
   });
 
   it("a failed backup's compensation releases its lease", async () => {
@@ -211,6 +225,22 @@ describe('incremental backups: steps', () => {
     assert.equal(leases().length, 1, 'the lease outlives the step (its blobs are unreferenced)');
     await deleteBackupObjects(deps, { ctx: { ...input.ctx, error: { code: 'CBR_ERR_STORAGE_FAILED' } } }, liveSignal());
     assert.deepEqual(leases(), []);
+  });
+
+  it('a lease that cannot be released once the record is written is a warning, never a failed (and undone) backup', async () => {
+    const source = await fakeNode({ name: 'source', userData: true });
+    const store = new MemoryStore();
+    const deps = backupDeps(source, store);
+    const input = backupInput(source, { backupId: 'r1', strategy: 'incremental', parent: null, startedAt: new Date().toISOString() });
+    const node = await verifyNode(deps, input, liveSignal());
+    await takeSnapshot(deps, input, liveSignal());
+    const result = await storeFiles(deps, input, liveSignal());
+    const key = leaseKey(source.profile.hostId, 'backup', 'r1');
+    store.fail('delete', new CbrError('CBR_ERR_STORAGE_FAILED', 'proxy blip'), { match: (k) => k === key });
+    await writeRecord(deps, { ...input, node, result }, liveSignal());
+    assert.equal((await readRecord(store, 'r1')).state, 'COMPLETED');
+    assert.ok(store.keys().includes(key), 'the lease is left to die with its ttl');
+    assert.ok(deps.log.lines.some((l) => l.level === 'warn' && /lease/.test(l.msg)));
   });
 
   it('restores exactly the snapshot, verified; a re-run fetches only what the journal does not list', async () => {
