@@ -21,7 +21,8 @@ import { type KeystoneTokenResponse, keystoneBody, objectStoreEndpoint } from '.
  * is retried for that segment only, with backoff), and its MD5 checked against the ETag Swift returns; the next
  * segment spools while the previous one uploads. A stream that fits one segment becomes a plain object; a longer
  * one becomes segments in `<container>_segments` plus a Static Large Object manifest. A put that fails removes
- * the segments it wrote. Delete removes an SLO's segments too.
+ * the segments it wrote; a create-only put whose manifest PUT meets 412 first reads the manifest there, and when it
+ * lists this upload's own segments (its first attempt was committed, the answer lost) the put has succeeded. Delete removes an SLO's segments too.
  *
  * Over 300 lines on purpose: one closure holds the session (token and endpoint, renewed on 401) that every
  * request, segment upload and listing shares; Keystone's request and catalog lookup are in keystone.ts.
@@ -208,6 +209,21 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
     });
   };
 
+  /** Whether the large object at `key` is the manifest of exactly these segments (this upload's, named by its id). */
+  const manifestIsOurs = async (key: string, segments: { path: string }[], signal?: AbortSignal): Promise<boolean> => {
+    const res = await request('GET', `/${enc(config.container)}/${encPath(key)}?multipart-manifest=get`, {
+      ok: [404],
+      ...(signal ? { signal } : {}),
+      what: `manifest of ${key}`,
+    });
+    if (res.status === 404 || res.headers.get('x-static-large-object') !== 'True') {
+      await res.body?.cancel();
+      return false;
+    }
+    const there = (await res.json()) as { name?: string }[];
+    return there.length === segments.length && there.every((s, i) => s.name === segments[i]!.path);
+  };
+
   return {
     description: `swift:${config.authUrl}#${config.container}`,
     async put(key, body, opts = {}) {
@@ -280,7 +296,9 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
             what: `manifest of ${key}`,
           });
           await res.body?.cancel();
-          if (res.status === 412) throw new CbrError('CBR_ERR_OBJECT_EXISTS', `${key} already exists`);
+          // A 412 may answer a retry whose first attempt was committed but its answer lost (a reset, a proxy's 504):
+          // then the manifest there is this upload's own, and its segments must stay.
+          if (res.status === 412 && !(await manifestIsOurs(key, segments, signal))) throw new CbrError('CBR_ERR_OBJECT_EXISTS', `${key} already exists`);
         }
         return { size: total };
       } catch (err) {
