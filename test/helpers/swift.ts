@@ -48,11 +48,20 @@ export function killProxy(): void {
  * A loopback proxy in front of the Swift all-in-one (v1 auth), for failures Swift itself will not give: `drop`
  * sees each request, and when it answers true the request still goes to Swift (which commits it) but its answer
  * never comes back (the client's socket is cut, as a lost response or a gateway's timeout would). The auth
- * answer's X-Storage-Url is rewritten to the proxy so every later request passes through it.
+ * answer's X-Storage-Url is rewritten to the proxy so every later request passes through it. `down()` stands for a
+ * storage outage without stopping the Swift other tests share: every open connection is cut, and every request
+ * until `up()` has its connection reset.
  */
-export async function lossyProxy(drop: (method: string, url: string) => boolean): Promise<{ authUrl: string; close(): Promise<void> }> {
+export async function lossyProxy(
+  drop: (method: string, url: string) => boolean = () => false,
+): Promise<{ authUrl: string; down(): void; up(): void; close(): Promise<void> }> {
   const upstream = new URL(SWIFT_AUTH_URL);
+  let outage = false;
   const server = createServer((req, res) => {
+    if (outage) {
+      req.socket.destroy();
+      return;
+    }
     const lose = drop(req.method ?? 'GET', req.url ?? '/');
     const out = request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
       if (lose) {
@@ -73,6 +82,13 @@ export async function lossyProxy(drop: (method: string, url: string) => boolean)
   const origin = () => `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {
     authUrl: `${origin()}${upstream.pathname}`,
+    down() {
+      outage = true;
+      server.closeAllConnections();
+    },
+    up() {
+      outage = false;
+    },
     close: () =>
       new Promise<void>((r) => {
         server.closeAllConnections();
