@@ -9,6 +9,7 @@ import { type Running, type WorkflowEvent, type WorkflowOutcome, WorkflowRuntime
 import { StateDb, type WorkflowKind } from '../state/stateDb.ts';
 import { openStore } from '../storage/open.ts';
 import { DEFAULT_CONTAINER, type ObjectStore, type StorageConfig } from '../storage/port.ts';
+import { parseDuration } from './bus.ts';
 import { optionGroup, type Values } from './command.ts';
 import type { CliIO } from './io.ts';
 import { ProgressBar } from './progress.ts';
@@ -62,6 +63,18 @@ export const storageOptions = optionGroup('storage options', {
     env: 'CBR_SWIFT_SEGMENT_SIZE',
     description: 'Swift: the segment size of large archives, e.g. 1G (default 1G)',
   },
+  'swift-spool-dir': {
+    type: 'string',
+    placeholder: '<dir>',
+    env: 'CBR_SWIFT_SPOOL_DIR',
+    description: 'Swift: where segments are spooled before upload, about 2 x segment size per file in flight (default $CBR_HOME/spool)',
+  },
+  'swift-outage-window': {
+    type: 'string',
+    placeholder: '<duration>',
+    env: 'CBR_SWIFT_OUTAGE_WINDOW',
+    description: 'Swift: how long a request is retried (every 5 s at most) while the store keeps failing, e.g. 30s, 10m (default 2m)',
+  },
   's3-endpoint': { type: 'string', placeholder: '<url>', env: 'CBR_S3_ENDPOINT', description: 'S3: an S3-compatible endpoint (requests go path-style)' },
   's3-region': { type: 'string', placeholder: '<region>', env: 'CBR_S3_REGION', default: 'us-east-1', description: 'S3: the region' },
   's3-credentials-file': {
@@ -105,6 +118,8 @@ export function storageConfig(values: StorageValues, env: NodeJS.ProcessEnv): St
     if (iface && !['public', 'internal', 'admin'].includes(iface))
       throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--swift-interface must be public, internal or admin');
     const segment = values['segment-size'];
+    const outage = values['swift-outage-window'];
+    const spool = values['swift-spool-dir'];
     const project = values['swift-project'];
     const region = values['swift-region'];
     return {
@@ -117,6 +132,8 @@ export function storageConfig(values: StorageValues, env: NodeJS.ProcessEnv): St
       ...(region ? { region } : {}),
       ...(iface ? { interface: iface as 'public' | 'internal' | 'admin' } : {}),
       ...(segment ? { segmentSize: parseSize(segment) } : {}),
+      spoolDir: resolve(spool ?? join(cbrHome(env), 'spool')),
+      ...(outage ? { outageMs: parseDuration(outage, '--swift-outage-window') } : {}),
     };
   }
   if (driver === 's3') {

@@ -53,10 +53,12 @@ export interface SwiftConfig {
   interface?: 'public' | 'internal' | 'admin';
   /** Bytes per segment (default 1 GiB). */
   segmentSize?: number;
-  /** Where segments are spooled (default the OS temp dir). */
+  /** Where segments are spooled (default `$CBR_HOME/spool`; never the OS temp dir, often tmpfs or small). */
   spoolDir?: string;
   /** Attempts per request on 5xx and network errors (default 5). */
   attempts?: number;
+  /** After those attempts, how long (ms) a request keeps being tried while the store keeps failing (default 2 minutes). */
+  outageMs?: number;
 }
 
 export interface S3Config {

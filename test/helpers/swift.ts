@@ -1,5 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { REPO, scratchDir } from './env.ts';
 
@@ -40,4 +42,57 @@ export async function swiftList(container: string, prefix = ''): Promise<string[
 
 export function killProxy(): void {
   execFileSync('pkill', ['-9', '-f', 'proxy-server.conf']);
+}
+
+/**
+ * A loopback proxy in front of the Swift all-in-one (v1 auth), for failures Swift itself will not give: `drop`
+ * sees each request, and when it answers true the request still goes to Swift (which commits it) but its answer
+ * never comes back (the client's socket is cut, as a lost response or a gateway's timeout would). The auth
+ * answer's X-Storage-Url is rewritten to the proxy so every later request passes through it. `down()` stands for a
+ * storage outage without stopping the Swift other tests share: every open connection is cut, and every request
+ * until `up()` has its connection reset.
+ */
+export async function lossyProxy(
+  drop: (method: string, url: string) => boolean = () => false,
+): Promise<{ authUrl: string; down(): void; up(): void; close(): Promise<void> }> {
+  const upstream = new URL(SWIFT_AUTH_URL);
+  let outage = false;
+  const server = createServer((req, res) => {
+    if (outage) {
+      req.socket.destroy();
+      return;
+    }
+    const lose = drop(req.method ?? 'GET', req.url ?? '/');
+    const out = request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
+      if (lose) {
+        up.resume();
+        up.on('end', () => req.socket.destroy());
+        return;
+      }
+      const headers = { ...up.headers };
+      const storage = headers['x-storage-url'];
+      if (typeof storage === 'string') headers['x-storage-url'] = storage.replace(upstream.origin, origin());
+      res.writeHead(up.statusCode ?? 502, headers);
+      up.pipe(res);
+    });
+    out.on('error', () => req.socket.destroy());
+    req.pipe(out);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const origin = () => `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    authUrl: `${origin()}${upstream.pathname}`,
+    down() {
+      outage = true;
+      server.closeAllConnections();
+    },
+    up() {
+      outage = false;
+    },
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
 }

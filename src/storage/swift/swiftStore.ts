@@ -1,13 +1,13 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, open, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rm } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { CbrError } from '../../core/errors.ts';
+import { cbrHome } from '../../core/paths.ts';
 import { retry } from '../../core/retry.ts';
 import { KEY_RE, type ObjectInfo, type ObjectStore, type SwiftConfig } from '../port.ts';
 import { type KeystoneTokenResponse, keystoneBody, objectStoreEndpoint } from './keystone.ts';
@@ -17,11 +17,12 @@ import { type KeystoneTokenResponse, keystoneBody, objectStoreEndpoint } from '.
  * (a 1 MB upload sent 5 GiB to a real Swift proxy) and it pulls 257 packages.
  *
  * A put of unknown length is cut into segments (default 1 GiB; Swift's single-object limit is 5 GiB). Each
- * segment is spooled to a temporary file while its MD5 is computed, uploaded from there (so a transient error
+ * segment is spooled to a file (under `spoolDir`, by default `$CBR_HOME/spool`, never the OS temp dir: often tmpfs) while its MD5 is computed, uploaded from there (so a transient error
  * is retried for that segment only, with backoff), and its MD5 checked against the ETag Swift returns; the next
  * segment spools while the previous one uploads. A stream that fits one segment becomes a plain object; a longer
  * one becomes segments in `<container>_segments` plus a Static Large Object manifest. A put that fails removes
- * the segments it wrote. Delete removes an SLO's segments too.
+ * the segments it wrote; a create-only put whose manifest PUT meets 412 first reads the manifest there, and when it
+ * lists this upload's own segments (its first attempt was committed, the answer lost) the put has succeeded. Delete removes an SLO's segments too.
  *
  * Over 300 lines on purpose: one closure holds the session (token and endpoint, renewed on 401) that every
  * request, segment upload and listing shares; Keystone's request and catalog lookup are in keystone.ts.
@@ -37,6 +38,9 @@ const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
 
 /** A failure worth another attempt; its message ends up in the error thrown when the attempts are spent. */
 class Transient extends Error {}
+
+/** How long the driver keeps trying a store that fails every request, after its `attempts` (2 minutes). */
+export const DEFAULT_OUTAGE_MS = 120_000;
 
 const SPOOL_PREFIX = 'cbr-swift-';
 const sweptSpools = new Map<string, Promise<void>>();
@@ -66,6 +70,7 @@ function alive(pid: number): boolean {
 export function createSwiftStore(config: SwiftConfig): ObjectStore {
   const segmentSize = config.segmentSize ?? 1 << 30;
   const attempts = config.attempts ?? 5;
+  const outageMs = config.outageMs ?? DEFAULT_OUTAGE_MS;
   const segContainer = `${config.container}_segments`;
   let session: Session | null = null;
   let containersReady = false;
@@ -108,24 +113,36 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
 
   /**
    * Runs `once` again, after a backoff, when it meets a retryable status or a network error (both become
-   * Transient); a coded error ends it at once, and an abort ends it as CBR_ERR_ABORTED.
+   * Transient): at least `attempts` times, and beyond them for as long as the store has been failing less than
+   * `outageMs` (a proxy restarted, a rolling upgrade), every 5 s at most. A coded error ends it at once, and an
+   * abort ends it as CBR_ERR_ABORTED.
    */
   const withRetries = async <T>(what: string, signal: AbortSignal | undefined, once: () => Promise<T>): Promise<T> => {
+    let tried = 0;
+    let failingSince = 0;
     try {
       return await retry(
         async () => {
+          tried++;
           try {
             return await once();
           } catch (err) {
+            failingSince ||= Date.now();
             if (err instanceof CbrError || err instanceof Transient) throw err;
             if ((err as Error).name === 'AbortError' || signal?.aborted) throw new CbrError('CBR_ERR_ABORTED', `${what} aborted`);
             throw new Transient(describeFetchError(err));
           }
         },
-        { attempts, baseMs: 200, maxMs: 5000, retryable: (err) => err instanceof Transient, ...(signal ? { signal } : {}) },
+        {
+          attempts: Number.POSITIVE_INFINITY,
+          baseMs: 200,
+          maxMs: 5000,
+          retryable: (err) => err instanceof Transient && (tried < attempts || Date.now() - failingSince < outageMs),
+          ...(signal ? { signal } : {}),
+        },
       );
     } catch (err) {
-      if (err instanceof Transient) throw new CbrError('CBR_ERR_STORAGE_FAILED', `${what} failed after ${attempts} attempts (${err.message})`);
+      if (err instanceof Transient) throw new CbrError('CBR_ERR_STORAGE_FAILED', `${what} failed after ${tried} attempts (${err.message})`);
       // retry() ends an aborted wait, or a call made after the abort, with the signal's own reason.
       if (!(err instanceof CbrError) && signal?.aborted) throw new CbrError('CBR_ERR_ABORTED', `${what} aborted`);
       throw err;
@@ -208,13 +225,29 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
     });
   };
 
+  /** Whether the large object at `key` is the manifest of exactly these segments (this upload's, named by its id). */
+  const manifestIsOurs = async (key: string, segments: { path: string }[], signal?: AbortSignal): Promise<boolean> => {
+    const res = await request('GET', `/${enc(config.container)}/${encPath(key)}?multipart-manifest=get`, {
+      ok: [404],
+      ...(signal ? { signal } : {}),
+      what: `manifest of ${key}`,
+    });
+    if (res.status === 404 || res.headers.get('x-static-large-object') !== 'True') {
+      await res.body?.cancel();
+      return false;
+    }
+    const there = (await res.json()) as { name?: string }[];
+    return there.length === segments.length && there.every((s, i) => s.name === segments[i]!.path);
+  };
+
   return {
     description: `swift:${config.authUrl}#${config.container}`,
     async put(key, body, opts = {}) {
       checkKey(key);
       const signal = opts.signal;
       await ensureContainers(signal);
-      const spoolRoot = config.spoolDir ?? tmpdir();
+      const spoolRoot = config.spoolDir ?? join(cbrHome(), 'spool');
+      await mkdir(spoolRoot, { recursive: true, mode: 0o700 });
       if (!sweptSpools.has(spoolRoot)) sweptSpools.set(spoolRoot, sweepDeadSpools(spoolRoot));
       await sweptSpools.get(spoolRoot);
       const spool = await mkdtemp(join(spoolRoot, `${SPOOL_PREFIX}${process.pid}-`));
@@ -280,7 +313,9 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
             what: `manifest of ${key}`,
           });
           await res.body?.cancel();
-          if (res.status === 412) throw new CbrError('CBR_ERR_OBJECT_EXISTS', `${key} already exists`);
+          // A 412 may answer a retry whose first attempt was committed but its answer lost (a reset, a proxy's 504):
+          // then the manifest there is this upload's own, and its segments must stay.
+          if (res.status === 412 && !(await manifestIsOurs(key, segments, signal))) throw new CbrError('CBR_ERR_OBJECT_EXISTS', `${key} already exists`);
         }
         return { size: total };
       } catch (err) {
@@ -301,12 +336,45 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
     },
     async get(key, opts = {}) {
       checkKey(key);
-      const res = await request('GET', `/${enc(config.container)}/${encPath(key)}`, {
-        ...(opts.signal ? { signal: opts.signal } : {}),
-        what: `download ${key}`,
-      });
-      if (!res.body) throw new CbrError('CBR_ERR_STORAGE_FAILED', `download ${key}: empty response`);
-      return Readable.fromWeb(res.body as import('node:stream/web').ReadableStream, { highWaterMark: 1 << 20 });
+      const path = `/${enc(config.container)}/${encPath(key)}`;
+      const signal = opts.signal;
+      const what = `download ${key}`;
+      const first = await request('GET', path, { ...(signal ? { signal } : {}), what });
+      if (!first.body) throw new CbrError('CBR_ERR_STORAGE_FAILED', `${what}: empty response`);
+      const etag = first.headers.get('etag');
+      const length = first.headers.get('content-length');
+      const total = length === null ? null : Number(length);
+      // A body cut mid-way (the proxy restarted, the connection reset) goes on from the byte it stopped at, with a
+      // Range request under the same retry and outage rules, as long as the object is the same (its ETag): so an
+      // outage shorter than the outage window costs a restore nothing, whatever it was downloading.
+      async function* body(): AsyncGenerator<Buffer> {
+        let res = first;
+        let got = 0;
+        let stalls = 0;
+        for (;;) {
+          const before = got;
+          try {
+            for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+              got += chunk.byteLength;
+              yield Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+            }
+            if (total === null || got === total) return;
+            if (got > total) throw new CbrError('CBR_ERR_STORAGE_FAILED', `${what}: ${got} bytes, more than the ${total} announced`);
+          } catch (err) {
+            if (err instanceof CbrError) throw err;
+            if (signal?.aborted || (err as Error).name === 'AbortError') throw new CbrError('CBR_ERR_ABORTED', `${what} aborted`);
+            if (total === null) throw new CbrError('CBR_ERR_STORAGE_FAILED', `${what} cut after ${got} bytes (${describeFetchError(err)})`);
+          }
+          stalls = got > before ? 0 : stalls + 1;
+          if (stalls >= attempts) throw new CbrError('CBR_ERR_STORAGE_FAILED', `${what} cut ${attempts} times at byte ${got} of ${total}`);
+          res = await request('GET', path, { headers: { Range: `bytes=${got}-` }, ...(signal ? { signal } : {}), what });
+          if (res.status !== 206 || res.headers.get('etag') !== etag || !res.body) {
+            await res.body?.cancel();
+            throw new CbrError('CBR_ERR_STORAGE_FAILED', `${what}: the object changed or the store refused to go on at byte ${got} (HTTP ${res.status})`);
+          }
+        }
+      }
+      return Readable.from(body(), { objectMode: false, highWaterMark: 1 << 20 });
     },
     async head(key, opts = {}) {
       checkKey(key);

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ObjectStore } from '../../../src/storage/port.ts';
 import { createSwiftStore } from '../../../src/storage/swift/swiftStore.ts';
 
@@ -46,6 +47,7 @@ describe('Swift driver retries', () => {
       credentialsFile: join(dir, 'c.json'),
       container: 'c',
       attempts: 3,
+      outageMs: 0,
     });
   });
   after(async () => {
@@ -112,6 +114,70 @@ describe('Swift driver retries', () => {
     await assert.rejects(store.put('b1/x', Readable.from([Buffer.from('x')]), { signal: ac.signal }));
     assert.ok(performance.now() - started < 1000);
     script = [];
+  });
+
+  it('after its attempts, goes on trying a store that keeps failing while it has failed for less than the outage window', async () => {
+    const port = (server.address() as { port: number }).port;
+    const patient = createSwiftStore({
+      driver: 'swift',
+      authUrl: `http://127.0.0.1:${port}/auth/v1.0`,
+      authVersion: 1,
+      credentialsFile: join(dir, 'c.json'),
+      container: 'c',
+      attempts: 2,
+      outageMs: 600_000,
+    });
+    script = [503, 0, 503, 0, 200];
+    seen.length = 0;
+    await (await patient.get('b1/backup.json')).resume();
+    assert.deepEqual(
+      seen.filter((s) => s !== 'auth'),
+      ['503', 'reset', '503', 'reset', '200'],
+    );
+  });
+
+  it('spools under $CBR_HOME/spool when no spool dir is given, never in the OS temp dir, and removes it after the put', async () => {
+    const home = join(dir, 'home');
+    const saved = process.env['CBR_HOME'];
+    process.env['CBR_HOME'] = home;
+    try {
+      const port = (server.address() as { port: number }).port;
+      const store = createSwiftStore({
+        driver: 'swift',
+        authUrl: `http://127.0.0.1:${port}/auth/v1.0`,
+        authVersion: 1,
+        credentialsFile: join(dir, 'c.json'),
+        container: 'c',
+      });
+      const mine = async (root: string) => (await readdir(root).catch(() => [] as string[])).filter((n) => n.startsWith(`cbr-swift-${process.pid}-`));
+      let release = () => {};
+      const held = new Promise<void>((r) => {
+        release = r;
+      });
+      const body = Readable.from(
+        (async function* () {
+          yield Buffer.from('first half');
+          await held;
+          yield Buffer.from('second half');
+        })(),
+      );
+      script = [];
+      const put = store.put('b1/spooled', body);
+      let during: string[] = [];
+      for (let i = 0; i < 200 && during.length === 0; i++) {
+        await sleep(10);
+        during = await mine(join(home, 'spool'));
+      }
+      const inTmp = await mine(tmpdir());
+      release();
+      await put;
+      assert.equal(during.length, 1, 'the put spools in $CBR_HOME/spool');
+      assert.deepEqual(inTmp, [], 'nothing of it in the OS temp dir');
+      assert.deepEqual(await mine(join(home, 'spool')), [], 'the spool is gone after the put');
+    } finally {
+      if (saved === undefined) delete process.env['CBR_HOME'];
+      else process.env['CBR_HOME'] = saved;
+    }
   });
 
   it("a put removes the spools of dead processes (a kill -9 mid-upload leaves one) and leaves a live process's", async () => {
