@@ -112,6 +112,8 @@ export class Agent {
       env: opts.env,
       log: opts.log,
       stepDelayMs: opts.stepDelayMs ?? 0,
+      // Its node's CQL session outlives a workflow, as its JMX client does (closed in stop()).
+      keepNodeSessions: true,
       ...(opts.steps ? { steps: opts.steps } : {}),
       ...(opts.inspect ? { inspect: opts.inspect } : {}),
       clusterSteps:
@@ -239,6 +241,7 @@ export class Agent {
       await new Promise((r) => setTimeout(r, 50));
     }
     await this.#conn?.close().catch(() => {});
+    await this.#runtime.closeNodeSessions();
     this.#stateDb.close();
   }
 

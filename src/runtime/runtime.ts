@@ -75,6 +75,8 @@ export interface RuntimeOptions {
   onEvent?: (event: WorkflowEvent) => void;
   /** Fault-injection drills: wait this long before each step (default 0). */
   stepDelayMs?: number;
+  /** Keep node sessions (CQL) between workflows, as a long-lived process does (the agent); default false. */
+  keepNodeSessions?: boolean;
   /** Replaces the real steps (benchmarks with fake nodes, tests); default: the real steps. */
   steps?: StepsFactory;
   /** XState inspection of every workflow actor (`--inspect <ws-url>`: a Stately inspector). */
@@ -249,6 +251,13 @@ export class WorkflowRuntime {
     return true;
   }
 
+  /** Closes the node sessions kept between workflows (keepNodeSessions), once the process stops taking work. */
+  async closeNodeSessions(): Promise<void> {
+    if (!this.#opts.keepNodeSessions) return;
+    const { closeKeptCql } = await import('../cassandra/sharedCql.ts');
+    await closeKeptCql();
+  }
+
   /** Stops every running actor without touching its persisted state (graceful shutdown: resume later). */
   stopAll(): void {
     for (const r of this.#running.values()) r.actor.stop();
@@ -263,6 +272,7 @@ export class WorkflowRuntime {
       env: this.#opts.env,
       log,
       stepDelayMs: this.#opts.stepDelayMs ?? 0,
+      keepSessions: this.#opts.keepNodeSessions ?? false,
       onProgress: (step: string, progress: Progress) => {
         this.#emit({ type: 'progress', workflowId: input.workflowId, kind, step, progress, at: new Date().toISOString() });
         // Persist progress at most once a second (it goes through the machine, so it lands in the snapshot).

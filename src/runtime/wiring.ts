@@ -1,10 +1,10 @@
 import { readFile, statfs } from 'node:fs/promises';
 import { loadKey } from '../archive/crypto.ts';
 import { connectCql } from '../cassandra/cql.ts';
-import { createNodetool } from '../cassandra/nodetool.ts';
+import { createNodetool, jmxIdleMs } from '../cassandra/nodetool.ts';
 import { loadCredentials, loadProfile } from '../cassandra/profile.ts';
 import { createSystemdControl } from '../cassandra/service.ts';
-import { sharedCql } from '../cassandra/sharedCql.ts';
+import { keptCql, sharedCql } from '../cassandra/sharedCql.ts';
 import { CbrError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { cbrHome } from '../core/paths.ts';
@@ -25,6 +25,11 @@ export interface DepsOptions {
   log: Logger;
   onProgress: (step: string, p: Progress) => void;
   stepDelayMs?: number;
+  /**
+   * Keep the node's CQL session after the workflow, for the next one (the agent: --jmx-idle, as its JMX client);
+   * otherwise it closes when the workflow ends, so a CLI run exits at once.
+   */
+  keepSessions?: boolean;
 }
 
 async function nodeDeps(input: BackupInput | RestoreInput, opts: DepsOptions) {
@@ -52,7 +57,10 @@ export async function buildBackupDeps(input: BackupInput, opts: DepsOptions): Pr
   const { cql } = common.profile;
   // The steps of one backup share a connection (verifyNode, then takeSnapshot); the runtime disposes of it when
   // the workflow ends.
-  const shared = sharedCql(async () => connectCql({ ...cql, credentials: await loadCredentials(cql.credentialsFile) }));
+  const connect = async () => connectCql({ ...cql, credentials: await loadCredentials(cql.credentialsFile) });
+  const shared = opts.keepSessions
+    ? keptCql(JSON.stringify([cql.host, cql.port, cql.localDc, cql.credentialsFile ?? null]), connect, jmxIdleMs(opts.env))
+    : sharedCql(connect);
   return {
     ...common,
     cql: shared.open,

@@ -53,7 +53,7 @@ export const command = defineCommand('agent', {
       env: 'CBR_JMX_IDLE',
       default: '1h',
       description:
-        "how long cbr's JMX client JVM stays up between workflows (one per node, shared by them; about 45 MiB resident while up), e.g. 30s, 15m, 25h",
+        "how long cbr's JMX client JVM and the node's CQL session stay up between workflows (one per node, shared by them; the JVM is about 45 MiB resident while up), e.g. 30s, 15m, 25h",
     },
     ...jsonOption,
     ...busConnectionOptions,

@@ -5,7 +5,6 @@ import { parseRate } from '../../archive/throttle.ts';
 import { createNodetool } from '../../cassandra/nodetool.ts';
 import { loadProfile } from '../../cassandra/profile.ts';
 import { checkId } from '../../catalog/catalog.ts';
-import { checkClusterBackupId } from '../../catalog/clusterRecord.ts';
 import { CbrError, fromErrorInfo } from '../../core/errors.ts';
 import {
   type BackupRequest,
@@ -21,9 +20,9 @@ import {
 } from '../../workflows/backupRequest.ts';
 import { type BusValues, busOptions, followOptions, runOverBus } from '../bus.ts';
 import { defineCommand, jsonOption } from '../command.ts';
-import { metricsOptions, runLocally, storageConfig, storageOptions } from '../context.ts';
 import { type CliIO, printJson, requireOption } from '../io.ts';
 import { formatBytes } from '../progress.ts';
+import { metricsOptions, storageConfig, storageOptions } from '../storageOptions.ts';
 
 export const command = defineCommand('backup-create', {
   summary: 'Snapshot the node and store it: one archive (full) or only the files not stored yet (incremental); prints the id.',
@@ -124,8 +123,10 @@ export const command = defineCommand('backup-create', {
     }
     const profilePath = resolve(requireOption(values.config, '--config', usage));
     const profile = await loadProfile(profilePath);
-    // The backup's first step asks JMX: its JVM starts now, while the request is checked and the runtime loads.
+    // The backup's first step asks JMX: its JVM starts now, while the request is checked and the runtime loads
+    // (the runtime, its machines and the state database load only after this, on the other core).
     createNodetool(profile, io.env).warm?.();
+    const { runLocally } = await import('../context.ts');
     const input = await backupInput(request, { id, profilePath, storage: storageConfig(values, io.env) }, io.env, { profile });
     const outcome = await runLocally(io, values.json, id, (runtime) => runtime.startBackup(input), {
       metricsTextfile: values['metrics-textfile'],
@@ -177,6 +178,7 @@ async function clusterBackup(io: CliIO, name: string, values: Values): Promise<n
         ]
       : null;
   if (hosts && hosts.length === 0) throw new CbrError('CBR_ERR_INVALID_ARGUMENT', '--hosts names no host');
+  const { checkClusterBackupId } = await import('../../catalog/clusterRecord.ts');
   const id = typeof v['id'] === 'string' ? checkClusterBackupId(v['id']) : randomUUID();
   const description = typeof v['description'] === 'string' ? v['description'] : '';
   checkBackupRequest({ name, description });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CqlSession } from '../../../src/cassandra/cql.ts';
-import { sharedCql } from '../../../src/cassandra/sharedCql.ts';
+import { closeKeptCql, keptCql, sharedCql } from '../../../src/cassandra/sharedCql.ts';
 
 /** A fake connection that counts connects and closes. */
 function counting(fail = 0) {
@@ -66,5 +66,61 @@ describe('sharedCql', () => {
     await shared.dispose();
     assert.equal(seen.connects, 2);
     assert.equal(seen.closes, 1);
+  });
+});
+
+describe('keptCql (the agent: a session kept between workflows)', () => {
+  it('a second workflow reuses the first one`s connection after one check query; dispose only lets go', async () => {
+    const queries: string[] = [];
+    let connects = 0;
+    let closes = 0;
+    const connect = async (): Promise<CqlSession> => {
+      connects++;
+      return {
+        execute: async (q) => {
+          queries.push(q);
+          return [];
+        },
+        close: async () => void closes++,
+      };
+    };
+    const first = keptCql('node-a', connect, 60_000);
+    const s1 = await first.open();
+    await s1.execute('q1');
+    await s1.close();
+    await first.dispose();
+    assert.equal(closes, 0, 'kept after the workflow ended');
+    const second = keptCql('node-a', connect, 60_000);
+    const s2 = await second.open();
+    await s2.execute('q2');
+    await s2.close();
+    assert.equal(connects, 1, 'one connection for both workflows');
+    assert.deepEqual(queries, ['q1', 'SELECT key FROM system.local', 'q2']);
+    await closeKeptCql();
+    assert.equal(closes, 1, 'closed when the agent stops');
+  });
+
+  it('a kept connection that fails its check is closed and replaced by a new one', async () => {
+    let connects = 0;
+    let closes = 0;
+    const connect = async (): Promise<CqlSession> => {
+      const n = ++connects;
+      return {
+        execute: async (q) => {
+          if (n === 1 && q.startsWith('SELECT key')) throw new Error('connection reset');
+          return [{ n }];
+        },
+        close: async () => void closes++,
+      };
+    };
+    const a = await keptCql('node-b', connect, 60_000).open();
+    await a.close();
+    const b = await keptCql('node-b', connect, 60_000).open();
+    assert.deepEqual(await b.execute('q'), [{ n: 2 }]);
+    await b.close();
+    assert.equal(connects, 2);
+    assert.equal(closes, 1, 'the stale one is closed');
+    await closeKeptCql();
+    assert.equal(closes, 2);
   });
 });
