@@ -8,7 +8,10 @@ import { CbrError } from '../core/errors.ts';
  * generation numbers repeat across nodes and after a truncate, and Statistics.db is rewritten in place.
  *
  * With encryption the name is an HMAC under a key derived from the archive key, so the store learns nothing of
- * the content from it (a plain SHA-256 would let anyone holding a candidate file confirm it is stored).
+ * the content from it (a plain SHA-256 would let anyone holding a candidate file confirm it is stored). For the
+ * same reason an encrypted backup's record lists no file's SHA-256 (`fileHashes: 'keyed'`): the blob name is the
+ * keyed digest of the file's identity, SHA-256 included, so a restore or verify checks a file's bytes by computing
+ * the name they give (contentCheck, sameContent).
  */
 
 export const BLOBS_PREFIX = 'cbr.blobs/';
@@ -38,6 +41,58 @@ export function dedupKey(key: Buffer): Buffer {
 export function blobName(f: BlobIdentity, dedup: Buffer | null): string {
   const text = JSON.stringify(['cbr blob v1', f.hostId, f.tableId, f.fileName, f.size, f.sha256, f.compression]);
   return (dedup ? createHmac('sha256', dedup) : createHash('sha256')).update(text).digest('hex');
+}
+
+/**
+ * How a fetched or verified file's bytes are known to be the recorded ones, in plain data (it goes to worker
+ * threads): `expected` is what the record holds, the file's SHA-256, or, where the record keeps none (an encrypted
+ * record with `fileHashes: 'keyed'`), its blob's name, which the SHA-256 of the bytes must give under `keyed`.
+ */
+export interface ContentCheck {
+  expected: string;
+  keyed: { identity: Omit<BlobIdentity, 'sha256'>; dedup: Uint8Array } | null;
+}
+
+/** Derived once per archive key (a restore or verify asks for every file), in a buffer of its own to send to threads. */
+const dedupKeys = new WeakMap<Buffer, Uint8Array>();
+
+/**
+ * The check of one file of a record. `key` is the archive key; a record whose files keep no SHA-256 cannot be
+ * checked without it (CBR_ERR_KEY_REQUIRED).
+ */
+export function contentCheck(
+  rec: { hostId: string; compression: string; encryption: { fileHashes?: 'keyed' } | null },
+  f: { path: string; size: number; sha256?: string | undefined; blob?: string | undefined },
+  key: Buffer | null | undefined,
+): ContentCheck {
+  if (rec.encryption?.fileHashes !== 'keyed') {
+    if (f.sha256 === undefined) throw new CbrError('CBR_ERR_INTERNAL', `the record lists no SHA-256 for ${f.path}`);
+    return { expected: f.sha256, keyed: null };
+  }
+  if (!key) throw new CbrError('CBR_ERR_KEY_REQUIRED', `${f.path} is checked through its encrypted blob's name: the archive key is needed`);
+  let dedup = dedupKeys.get(key);
+  if (!dedup) {
+    dedup = new Uint8Array(dedupKey(key));
+    dedupKeys.set(key, dedup);
+  }
+  const name = (f.blob ?? '').slice((f.blob ?? '').lastIndexOf('/') + 1);
+  if (!NAME_RE.test(name)) throw new CbrError('CBR_ERR_INTERNAL', `the record lists no blob for ${f.path}`);
+  return {
+    expected: name,
+    keyed: { identity: { hostId: rec.hostId, tableId: tableIdOf(f.path), fileName: fileNameOf(f.path), size: f.size, compression: rec.compression }, dedup },
+  };
+}
+
+/** What a record would hold for bytes of this SHA-256 (hex): the SHA-256 itself, or the blob name it gives. */
+export function recordedForm(check: ContentCheck, sha256: string): string {
+  if (!check.keyed) return sha256;
+  const { dedup, identity } = check.keyed;
+  return blobName({ ...identity, sha256 }, Buffer.from(dedup.buffer, dedup.byteOffset, dedup.byteLength));
+}
+
+/** True when bytes of this SHA-256 (hex) are the recorded file's. */
+export function sameContent(check: ContentCheck, sha256: string): boolean {
+  return recordedForm(check, sha256) === check.expected;
 }
 
 /** The storage segment of a host: its id when that is a safe key segment (Cassandra's UUIDs are), else a digest. */

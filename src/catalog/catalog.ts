@@ -44,7 +44,11 @@ export interface BackupRecord {
   /** SHA-256 of the archive, or of an incremental backup's file list (canonical JSON). */
   sha256: string;
   compression: Compression;
-  encryption: { algorithm: 'aes-256-gcm-chunked'; keyFingerprint: string; bound?: true } | null;
+  /**
+   * `fileHashes: 'keyed'` (incremental): the files list no SHA-256, each file's blob name (an HMAC of its identity,
+   * SHA-256 included) is checked instead; absent in records written before it, which list plain SHA-256s.
+   */
+  encryption: { algorithm: 'aes-256-gcm-chunked'; keyFingerprint: string; bound?: true; fileHashes?: 'keyed' } | null;
   rawBytes: number;
   fileCount: number;
   keyspaces: string[];
@@ -65,7 +69,7 @@ export interface BackupRecord {
 export interface RecordFile {
   path: string;
   size: number;
-  /** SHA-256 of the file's raw bytes (incremental). */
+  /** SHA-256 of the file's raw bytes (incremental; absent when `encryption.fileHashes` is 'keyed'). */
   sha256?: string;
   /** Key of the blob holding the file (incremental). */
   blob?: string;

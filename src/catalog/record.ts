@@ -15,6 +15,9 @@ import { blobKey, blobName, blobPrefix, fileNameOf, isBlobKeyUnder, tableIdOf } 
  *
  * Format 3 is an incremental backup's record: no archive, every file names the blob holding its bytes
  * (`object` is the host's blob prefix), and `sha256` is the digest of the file list, which the MAC covers too.
+ * Each file lists its SHA-256, except in an encrypted record with `encryption.fileHashes: 'keyed'` (written since
+ * then): there the blob's keyed name stands for it (blobs.ts contentCheck), so the record tells the store nothing
+ * of the content. Encrypted records written before it list plain SHA-256s and are read as they are.
  */
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -59,7 +62,12 @@ const recordSchema = z
     sha256: z.string().regex(HEX64),
     compression: z.enum(COMPRESSIONS as [string, ...string[]]),
     encryption: z
-      .object({ algorithm: z.literal('aes-256-gcm-chunked'), keyFingerprint: z.string().regex(/^[0-9a-f]{16}$/), bound: z.literal(true).optional() })
+      .object({
+        algorithm: z.literal('aes-256-gcm-chunked'),
+        keyFingerprint: z.string().regex(/^[0-9a-f]{16}$/),
+        bound: z.literal(true).optional(),
+        fileHashes: z.literal('keyed').optional(),
+      })
       .strict()
       .nullable(),
     rawBytes: int,
@@ -126,23 +134,28 @@ const recordSchema = z
     if (r.settings && r.settings.tokens.length > 0 && r.settings.tokens.length !== r.settings.numTokens)
       problem('settings: token count differs from numTokens');
     if (r.format === 2 && r.encryption && !r.encryption.bound) problem('an encrypted format-2 record must be bound');
+    if (r.encryption?.fileHashes && !incremental) problem('only an incremental record keeps its file hashes in blob names');
   });
 
 export type RecordShape = z.infer<typeof recordSchema>;
 
 /**
  * What holds an incremental record together: every file has its blob, under the host's prefix (and, unencrypted,
- * named by exactly that file's identity, so a record cannot point a file at another file's bytes), the sizes and
- * the new/shared split add up, and `sha256` is the digest of the file list.
+ * named by exactly that file's identity, so a record cannot point a file at another file's bytes), its SHA-256
+ * unless the record keeps file hashes keyed (then none has one), the sizes and the new/shared split add up, and
+ * `sha256` is the digest of the file list.
  */
 function incrementalProblem(r: RecordShape, problem: (message: string) => void): void {
   let stored = 0;
   let newBytes = 0;
   let newStored = 0;
   const blobs = new Set<string>();
+  const keyed = r.encryption?.fileHashes === 'keyed';
   for (const f of r.files) {
-    if (f.sha256 === undefined || f.blob === undefined || f.stored === undefined || f.shared === undefined) {
-      problem(`file ${JSON.stringify(f.path.slice(0, 120))} lacks its sha256, blob, stored or shared`);
+    if ((f.sha256 === undefined) !== keyed || f.blob === undefined || f.stored === undefined || f.shared === undefined) {
+      problem(
+        `file ${JSON.stringify(f.path.slice(0, 120))} ${keyed ? 'lists a plain sha256 in a record keeping them keyed' : 'lacks its sha256'}, or lacks its blob, stored or shared`,
+      );
       return;
     }
     if (!isBlobKeyUnder(f.blob, r.object)) {
@@ -150,7 +163,7 @@ function incrementalProblem(r: RecordShape, problem: (message: string) => void):
       return;
     }
     if (entryProblem(f.path)) return; // reported by the common checks
-    if (r.encryption === null) {
+    if (r.encryption === null && f.sha256 !== undefined) {
       const identity = {
         hostId: r.hostId,
         tableId: tableIdOf(f.path),

@@ -7,7 +7,7 @@ import { scanArchive } from '../archive/scan.ts';
 import { CbrError, type ErrorCode } from '../core/errors.ts';
 import { inPool } from '../core/pool.ts';
 import type { ObjectStore } from '../storage/port.ts';
-import { blobBinding } from './blobs.ts';
+import { blobBinding, contentCheck, recordedForm } from './blobs.ts';
 import { type BackupRecord, type RecordFile, readRecord } from './catalog.ts';
 import { recordBinding, verifyRecord } from './record.ts';
 
@@ -16,7 +16,8 @@ import { recordBinding, verifyRecord } from './record.ts';
  *
  * Shallow: every object the record names exists with its recorded size (a head per object). Deep: every byte is read
  * back, decrypted (each AES-GCM chunk authenticated), decompressed and checked: an incremental backup's files each
- * against their recorded size and SHA-256; a full backup's archive against the record's SHA-256 of the stored
+ * against their recorded size and SHA-256 (or, where an encrypted record keeps none, the keyed blob name the SHA-256
+ * gives: blobs.ts contentCheck); a full backup's archive against the record's SHA-256 of the stored
  * object, and its tar entries against the record's paths and sizes (zstd frames carry their own content checksum).
  *
  * A sample checks one bucket of the files: each file's bucket is a hash of its blob's key (of its path where it has
@@ -338,8 +339,12 @@ async function verifyBlob(
       found: size,
       message: `${f.path} holds ${size} bytes once restored, the record says ${f.size}`,
     });
-  } else if (sha256 !== f.sha256) {
-    add({ kind: 'corrupt', object, path: f.path, expected: f.sha256!, found: sha256, message: `${f.path}: its SHA-256 differs from the record` });
+  } else {
+    // Where the record keeps no SHA-256 (encrypted), the name the bytes give is compared and reported instead.
+    const check = contentCheck(rec, f, opts.key);
+    const found = recordedForm(check, sha256);
+    if (found !== check.expected)
+      add({ kind: 'corrupt', object, path: f.path, expected: check.expected, found, message: `${f.path}: its SHA-256 differs from the record` });
   }
 }
 

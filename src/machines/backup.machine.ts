@@ -49,7 +49,8 @@ export interface BackupInput {
 export interface ManifestFile {
   path: string;
   size: number;
-  sha256: string;
+  /** Absent when encrypted: the blob's keyed name stands for it (catalog/blobs.ts). */
+  sha256?: string;
   blob: string;
   stored: number;
   shared: boolean;

@@ -171,7 +171,8 @@ export async function storeFiles(deps: BackupDeps, { ctx }: StepInput, signal: A
       dedup,
     );
     const key = blobKey(hostId, name);
-    const entry = { path: f.archivePath, size: f.size, sha256, blob: key };
+    // Encrypted, the record keeps no plain SHA-256 (it would confirm a guessed file): the keyed name stands for it.
+    const entry = { path: f.archivePath, size: f.size, ...(dedup ? {} : { sha256 }), blob: key };
     let t0 = performance.now();
     const there = await deps.store.head(key, { signal: sig });
     spent['headMs']! += performance.now() - t0;

@@ -2,7 +2,7 @@ import { keyFingerprint } from '../../archive/crypto.ts';
 import { listSnapshotFiles } from '../../cassandra/layout.ts';
 import { type BackupRecord, writeRecord as putRecord, readRecord } from '../../catalog/catalog.ts';
 import { holdBackupLease, releaseBackupLease } from '../../catalog/leases.ts';
-import { parseRecord, sealRecord } from '../../catalog/record.ts';
+import { filesDigest, parseRecord, sealRecord } from '../../catalog/record.ts';
 import { CbrError } from '../../core/errors.ts';
 import { SYSTEM_KEYSPACES } from '../../core/ids.ts';
 import { inPool } from '../../core/pool.ts';
@@ -19,9 +19,10 @@ export async function writeRecord(deps: BackupDeps, input: WriteRecordInput, sig
   const incremental = result.strategy === 'incremental';
   let files: BackupRecord['files'];
   if (incremental) {
-    // storeFiles looked at every blob after its lease was held; the list it made is the record's.
+    // storeFiles looked at every blob after its lease was held; the list it made is the record's. Encrypted, it
+    // lists no plain SHA-256 (a manifest persisted by an earlier version may: dropped here, the digest made again).
     if (!result.manifest) throw new CbrError('CBR_ERR_INTERNAL', 'an incremental backup finished without its file list');
-    files = result.manifest;
+    files = deps.key ? result.manifest.map(({ sha256: _, ...f }) => f) : result.manifest;
   } else {
     const head = await deps.store.head(result.objectKey, { signal });
     if (!head || head.size !== result.size) {
@@ -45,9 +46,11 @@ export async function writeRecord(deps: BackupDeps, input: WriteRecordInput, sig
     finished: new Date().toISOString(),
     object: result.objectKey,
     size: result.size,
-    sha256: result.sha256,
+    sha256: incremental ? filesDigest(files as unknown as Record<string, unknown>[]) : result.sha256,
     compression: ctx.compression,
-    encryption: deps.key ? { algorithm: 'aes-256-gcm-chunked', keyFingerprint: keyFingerprint(deps.key), bound: true } : null,
+    encryption: deps.key
+      ? { algorithm: 'aes-256-gcm-chunked', keyFingerprint: keyFingerprint(deps.key), bound: true, ...(incremental ? { fileHashes: 'keyed' as const } : {}) }
+      : null,
     rawBytes: result.rawBytes,
     fileCount: files.length,
     keyspaces: [...new Set(files.map((f) => f.path.split('/')[0]!))].filter((k) => !SYSTEM_KEYSPACES.has(k)).sort(),

@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DecryptStream } from '../../archive/crypto.ts';
 import { entryProblem, tableKey } from '../../archive/entries.ts';
 import { decompressor } from '../../archive/format.ts';
-import { blobBinding } from '../../catalog/blobs.ts';
+import { blobBinding, type ContentCheck, contentCheck, sameContent } from '../../catalog/blobs.ts';
 import { type BackupRecord, type RecordFile, recordKey } from '../../catalog/catalog.ts';
 import { holdReadLease } from '../../catalog/leases.ts';
 import { CbrError } from '../../core/errors.ts';
@@ -144,7 +144,7 @@ async function fetchAll(deps: RestoreDeps, { ctx }: RestoreStepInput, rec: Backu
         const st = await stat(target).catch(() => null);
         there = st?.isFile() === true && st.size === f.size;
       } else if (listed === 'unsynced') {
-        there = await holds(target, f);
+        there = await holds(target, f, contentCheck(rec, f, deps.key));
         readBack++;
         // Read back and whole: synced (a run before this one may not have), listed again, so a mark taken from here
         // on covers it (open() kept only marked lines).
@@ -277,7 +277,7 @@ async function fetchOne(
         path: f.path,
         part,
         size: f.size,
-        sha256: f.sha256 ?? '',
+        check: contentCheck(rec, f, deps.key),
         compression: rec.compression,
         encrypted: !!rec.encryption,
         binding: rec.encryption ? blobBinding(name) : null,
@@ -304,7 +304,7 @@ async function fetchOne(
   );
   if (rec.encryption) stages.push(new DecryptStream(deps.key!, blobBinding(name)));
   stages.push(...decompressor(rec.compression));
-  const check = new Checked(f, onBytes);
+  const check = new Checked(f, contentCheck(rec, f, deps.key), onBytes);
   const source = await getBlob(deps, f, signal);
   try {
     await pipeline(
@@ -343,11 +343,13 @@ async function placePart(part: string, target: string, owner: { uid: number; gid
 class Checked extends Transform {
   readonly #hash = createHash('sha256');
   readonly #file: RecordFile;
+  readonly #check: ContentCheck;
   readonly #onBytes: (raw: number, stored: number) => void;
   #size = 0;
-  constructor(file: RecordFile, onBytes: (raw: number, stored: number) => void) {
+  constructor(file: RecordFile, check: ContentCheck, onBytes: (raw: number, stored: number) => void) {
     super({ highWaterMark: 1 << 20 });
     this.#file = file;
+    this.#check = check;
     this.#onBytes = onBytes;
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -362,7 +364,7 @@ class Checked extends Transform {
   }
   override _flush(cb: TransformCallback): void {
     if (this.#size !== this.#file.size) cb(corrupt(this.#file, `${this.#size} bytes, the record says ${this.#file.size}`));
-    else if (this.#hash.digest('hex') !== this.#file.sha256) cb(corrupt(this.#file, 'its SHA-256 differs from the record'));
+    else if (!sameContent(this.#check, this.#hash.digest('hex'))) cb(corrupt(this.#file, 'its SHA-256 differs from the record'));
     else cb();
   }
 }

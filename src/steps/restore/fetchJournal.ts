@@ -4,6 +4,7 @@ import { mkdir, open, readFile, rename, stat, truncate, writeFile } from 'node:f
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
+import { type ContentCheck, sameContent } from '../../catalog/blobs.ts';
 import type { RecordFile } from '../../catalog/catalog.ts';
 
 export const JOURNAL = '.cbr-fetched';
@@ -91,13 +92,13 @@ export class FetchJournal {
 
   /** How the journal lists this file. */
   listed(f: RecordFile): Listed {
-    return this.#listed.get(`${f.sha256} ${f.path}`) ?? null;
+    return this.#listed.get(lineOf(f)) ?? null;
   }
 
   /** Lists a file that is verified and in place; no sync (a mark makes it durable). */
   add(f: RecordFile): void {
     if (this.#fd < 0) throw new Error('fetch journal is closed');
-    const line = `${f.sha256} ${f.path}`;
+    const line = lineOf(f);
     // One small write into the page cache, in order: a line is never split between two writers.
     writeSync(this.#fd, `${line}\n`);
     this.#count++;
@@ -140,8 +141,13 @@ async function syncPath(path: string): Promise<void> {
   }
 }
 
+/** A file's line: its SHA-256, or where the record keeps none (encrypted) its blob's keyed name, and its path. */
+function lineOf(f: RecordFile): string {
+  return `${f.sha256 ?? f.blob!.slice(f.blob!.lastIndexOf('/') + 1)} ${f.path}`;
+}
+
 /** True when the file at `path` is the recorded one: its size, then its SHA-256 (read back, not trusted). */
-export async function holds(path: string, f: RecordFile): Promise<boolean> {
+export async function holds(path: string, f: RecordFile, check: ContentCheck): Promise<boolean> {
   const st = await stat(path).catch(() => null);
   if (!st?.isFile() || st.size !== f.size) return false;
   const hash = createHash('sha256');
@@ -152,5 +158,5 @@ export async function holds(path: string, f: RecordFile): Promise<boolean> {
   } catch {
     return false;
   }
-  return hash.digest('hex') === f.sha256;
+  return sameContent(check, hash.digest('hex'));
 }

@@ -9,6 +9,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { constants, createZstdDecompress, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
 import { Decryptor } from '../../archive/crypto.ts';
 import { ZstdFrameCutter } from '../../archive/splitFrames.ts';
+import { type ContentCheck, sameContent } from '../../catalog/blobs.ts';
 import { bufferReleaser } from '../../core/memory.ts';
 import type { FromWorker, ToWorker } from './fetchWorkers.ts';
 
@@ -92,7 +93,7 @@ const fastZstd = !(workerData as { cutFrames?: boolean }).cutFrames && selfTest(
 interface Job {
   path: string;
   size: number;
-  sha256: string;
+  check: ContentCheck;
   fd: number;
   hash: Hash;
   written: number;
@@ -169,7 +170,8 @@ function finish(job: Job): void {
   if (job.decrypt) plain(job, job.decrypt.final());
   job.frames?.end();
   if (job.written !== job.size) throw new Refused('CBR_ERR_ARCHIVE_CORRUPT', `restored file ${job.path}: ${job.written} bytes, the record says ${job.size}`);
-  if (job.hash.digest('hex') !== job.sha256) throw new Refused('CBR_ERR_ARCHIVE_CORRUPT', `restored file ${job.path}: its SHA-256 differs from the record`);
+  if (!sameContent(job.check, job.hash.digest('hex')))
+    throw new Refused('CBR_ERR_ARCHIVE_CORRUPT', `restored file ${job.path}: its SHA-256 differs from the record`);
 }
 
 function close(id: number): void {
@@ -211,7 +213,7 @@ port.on('message', (m: ToWorker) => {
         jobs.set(m.id, {
           path: m.path,
           size: m.size,
-          sha256: m.sha256,
+          check: m.check,
           fd,
           hash: createHash('sha256'),
           written: 0,

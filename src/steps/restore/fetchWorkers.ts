@@ -1,6 +1,7 @@
 import { ReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
+import type { ContentCheck } from '../../catalog/blobs.ts';
 import { CbrError, type ErrorCode } from '../../core/errors.ts';
 import { bufferReleaser } from '../../core/memory.ts';
 
@@ -20,12 +21,12 @@ export type FromWorker =
   | { t: 'fail'; id: number; error: { code?: string; errno?: string; message: string } }
   | { t: 'aborted'; id: number };
 
-/** What one file asks of a worker: its blob's stored bytes become `part`, checked against `size` and `sha256`. */
+/** What one file asks of a worker: its blob's stored bytes become `part`, checked against `size` and `check`. */
 export interface FetchJob {
   path: string;
   part: string;
   size: number;
-  sha256: string;
+  check: ContentCheck;
   compression: 'zstd' | 'none';
   encrypted: boolean;
   binding: Buffer | null;

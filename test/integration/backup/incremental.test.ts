@@ -1,15 +1,16 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buffer } from 'node:stream/consumers';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { DecryptStream, loadKey } from '../../../src/archive/crypto.ts';
 import type { CqlSession } from '../../../src/cassandra/cql.ts';
 import type { Profile } from '../../../src/cassandra/profile.ts';
 import { loadProfile } from '../../../src/cassandra/profile.ts';
-import { blobKey, blobName, fileNameOf, tableIdOf } from '../../../src/catalog/blobs.ts';
+import { BLOBS_PREFIX, blobBinding, blobKey, blobName, dedupKey, fileNameOf, tableIdOf } from '../../../src/catalog/blobs.ts';
 import { type BackupRecord, readRecord } from '../../../src/catalog/catalog.ts';
 import { profilePath } from '../../../src/sandbox/sandbox.ts';
 import { StateDb } from '../../../src/state/stateDb.ts';
@@ -204,18 +205,33 @@ for (const { target, n, everything } of variants) {
           'the marker is readable in unencrypted blobs',
         );
         assert.ok(!(await blobBytes(rec)).some((b) => b.includes(MARKER)), 'no encrypted blob holds a row value');
+        // The snapshot files' SHA-256s, from the blobs' plaintext (compression none: the files themselves).
+        const key = await loadKey({ file: keyFile });
+        assert.equal(rec.encryption.fileHashes, 'keyed', 'the record keeps file hashes keyed');
+        const hashes = new Set<string>();
         for (const f of rec.files) {
-          const identity = {
-            hostId: rec.hostId,
-            tableId: tableIdOf(f.path),
-            fileName: fileNameOf(f.path),
-            size: f.size,
-            sha256: f.sha256!,
-            compression: rec.compression,
-          };
+          assert.equal(f.sha256, undefined, `${f.path}: no plain SHA-256 in the record`);
+          const name = f.blob!.slice(f.blob!.lastIndexOf('/') + 1);
+          const bytes = await buffer((await store.get(f.blob!)).pipe(new DecryptStream(key, blobBinding(name))));
+          assert.equal(bytes.length, f.size);
+          const sha256 = createHash('sha256').update(bytes).digest('hex');
+          hashes.add(sha256);
+          const identity = { hostId: rec.hostId, tableId: tableIdOf(f.path), fileName: fileNameOf(f.path), size: f.size, sha256, compression: rec.compression };
           assert.notEqual(f.blob, blobKey(rec.hostId, blobName(identity, null)), 'the name is not the plain digest of the file');
-          assert.ok(!f.blob!.includes(f.sha256!.slice(0, 16)));
+          assert.equal(f.blob, blobKey(rec.hostId, blobName(identity, dedupKey(key))), 'the keyed name stands for the SHA-256');
         }
+        // Every object in the store: no key holds one of them, nor any object the encrypted backup wrote or shares
+        // (leases, records of encrypted backups, anything else); only unencrypted backups' records list them.
+        let read = 0;
+        for await (const o of store.list('')) {
+          for (const h of hashes) assert.ok(!o.key.includes(h), `${o.key} names a file's SHA-256`);
+          if (o.key.startsWith(BLOBS_PREFIX)) continue;
+          const text = (await buffer(await store.get(o.key))).toString('latin1');
+          if (o.key.endsWith('/backup.json') && (JSON.parse(text) as BackupRecord).encryption === null) continue;
+          read++;
+          for (const h of hashes) assert.ok(!text.includes(h), `${o.key} holds the SHA-256 of a snapshot file`);
+        }
+        assert.ok(read >= 1, 'the encrypted record was read');
       });
 
     it(`killed with -9 mid-restore (fetching ${everything ? 'the encrypted backup' : 'backup #3 of the chain'}), \`cbr resume\` completes, fetching only what the journal did not list; rows identical`, async () => {

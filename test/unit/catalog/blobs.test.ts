@@ -7,10 +7,12 @@ import {
   blobKey,
   blobName,
   blobPrefix,
+  contentCheck,
   dedupKey,
   fileNameOf,
   hostSegment,
   isBlobKeyUnder,
+  sameContent,
   tableIdOf,
 } from '../../../src/catalog/blobs.ts';
 import { filesDigest, parseRecord, sealRecord, verifyRecord } from '../../../src/catalog/record.ts';
@@ -171,6 +173,46 @@ describe('format 3: the incremental record', () => {
       newStoredBytes: undefined,
     };
     assert.throws(() => parseRecord(full, 'b-1'), /only an incremental record lists blobs/);
+  });
+
+  it("encrypted, keeps file hashes keyed: no file lists a SHA-256, the blob's keyed name is what a file is checked against", () => {
+    const key = randomBytes(32);
+    const dk = dedupKey(key);
+    const keyedEntries = incremental().files.map(({ sha256, ...f }) => {
+      const name = blobName({ hostId: 'alpha', tableId: tableIdOf(f.path), fileName: fileNameOf(f.path), size: f.size, sha256, compression: 'zstd' }, dk);
+      return { ...f, blob: blobKey('alpha', name), plain: sha256 };
+    });
+    const files = keyedEntries.map(({ plain: _, ...f }) => f);
+    const enc = { algorithm: 'aes-256-gcm-chunked', keyFingerprint: '0'.repeat(16), bound: true };
+    const r = parseRecord(incremental({ encryption: { ...enc, fileHashes: 'keyed' }, files, sha256: filesDigest(files) }), 'b-1');
+    assert.ok(!JSON.stringify(r).includes(keyedEntries[0]!.plain), 'no plain SHA-256 in the record');
+    for (const [i, f] of r.files.entries()) {
+      const check = contentCheck(r, f, key);
+      assert.equal(sameContent(check, keyedEntries[i]!.plain), true, f.path);
+      assert.equal(sameContent(check, 'b'.repeat(64)), false, 'other bytes');
+      assert.equal(sameContent(contentCheck(r, f, randomBytes(32)), keyedEntries[i]!.plain), false, 'another key');
+    }
+    assert.throws(() => contentCheck(r, r.files[0]!, null), { code: 'CBR_ERR_KEY_REQUIRED' });
+    const plain = parseRecord(incremental(), 'b-1');
+    assert.deepEqual(contentCheck(plain, plain.files[0]!, null), { expected: plain.files[0]!.sha256, keyed: null }, 'unencrypted: the SHA-256 as it is');
+
+    const bad: [string, Record<string, unknown>][] = [
+      ['a keyed record listing a plain sha256', { encryption: { ...enc, fileHashes: 'keyed' }, files: [{ ...files[0], sha256: 'a'.repeat(64) }, files[1]] }],
+      ['an encrypted record of before lacking one', { encryption: enc, files }],
+      ['another version of the field', { encryption: { ...enc, fileHashes: 'plain' }, files }],
+    ];
+    for (const [why, change] of bad) {
+      const rec = { ...incremental(change), sha256: filesDigest(change['files'] as Record<string, unknown>[]) };
+      assert.throws(
+        () => parseRecord(rec, 'b-1'),
+        (e: Error & { code?: string }) => e.code === 'CBR_ERR_RECORD_INVALID',
+        why,
+      );
+    }
+    const full = { ...incremental(), format: 2, strategy: 'full', object: 'b-1/archive.tar.zst.enc', files: [{ path: `${T}/a`, size: 12 }], fileCount: 1 };
+    const fullEnc = { ...full, newBytes: undefined, sharedBytes: undefined, newStoredBytes: undefined, parent: undefined };
+    parseRecord({ ...fullEnc, encryption: enc }, 'b-1');
+    assert.throws(() => parseRecord({ ...fullEnc, encryption: { ...enc, fileHashes: 'keyed' } }, 'b-1'), /only an incremental record keeps its file hashes/);
   });
 
   it('is sealed by the MAC: changing a file blob or its shared flag breaks it', () => {

@@ -39,7 +39,7 @@ function jobFor(data: Buffer, over: Partial<FetchJob> = {}): FetchJob {
     path: `ks/t-1/f${n}`,
     part: join(dir, `part-${n++}`),
     size: data.length,
-    sha256: sha(data),
+    check: { expected: sha(data), keyed: null },
     compression: 'zstd',
     encrypted: false,
     binding: null,
@@ -113,7 +113,7 @@ describe('restore fetch workers', () => {
       await workers.run(job, chunked(blob, 300_000), new AbortController().signal, () => {});
       assert.ok(readFileSync(job.part).equals(data));
       await rejectsWith(
-        workers.run(jobFor(data, { sha256: '1'.repeat(64) }), chunked(blob), new AbortController().signal, () => {}),
+        workers.run(jobFor(data, { check: { expected: '1'.repeat(64), keyed: null } }), chunked(blob), new AbortController().signal, () => {}),
         'CBR_ERR_ARCHIVE_CORRUPT',
       );
     } finally {
@@ -150,7 +150,7 @@ describe('restore fetch workers', () => {
       const blob = zstdFrames(data);
       const signal = new AbortController().signal;
       const sha = await rejectsWith(
-        workers.run(jobFor(data, { sha256: '0'.repeat(64) }), chunked(blob), signal, () => {}),
+        workers.run(jobFor(data, { check: { expected: '0'.repeat(64), keyed: null } }), chunked(blob), signal, () => {}),
         'CBR_ERR_ARCHIVE_CORRUPT',
       );
       assert.match(sha.message, /ks\/t-1\/f\d+: its SHA-256 differs/);

@@ -2,10 +2,17 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
 import { after, describe, it } from 'node:test';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { DecryptStream, EncryptStream } from '../../../src/archive/crypto.ts';
 import { listSnapshotFiles } from '../../../src/cassandra/layout.ts';
+import { blobBinding } from '../../../src/catalog/blobs.ts';
 import { readRecord } from '../../../src/catalog/catalog.ts';
 import { leaseKey, leasePrefix } from '../../../src/catalog/leases.ts';
+import { filesDigest, sealRecord } from '../../../src/catalog/record.ts';
+import { verifyBackup } from '../../../src/catalog/verify.ts';
 import { CbrError } from '../../../src/core/errors.ts';
 import type { BackupInput } from '../../../src/machines/backup.machine.ts';
 import { checkFreeSpace } from '../../../src/steps/backup/checkFreeSpace.ts';
@@ -271,56 +278,57 @@ describe('incremental backups: steps', () => {
     assert.deepEqual(tree(stagings).files, first.files);
   });
 
-  it('after a cut, a file listed after the last durable mark is read back, and fetched again when it is not whole', async () => {
-    const source = await fakeNode({ name: 'source', userData: true });
-    const store = new MemoryStore();
-    const made = await incrementalBackup(source, store, null, { backupId: 'b1', startedAt: new Date().toISOString() });
-    const setup = await restoreUntil('unpackBackup', { backup: made });
-    await unpackBackup(setup.deps, setup.input, liveSignal());
-    const stagings = stagingsOf(setup);
-    const first = tree(stagings);
-    const rec = await readRecord(store, 'b1');
-    // The ending mark covers every line.
-    for (const s of stagings) {
-      const marks = readFileSync(join(s, JOURNAL), 'utf8')
-        .split('\n')
-        .filter((l) => l.startsWith('durable '));
-      assert.ok(marks.length > 0, 'the step ends with a durable mark');
-    }
-    // As after a power cut: the last mark covers only the first line of each journal; of the unsynced lines, one
-    // file lost its tail (zeros, same size) and one is missing.
-    const big = rec.files.filter((f) => f.size > 100);
-    const [zeroed, lost] = [big[0]!, big[1]!];
-    const pathOf = (f: (typeof rec.files)[number]) => stagings.map((s) => join(s, f.path)).find((p) => existsSync(p))!;
-    let listed = 0;
-    for (const [i, lines] of first.journals.entries()) {
-      listed += lines.length;
-      const ordered = [...lines.filter((l) => !l.endsWith(` ${zeroed.path}`) && !l.endsWith(` ${lost.path}`))];
-      const wanted = lines.filter((l) => l.endsWith(` ${zeroed.path}`) || l.endsWith(` ${lost.path}`));
-      // The damaged files are listed after the mark.
-      writeFileSync(
-        join(stagings[i]!, JOURNAL),
-        [ordered[0], 'durable 1', ...ordered.slice(1), ...wanted]
-          .filter(Boolean)
-          .map((l) => `${l}\n`)
-          .join(''),
-      );
-    }
-    const z = readFileSync(pathOf(zeroed));
-    z.fill(0, Math.floor(z.length / 2));
-    writeFileSync(pathOf(zeroed), z);
-    rmSync(pathOf(lost));
-    setup.store.calls.length = 0;
-    const log = recordingLogger();
-    await unpackBackup({ ...setup.deps, log }, setup.input, liveSignal());
-    const gets = setup.store.calls.filter((c) => c.op === 'get' && c.key.startsWith('cbr.blobs/')).map((c) => c.key);
-    assert.deepEqual(gets.sort(), [zeroed.blob!, lost.blob!].sort(), 'only the damaged files are fetched again');
-    assert.deepEqual(tree(stagings).files, first.files);
-    const done = log.lines.find((l) => l.msg === 'files fetched')!.fields!;
-    assert.equal(done['fetched'], 2);
-    // Every line after a mark was read back; the lines under a mark were not.
-    assert.equal(done['readBack'], listed - stagings.length);
-  });
+  for (const key of [null, randomBytes(32)])
+    it(`after a cut, a file listed after the last durable mark is read back, and fetched again when it is not whole${key ? ' (encrypted: checked through the keyed blob names)' : ''}`, async () => {
+      const source = await fakeNode({ name: 'source', userData: true });
+      const store = new MemoryStore();
+      const made = await incrementalBackup(source, store, key, { backupId: 'b1', startedAt: new Date().toISOString() });
+      const setup = await restoreUntil('unpackBackup', { backup: made });
+      await unpackBackup(setup.deps, setup.input, liveSignal());
+      const stagings = stagingsOf(setup);
+      const first = tree(stagings);
+      const rec = await readRecord(store, 'b1');
+      // The ending mark covers every line.
+      for (const s of stagings) {
+        const marks = readFileSync(join(s, JOURNAL), 'utf8')
+          .split('\n')
+          .filter((l) => l.startsWith('durable '));
+        assert.ok(marks.length > 0, 'the step ends with a durable mark');
+      }
+      // As after a power cut: the last mark covers only the first line of each journal; of the unsynced lines, one
+      // file lost its tail (zeros, same size) and one is missing.
+      const big = rec.files.filter((f) => f.size > 100);
+      const [zeroed, lost] = [big[0]!, big[1]!];
+      const pathOf = (f: (typeof rec.files)[number]) => stagings.map((s) => join(s, f.path)).find((p) => existsSync(p))!;
+      let listed = 0;
+      for (const [i, lines] of first.journals.entries()) {
+        listed += lines.length;
+        const ordered = [...lines.filter((l) => !l.endsWith(` ${zeroed.path}`) && !l.endsWith(` ${lost.path}`))];
+        const wanted = lines.filter((l) => l.endsWith(` ${zeroed.path}`) || l.endsWith(` ${lost.path}`));
+        // The damaged files are listed after the mark.
+        writeFileSync(
+          join(stagings[i]!, JOURNAL),
+          [ordered[0], 'durable 1', ...ordered.slice(1), ...wanted]
+            .filter(Boolean)
+            .map((l) => `${l}\n`)
+            .join(''),
+        );
+      }
+      const z = readFileSync(pathOf(zeroed));
+      z.fill(0, Math.floor(z.length / 2));
+      writeFileSync(pathOf(zeroed), z);
+      rmSync(pathOf(lost));
+      setup.store.calls.length = 0;
+      const log = recordingLogger();
+      await unpackBackup({ ...setup.deps, log }, setup.input, liveSignal());
+      const gets = setup.store.calls.filter((c) => c.op === 'get' && c.key.startsWith('cbr.blobs/')).map((c) => c.key);
+      assert.deepEqual(gets.sort(), [zeroed.blob!, lost.blob!].sort(), 'only the damaged files are fetched again');
+      assert.deepEqual(tree(stagings).files, first.files);
+      const done = log.lines.find((l) => l.msg === 'files fetched')!.fields!;
+      assert.equal(done['fetched'], 2);
+      // Every line after a mark was read back; the lines under a mark were not.
+      assert.equal(done['readBack'], listed - stagings.length);
+    });
 
   it('a journal line under a durable mark is trusted at its size; a line of another content, or a cut line, is not', async () => {
     const source = await fakeNode({ name: 'source', userData: true });
@@ -414,11 +422,7 @@ describe('incremental backups: steps', () => {
     const files = new Map<string, Buffer>();
     const made = await incrementalBackup(source, store, key, { backupId: 'b1', compression: 'none', startedAt: new Date().toISOString() });
     const rec = await readRecord(store, 'b1');
-    for (const f of rec.files) {
-      const body = store.objects.get(f.blob!)!.body;
-      assert.ok(!f.blob!.includes(f.sha256!), 'the name is not the content hash');
-      files.set(f.path, body);
-    }
+    for (const f of rec.files) files.set(f.path, store.objects.get(f.blob!)!.body);
     // The plaintext of a data file never appears in its blob (compression none: only encryption hides it).
     const setup = await restoreUntil('unpackBackup', { backup: made });
     await unpackBackup(setup.deps, setup.input, liveSignal());
@@ -436,6 +440,106 @@ describe('incremental backups: steps', () => {
     const setup2 = await restoreUntil('unpackBackup', { backup: made });
     setup2.store.objects.set(a!.blob!, { ...setup2.store.objects.get(b!.blob!)! });
     await assert.rejects(unpackBackup(setup2.deps, setup2.input, liveSignal()), (e: Error) => e instanceof CbrError);
+  });
+
+  it("with encryption, no stored object names or holds a file's SHA-256: the record keeps them keyed, in the blob names", async () => {
+    const source = await fakeNode({ name: 'source', userData: true });
+    const store = new MemoryStore();
+    const key = randomBytes(32);
+    const made = await incrementalBackup(source, store, key, { backupId: 'b1', startedAt: new Date().toISOString() });
+    writeFileSync(join(source.profile.dataDirs[0]!, 'shop', `orders-${TABLE_IDS.orders}`, 'nb-9-big-Data.db'), randomBytes(3000));
+    await incrementalBackup(source, store, key, { backupId: 'b2', parent: 'b1', startedAt: new Date().toISOString() });
+    const rec = await readRecord(store, 'b1');
+    assert.equal(rec.encryption?.fileHashes, 'keyed');
+    assert.ok(rec.files.every((f) => f.sha256 === undefined));
+    // The snapshot's files, restored (and so checked) from the encrypted blobs: their SHA-256s.
+    const setup = await restoreUntil('unpackBackup', { backup: made });
+    await unpackBackup(setup.deps, setup.input, liveSignal());
+    const hashes = Object.values(tree(stagingsOf(setup)).files);
+    assert.equal(hashes.length, rec.fileCount);
+    for (const k of store.keys()) {
+      const text = store.objects.get(k)!.body.toString('latin1');
+      for (const h of hashes) {
+        assert.ok(!k.includes(h), `${k} names a file's SHA-256`);
+        if (!k.startsWith('cbr.blobs/')) assert.ok(!text.includes(h), `${k} holds a file's SHA-256`);
+      }
+    }
+    // A manifest persisted by an earlier version (plain SHA-256s in the workflow context) is written keyed too.
+    const withHashes = { ...made.result, manifest: made.result.manifest!.map((f) => ({ ...f, sha256: 'a'.repeat(64) })) };
+    const again = new MemoryStore();
+    const deps = backupDeps(source, again, { key });
+    const input = backupInput(source, { strategy: 'incremental', parent: null, backupId: 'b3', startedAt: new Date().toISOString() });
+    for (const f of made.result.manifest!) again.objects.set(f.blob, store.objects.get(f.blob)!);
+    await writeRecord(deps, { ...input, node: made.facts, result: withHashes }, liveSignal());
+    assert.ok(!again.objects.get('b3/backup.json')!.body.toString().includes('a'.repeat(64)));
+  });
+
+  for (const compression of ['none', 'gzip'] as const)
+    it(`an encrypted record still checks every file (${compression === 'gzip' ? 'on this thread' : 'on the fetch workers'}): other bytes sealed under a blob's own name are refused by restore and deep verify`, async () => {
+      const source = await fakeNode({ name: 'source', userData: true });
+      const store = new MemoryStore();
+      const key = randomBytes(32);
+      const made = await incrementalBackup(source, store, key, { backupId: 'b1', compression, startedAt: new Date().toISOString() });
+      const rec = await readRecord(store, 'b1');
+      const victim = rec.files.find((f) => f.size > 100)!;
+      const name = victim.blob!.slice(victim.blob!.lastIndexOf('/') + 1);
+      // Decrypted, one byte changed, sealed again with the key and the blob's own binding: it opens, and is not the file.
+      const sealedBytes = await buffer(Readable.from([store.objects.get(victim.blob!)!.body]).pipe(new DecryptStream(key, blobBinding(name))));
+      const plain = compression === 'gzip' ? gunzipSync(sealedBytes) : sealedBytes;
+      plain[10] = plain[10]! ^ 1;
+      const other = await buffer(Readable.from([compression === 'gzip' ? gzipSync(plain) : plain]).pipe(new EncryptStream(key, undefined, blobBinding(name))));
+      const setup = await restoreUntil('unpackBackup', { backup: made });
+      setup.store.objects.set(victim.blob!, { body: other, modified: new Date().toISOString() });
+      await rejectsCoded(
+        unpackBackup(setup.deps, setup.input, liveSignal()),
+        'CBR_ERR_ARCHIVE_CORRUPT',
+        new RegExp(`${victim.path.split('/').pop()!}: its SHA-256 differs`),
+      );
+      const report = await verifyBackup(setup.store, 'b1', { deep: true, key });
+      const corrupt = report.problems.filter((p) => p.kind === 'corrupt');
+      assert.deepEqual(
+        corrupt.map((p) => [p.path, p.expected]),
+        [[victim.path, name]],
+        'the keyed name is what is compared (and reported: no plain SHA-256)',
+      );
+      assert.notEqual(corrupt[0]!.found, name);
+    });
+
+  it('an encrypted record written before keyed hashes (plain SHA-256s, no fileHashes) still restores and verifies, each file checked', async () => {
+    const source = await fakeNode({ name: 'source', userData: true });
+    const store = new MemoryStore();
+    const key = randomBytes(32);
+    const made = await incrementalBackup(source, store, key, { backupId: 'b1', startedAt: new Date().toISOString() });
+    const setup = await restoreUntil('unpackBackup', { backup: made });
+    await unpackBackup(setup.deps, setup.input, liveSignal());
+    const restored = tree(stagingsOf(setup)).files;
+    // The record as the previous version wrote it: each file's SHA-256, the digest and the MAC over them.
+    const now = (await readRecord(store, 'b1')) as unknown as Record<string, unknown> & { files: Record<string, unknown>[]; mac?: string };
+    const oldForm = (sha: (path: string) => string) => {
+      const files = now.files.map((f) => ({ ...f, sha256: sha(String(f['path'])) }));
+      const { mac: _m, encryption, ...rest } = now;
+      const { fileHashes: _f, ...enc } = encryption as Record<string, unknown>;
+      return sealRecord({ ...rest, encryption: enc, files, sha256: filesDigest(files) }, key);
+    };
+    const put = (s: MemoryStore, body: unknown) =>
+      s.objects.set('b1/backup.json', { body: Buffer.from(JSON.stringify(body)), modified: new Date().toISOString() });
+    const old = await restoreUntil('unpackBackup', { backup: made });
+    put(
+      old.store,
+      oldForm((p) => restored[p]!),
+    );
+    assert.equal((await readRecord(old.store, 'b1')).files[0]!.sha256, restored[now.files[0]!['path'] as string]);
+    await unpackBackup(old.deps, old.input, liveSignal());
+    assert.deepEqual(tree(stagingsOf(old)).files, restored);
+    assert.equal((await verifyBackup(old.store, 'b1', { deep: true, key })).ok, true);
+    // Its plain SHA-256s are what is checked: a wrong one is refused.
+    const victim = String(now.files.find((f) => Number(f['size']) > 100)!['path']);
+    const wrong = await restoreUntil('unpackBackup', { backup: made });
+    put(
+      wrong.store,
+      oldForm((p) => (p === victim ? 'f'.repeat(64) : restored[p]!)),
+    );
+    await rejectsCoded(unpackBackup(wrong.deps, wrong.input, liveSignal()), 'CBR_ERR_ARCHIVE_CORRUPT', /its SHA-256 differs/);
   });
 
   it('a full backup still writes one archive and a format-2 record', async () => {
