@@ -19,9 +19,9 @@ import { blobPrefix, hostSegment, isBlobKeyUnder, LOCKS_PREFIX } from './blobs.t
  * to the next one. A lease not refreshed within its ttl belongs to a process that died.
  * Every age is measured on the store's clock, never the reader's: "now" is the store-side modified time of the
  * reader's own lease, written just before it lists, and a lease's age is that minus its own store-side modified time
- * (a reader whose clock runs ahead would take live leases for dead). For the same reason a collection never deletes a
- * blob younger on the store's clock than BLOB_GRACE_MS: a running backup's fresh blobs stay even if its lease is
- * misjudged.
+ * (a reader whose clock runs ahead would take live leases for dead). Where listings can lag behind writes (a loaded
+ * Swift), CBR_GC_GRACE_MS adds a grace period: a collection then never deletes a blob younger than it on the store's
+ * clock (BLOB_GRACE_MS is the value README suggests). It is 0 by default: a deleted backup's bytes go at once.
  */
 
 export type LeaseKind = 'backup' | 'gc' | 'read';
@@ -56,13 +56,13 @@ export const READ_LEASE_TTL_MS = 10 * 60_000;
 /** Shorter than a backup's: a collection killed midway blocks every backup of its host until its lease dies. */
 export const GC_LEASE_TTL_MS = 2 * 60_000;
 const MAX_TTL_MS = 24 * 3600_000;
-/** A blob stored less than this long ago (store clock) is never collected: twice a backup lease's ttl. */
+/** The grace period suggested where listings lag: twice a backup lease's ttl. */
 export const BLOB_GRACE_MS = 2 * BACKUP_LEASE_TTL_MS;
 
-/** The grace period, unless CBR_GC_GRACE_MS (ms, >= 0) says otherwise (tests that collect what they just stored). */
+/** CBR_GC_GRACE_MS (ms, >= 0): a blob stored less than this long ago (store clock) is never collected; default 0. */
 export function blobGraceMs(): number {
   const v = Number(process.env['CBR_GC_GRACE_MS'] ?? Number.NaN);
-  return Number.isFinite(v) && v >= 0 ? v : BLOB_GRACE_MS;
+  return Number.isFinite(v) && v >= 0 ? v : 0;
 }
 /** A collection looks at the leases again after this many deletes (and every ttl/3), so a backup that started meanwhile stops it. */
 const RELIST_EVERY = 256;

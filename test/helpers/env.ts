@@ -31,9 +31,6 @@ function cdsOptions(): string {
  * 24-26 s on 2 busy cores, since C2 compiling Cassandra's startup path competes for the CPU. Behaviour is the same;
  * benchmarks and `npm run demo` keep the JVM's default tiers.
  */
-// Integration tests delete backups seconds after making them: no grace period for young unreferenced blobs (the
-// unit tests of leases.ts cover it), in this process and in every cbr it starts.
-process.env['CBR_GC_GRACE_MS'] ??= '0';
 
 export const testEnv: NodeJS.ProcessEnv = {
   ...process.env,

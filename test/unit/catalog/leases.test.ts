@@ -592,7 +592,7 @@ describe("ages are measured on the store clock, never the reader's (memory store
     store.objects.get(g[0].key)!.modified = new Date(storeClock - BLOB_GRACE_MS - 1000).toISOString();
     t.mock.timers.enable({ apis: ['Date'], now: storeClock + 24 * 3600_000 });
     const saved = process.env['CBR_GC_GRACE_MS'];
-    delete process.env['CBR_GC_GRACE_MS'];
+    process.env['CBR_GC_GRACE_MS'] = String(BLOB_GRACE_MS);
     try {
       assert.deepEqual(await collectGarbage(store, HOST), { deleted: 1, freedBytes: g[0].stored });
     } finally {
