@@ -48,7 +48,8 @@ describe('Swift storage (a real Swift all-in-one on loopback)', () => {
 
   it('killing the proxy mid-upload fails the backup with a coded error, clears the snapshot, leaves no segment', async () => {
     const stateDb = join(scratchDir('swift-kill'), 's.db');
-    const env = swiftEnv({ ...testEnv, CBR_STATE_DB: stateDb }, creds, container, '1M');
+    // A short outage window: the proxy stays dead, so the backup fails once 5 s of retries have not brought it back.
+    const env = { ...swiftEnv({ ...testEnv, CBR_STATE_DB: stateDb }, creds, container, '1M'), CBR_SWIFT_OUTAGE_WINDOW: '5s' };
     const id = randomUUID();
     const child = spawn(
       join(REPO, 'node_modules', '.bin', 'node'),
