@@ -479,7 +479,7 @@ const restores = table(
     ['cbr create --sandbox (command to restored node answering)', restore.seconds.toFixed(1), '', restore.rssMiB.toFixed(0)],
     ['cbr unpacking step of that restore (blobs -> staging, SHA-256 checked)', unpackSeconds.toFixed(2), mibps(inc.out.rawBytes, unpackSeconds), ''],
     [
-      'cbr fetch step alone (bench/fetch-one.ts, 4 files at once, ends with a syncfs)',
+      'cbr fetch step alone (bench/fetch-one.ts, 4 files at once, every file fsynced)',
       fetchOnly.seconds.toFixed(2),
       mibps(inc.out.rawBytes, fetchOnly.seconds),
       fetchOnly.maxRssMiB.toFixed(0),
