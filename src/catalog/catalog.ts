@@ -8,7 +8,7 @@ import type { Logger } from '../core/log.ts';
 import { inPool } from '../core/pool.ts';
 import type { ObjectStore } from '../storage/port.ts';
 import { collectGarbage, type GcResult } from './leases.ts';
-import { readSmall } from './readSmall.ts';
+import { MAX_RECORD_BYTES, readSmall } from './readSmall.ts';
 import { parseRecord } from './record.ts';
 
 /**
@@ -80,8 +80,7 @@ export interface RecordFile {
 }
 
 export const RECORD_NAME = 'backup.json';
-/** A record lists every file of a snapshot (~300 bytes each): 256 MiB is ~800,000 files, and V8's longest string is 512 MiB. */
-export const MAX_RECORD_BYTES = 256 * 2 ** 20;
+export { MAX_RECORD_BYTES };
 
 export function recordKey(id: string): string {
   return `${checkId(id)}/${RECORD_NAME}`;

@@ -7,6 +7,7 @@ import { CbrError } from '../core/errors.ts';
 import { type Logger, silentLogger } from '../core/log.ts';
 import type { ObjectInfo, ObjectStore } from '../storage/port.ts';
 import { blobPrefix, hostSegment, isBlobKeyUnder, LOCKS_PREFIX } from './blobs.ts';
+import { MAX_RECORD_BYTES, MAX_SMALL_BYTES, readSmall } from './readSmall.ts';
 
 /**
  * Leases keep garbage collection away from a running incremental backup, whose blobs no record references yet,
@@ -436,7 +437,8 @@ async function readLeases(
     if (!kind) continue;
     let lease: Partial<Lease> = {};
     try {
-      lease = JSON.parse((await buffer(await store.get(info.key, signal ? { signal } : {}))).toString('utf8')) as Partial<Lease>;
+      const tooLarge = () => new SyntaxError(`larger than ${MAX_SMALL_BYTES} bytes`);
+      lease = JSON.parse((await readSmall(store, info.key, MAX_SMALL_BYTES, tooLarge, signal)).toString('utf8')) as Partial<Lease>;
     } catch (err) {
       if (err instanceof CbrError && err.code === 'CBR_ERR_OBJECT_NOT_FOUND') continue;
       if (err instanceof CbrError) throw err;
@@ -444,7 +446,14 @@ async function readLeases(
     }
     const ttl = typeof lease.ttlMs === 'number' && lease.ttlMs > 0 ? Math.min(lease.ttlMs, MAX_TTL_MS) : BACKUP_LEASE_TTL_MS;
     // The store's clock only: the holder's stamp is on another clock. Without a store time, the holder's (or live).
-    const stored = Date.parse(info.modified);
+    let stored = Date.parse(info.modified);
+    // A listing may lag behind the lease's last refresh (a loaded Swift's container listings): before a lease is
+    // taken for dead, its HEAD (answered by the object itself, on the store's clock too) has the last word.
+    if (stored > 0 && now - stored >= ttl) {
+      const head = await store.head(info.key, signal ? { signal } : {});
+      if (!head) continue;
+      stored = Math.max(stored, Date.parse(head.modified) || 0);
+    }
     const refreshed = stored > 0 ? stored : Date.parse(String(lease.refreshed)) || now;
     const id = typeof lease.id === 'string' ? lease.id : name.slice(kind.length + 1, -'.json'.length);
     out.push({
@@ -476,7 +485,9 @@ async function referencedBlobs(store: ObjectStore, prefix: string, log: Logger, 
   await inParallel(keys, 8, async (key) => {
     let text: string;
     try {
-      text = (await buffer(await store.get(key, signal ? { signal } : {}))).toString('utf8');
+      // Too large to read is not "references nothing": it stops the collection like any unreadable record.
+      const tooLarge = (max: number) => new CbrError('CBR_ERR_RECORD_INVALID', `record ${key} is larger than ${max} bytes: collection stopped`);
+      text = (await readSmall(store, key, MAX_RECORD_BYTES, tooLarge, signal)).toString('utf8');
     } catch (err) {
       if (err instanceof CbrError && err.code === 'CBR_ERR_OBJECT_NOT_FOUND') return;
       throw err;

@@ -582,6 +582,28 @@ describe("ages are measured on the store clock, never the reader's (memory store
     assert.deepEqual(await collectGarbage(store, HOST, { graceMs: 0 }), { deleted: 2, freedBytes: 2000 });
   });
 
+  it("a listing that lags behind a lease's refreshes (a loaded Swift) does not make a running backup's lease look dead: its HEAD decides", async () => {
+    const store = new MemoryStore();
+    let storeClock = Date.now();
+    store.now = () => storeClock;
+    const { g } = await chain(store);
+    const lease = await holdBackupLease(store, HOST, 'long');
+    lease.stop();
+    const key = leaseKey(HOST, 'backup', 'long');
+    const listedAt = store.objects.get(key)!.modified;
+    // Nine minutes on, the backup refreshes its lease (the object's time moves); the container listing still shows
+    // the old time. Two minutes later a collection runs: by the listing alone the lease is 11 minutes old (dead).
+    storeClock += 9 * 60_000;
+    await store.put(key, Readable.from([Buffer.from(JSON.stringify({ kind: 'backup', id: 'long', ttlMs: BACKUP_LEASE_TTL_MS }))]));
+    storeClock += 2 * 60_000;
+    const list = store.list.bind(store);
+    store.list = async function* (prefix, opts) {
+      for await (const o of list(prefix, opts)) yield o.key === key ? { ...o, modified: listedAt } : o;
+    };
+    assert.deepEqual(await collectGarbage(store, HOST, { graceMs: 0 }), { deleted: 0, freedBytes: 0, skipped: 'backup-running' });
+    for (const b of g) assert.ok(store.objects.has(b.key), 'the running backup is safe');
+  });
+
   it("never collects a blob younger than the grace period on the store clock, whatever the collector's clock says", async (t) => {
     const store = new MemoryStore();
     const storeClock = Date.now();
