@@ -117,7 +117,8 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
    * `outageMs` (a proxy restarted, a rolling upgrade), every 5 s at most. A coded error ends it at once, and an
    * abort ends it as CBR_ERR_ABORTED.
    */
-  const withRetries = async <T>(what: string, signal: AbortSignal | undefined, once: () => Promise<T>): Promise<T> => {
+  /** `patient: false` (a clean-up after a failure) leaves out the outage window: its attempts only. */
+  const withRetries = async <T>(what: string, signal: AbortSignal | undefined, once: () => Promise<T>, patient = true): Promise<T> => {
     let tried = 0;
     let failingSince = 0;
     try {
@@ -137,7 +138,7 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
           attempts: Number.POSITIVE_INFINITY,
           baseMs: 200,
           maxMs: 5000,
-          retryable: (err) => err instanceof Transient && (tried < attempts || Date.now() - failingSince < outageMs),
+          retryable: (err) => err instanceof Transient && (tried < attempts || (patient && Date.now() - failingSince < outageMs)),
           ...(signal ? { signal } : {}),
         },
       );
@@ -153,31 +154,36 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
   const request = async (
     method: string,
     path: string,
-    opts: { body?: () => RequestBody; headers?: Record<string, string>; signal?: AbortSignal; ok?: number[]; what: string },
+    opts: { body?: () => RequestBody; headers?: Record<string, string>; signal?: AbortSignal; ok?: number[]; what: string; patient?: boolean },
   ): Promise<Response> => {
     let reauthed = false;
-    return withRetries(opts.what, opts.signal, async () => {
-      for (;;) {
-        session ??= await authenticate(opts.signal);
-        const res = await fetch(`${session.storageUrl}${path}`, {
-          method,
-          headers: { 'X-Auth-Token': session.token, ...opts.headers },
-          ...(opts.body ? { body: opts.body(), duplex: 'half' } : {}),
-          ...(opts.signal ? { signal: opts.signal } : {}),
-        } as RequestInit);
-        if (res.status === 401 && !reauthed) {
+    return withRetries(
+      opts.what,
+      opts.signal,
+      async () => {
+        for (;;) {
+          session ??= await authenticate(opts.signal);
+          const res = await fetch(`${session.storageUrl}${path}`, {
+            method,
+            headers: { 'X-Auth-Token': session.token, ...opts.headers },
+            ...(opts.body ? { body: opts.body(), duplex: 'half' } : {}),
+            ...(opts.signal ? { signal: opts.signal } : {}),
+          } as RequestInit);
+          if (res.status === 401 && !reauthed) {
+            await res.body?.cancel();
+            session = null;
+            reauthed = true;
+            continue;
+          }
+          if (res.ok || opts.ok?.includes(res.status)) return res;
           await res.body?.cancel();
-          session = null;
-          reauthed = true;
-          continue;
+          if (res.status === 404) throw new CbrError('CBR_ERR_OBJECT_NOT_FOUND', `${opts.what}: not found`);
+          if (!RETRYABLE_STATUS.has(res.status)) throw new CbrError('CBR_ERR_STORAGE_FAILED', `${opts.what}: Swift answered ${res.status}`);
+          throw new Transient(`HTTP ${res.status}`);
         }
-        if (res.ok || opts.ok?.includes(res.status)) return res;
-        await res.body?.cancel();
-        if (res.status === 404) throw new CbrError('CBR_ERR_OBJECT_NOT_FOUND', `${opts.what}: not found`);
-        if (!RETRYABLE_STATUS.has(res.status)) throw new CbrError('CBR_ERR_STORAGE_FAILED', `${opts.what}: Swift answered ${res.status}`);
-        throw new Transient(`HTTP ${res.status}`);
-      }
-    });
+      },
+      opts.patient ?? true,
+    );
   };
 
   const ensureContainers = async (signal?: AbortSignal) => {
@@ -195,20 +201,35 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
    */
   const uploadFile = async (path: string, size: number, md5: string, target: string, signal?: AbortSignal, ifAbsent = false) => {
     let reauthed = false;
+    // Set once an attempt went out without an answer that says how it ended: a later 412 may be that attempt's own.
+    let mayHaveLanded = false;
     await withRetries(`upload ${target}`, signal, async () => {
       for (;;) {
         session ??= await authenticate(signal);
-        const { status, etag } = await putStream(
-          `${session.storageUrl}${target}`,
-          path,
-          {
-            'X-Auth-Token': session.token,
-            'Content-Length': String(size),
-            ETag: md5,
-            ...(ifAbsent ? { 'If-None-Match': '*' } : {}),
-          },
-          signal,
-        );
+        let answer: { status: number; etag: string | null | undefined };
+        try {
+          answer = await putStream(
+            `${session.storageUrl}${target}`,
+            path,
+            {
+              'X-Auth-Token': session.token,
+              'Content-Length': String(size),
+              ETag: md5,
+              ...(ifAbsent ? { 'If-None-Match': '*' } : {}),
+            },
+            signal,
+          );
+        } catch (err) {
+          mayHaveLanded = true;
+          throw err;
+        }
+        const { status, etag } = answer;
+        if (status === 412 && ifAbsent && mayHaveLanded) {
+          // An earlier attempt's answer was lost: if the object there holds exactly these bytes, it is that attempt's.
+          const there = await request('HEAD', target, { ok: [404], ...(signal ? { signal } : {}), what: `check ${target}` });
+          await there.body?.cancel();
+          if (there.status !== 404 && there.headers.get('etag')?.replace(/"/g, '') === md5) return;
+        }
         if (status === 401 && !reauthed) {
           session = null;
           reauthed = true;
@@ -220,15 +241,17 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
           return;
         }
         if (!RETRYABLE_STATUS.has(status)) throw new CbrError('CBR_ERR_STORAGE_FAILED', `upload ${target}: Swift answered ${status}`);
+        mayHaveLanded = true;
         throw new Transient(`HTTP ${status}`);
       }
     });
   };
 
   /** Whether the large object at `key` is the manifest of exactly these segments (this upload's, named by its id). */
-  const manifestIsOurs = async (key: string, segments: { path: string }[], signal?: AbortSignal): Promise<boolean> => {
+  const manifestIsOurs = async (key: string, segments: { path: string }[], signal?: AbortSignal, patient = true): Promise<boolean> => {
     const res = await request('GET', `/${enc(config.container)}/${encPath(key)}?multipart-manifest=get`, {
       ok: [404],
+      patient,
       ...(signal ? { signal } : {}),
       what: `manifest of ${key}`,
     });
@@ -254,6 +277,7 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
       const uploadId = randomUUID();
       const segments: { path: string; etag: string; size_bytes: number }[] = [];
       let inflight: Promise<void> | null = null;
+      let manifestSent = false;
       let n = 0;
       let total = 0;
       // An abort also stops a body that has nothing to give (as local's pipeline does), so the put ends and cleans up.
@@ -305,6 +329,7 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
           if (full) await upload(full);
           if (cur.size > 0) await upload({ path: cur.path, size: cur.size, md5: cur.hash.digest('hex'), index: cur.index });
           const manifest = JSON.stringify(segments);
+          manifestSent = true;
           const res = await request('PUT', `/${enc(config.container)}/${encPath(key)}?multipart-manifest=put`, {
             body: () => manifest,
             headers: { 'Content-Type': 'application/json', ...(opts.ifAbsent ? { 'If-None-Match': '*' } : {}) },
@@ -320,11 +345,18 @@ export function createSwiftStore(config: SwiftConfig): ObjectStore {
         return { size: total };
       } catch (err) {
         if (inflight) await inflight.catch(() => {});
-        // Leave no segment behind (best effort; `backup-delete` of the backup also finds them by prefix).
-        for (const s of segments) {
-          await request('DELETE', encPath(s.path), { ok: [404], what: `remove segment ${s.path}` })
-            .then((r) => r.body?.cancel())
-            .catch(() => {});
+        // Once its manifest went out, it may have landed with its answer lost: its segments go only when the object
+        // there is known not to be this upload's (no such object, or another writer's); when that cannot be told
+        // (the store is down), they stay: orphan segments cost space, deleted ones under a manifest lose a file.
+        let keep = false;
+        if (manifestSent) keep = await manifestIsOurs(key, segments, undefined, false).catch(() => true);
+        if (!keep) {
+          // Leave no segment behind (best effort, attempts only, no outage window; `backup-delete` also finds them by prefix).
+          for (const s of segments) {
+            await request('DELETE', encPath(s.path), { ok: [404], patient: false, what: `remove segment ${s.path}` })
+              .then((r) => r.body?.cancel())
+              .catch(() => {});
+          }
         }
         if (err instanceof CbrError) throw err;
         if ((err as Error).name === 'AbortError') throw new CbrError('CBR_ERR_ABORTED', `upload of ${key} aborted`);

@@ -19,7 +19,9 @@ describe('Swift driver: a create-only large put whose answer is lost', () => {
   let creds: string;
   let proxy: Awaited<ReturnType<typeof lossyProxy>>;
   let dropNextManifest = false;
-  const open = (authUrl: string, spoolDir?: string): ObjectStore =>
+  /** The answer to the next plain PUT of this key is cut (its object is written). */
+  let dropNextPutOf: string | null = null;
+  const open = (authUrl: string, spoolDir?: string, tries?: { attempts: number; outageMs: number }): ObjectStore =>
     createSwiftStore({
       driver: 'swift',
       authUrl,
@@ -28,6 +30,7 @@ describe('Swift driver: a create-only large put whose answer is lost', () => {
       container,
       segmentSize: MiB,
       ...(spoolDir ? { spoolDir } : {}),
+      ...(tries ?? {}),
     });
   const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
   const read = async (store: ObjectStore, key: string) => Buffer.concat(await (await store.get(key)).toArray());
@@ -35,6 +38,10 @@ describe('Swift driver: a create-only large put whose answer is lost', () => {
   before(async () => {
     creds = swiftUp();
     proxy = await lossyProxy((method, url) => {
+      if (method === 'PUT' && dropNextPutOf && url.endsWith(`/${dropNextPutOf}`)) {
+        dropNextPutOf = null;
+        return true;
+      }
       if (method !== 'PUT' || !url.includes('multipart-manifest=put') || !dropNextManifest) return false;
       dropNextManifest = false;
       return true;
@@ -56,6 +63,32 @@ describe('Swift driver: a create-only large put whose answer is lost', () => {
     const segments = await swiftList(`${container}_segments`, `${key}/`);
     assert.equal(segments.length, 4, 'the four segments the manifest points to are still there');
     assert.equal(sha(await read(open(SWIFT_AUTH_URL), key)), sha(body), 'the object reads back whole');
+  });
+
+  it('a put that fails after its manifest landed (answer lost, no attempt left) keeps the segments that manifest points to', async () => {
+    const key = `t${process.pid}/landed/blob`;
+    const body = randomBytes(2 * MiB + 99);
+    dropNextManifest = true;
+    // One attempt, no outage window: the lost answer fails the put at once.
+    const store = open(proxy.authUrl, scratchDir('swift-landed'), { attempts: 1, outageMs: 0 });
+    await assert.rejects(store.put(key, Readable.from([body]), { ifAbsent: true }), (err: Error & { code?: string }) => err.code === 'CBR_ERR_STORAGE_FAILED');
+    // The object is there (a later backup's head finds it and reuses it): it must read back whole.
+    assert.equal(sha(await read(open(SWIFT_AUTH_URL), key)), sha(body), 'the landed object reads back whole');
+    assert.equal((await swiftList(`${container}_segments`, `${key}/`)).length, 3);
+  });
+
+  it('a plain create-only put whose answer is lost succeeds on its retry when the object there holds exactly its bytes', async () => {
+    const key = `t${process.pid}/plain/blob`;
+    const body = randomBytes(MiB - 5);
+    dropNextPutOf = 'blob';
+    await open(proxy.authUrl, scratchDir('swift-plain')).put(key, Readable.from([body]), { ifAbsent: true });
+    assert.equal(dropNextPutOf, null, 'the first PUT was sent and its answer cut');
+    assert.equal(sha(await read(open(SWIFT_AUTH_URL), key)), sha(body));
+    // Another writer's create-only put of other bytes is still refused.
+    await assert.rejects(
+      open(SWIFT_AUTH_URL).put(key, Readable.from([randomBytes(10)]), { ifAbsent: true }),
+      (err: Error & { code?: string }) => err.code === 'CBR_ERR_OBJECT_EXISTS',
+    );
   });
 
   it('a download cut by an outage longer than its attempts goes on from where it stopped once the store is back', async () => {
