@@ -235,6 +235,10 @@ export class Agent {
     this.#scheduler?.stop();
     if (this.#consumeCh && this.#consumerTag) await this.#consumeCh.cancel(this.#consumerTag).catch(() => {});
     this.#runtime.stopAll();
+    // Verifies, prunes and drills end on their abort: their results reach the outbox (leaving side_runs) before the
+    // database closes, so the next start does not report a graceful stop as a lost run.
+    const settled = Date.now() + 5000;
+    while (this.#verifies.size > 0 && Date.now() < settled) await new Promise((r) => setTimeout(r, 50));
     const deadline = Date.now() + 5000;
     while (this.#stateDb.countEvents() > 0 && this.#pubCh && Date.now() < deadline) {
       await this.#drainOutbox();

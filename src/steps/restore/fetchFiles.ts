@@ -118,10 +118,13 @@ async function fetchAll(deps: RestoreDeps, { ctx }: RestoreStepInput, rec: Backu
           .catch((err: NodeJS.ErrnoException) => {
             if (err.code !== 'EEXIST') throw err;
           })
-          .then(() => lchown(dir, owner.uid, owner.gid));
+          .then(() => lchown(dir, owner.uid, owner.gid))
+          .then(() => {
+            // Only once it exists: a mark taken meanwhile would fail to open it (files go in only after this).
+            touched.add(dir);
+            touched.add(dirname(dir));
+          });
         dirs.set(dir, made);
-        touched.add(dir);
-        touched.add(dirname(dir));
       }
       return made;
     };
