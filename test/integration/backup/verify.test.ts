@@ -291,77 +291,48 @@ describe('backup-verify on backups of a real node', () => {
       await removeBusTopology(prefix, [host, lostHost]);
     });
 
-    it('a CLI waiting for a verify whose agent is killed (-9) mid-run and restarted ends with CBR_ERR_RUN_LOST, not forever', async () => {
-      const rec = await backup(localEnv, 'full', false);
-      // A pause before the verify reads anything: the agent is killed inside it.
-      const agentEnv = { ...localEnv, CBR_STATE_DB: join(scratchDir('verify-lost-agent'), 'a.db'), CBR_DRILL_VERIFY_DELAY_MS: '120000' };
-      const opts = { host: lostHost, profilePath: profilePath('source', testEnv), env: agentEnv, prefix };
-      const first = spawnAgent(opts);
-      let second: ReturnType<typeof spawnAgent> | null = null;
-      try {
-        await waitForAgentQueue(prefix, lostHost);
-        const waiting = cbr(['backup-verify', rec.id, '--deep', '--json', '--bus', BUS_URL, '--host', lostHost, '--prefix', prefix], {
-          ...localEnv,
-          CBR_BUS_LIVENESS_MS: '300',
-        });
-        let running: string | undefined;
-        for (let i = 0; i < 300 && !running; i++) {
-          const [reply] = await queryStatus({ url: BUS_URL, prefix, host: lostHost, timeoutMs: 2000 });
-          running = reply?.workflows.find((w) => w.kind === 'backup.verify' && w.status === 'active')?.workflowId;
-          if (!running) await sleep(100);
+    // Seen running: the CLI asks every 300 ms and sees the verify before the kill. Never seen: its first status
+    // question would come after 10 minutes; the restarted agent's own report of the lost run ends the wait.
+    for (const seen of [true, false])
+      it(`a CLI waiting for a verify whose agent is killed (-9) ${seen ? 'mid-run' : 'before the CLI ever saw it running'} and restarted ends with CBR_ERR_RUN_LOST, not forever`, async () => {
+        const rec = await backup(localEnv, 'full', false);
+        // A pause before the verify reads anything: the agent is killed inside it.
+        const agentEnv = { ...localEnv, CBR_STATE_DB: join(scratchDir(`verify-lost-${seen}`), 'a.db'), CBR_DRILL_VERIFY_DELAY_MS: '120000' };
+        const opts = { host: lostHost, profilePath: profilePath('source', testEnv), env: agentEnv, prefix };
+        const first = spawnAgent(opts);
+        let second: ReturnType<typeof spawnAgent> | null = null;
+        try {
+          await waitForAgentQueue(prefix, lostHost);
+          const waiting = cbr(['backup-verify', rec.id, '--deep', '--json', '--bus', BUS_URL, '--host', lostHost, '--prefix', prefix], {
+            ...localEnv,
+            CBR_BUS_LIVENESS_MS: seen ? '300' : '600000',
+          });
+          let running: string | undefined;
+          for (let i = 0; i < 300 && !running; i++) {
+            const [reply] = await queryStatus({ url: BUS_URL, prefix, host: lostHost, timeoutMs: 2000 });
+            running = reply?.workflows.find((w) => w.kind === 'backup.verify' && w.status === 'active')?.workflowId;
+            if (!running) await sleep(100);
+          }
+          assert.ok(running, "the agent's status never showed the verify running");
+          // A wide margin for a loaded machine.
+          if (seen) await sleep(5000);
+          await killHard(first);
+          second = spawnAgent({ ...opts, env: { ...agentEnv, CBR_DRILL_VERIFY_DELAY_MS: '0' } });
+          const r = await waiting;
+          assert.equal(r.code, 13, r.err);
+          assert.equal(r.json().error?.code, 'CBR_ERR_RUN_LOST');
+          assert.match(r.json().error?.message ?? '', new RegExp(`no longer runs ${running}`));
+          // The restarted agent's status knows how it ended (a CLI that reconnects later finds it there).
+          const [reply] = await queryStatus({ url: BUS_URL, prefix, host: lostHost, workflowId: running, timeoutMs: 5000 });
+          const w = reply?.workflows.find((x) => x.workflowId === running);
+          assert.equal(w?.status, 'done');
+          assert.equal(w?.error?.code, 'CBR_ERR_RUN_LOST');
+        } finally {
+          // Once killed, its exit code stays null (it died of a signal): kill it only if the test did not get there.
+          if (first.signalCode === null) await killHard(first);
+          if (second) assert.equal(await stopGracefully(second), 0);
         }
-        assert.ok(running, "the agent's status never showed the verify running");
-        // The CLI asks every 300 ms: let it see the verify running before the kill (a wide margin for a loaded machine).
-        await sleep(5000);
-        await killHard(first);
-        second = spawnAgent({ ...opts, env: { ...agentEnv, CBR_DRILL_VERIFY_DELAY_MS: '0' } });
-        const r = await waiting;
-        assert.equal(r.code, 13, r.err);
-        assert.equal(r.json().error?.code, 'CBR_ERR_RUN_LOST');
-        assert.match(r.json().error?.message ?? '', new RegExp(`no longer runs ${running}`));
-      } finally {
-        // Once killed, its exit code stays null (it died of a signal): kill it only if the test did not get there.
-        if (first.signalCode === null) await killHard(first);
-        if (second) assert.equal(await stopGracefully(second), 0);
-      }
-    });
-
-    it('a CLI whose verify was taken by an agent killed (-9) before the CLI ever saw it running ends with CBR_ERR_RUN_LOST once the agent is back', async () => {
-      const rec = await backup(localEnv, 'full', false);
-      const agentEnv = { ...localEnv, CBR_STATE_DB: join(scratchDir('verify-lost-early-agent'), 'a.db'), CBR_DRILL_VERIFY_DELAY_MS: '120000' };
-      const opts = { host: lostHost, profilePath: profilePath('source', testEnv), env: agentEnv, prefix };
-      const first = spawnAgent(opts);
-      let second: ReturnType<typeof spawnAgent> | null = null;
-      try {
-        await waitForAgentQueue(prefix, lostHost);
-        // The CLI's first status question would come after 10 minutes: it never sees the verify running.
-        const waiting = cbr(['backup-verify', rec.id, '--deep', '--json', '--bus', BUS_URL, '--host', lostHost, '--prefix', prefix], {
-          ...localEnv,
-          CBR_BUS_LIVENESS_MS: '600000',
-        });
-        let running: string | undefined;
-        for (let i = 0; i < 300 && !running; i++) {
-          const [reply] = await queryStatus({ url: BUS_URL, prefix, host: lostHost, timeoutMs: 2000 });
-          running = reply?.workflows.find((w) => w.kind === 'backup.verify' && w.status === 'active')?.workflowId;
-          if (!running) await sleep(100);
-        }
-        assert.ok(running, "the agent's status never showed the verify running");
-        await killHard(first);
-        second = spawnAgent({ ...opts, env: { ...agentEnv, CBR_DRILL_VERIFY_DELAY_MS: '0' } });
-        const r = await waiting;
-        assert.equal(r.code, 13, r.err);
-        assert.equal(r.json().error?.code, 'CBR_ERR_RUN_LOST');
-        assert.match(r.json().error?.message ?? '', new RegExp(`no longer runs ${running}`));
-        // The restarted agent's status knows how it ended (a CLI that reconnects later finds it there).
-        const [reply] = await queryStatus({ url: BUS_URL, prefix, host: lostHost, workflowId: running, timeoutMs: 5000 });
-        const w = reply?.workflows.find((x) => x.workflowId === running);
-        assert.equal(w?.status, 'done');
-        assert.equal(w?.error?.code, 'CBR_ERR_RUN_LOST');
-      } finally {
-        if (first.signalCode === null) await killHard(first);
-        if (second) assert.equal(await stopGracefully(second), 0);
-      }
-    });
+      });
 
     it("the agent verifies against its storage: progress, then a result carrying the report; a broken backup fails with the verdict's code", async () => {
       agent = spawnAgent({
